@@ -1,0 +1,66 @@
+"""A trained model as it travels: detector weights + JSON config, channel order, normalisation statistics,
+threshold and the drift reference, saved together in one folder (no pickled objects)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lstmad.detectors import load_detector
+from lstmad.series import NormalisationStats
+
+
+class ModelMismatchError(ValueError):
+    """The model cannot score these data: channels, window or step differ."""
+
+
+@dataclasses.dataclass
+class ModelBundle:
+    """Everything scoring needs besides the data. ``detector`` is fitted."""
+
+    detector: object
+    channels: tuple[str, ...]
+    window: int
+    step_s: int
+    stats: NormalisationStats
+    threshold: float
+    threshold_rule: str
+    expected_alarm_rate: float
+    drift_reference: dict
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        self.detector.save(directory)
+        meta = {"channels": list(self.channels), "window": self.window, "step_s": self.step_s,
+                "stats": self.stats.to_dict(), "threshold": self.threshold, "threshold_rule": self.threshold_rule,
+                "expected_alarm_rate": self.expected_alarm_rate, "drift_reference": self.drift_reference}
+        (directory / "bundle.json").write_text(json.dumps(meta))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ModelBundle":
+        directory = Path(directory)
+        meta = json.loads((directory / "bundle.json").read_text())
+        return cls(load_detector(directory), tuple(meta["channels"]), meta["window"], meta["step_s"],
+                   NormalisationStats.from_dict(meta["stats"]), meta["threshold"], meta["threshold_rule"],
+                   meta["expected_alarm_rate"], meta["drift_reference"])
+
+    def check_compatible(self, channels: tuple[str, ...], window: int, step_s: int) -> None:
+        """Refuse data the model was not trained for, naming what differs."""
+        if tuple(channels) != tuple(self.channels):
+            missing = sorted(set(self.channels) - set(channels))
+            extra = sorted(set(channels) - set(self.channels))
+            raise ModelMismatchError(f"model channels differ from the data: missing {missing}, extra {extra}"
+                                     if missing or extra else "model channel order differs from the data")
+        if window != self.window or step_s != self.step_s:
+            raise ModelMismatchError(f"model expects window {self.window} at {self.step_s}s steps, data have "
+                                     f"window {window} at {step_s}s")
+
+    def renormalise(self, values: np.ndarray, block_stats: NormalisationStats) -> np.ndarray:
+        """Values normalised with ``block_stats`` → normalised with the model's statistics; (n, C)."""
+        if block_stats.stats_id == self.stats.stats_id:
+            return values
+        return self.stats.apply(block_stats.invert(values)).astype(np.float32)

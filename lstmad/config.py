@@ -1,0 +1,307 @@
+"""Typed pipeline configuration, validated when loaded from YAML.
+
+Every key of a pipeline file maps onto a dataclass field below; an unknown key or a value of the wrong type
+fails at load with a message naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A pipeline configuration that cannot be used; the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and seed of the generated wind farm (lstmad.data.synthetic)."""
+
+    turbines: int = 4
+    days: int = 30
+    step_s: int = 60
+    start: dt.date = dt.date(2026, 1, 1)
+    seed: int = 7
+    icing_episodes_per_turbine: float = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    """Where the raw landing table is and which of its columns mean what."""
+
+    path: str = "raw"
+    format: str = "parquet"
+    timestamp_column: str = "timestamp"
+    asset_column: str = "turbine_id"
+    label_column: Optional[str] = "label"
+    partition_column: str = "date"
+    channels: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """Cleaning, smoothing, normalisation and tensor-block layout."""
+
+    step_s: int = 60
+    smoothing_half_width: int = 5
+    window: int = 26
+    block_rows: int = 4096
+    normalisation: str = "zscore"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The detector and its training settings."""
+
+    detector: str = "lstm_forecaster"
+    hidden_sizes: tuple[int, ...] = (64, 32)
+    dropout: float = 0.2
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    patience: int = 3
+    validation_share: float = 0.2
+    max_train_windows: int = 0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Which dates train the model and which labelled dates evaluate it."""
+
+    start: Optional[dt.date] = None
+    end: Optional[dt.date] = None
+    eval_start: Optional[dt.date] = None
+    eval_end: Optional[dt.date] = None
+    exclude_labelled_anomalies: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ThresholdConfig:
+    """How the alarm threshold is derived from validation scores."""
+
+    rule: str = "percentile"
+    percentile: float = 95.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    """Scoring batch size and how flags become intervals."""
+
+    batch_size: int = 2048
+    min_interval_s: int = 600
+    merge_gap_s: int = 300
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftConfig:
+    """Thresholds of the nightly drift check."""
+
+    psi_bins: int = 10
+    psi_threshold: float = 0.25
+    drifted_channel_share: float = 0.5
+    alarm_rate_factor: float = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SparkConfig:
+    """Spark session settings; only lstmad.spark.session applies them."""
+
+    master: str = "local[2]"
+    shuffle_partitions: int = 4
+    driver_memory: str = "2g"
+    conf: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaConfig:
+    """Which engine writes the Delta tables: delta-rs (embedded) or delta-spark (cluster jars)."""
+
+    engine: str = "delta-rs"
+
+
+@dataclasses.dataclass(frozen=True)
+class MlflowConfig:
+    """Tracking location and registered model; an empty URI means a SQLite file under the pipeline home."""
+
+    tracking_uri: str = ""
+    experiment: str = ""
+    registered_model: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AirflowConfig:
+    """How the DAG tasks run the jobs: in the worker process or through spark-submit."""
+
+    runner: str = "in_process"
+    spark_conn_id: str = "spark_default"
+    retries: int = 2
+    retry_delay_s: int = 300
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """One pipeline: its source, stages, model and infrastructure switches."""
+
+    pipeline: str
+    home: str = ""
+    source: SourceConfig = SourceConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
+    score: ScoreConfig = ScoreConfig()
+    drift: DriftConfig = DriftConfig()
+    spark: SparkConfig = SparkConfig()
+    delta: DeltaConfig = DeltaConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    airflow: AirflowConfig = AirflowConfig()
+
+    @property
+    def pipeline_home(self) -> Path:
+        """Folder that holds every table, model and run of this pipeline."""
+        base = Path(self.home or os.environ.get("LSTMAD_HOME", ".lstmad"))
+        return (base / self.pipeline).resolve()
+
+    def resolve(self, path: str) -> Path:
+        """A configured path: absolute as given, otherwise relative to the pipeline home."""
+        expanded = Path(os.path.expandvars(path)).expanduser()
+        return expanded if expanded.is_absolute() else self.pipeline_home / expanded
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.mlflow.registered_model or f"lstmad-{self.pipeline}"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.mlflow.experiment or f"lstmad-{self.pipeline}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.pipeline_home / 'mlflow.db'}"
+
+
+_CHOICES = {
+    "prepare.normalisation": ("zscore", "minmax"),
+    "model.detector": ("lstm_forecaster",),
+    "model.device": ("auto", "cpu", "cuda"),
+    "threshold.rule": ("percentile", "mean_std"),
+    "delta.engine": ("delta-rs", "delta-spark"),
+    "airflow.runner": ("in_process", "spark_submit"),
+    "source.format": ("parquet", "csv"),
+}
+
+
+def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> PipelineConfig:
+    """Read a pipeline YAML file into a validated PipelineConfig.
+
+    ``overrides`` maps dotted keys (``"synthetic.days"``) to values applied on top of the file, validated
+    the same way.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    config = _build(PipelineConfig, raw, str(path), "")
+    _check_choices(config, str(path))
+    return config
+
+
+def _check_choices(config: PipelineConfig, source: str) -> None:
+    for dotted, allowed in _CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{source}: key '{dotted}' must be one of {list(allowed)}, got {value!r}")
+    if config.prepare.window < 2:
+        raise ConfigError(f"{source}: key 'prepare.window' must be at least 2")
+    if config.prepare.block_rows < config.prepare.window:
+        raise ConfigError(f"{source}: key 'prepare.block_rows' must be at least prepare.window")
+    if not config.source.channels:
+        raise ConfigError(f"{source}: key 'source.channels' must list at least one channel")
+    if not 0 < config.threshold.percentile < 100:
+        raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (allowed: {', '.join(fields)})")
+    values = {}
+    for name, field in fields.items():
+        key = f"{prefix}{name}"
+        if name in raw:
+            values[name] = _coerce(hints[name], raw[name], source, key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{source}: missing required key '{key}'")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(options[0], value, source, key)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, key + ".")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: key '{key}' must be a list, got {value!r}")
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{key}' must be a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if hint is dt.date:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(f"{source}: key '{key}' must be a date YYYY-MM-DD, got {value!r}") from None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: key '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: key '{key}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: key '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: key '{key}' has an unsupported type {hint!r}")  # pragma: no cover

@@ -1,0 +1,19 @@
+"""Detectors: sklearn-like wrappers (fit(windows) → self, score(windows) → scores) around lstmad.models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lstmad.detectors.lstm_forecaster import LSTMForecasterDetector
+
+DETECTORS = {"lstm_forecaster": LSTMForecasterDetector}
+
+
+def load_detector(directory: str | Path):
+    """Load any saved detector (weights + JSON config) from ``directory``."""
+    import json
+
+    kind = json.loads((Path(directory) / "detector.json").read_text())["detector"]
+    if kind not in DETECTORS:
+        raise ValueError(f"{directory}: unknown detector kind {kind!r}")
+    return DETECTORS[kind].load(directory)

@@ -1,0 +1,119 @@
+"""Stacked LSTM forecaster detector: next-step prediction, score = squared error of the predicted last row."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from lstmad.models.lstm_forecaster import StackedLSTMForecaster
+from lstmad.tensors import Windows
+from lstmad.training import EpochCallback, fit_network, resolve_device
+
+
+@dataclasses.dataclass
+class ForecasterParams:
+    """Architecture and training settings of the stacked LSTM forecaster."""
+
+    hidden_sizes: tuple[int, ...] = (64, 32)
+    dropout: float = 0.2
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    patience: int = 3
+    validation_share: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+
+
+def _next_step_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """MSE of the last row predicted from the rows before it; batch (B, W, C)."""
+    return torch.mean((model(batch[:, :-1, :]) - batch[:, -1, :]) ** 2)
+
+
+class LSTMForecasterDetector:
+    """fit(windows) → self; score(windows) → (N,) mean squared next-step error of each window's last row.
+
+    Windows are (N, W, C): the first W−1 rows predict row W. Fitted state: ``network_``, ``n_channels_``,
+    ``window_``, ``history_`` (per-epoch losses), ``validation_scores_`` (scores of the held-out windows).
+    """
+
+    kind = "lstm_forecaster"
+    # Each window's score describes its last timestamp (the row that was forecast).
+    score_alignment = "last"
+
+    def __init__(self, params: Optional[ForecasterParams] = None, **overrides):
+        self.params = dataclasses.replace(params or ForecasterParams(), **overrides)
+
+    def fit(self, windows: Windows, on_epoch: Optional[EpochCallback] = None) -> "LSTMForecasterDetector":
+        if len(windows) < 2:
+            raise ValueError(f"need at least 2 training windows, got {len(windows)}")
+        p = self.params
+        self.n_channels_, self.window_ = windows.n_channels, windows.window
+        # Hold out the latest windows (by end time), not a random sample: neighbouring windows overlap by
+        # W−1 rows, so a random split would validate on near-copies of training windows.
+        order = np.argsort(windows.end_us, kind="stable")
+        n_val = max(1, int(round(len(windows) * p.validation_share)))
+        train, validation = windows.subset(np.sort(order[:-n_val])), windows.subset(np.sort(order[-n_val:]))
+        device = resolve_device(p.device)
+        self.network_ = StackedLSTMForecaster(self.n_channels_, tuple(p.hidden_sizes), p.dropout)
+        self.history_ = fit_network(self.network_, train, validation, _next_step_loss, epochs=p.epochs,
+                                    batch_size=p.batch_size, learning_rate=p.learning_rate, patience=p.patience,
+                                    device=device, seed=p.seed, on_epoch=on_epoch)
+        self.validation_scores_ = self.score(validation)
+        return self
+
+    @torch.no_grad()
+    def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
+        """(N,) float64 scores of N windows (N, W, C)."""
+        self._check_fitted()
+        if windows.n_channels != self.n_channels_ or windows.window != self.window_:
+            raise ValueError(f"windows are {windows.window}×{windows.n_channels}, the model expects "
+                             f"{self.window_}×{self.n_channels_}")
+        network = self.network_.eval()
+        device = next(network.parameters()).device
+        out = np.empty(len(windows), dtype=np.float64)
+        for lo in range(0, len(windows), batch_size):
+            batch = windows.batch(slice(lo, lo + batch_size)).to(device)
+            error = (network(batch[:, :-1, :]) - batch[:, -1, :]) ** 2
+            out[lo:lo + batch.shape[0]] = error.mean(dim=1).double().cpu().numpy()
+        return out
+
+    def to(self, device: str | torch.device) -> "LSTMForecasterDetector":
+        self._check_fitted()
+        self.network_.to(device)
+        return self
+
+    def save(self, directory: str | Path) -> None:
+        """Weights (``weights.pt``, a plain state_dict) and ``detector.json``; no pickled objects."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.network_.state_dict().items()}
+        torch.save(state, directory / "weights.pt")
+        config = {"detector": self.kind, "params": dataclasses.asdict(self.params),
+                  "n_channels": self.n_channels_, "window": self.window_, "history": self.history_}
+        (directory / "detector.json").write_text(json.dumps(config, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> "LSTMForecasterDetector":
+        directory = Path(directory)
+        config = json.loads((directory / "detector.json").read_text())
+        params = ForecasterParams(**{**config["params"], "hidden_sizes": tuple(config["params"]["hidden_sizes"])})
+        detector = cls(params)
+        detector.n_channels_, detector.window_ = config["n_channels"], config["window"]
+        detector.history_ = config.get("history", [])
+        detector.network_ = StackedLSTMForecaster(detector.n_channels_, params.hidden_sizes, params.dropout)
+        # weights_only: loading never executes code from the file.
+        state = torch.load(directory / "weights.pt", map_location=device, weights_only=True)
+        detector.network_.load_state_dict(state)
+        detector.network_.to(device).eval()
+        return detector
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise RuntimeError("detector is not fitted: call fit() or load() first")

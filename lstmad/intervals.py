@@ -1,0 +1,40 @@
+"""Turning per-timestamp flags of one asset into anomaly intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MICROS = 1_000_000
+
+
+def merge_flags(timestamps_us: np.ndarray, flags: np.ndarray, scores: np.ndarray, step_s: int,
+                min_duration_s: int, merge_gap_s: int) -> list[dict]:
+    """Intervals of flagged timestamps of one asset; inputs (n,) sorted by time.
+
+    Flagged timestamps one step apart form a run; runs whose gap (from the end of one to the start of the
+    next, in seconds) is at most ``merge_gap_s`` are merged; intervals shorter than ``min_duration_s`` are
+    dropped. An interval covers [start, end + step): duration_s = end − start + step_s. Each dict has
+    start_us, end_us, duration_s, n_points (flagged timestamps inside), peak_score, mean_score (of the
+    flagged timestamps).
+    """
+    timestamps_us = np.asarray(timestamps_us, dtype=np.int64)
+    flags = np.asarray(flags, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    flagged = np.flatnonzero(flags)
+    if flagged.size == 0:
+        return []
+    ts = timestamps_us[flagged]
+    # gap between consecutive flagged timestamps, measured from the end of the earlier one's step
+    gaps = np.diff(ts) - step_s * MICROS
+    splits = np.flatnonzero(gaps > merge_gap_s * MICROS) + 1
+    intervals = []
+    for group in np.split(np.arange(flagged.size), splits):
+        start, end = int(ts[group[0]]), int(ts[group[-1]])
+        duration_s = (end - start) // MICROS + step_s
+        if duration_s < min_duration_s:
+            continue
+        group_scores = scores[flagged[group]]
+        intervals.append({"start_us": start, "end_us": end, "duration_s": int(duration_s),
+                          "n_points": int(group.size), "peak_score": float(group_scores.max()),
+                          "mean_score": float(group_scores.mean())})
+    return intervals

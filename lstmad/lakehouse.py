@@ -1,0 +1,131 @@
+"""The one module that talks to Delta: table schemas, partition-replacing writes and snapshot reads.
+
+delta-rs (``deltalake``) is the embedded default; ``delta.engine: delta-spark`` writes through Spark with
+the Delta Lake jars, which must be on the classpath (a cluster setting).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pyarrow as pa
+
+from lstmad import names
+
+UTC_US = pa.timestamp("us", tz="UTC")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    names.QUARANTINE: pa.schema([
+        ("pipeline", pa.string()), (names.DATE, pa.string()), (names.ASSET, pa.string()),
+        (names.TIMESTAMP, UTC_US), (names.REASON, pa.string()), ("source_row", pa.string()),
+        ("run_id", pa.string()),
+    ]),
+    names.ANOMALY_SCORES: pa.schema([
+        (names.ASSET, pa.string()), (names.TIMESTAMP, UTC_US), (names.SCORE, pa.float64()),
+        (names.THRESHOLD, pa.float64()), (names.FLAG, pa.bool_()), (names.LABEL, pa.int8()),
+        ("model_name", pa.string()), (names.MODEL_VERSION, pa.string()), ("mlflow_run_id", pa.string()),
+        (names.SCORED_DATE, pa.string()),
+    ]),
+    names.ANOMALY_INTERVALS: pa.schema([
+        ("interval_id", pa.string()), (names.ASSET, pa.string()), ("start", UTC_US), ("end", UTC_US),
+        ("duration_s", pa.int64()), ("n_points", pa.int64()), ("peak_score", pa.float64()),
+        ("mean_score", pa.float64()), ("severity", pa.float64()), (names.THRESHOLD, pa.float64()),
+        ("model_name", pa.string()), (names.MODEL_VERSION, pa.string()), ("mlflow_run_id", pa.string()),
+        (names.SCORED_DATE, pa.string()),
+    ]),
+    names.DRIFT_METRICS: pa.schema([
+        (names.SCORED_DATE, pa.string()), (names.MODEL_VERSION, pa.string()), ("n_rows", pa.int64()),
+        ("max_psi", pa.float64()), ("max_psi_channel", pa.string()), ("psi_by_channel", pa.string()),
+        ("alarm_rate", pa.float64()), ("expected_alarm_rate", pa.float64()), ("retrain", pa.bool_()),
+        ("retrain_reasons", pa.string()),
+    ]),
+}
+
+PARTITION_COLUMN = {
+    names.QUARANTINE: names.DATE,
+    names.ANOMALY_SCORES: names.SCORED_DATE,
+    names.ANOMALY_INTERVALS: names.SCORED_DATE,
+    names.DRIFT_METRICS: names.SCORED_DATE,
+}
+
+
+class LakehouseError(RuntimeError):
+    """A Delta table could not be written or read; the message says which and why."""
+
+
+def table_path(lake: Path, table: str) -> Path:
+    return Path(lake) / table
+
+
+def replace_partitions(lake: Path, table: str, data: pa.Table, partition_values: Sequence[str],
+                       engine: str = "delta-rs", spark=None) -> None:
+    """Atomically make ``table`` hold exactly ``data`` for the given partition values (dates).
+
+    Rows of other partitions are untouched; re-running with the same data leaves the same rows. ``data``
+    must only hold rows of those partitions.
+    """
+    schema = SCHEMAS[table]
+    column = PARTITION_COLUMN[table]
+    data = data.select(schema.names).cast(schema)
+    stray = set(data.column(column).to_pylist()) - set(partition_values)
+    if stray:
+        raise LakehouseError(f"{table}: rows for {sorted(stray)[:3]} outside the partitions being replaced")
+    quoted = ", ".join(f"'{value}'" for value in sorted(partition_values))
+    predicate = f"{column} IN ({quoted})"
+    path = table_path(lake, table)
+    if engine == "delta-spark":
+        _write_with_spark(spark, path, data, column, predicate)
+        return
+    from deltalake import DeltaTable, write_deltalake
+
+    if not DeltaTable.is_deltatable(str(path)):
+        path.mkdir(parents=True, exist_ok=True)
+        write_deltalake(str(path), data, mode="append", partition_by=[column])
+        return
+    write_deltalake(str(path), data, mode="overwrite", predicate=predicate, partition_by=[column])
+
+
+def _write_with_spark(spark, path: Path, data: pa.Table, column: str, predicate: str) -> None:
+    if spark is None:
+        raise LakehouseError("delta.engine is delta-spark but no Spark session was given to the writer")
+    frame = spark.createDataFrame(data)
+    try:
+        (frame.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+         .partitionBy(column).save(str(path)))
+    except Exception as error:  # py4j/pyspark raise several types for a missing data source
+        if "DATA_SOURCE_NOT_FOUND" in str(error):
+            raise LakehouseError(
+                "delta.engine is delta-spark but the Delta Lake jars are not on the Spark classpath "
+                "(Spark: DATA_SOURCE_NOT_FOUND delta). Add io.delta:delta-spark_2.13:4.x to spark.jars or "
+                "spark.jars.packages on the cluster, or set delta.engine: delta-rs") from None
+        raise
+
+
+def read_table(lake: Path, table: str, version: Optional[int] = None) -> pa.Table:
+    """The current (or a given version's) snapshot of a table as Arrow; an absent table reads empty."""
+    from deltalake import DeltaTable
+
+    path = table_path(lake, table)
+    if not DeltaTable.is_deltatable(str(path)):
+        return SCHEMAS[table].empty_table()
+    return DeltaTable(str(path), version=version).to_pyarrow_table()
+
+
+def datasets(lake: Path) -> dict[str, "pa.dataset.Dataset"]:
+    """Arrow datasets of every existing lstmad table, for SQL engines to scan."""
+    from deltalake import DeltaTable
+
+    found = {}
+    for table in names.DELTA_TABLES:
+        path = table_path(lake, table)
+        if DeltaTable.is_deltatable(str(path)):
+            found[table] = DeltaTable(str(path)).to_pyarrow_dataset()
+    return found
+
+
+def table_version(lake: Path, table: str) -> Optional[int]:
+    from deltalake import DeltaTable
+
+    path = table_path(lake, table)
+    return DeltaTable(str(path)).version() if DeltaTable.is_deltatable(str(path)) else None

@@ -1,0 +1,32 @@
+"""Stacked LSTM next-step forecaster: LSTM(64) → Dropout → LSTM(32) → Dropout → Dense(C) (notebook 001)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class StackedLSTMForecaster(nn.Module):
+    """Predicts the next row of a multichannel sequence from the rows before it.
+
+    forward: x (B, T, C) → prediction of row T+1, (B, C).
+    """
+
+    def __init__(self, n_channels: int, hidden_sizes: tuple[int, ...] = (64, 32), dropout: float = 0.2):
+        super().__init__()
+        layers = []
+        width = n_channels
+        for hidden in hidden_sizes:
+            layers.append(nn.LSTM(width, hidden, batch_first=True))
+            width = hidden
+        self.lstms = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(width, n_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = x
+        for lstm in self.lstms:
+            hidden, _ = lstm(hidden)
+            hidden = self.dropout(hidden)
+        # Keras' return_sequences=False on the last LSTM: only the final step feeds the dense layer.
+        return self.head(hidden[:, -1, :])

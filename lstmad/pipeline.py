@@ -1,0 +1,485 @@
+"""The pipeline stages as functions of a PipelineConfig: what jobs, DAG tasks and the CLI call.
+
+Each stage reads its inputs from the pipeline home, writes its outputs there and returns a summary dict;
+tracking happens here, at the entry points, never inside the library's transforms or training loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lstmad import lakehouse, names
+from lstmad.config import PipelineConfig
+
+log = logging.getLogger("lstmad")
+
+MICROS = 1_000_000
+NUMERIC_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+
+
+class PrepareError(ValueError):
+    """The raw table cannot be prepared; the message names the file and the column."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Where a pipeline keeps its data: raw landing table, tensor blocks, Delta lake, model cache."""
+
+    home: Path
+    raw: Path
+    tensors: Path
+    lake: Path
+    models: Path
+
+    @classmethod
+    def of(cls, config: PipelineConfig) -> "Paths":
+        home = config.pipeline_home
+        return cls(home, config.resolve(config.source.path), home / names.TENSOR_BLOCKS, home / "lake",
+                   home / "models")
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise ValueError(f"date range ends ({end}) before it starts ({start})")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _micros(day: dt.date) -> int:
+    return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc).timestamp()) * MICROS
+
+
+# ---------------------------------------------------------------------------------------------- generate
+
+
+def generate(config: PipelineConfig) -> dict:
+    """Write the synthetic wind farm of ``config.synthetic`` as the raw landing table."""
+    from lstmad.data.synthetic import FarmSpec, generate_farm, write_landing_table
+
+    spec = FarmSpec(**dataclasses.asdict(config.synthetic))
+    farm = generate_farm(spec)
+    files = write_landing_table(farm, Paths.of(config).raw, config.source.partition_column)
+    return {"rows": len(farm), "files": len(files), "anomalous_share": float(farm["label"].mean()),
+            "path": str(Paths.of(config).raw)}
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+
+
+def check_source_schema(config: PipelineConfig, files: list[Path]) -> None:
+    """Every configured column exists in every file with a usable type; else one error naming both."""
+    src = config.source
+    for file in files:
+        schema = pq.read_schema(file)
+        required = [src.timestamp_column, src.asset_column, *src.channels]
+        if src.label_column:
+            required.append(src.label_column)
+        for column in required:
+            if column not in schema.names:
+                raise PrepareError(f"{file}: column '{column}' is missing (configured in {config.pipeline} "
+                                   f"source); the file has {schema.names}")
+        for column in [*src.channels] + ([src.label_column] if src.label_column else []):
+            kind = schema.field(column).type
+            if not any(check(kind) for check in NUMERIC_TYPES):
+                raise PrepareError(f"{file}: column '{column}' has type {kind}, expected a number")
+        kind = schema.field(src.timestamp_column).type
+        if not (pa.types.is_timestamp(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise PrepareError(f"{file}: column '{src.timestamp_column}' has type {kind}, expected a timestamp")
+
+
+def _stats_dir(paths: Paths) -> Path:
+    return paths.tensors / names.STATS_DIR
+
+
+def load_stats(paths: Paths, stats_id: str = "current"):
+    from lstmad.series import NormalisationStats
+
+    file = _stats_dir(paths) / f"{stats_id}.json"
+    if not file.exists():
+        raise PrepareError(f"{file}: no normalisation statistics yet; prepare the training range first "
+                           f"(lstmad prepare --fit-stats, or lstmad train)")
+    return NormalisationStats.from_dict(json.loads(file.read_text()))
+
+
+def _save_stats(paths: Paths, stats, make_current: bool) -> None:
+    """Keep every statistics version by id (blocks and models refer to it); ``current`` is the reference."""
+    folder = _stats_dir(paths)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(stats.to_dict(), indent=2)
+    (folder / f"{stats.stats_id}.json").write_text(text)
+    if make_current:
+        tmp = folder / ".current.json.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / "current.json")
+
+
+def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: bool = False, spark=None) -> dict:
+    """Raw partitions of [start, end] → quarantine (Delta) + normalised tensor blocks (Parquet, per date).
+
+    Reads the W−1+k rows before ``start`` as history so that ``start``'s first windows exist. With
+    ``fit_stats`` the normalisation is fitted on these dates and becomes the pipeline's reference; otherwise
+    the reference is used. Only the partitions of [start, end] are replaced. Returns row and block counts.
+    """
+    from pyspark.sql import functions as F
+
+    from lstmad.series import fit_normalisation
+    from lstmad.spark import prepare as transforms
+    from lstmad.spark.session import get_session
+
+    src, prep = config.source, config.prepare
+    paths = Paths.of(config)
+    dates = [d.isoformat() for d in date_range(start, end)]
+    history_date = (start - dt.timedelta(days=1)).isoformat()
+    folders = {d: paths.raw / f"{src.partition_column}={d}" for d in [history_date, *dates]}
+    folders = {d: f for d, f in folders.items() if f.is_dir()}
+    missing = [d for d in dates if d not in folders]
+    if len(missing) == len(dates):
+        raise PrepareError(f"{paths.raw}: no raw partitions for {dates[0]} .. {dates[-1]}")
+    files = sorted(p for f in folders.values() for p in f.glob("*.parquet"))
+    check_source_schema(config, files)  # before anything is written
+
+    spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
+    run_id = uuid.uuid4().hex[:12]
+    raw = spark.read.option("basePath", str(paths.raw)).parquet(*[str(f) for f in folders.values()])
+    rows = transforms.canonical_rows(raw, src.timestamp_column, src.asset_column, src.channels, src.label_column,
+                                     src.partition_column)
+    history_from_us = _micros(start) - (prep.window - 1 + prep.smoothing_half_width) * prep.step_s * MICROS
+    current = transforms.with_reasons(rows.where(F.col(names.DATE).isin(dates)), src.channels).cache()
+    history = transforms.with_reasons(
+        rows.where((F.col(names.DATE) == history_date) & (F.col(transforms.TS_US) >= history_from_us)),
+        src.channels)
+    reason_counts = {r[names.REASON]: r["count"] for r in current.groupBy(names.REASON).count().collect()}
+    rows_kept = reason_counts.pop(None, 0)
+    rows_quarantined = sum(reason_counts.values())
+    rows_read = rows_kept + rows_quarantined
+
+    usable = current.unionByName(history).where(F.col(names.REASON).isNull()).drop(names.REASON, "source_row")
+    smoothed = transforms.smoothed_series(usable, src.channels, prep.smoothing_half_width, prep.step_s).cache()
+    if fit_stats:
+        moments = transforms.channel_moments(smoothed.where(F.col(names.DATE).isin(dates)), src.channels)
+        stats = fit_normalisation(prep.normalisation, src.channels, fitted_on=f"{dates[0]}..{dates[-1]}", **moments)
+    else:
+        stats = load_stats(paths)
+        if stats.channels != tuple(src.channels):
+            raise PrepareError(f"{_stats_dir(paths)}: reference statistics are for channels {list(stats.channels)}, "
+                               f"the configuration lists {list(src.channels)}; re-run prepare --fit-stats")
+    blocks = transforms.tensor_blocks(smoothed, src.channels, stats, prep.window, prep.block_rows, prep.step_s,
+                                      _micros(start), _micros(end + dt.timedelta(days=1)),
+                                      has_labels=src.label_column is not None)
+    # Dynamic partition overwrite (set in the session): only the dates present in ``blocks`` are replaced.
+    blocks.write.mode("overwrite").partitionBy(names.DATE).parquet(str(paths.tensors))
+    _save_stats(paths, stats, make_current=fit_stats)
+    written = {d for d in dates if (paths.tensors / f"{names.DATE}={d}").is_dir()}
+    blocks_written, windows = _count_blocks(paths, dates, prep.window)
+    for d in dates:
+        if d not in written or blocks_written.get(d, 0) == 0:
+            shutil.rmtree(paths.tensors / f"{names.DATE}={d}", ignore_errors=True)
+
+    quarantine = transforms.quarantine_rows(current, run_id, config.pipeline).toArrow()
+    lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, dates, config.delta.engine, spark)
+    current.unpersist()
+    smoothed.unpersist()
+    summary = {"dates": [dates[0], dates[-1]], "rows_read": rows_read, "rows_kept": rows_kept,
+               "rows_quarantined": rows_quarantined, "quarantined_by_reason": reason_counts,
+               "dates_without_data": missing, "blocks": sum(blocks_written.values()), "windows": windows,
+               "stats_id": stats.stats_id, "run_id": run_id}
+    log.info("prepare %s..%s: read %d rows, kept %d, quarantined %d %s; %d blocks, %d windows", dates[0],
+             dates[-1], rows_read, rows_kept, rows_quarantined, reason_counts or "", summary["blocks"], windows)
+    return summary
+
+
+def _count_blocks(paths: Paths, dates: list[str], window: int) -> tuple[dict[str, int], int]:
+    from lstmad.tensors import read_blocks, windows_in_block
+
+    table = read_blocks(paths.tensors, dates).select([names.DATE, names.N_ROWS])
+    per_date: dict[str, int] = {}
+    windows = 0
+    for day, n_rows in zip(table.column(names.DATE).to_pylist(), table.column(names.N_ROWS).to_pylist()):
+        per_date[day] = per_date.get(day, 0) + 1
+        windows += windows_in_block(n_rows, window)
+    return per_date, windows
+
+
+def prepare_training_data(config: PipelineConfig, spark=None) -> list[dict]:
+    """Prepare the training range (fitting the normalisation) and the evaluation range."""
+    t = config.train
+    if t.start is None or t.end is None:
+        raise PrepareError("train.start and train.end must be set to prepare training data")
+    summaries = [prepare(config, t.start, t.end, fit_stats=True, spark=spark)]
+    if t.eval_start and t.eval_end:
+        summaries.append(prepare(config, t.eval_start, t.eval_end, spark=spark))
+    return summaries
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def _windows_of(config: PipelineConfig, start: dt.date, end: dt.date):
+    from lstmad.tensors import read_blocks, windows_from_blocks
+
+    blocks = read_blocks(Paths.of(config).tensors, [d.isoformat() for d in date_range(start, end)])
+    return blocks, windows_from_blocks(blocks, config.prepare.window)
+
+
+def build_detector(config: PipelineConfig):
+    from lstmad.detectors.lstm_forecaster import ForecasterParams, LSTMForecasterDetector
+
+    m = config.model
+    params = ForecasterParams(hidden_sizes=tuple(m.hidden_sizes), dropout=m.dropout, epochs=m.epochs,
+                              batch_size=m.batch_size, learning_rate=m.learning_rate, patience=m.patience,
+                              validation_share=m.validation_share, seed=m.seed, device=m.device)
+    return LSTMForecasterDetector(params)
+
+
+def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = None) -> dict:
+    """Train the detector on the prepared training range, evaluate it on the labelled evaluation range, log
+    it to MLflow, register it, and make it champion when it is at least as good as the current one."""
+    import torch
+
+    from lstmad import tracking
+    from lstmad.bundle import ModelBundle
+    from lstmad.drift import reference_histogram
+    from lstmad.metrics import score_metrics
+    from lstmad.scoring import score_blocks
+    from lstmad.tensors import block_rows_of
+    from lstmad.thresholds import threshold_from_rule
+
+    t, m = config.train, config.model
+    paths = Paths.of(config)
+    if m.threads:
+        torch.set_num_threads(m.threads)
+    train_blocks, windows = _windows_of(config, t.start, t.end)
+    stats_ids = set(train_blocks.column(names.STATS_ID).to_pylist())
+    if len(stats_ids) != 1:
+        raise PrepareError(f"{paths.tensors}: training range mixes normalisations {sorted(stats_ids)}; "
+                           "re-run prepare --fit-stats over the whole training range")
+    stats = load_stats(paths, stats_ids.pop())
+    n_total = len(windows)
+    excluded = 0
+    if t.exclude_labelled_anomalies:
+        keep = np.flatnonzero(windows.label_any != 1)
+        excluded = n_total - keep.size
+        windows = windows.subset(keep)
+    if m.max_train_windows and len(windows) > m.max_train_windows:
+        windows = windows.subset(np.linspace(0, len(windows) - 1, m.max_train_windows).astype(np.int64))
+    log.info("train: %d windows (%d excluded as labelled anomalous) from %s..%s", len(windows), excluded,
+             t.start, t.end)
+    started = time.time()
+    detector = build_detector(config).fit(windows, on_epoch=on_epoch)
+    train_seconds = time.time() - started
+    threshold = threshold_from_rule(config.threshold.rule, detector.validation_scores_, config.threshold.percentile)
+    reference_rows = block_rows_of(train_blocks)
+    reference_rows = reference_rows[:: max(1, reference_rows.shape[0] // 200_000)]
+    bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channels), config.prepare.window,
+                         config.prepare.step_s, stats, threshold, config.threshold.rule,
+                         float(np.mean(detector.validation_scores_ > threshold)),
+                         reference_histogram(reference_rows, config.drift.psi_bins))
+
+    metrics: dict[str, float] = {"train_windows": len(windows), "excluded_windows": excluded,
+                                 "threshold": threshold, "train_seconds": train_seconds}
+    eval_blocks = None
+    if t.eval_start and t.eval_end:
+        eval_blocks, _ = _windows_of(config, t.eval_start, t.eval_end)
+        scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats})
+        metrics.update({f"eval_{k}": v for k, v in score_metrics(
+            scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(), threshold).items()})
+
+    model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
+    bundle.save(model_dir)
+    params = {**dataclasses.asdict(m), "window": config.prepare.window, "step_s": config.prepare.step_s,
+              "smoothing_half_width": config.prepare.smoothing_half_width, "channels": ",".join(config.source.channels),
+              "threshold_rule": config.threshold.rule, "threshold_percentile": config.threshold.percentile,
+              "normalisation": stats.method, "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
+              "eval_range": f"{t.eval_start}..{t.eval_end}"}
+    run_id = tracking.log_training_run(config.tracking_uri, config.experiment_name, params, detector.history_,
+                                       metrics, model_dir, {"pipeline": config.pipeline,
+                                                            "detector": config.model.detector})
+    name = config.registered_model_name
+    version = tracking.register_model(config.tracking_uri, name, run_id)
+    shutil.move(str(model_dir), str(paths.models / f"v{version}"))
+    decision = _promotion_decision(config, metrics.get("eval_auroc", float("nan")), eval_blocks, paths)
+    alias = tracking.CHAMPION if decision["decision"] == "promoted" else tracking.CHALLENGER
+    tracking.set_alias(config.tracking_uri, name, alias, version, decision["reason"])
+    tracking.log_promotion(config.tracking_uri, run_id, decision)
+    log.info("train: model %s v%s, eval AUROC %.3f, %s (%s)", name, version, metrics.get("eval_auroc", float("nan")),
+             decision["decision"], decision["reason"])
+    return {"run_id": run_id, "model_name": name, "model_version": version, "metrics": metrics,
+            "history": detector.history_, **decision}
+
+
+def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: Optional[pa.Table],
+                        paths: Paths) -> dict:
+    """Champion when there is none, or when not worse than the champion on the same evaluation windows."""
+    from lstmad import tracking
+    from lstmad.metrics import score_metrics
+    from lstmad.scoring import score_blocks
+
+    current = tracking.champion(config.tracking_uri, config.registered_model_name)
+    if current is None:
+        return {"decision": "promoted", "reason": "no champion yet", "champion_auroc": None}
+    if eval_blocks is None or not np.isfinite(new_auroc):
+        return {"decision": "challenger", "reason": "no labelled evaluation data to compare with the champion",
+                "champion_auroc": None}
+    bundle = load_bundle(config, current)
+    stats = {sid: load_stats(paths, sid) for sid in set(eval_blocks.column(names.STATS_ID).to_pylist())}
+    scored = score_blocks(bundle, eval_blocks, stats)
+    champion_auroc = score_metrics(scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(),
+                                   bundle.threshold)["auroc"]
+    if not np.isfinite(champion_auroc) or new_auroc >= champion_auroc:
+        return {"decision": "promoted", "champion_auroc": champion_auroc,
+                "reason": f"eval AUROC {new_auroc:.4f} >= champion v{current['version']} {champion_auroc:.4f}"}
+    return {"decision": "challenger", "champion_auroc": champion_auroc,
+            "reason": f"eval AUROC {new_auroc:.4f} < champion v{current['version']} {champion_auroc:.4f}"}
+
+
+def load_bundle(config: PipelineConfig, registered: dict):
+    """The registered model version as a ModelBundle, from the local cache or downloaded once."""
+    from lstmad import tracking
+    from lstmad.bundle import ModelBundle
+
+    folder = Paths.of(config).models / f"v{registered['version']}"
+    if not (folder / "bundle.json").exists():
+        tmp = folder.with_name(folder.name + ".download")
+        shutil.rmtree(tmp, ignore_errors=True)
+        downloaded = tracking.download_model(config.tracking_uri, registered["source"], tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.move(str(downloaded), str(folder))
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ModelBundle.load(folder)
+
+
+def champion_bundle(config: PipelineConfig):
+    from lstmad import tracking
+
+    current = tracking.champion(config.tracking_uri, config.registered_model_name)
+    if current is None:
+        raise tracking.NoChampionError(f"model registry {config.tracking_uri} has no '{tracking.CHAMPION}' for "
+                                       f"{config.registered_model_name}: run lstmad train first")
+    return current, load_bundle(config, current)
+
+
+# ---------------------------------------------------------------------------------------------- score
+
+
+def score(config: PipelineConfig, day: dt.date, spark=None) -> dict:
+    """Score one date's tensor blocks with the champion through Spark; replace that date in anomaly_scores and
+    anomaly_intervals."""
+    from pyspark.sql import functions as F
+
+    from lstmad.metrics import score_metrics
+    from lstmad.spark import score as transforms
+    from lstmad.spark.session import get_session
+
+    paths = Paths.of(config)
+    registered, bundle = champion_bundle(config)
+    bundle.check_compatible(tuple(config.source.channels), config.prepare.window, config.prepare.step_s)
+    date = day.isoformat()
+    partition = paths.tensors / f"{names.DATE}={date}"
+    if not partition.is_dir():
+        raise PrepareError(f"{partition}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
+    spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
+    blocks = spark.read.parquet(str(partition)).withColumn(names.DATE, F.lit(date))
+    stats_ids = [r[0] for r in blocks.select(names.STATS_ID).distinct().collect()]
+    stats = {sid: load_stats(paths, sid).to_dict() for sid in stats_ids}
+    payload = spark.sparkContext.broadcast(transforms.model_payload(paths.models / f"v{registered['version']}"))
+    model_key = f"{config.registered_model_name}/{registered['version']}"
+    scores = transforms.window_scores(blocks.repartition(max(1, spark.sparkContext.defaultParallelism)), model_key,
+                                      payload, stats, config.score.batch_size)
+    flagged = transforms.flagged_scores(scores, bundle.threshold).cache()
+    intervals = transforms.anomaly_intervals(flagged, config.prepare.step_s, config.score.min_interval_s,
+                                             config.score.merge_gap_s, config.registered_model_name,
+                                             registered["version"])
+    lineage = {"model_name": config.registered_model_name, names.MODEL_VERSION: registered["version"],
+               "mlflow_run_id": registered["run_id"], names.SCORED_DATE: date}
+    score_table = _with_columns(flagged.toArrow(), lineage)
+    interval_table = _with_columns(intervals.toArrow(), {**lineage, names.THRESHOLD: bundle.threshold})
+    flagged.unpersist()
+    payload.unpersist()
+    score_table = score_table.append_column(names.TIMESTAMP, _utc(score_table.column("timestamp_us")))
+    interval_table = interval_table.append_column("start", _utc(interval_table.column("start_us"))) \
+        .append_column("end", _utc(interval_table.column("end_us"))) \
+        .append_column("severity", pc.divide(interval_table.column("peak_score"), bundle.threshold))
+    lakehouse.replace_partitions(paths.lake, names.ANOMALY_SCORES, score_table, [date], config.delta.engine, spark)
+    lakehouse.replace_partitions(paths.lake, names.ANOMALY_INTERVALS, interval_table, [date], config.delta.engine,
+                                 spark)
+    labels = score_table.column(names.LABEL).to_numpy(zero_copy_only=False)
+    metrics = score_metrics(labels, score_table.column(names.SCORE).to_numpy(), bundle.threshold)
+    summary = {"date": date, "model_version": registered["version"], "n_scores": score_table.num_rows,
+               "n_flags": int(pc.sum(score_table.column(names.FLAG)).as_py() or 0),
+               "n_intervals": interval_table.num_rows, "auroc": metrics["auroc"],
+               "anomalous_share": metrics["n_anomalous"] / max(metrics["n_points"], 1)}
+    log.info("score %s: %d timestamps, %d flagged, %d intervals (model v%s)", date, summary["n_scores"],
+             summary["n_flags"], summary["n_intervals"], registered["version"])
+    return summary
+
+
+def _utc(micros: pa.ChunkedArray) -> pa.ChunkedArray:
+    return micros.cast(pa.timestamp("us", tz="UTC"))
+
+
+def _with_columns(table: pa.Table, constants: dict) -> pa.Table:
+    for name, value in constants.items():
+        table = table.append_column(name, pa.array([value] * table.num_rows))
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- drift
+
+
+def drift(config: PipelineConfig, day: dt.date) -> dict:
+    """Input drift (PSI per channel against the champion's training reference) and the day's alarm rate
+    against the expected one; one row in drift_metrics and a retraining signal."""
+    import pyarrow.dataset as ds
+
+    from lstmad.drift import population_stability_index, retrain_signal
+    from lstmad.tensors import read_blocks
+
+    paths = Paths.of(config)
+    registered, bundle = champion_bundle(config)
+    date = day.isoformat()
+    blocks = read_blocks(paths.tensors, [date])
+    if blocks.num_rows == 0:
+        raise PrepareError(f"{paths.tensors}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
+    parts = []
+    columns = blocks.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.VALUES, names.STATS_ID])
+    for n_rows, n_hist, n_ch, raw, sid in zip(*columns.to_pydict().values()):
+        values = np.frombuffer(raw, dtype=np.float32).reshape(n_rows, n_ch)[n_hist:]
+        parts.append(bundle.renormalise(values, load_stats(paths, sid)))
+    values = np.concatenate(parts)
+    psi = population_stability_index(bundle.drift_reference, values)
+    scores_path = lakehouse.table_path(paths.lake, names.ANOMALY_SCORES)
+    flags = lakehouse.read_table(paths.lake, names.ANOMALY_SCORES)
+    flags = flags.filter(ds.field(names.SCORED_DATE) == date).column(names.FLAG).to_numpy(zero_copy_only=False)
+    if flags.size == 0:
+        raise PrepareError(f"{scores_path}: no scores for {date}; run lstmad score --date {date} first")
+    alarm_rate = float(flags.mean())
+    retrain, reasons = retrain_signal(psi, alarm_rate, bundle.expected_alarm_rate, config.drift.psi_threshold,
+                                      config.drift.drifted_channel_share, config.drift.alarm_rate_factor, bundle.channels)
+    worst = int(np.argmax(psi))
+    row = {names.SCORED_DATE: date, names.MODEL_VERSION: registered["version"], "n_rows": int(values.shape[0]),
+           "max_psi": float(psi[worst]), "max_psi_channel": bundle.channels[worst],
+           "psi_by_channel": json.dumps(dict(zip(bundle.channels, np.round(psi, 6).tolist()))),
+           "alarm_rate": alarm_rate, "expected_alarm_rate": bundle.expected_alarm_rate, "retrain": retrain,
+           "retrain_reasons": "; ".join(reasons)}
+    spark = None
+    if config.delta.engine == "delta-spark":
+        from lstmad.spark.session import get_session
+
+        spark = get_session(config.spark, delta_spark=True)
+    lakehouse.replace_partitions(paths.lake, names.DRIFT_METRICS, pa.Table.from_pylist([row]), [date],
+                                 config.delta.engine, spark)
+    log.info("drift %s: max PSI %.3f (%s), alarm rate %.4f vs %.4f expected, retrain=%s", date, row["max_psi"],
+             row["max_psi_channel"], alarm_rate, bundle.expected_alarm_rate, retrain)
+    return {k: v for k, v in row.items() if k != "psi_by_channel"}

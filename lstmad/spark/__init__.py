@@ -1,0 +1,1 @@
+"""Spark code of lstmad: the session factory and pure DataFrame → DataFrame transforms."""

@@ -1,0 +1,63 @@
+"""The one place that creates a Spark session and sets Spark configuration."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from lstmad.config import SparkConfig
+
+
+class JavaMissingError(RuntimeError):
+    """No Java runtime: Spark cannot start."""
+
+
+def require_java() -> None:
+    """Fail with one clear line when no Java runtime is installed (Spark needs Java 17+)."""
+    if os.environ.get("JAVA_HOME") or shutil.which("java"):
+        return
+    raise JavaMissingError("Spark needs a Java 17+ runtime and none was found: install one "
+                           "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
+
+
+def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool = False):
+    """The active Spark session, or a new one built from ``config``.
+
+    spark-submit sets the master itself; in that case ``config.master`` is not applied. ``delta_spark``
+    adds the Delta Lake extension and catalog (their jars must be on the classpath).
+    """
+    require_java()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    # Workers must run the same interpreter as the driver (the project virtualenv), not a system python.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    # Under spark-submit the JVM already exists (PYSPARK_GATEWAY_PORT is set) and owns the master URL.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(config.master)
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(config.shuffle_partitions),
+        "spark.driver.memory": config.driver_memory,
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+    }
+    if delta_spark:
+        settings["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
+        settings["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    settings.update(config.conf)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+

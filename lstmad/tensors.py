@@ -1,0 +1,200 @@
+"""Parquet tensor blocks: building them from a series, reading them back, and turning them into windows.
+
+A block holds ``n_rows`` consecutive grid rows of one asset and segment: ``n_history`` rows of context
+followed by the block's own rows. Windows are identified by their last row, which is always an own row, so
+every window of a segment lies in exactly one block and consecutive blocks overlap by at most W−1 rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import torch
+
+from lstmad import names
+
+MICROS = 1_000_000
+DAY_US = 86_400 * MICROS
+
+BLOCK_SCHEMA = pa.schema([
+    (names.ASSET, pa.string()),
+    (names.SEGMENT, pa.int64()),
+    (names.BLOCK_START, pa.int64()),  # microseconds since the epoch, UTC
+    (names.STEP_S, pa.int32()),
+    (names.N_ROWS, pa.int32()),
+    (names.N_HISTORY, pa.int32()),
+    (names.N_CHANNELS, pa.int32()),
+    (names.VALUES, pa.binary()),  # float32, row-major (n_rows, n_channels)
+    (names.MASK, pa.binary()),  # uint8 per row, 1 = observed
+    (names.LABELS, pa.binary()),  # int8 per row, null when the source has no labels
+    (names.STATS_ID, pa.string()),
+    (names.DATE, pa.string()),
+])
+
+
+def build_blocks(asset: str, timestamps_us: np.ndarray, values: np.ndarray, segments: np.ndarray,
+                 labels: Optional[np.ndarray], window: int, block_rows: int, step_s: int, stats_id: str,
+                 own_from_us: int, own_to_us: int) -> list[dict]:
+    """Cut one asset's sorted, normalised series into blocks, one set per UTC date.
+
+    timestamps_us (n,), values (n, C), segments (n,), labels (n,) or None. Rows with timestamps in
+    [own_from_us, own_to_us) are own rows; earlier rows only serve as history (at most W−1 per block).
+    Each block has at most ``block_rows`` rows. Returns rows of BLOCK_SCHEMA as dicts.
+    """
+    blocks = []
+    n = timestamps_us.size
+    if n == 0:
+        return blocks
+    own_per_block = block_rows - (window - 1)
+    day = timestamps_us // DAY_US
+    # A new run starts where the segment or the UTC date changes: blocks never span two dates.
+    run_break = np.flatnonzero((np.diff(segments) != 0) | (np.diff(day) != 0)) + 1
+    seg_start = np.concatenate([[0], np.flatnonzero(np.diff(segments)) + 1])
+    seg_of_row_start = seg_start[np.searchsorted(seg_start, np.arange(n), side="right") - 1]
+    for lo, hi in zip(np.concatenate([[0], run_break]), np.concatenate([run_break, [n]])):
+        if timestamps_us[lo] < own_from_us or timestamps_us[lo] >= own_to_us:
+            continue
+        for own_lo in range(lo, hi, own_per_block):
+            own_hi = min(hi, own_lo + own_per_block)
+            first = max(seg_of_row_start[own_lo], own_lo - (window - 1))
+            blocks.append({
+                names.ASSET: asset,
+                names.SEGMENT: int(timestamps_us[seg_of_row_start[own_lo]] // MICROS),
+                names.BLOCK_START: int(timestamps_us[first]),
+                names.STEP_S: int(step_s),
+                names.N_ROWS: int(own_hi - first),
+                names.N_HISTORY: int(own_lo - first),
+                names.N_CHANNELS: int(values.shape[1]),
+                names.VALUES: np.ascontiguousarray(values[first:own_hi], dtype=np.float32).tobytes(),
+                names.MASK: np.ones(own_hi - first, dtype=np.uint8).tobytes(),
+                names.LABELS: None if labels is None else np.asarray(labels[first:own_hi], dtype=np.int8).tobytes(),
+                names.STATS_ID: stats_id,
+                names.DATE: np.datetime_as_string(np.datetime64(int(timestamps_us[own_lo]), "us"), unit="D"),
+            })
+    return blocks
+
+
+def windows_in_block(n_rows: int, window: int) -> int:
+    """Number of W-row windows that lie inside a block of n_rows rows."""
+    return max(0, n_rows - window + 1)
+
+
+@dataclasses.dataclass
+class Windows:
+    """W×C windows as strided views over concatenated block rows, never materialised all at once.
+
+    series (R, C) float32; starts (N,) first row of each window in ``series``; end_us (N,) timestamp of each
+    window's last row; asset (N,) asset name index into ``assets``; label_last (N,) label of the last row
+    (−1 unknown); label_any (N,) 1 when any row of the window is labelled anomalous.
+    """
+
+    series: torch.Tensor
+    starts: np.ndarray
+    window: int
+    end_us: np.ndarray
+    asset: np.ndarray
+    assets: list[str]
+    label_last: np.ndarray
+    label_any: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.series.shape[1])
+
+    def batch(self, index: np.ndarray | slice) -> torch.Tensor:
+        """Windows ``index`` as a (B, W, C) tensor; only this batch is copied."""
+        views = self.series.unfold(0, self.window, 1)  # (R−W+1, C, W), a view
+        rows = torch.as_tensor(self.starts[index], dtype=torch.long)
+        return views[rows].transpose(1, 2)
+
+    def subset(self, index: np.ndarray) -> "Windows":
+        """The windows at ``index`` (positions into this set), sharing the same series."""
+        return dataclasses.replace(self, starts=self.starts[index], end_us=self.end_us[index],
+                                   asset=self.asset[index], label_last=self.label_last[index],
+                                   label_any=self.label_any[index])
+
+    def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        for lo in range(0, len(self), batch_size):
+            yield self.batch(slice(lo, lo + batch_size))
+
+    @classmethod
+    def from_array(cls, windows: np.ndarray, labels: Optional[np.ndarray] = None) -> "Windows":
+        """Wrap an explicit (N, W, C) array (tests, small data); labels (N,) for the last row."""
+        n, w, c = windows.shape
+        labels = np.full(n, -1, dtype=np.int8) if labels is None else np.asarray(labels, dtype=np.int8)
+        return cls(torch.as_tensor(np.ascontiguousarray(windows, dtype=np.float32).reshape(n * w, c)),
+                   np.arange(n, dtype=np.int64) * w, w, np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+                   ["array"], labels, (labels == 1).astype(np.int8))
+
+
+def windows_from_blocks(blocks: pa.Table, window: int,
+                        transform: Optional[Callable[[np.ndarray, str], np.ndarray]] = None) -> Windows:
+    """All windows of a table of blocks (BLOCK_SCHEMA rows): one concatenated (R, C) series plus indices.
+
+    The series costs 1× the block bytes; windows are produced per batch by ``Windows.batch``.
+    ``transform(values (n, C), stats_id) -> (n, C)`` rewrites each block's values first (renormalisation).
+    """
+    parts, starts, end_us, asset_idx, label_last, label_any = [], [], [], [], [], []
+    assets: list[str] = []
+    offset = 0
+    columns = blocks.to_pydict() if blocks.num_rows else {}
+    for i in range(blocks.num_rows):
+        n_rows, n_ch = columns[names.N_ROWS][i], columns[names.N_CHANNELS][i]
+        values = np.frombuffer(columns[names.VALUES][i], dtype=np.float32).reshape(n_rows, n_ch)
+        if transform is not None:
+            values = np.asarray(transform(values, columns[names.STATS_ID][i]), dtype=np.float32)
+        raw_labels = columns[names.LABELS][i]
+        labels = (np.frombuffer(raw_labels, dtype=np.int8) if raw_labels is not None
+                  else np.full(n_rows, -1, dtype=np.int8))
+        count = windows_in_block(n_rows, window)
+        if count == 0:
+            continue
+        if columns[names.ASSET][i] not in assets:
+            assets.append(columns[names.ASSET][i])
+        local = np.arange(count, dtype=np.int64)
+        parts.append(values)
+        starts.append(offset + local)
+        step_us = columns[names.STEP_S][i] * MICROS
+        end_us.append(columns[names.BLOCK_START][i] + (local + window - 1) * step_us)
+        asset_idx.append(np.full(count, assets.index(columns[names.ASSET][i]), dtype=np.int64))
+        label_last.append(labels[window - 1:])
+        positive = np.concatenate([[0], np.cumsum(labels == 1)])
+        label_any.append(((positive[local + window] - positive[local]) > 0).astype(np.int8))
+        offset += n_rows
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        n_ch = columns[names.N_CHANNELS][0] if blocks.num_rows else 0
+        return Windows(torch.zeros((0, n_ch)), empty, window, empty, empty, assets,
+                       np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int8))
+    return Windows(torch.from_numpy(np.concatenate(parts)), np.concatenate(starts), window,
+                   np.concatenate(end_us), np.concatenate(asset_idx), assets,
+                   np.concatenate(label_last), np.concatenate(label_any))
+
+
+def block_rows_of(blocks: pa.Table, own_only: bool = True) -> np.ndarray:
+    """The rows of all blocks stacked into (R, C) float32; with own_only the history rows are skipped."""
+    columns = blocks.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.VALUES]).to_pydict()
+    out = []
+    for n_rows, n_hist, n_ch, raw in zip(*columns.values()):
+        values = np.frombuffer(raw, dtype=np.float32).reshape(n_rows, n_ch)
+        out.append(values[n_hist:] if own_only else values)
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def read_blocks(path: str | Path, dates: Sequence[str]) -> pa.Table:
+    """Blocks of the given dates (``YYYY-MM-DD``) from a tensor-block table, in a stable order."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no tensor blocks yet; run prepare first")
+    dataset = ds.dataset(path, format="parquet", partitioning=ds.partitioning(
+        pa.schema([(names.DATE, pa.string())]), flavor="hive"))
+    table = dataset.to_table(filter=ds.field(names.DATE).isin(list(dates)))
+    return table.sort_by([(names.DATE, "ascending"), (names.ASSET, "ascending"), (names.BLOCK_START, "ascending")])

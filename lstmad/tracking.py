@@ -1,0 +1,92 @@
+"""The one module that imports mlflow: training runs, the model registry and its aliases."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"
+
+
+class NoChampionError(LookupError):
+    """The registry has no model with the champion alias yet."""
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def log_training_run(tracking_uri: str, experiment: str, params: dict, history: list[dict],
+                     metrics: dict[str, float], model_dir: Path, tags: dict[str, str]) -> str:
+    """One MLflow run: parameters, per-epoch losses, evaluation metrics and the model folder as artifacts.
+
+    Returns the run id.
+    """
+    client = _client(tracking_uri)
+    experiment_obj = client.get_experiment_by_name(experiment)
+    experiment_id = experiment_obj.experiment_id if experiment_obj else client.create_experiment(experiment)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        for record in history:
+            mlflow.log_metrics({"train_loss": record["train_loss"], "val_loss": record["val_loss"]},
+                               step=record["epoch"])
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+        mlflow.set_tags(tags)
+        mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACT)
+        return run.info.run_id
+
+
+def register_model(tracking_uri: str, name: str, run_id: str) -> str:
+    """A new version of registered model ``name`` pointing at the run's model folder; returns the version."""
+    client = _client(tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="lstmad anomaly detector (weights + JSON config)")
+    source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+    return str(client.create_model_version(name, source=source, run_id=run_id).version)
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: str, reason: str) -> None:
+    client = _client(tracking_uri)
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, f"{alias}_reason", reason[:500])
+
+
+def champion(tracking_uri: str, name: str) -> Optional[dict]:
+    """{"version", "run_id", "source"} of the champion, or None when there is none."""
+    client = _client(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return {"version": str(version.version), "run_id": version.run_id, "source": version.source}
+
+
+def download_model(tracking_uri: str, source: str, destination: Optional[Path] = None) -> Path:
+    """Copy a registered model folder to a local directory and return its path."""
+    _client(tracking_uri)
+    destination = destination or Path(tempfile.mkdtemp(prefix="lstmad-model-"))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(destination)))
+
+
+def run_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
+    return dict(_client(tracking_uri).get_run(run_id).data.metrics)
+
+
+def log_promotion(tracking_uri: str, run_id: str, decision: dict) -> None:
+    """Record the promotion decision on the training run (tags + a JSON artifact)."""
+    client = _client(tracking_uri)
+    client.set_tag(run_id, "promotion", decision["decision"])
+    client.set_tag(run_id, "promotion_reason", decision["reason"][:500])
+    client.log_text(run_id, json.dumps(decision, indent=2), "promotion.json")
