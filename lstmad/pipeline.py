@@ -243,9 +243,9 @@ def build_detector(config: PipelineConfig):
     return LSTMForecasterDetector(params)
 
 
-def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = None) -> dict:
+def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = None, promote: bool = True) -> dict:
     """Train the detector on the prepared training range, evaluate it on the labelled evaluation range, log
-    it to MLflow, register it, and make it champion when it is at least as good as the current one."""
+    it to MLflow and register it; with ``promote``, also run the promotion gate (promote_model)."""
     import torch
 
     from lstmad import tracking
@@ -309,14 +309,30 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     name = config.registered_model_name
     version = tracking.register_model(config.tracking_uri, name, run_id)
     shutil.move(str(model_dir), str(paths.models / f"v{version}"))
-    decision = _promotion_decision(config, metrics.get("eval_auroc", float("nan")), eval_blocks, paths)
+    result = {"run_id": run_id, "model_name": name, "model_version": version, "metrics": metrics,
+              "history": detector.history_}
+    if promote:
+        result.update(promote_model(config, run_id, version))
+    return result
+
+
+def promote_model(config: PipelineConfig, run_id: str, version: str) -> dict:
+    """Give a registered version the champion alias when it is at least as good as the current champion on
+    the same evaluation range (else the challenger alias); the decision is logged on its MLflow run."""
+    from lstmad import tracking
+
+    t = config.train
+    eval_blocks = None
+    if t.eval_start and t.eval_end:
+        eval_blocks, _ = _windows_of(config, t.eval_start, t.eval_end)
+    new_auroc = tracking.run_metrics(config.tracking_uri, run_id).get("eval_auroc", float("nan"))
+    decision = _promotion_decision(config, new_auroc, eval_blocks, Paths.of(config))
     alias = tracking.CHAMPION if decision["decision"] == "promoted" else tracking.CHALLENGER
+    name = config.registered_model_name
     tracking.set_alias(config.tracking_uri, name, alias, version, decision["reason"])
     tracking.log_promotion(config.tracking_uri, run_id, decision)
-    log.info("train: model %s v%s, eval AUROC %.3f, %s (%s)", name, version, metrics.get("eval_auroc", float("nan")),
-             decision["decision"], decision["reason"])
-    return {"run_id": run_id, "model_name": name, "model_version": version, "metrics": metrics,
-            "history": detector.history_, **decision}
+    log.info("promote %s v%s: %s (%s)", name, version, decision["decision"], decision["reason"])
+    return decision
 
 
 def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: Optional[pa.Table],
@@ -358,6 +374,15 @@ def load_bundle(config: PipelineConfig, registered: dict):
         shutil.move(str(downloaded), str(folder))
         shutil.rmtree(tmp, ignore_errors=True)
     return ModelBundle.load(folder)
+
+
+def retrain_needed(config: PipelineConfig, day: dt.date) -> bool:
+    """The retraining signal drift() stored for ``day`` (False when drift has not run for it)."""
+    import pyarrow.dataset as ds
+
+    rows = lakehouse.read_table(Paths.of(config).lake, names.DRIFT_METRICS)
+    rows = rows.filter(ds.field(names.SCORED_DATE) == day.isoformat()).column("retrain").to_pylist()
+    return bool(rows and rows[-1])
 
 
 def champion_bundle(config: PipelineConfig):

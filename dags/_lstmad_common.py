@@ -1,0 +1,39 @@
+"""Settings shared by the lstmad DAG files: which pipeline config, how jobs run, retries. Light imports only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = os.environ.get("LSTMAD_CONF", str(REPO / "conf" / "demo.yaml"))
+JOBS = REPO / "jobs"
+
+
+def airflow_settings() -> dict:
+    """The config's ``airflow`` section (read with yaml only: the scheduler parses DAG files constantly)."""
+    raw = yaml.safe_load(Path(CONF).read_text()) or {}
+    settings = {"runner": "in_process", "spark_conn_id": "spark_default", "retries": 2, "retry_delay_s": 300}
+    settings.update(raw.get("airflow") or {})
+    return settings
+
+
+SETTINGS = airflow_settings()
+DEFAULT_ARGS = {
+    "owner": "lstmad",
+    "retries": int(SETTINGS["retries"]),
+    "retry_delay": dt.timedelta(seconds=int(SETTINGS["retry_delay_s"])),
+    "retry_exponential_backoff": True,
+}
+
+
+def spark_submit(task_id: str, job: str, args: list[str]):
+    """A SparkSubmitOperator running jobs/<job>.py with the pipeline config (the cluster runner)."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    return SparkSubmitOperator(task_id=task_id, application=str(JOBS / f"{job}.py"),
+                               application_args=["--conf", CONF, *args], conn_id=SETTINGS["spark_conn_id"],
+                               name=f"lstmad-{job}", py_files=str(JOBS / "_common.py"))

@@ -1,0 +1,37 @@
+"""Prepare raw partitions into tensor blocks and quarantine bad rows.
+
+    spark-submit jobs/prepare.py --conf conf/demo.yaml --date 2026-01-20
+    spark-submit jobs/prepare.py --conf conf/demo.yaml --training      # training + evaluation range
+    python jobs/prepare.py --conf conf/demo.yaml --start 2026-01-01 --end 2026-01-14 --fit-stats
+"""
+
+import datetime as dt
+import logging
+import sys
+
+from _common import emit, parser
+
+from lstmad import pipeline
+from lstmad.config import load_config
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--start", type=dt.date.fromisoformat)
+    p.add_argument("--end", type=dt.date.fromisoformat)
+    p.add_argument("--fit-stats", action="store_true")
+    p.add_argument("--training", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    config = load_config(args.conf)
+    if args.training:
+        emit({"prepared": pipeline.prepare_training_data(config)})
+        return
+    start, end = args.date or args.start, args.date or args.end
+    if start is None or end is None:
+        p.error("give --date, or --start and --end, or --training")
+    emit(pipeline.prepare(config, start, end, fit_stats=args.fit_stats))
+
+
+if __name__ == "__main__":
+    main()

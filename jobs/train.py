@@ -1,0 +1,23 @@
+"""Train, evaluate, log to MLflow, register and maybe promote the pipeline's detector.
+
+    spark-submit jobs/train.py --conf conf/demo.yaml
+"""
+
+import logging
+import sys
+
+from _common import emit, parser
+
+from lstmad import pipeline
+from lstmad.config import load_config
+
+
+def main(argv=None) -> None:
+    args = parser(__doc__.splitlines()[0], dated=False).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    result = pipeline.train(load_config(args.conf))
+    emit({k: v for k, v in result.items() if k != "history"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Population stability index and the retraining rule, against hand computations."""
+
+import numpy as np
+import pytest
+
+from lstmad.drift import population_stability_index, reference_histogram, retrain_signal
+
+
+def test_psi_hand_worked():
+    reference = {"edges": [[-np.inf, 0.0, np.inf]], "proportions": [[0.5, 0.5]]}
+    values = np.array([[-1.0], [1.0], [2.0], [3.0]])  # shares 0.25 / 0.75
+    expected = (0.25 - 0.5) * np.log(0.25 / 0.5) + (0.75 - 0.5) * np.log(0.75 / 0.5)
+    assert population_stability_index(reference, values)[0] == pytest.approx(expected)
+
+
+def test_same_distribution_has_small_psi_shifted_has_large():
+    rng = np.random.default_rng(0)
+    reference = reference_histogram(rng.normal(size=(20000, 2)), bins=10)
+    assert all(abs(sum(p) - 1) < 1e-9 for p in reference["proportions"])
+    same = population_stability_index(reference, rng.normal(size=(20000, 2)))
+    shifted = population_stability_index(reference, rng.normal(size=(20000, 2)) + [0.0, 1.0])
+    assert same.max() < 0.01
+    assert shifted[0] < 0.01 and shifted[1] > 0.5
+
+
+def test_retrain_rule_needs_share_of_channels_or_alarm_rate():
+    channels = ("a", "b", "c", "d")
+    assert retrain_signal(np.array([0.9, 0, 0, 0]), 0.05, 0.05, 0.25, 0.5, 3.0, channels) == (False, [])
+    retrain, reasons = retrain_signal(np.array([0.9, 0.3, 0, 0]), 0.05, 0.05, 0.25, 0.5, 3.0, channels)
+    assert retrain and "2/4 channels" in reasons[0]
+    retrain, reasons = retrain_signal(np.zeros(4), 0.2, 0.05, 0.25, 0.5, 3.0, channels)
+    assert retrain and reasons[0].startswith("alarm_rate")

@@ -1,0 +1,40 @@
+"""Threshold rules and metrics against hand-worked values and scikit-learn."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lstmad.metrics import score_metrics
+from lstmad.thresholds import mean_std_threshold, percentile_threshold, threshold_from_rule
+
+
+def test_percentile_threshold_interpolates_like_numpy_definition():
+    scores = np.arange(1, 101, dtype=float)  # 1..100
+    # 95th percentile, linear: position 0.95 * 99 = 94.05 -> 95 + 0.05 * (96 - 95)
+    assert percentile_threshold(scores, 95) == pytest.approx(95.05)
+    assert threshold_from_rule("percentile", np.array([0.0, 10.0, np.nan]), percentile=50) == 5.0
+
+
+def test_mean_std_threshold_hand_worked():
+    assert mean_std_threshold(np.array([1.0, 3.0]), k=2) == pytest.approx(2.0 + 2 * 1.0)
+    with pytest.raises(ValueError, match="no finite scores"):
+        mean_std_threshold(np.array([np.nan]))
+
+
+def test_metrics_hand_worked_confusion():
+    labels = np.array([0, 0, 0, 1, 1, -1])
+    scores = np.array([0.1, 0.6, 0.2, 0.9, 0.4, 5.0])  # last row unlabeled: ignored
+    m = score_metrics(labels, scores, threshold=0.5)
+    # flags on known rows: [F, T, F, T, F] -> TP 1, FP 1, FN 1
+    assert (m["precision"], m["recall"], m["f1"]) == (0.5, 0.5, 0.5)
+    # AUROC by pair counting: positives 0.9, 0.4 vs negatives 0.1, 0.6, 0.2 -> 5 of 6 pairs ordered
+    assert m["auroc"] == pytest.approx(5 / 6)
+    # average precision: ranks 0.9 (P), 0.6 (N), 0.4 (P) -> (1/2)(1 + 2/3)
+    assert m["pr_auc"] == pytest.approx(0.5 * (1 + 2 / 3))
+    assert m["alarm_rate"] == pytest.approx(2 / 5) and m["n_anomalous"] == 2
+
+
+def test_single_class_gives_nan_auroc():
+    m = score_metrics(np.zeros(4, int), np.arange(4.0), 1.5)
+    assert math.isnan(m["auroc"]) and math.isnan(m["pr_auc"])
