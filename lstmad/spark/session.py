@@ -36,6 +36,8 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
     # Workers must run the same interpreter as the driver (the project virtualenv), not a system python.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Embedded sessions listen on loopback only.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name)
     # Under spark-submit the JVM already exists (PYSPARK_GATEWAY_PORT is set) and owns the master URL.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:

@@ -1,0 +1,213 @@
+"""Integration on a tiny farm: prepare → train → score → drift → SQL, asserting on the rows written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from lstmad import lakehouse, names, pipeline
+from lstmad.config import load_config
+from lstmad.tensors import read_blocks
+from tests.conftest import tiny_config_dict, write_config
+
+pytestmark = pytest.mark.spark
+
+SCORED = dt.date(2026, 1, 7)
+BAD_DAY = "2026-01-02"
+
+
+def inject_bad_rows(raw_root) -> dict[str, int]:
+    """Add known-bad rows to one raw partition; returns the quarantine reasons we expect, counted by hand."""
+    file = raw_root / f"date={BAD_DAY}" / "part-0.parquet"
+    frame = pd.read_parquet(file)
+    null_ts = frame.iloc[[10]].assign(timestamp=pd.NaT)
+    nan_value = frame.iloc[[20]].assign(power=np.nan)          # replaces row 20 (original dropped below)
+    inf_value = frame.iloc[[21]].assign(acc_x=np.inf)           # replaces row 21
+    duplicate = frame.iloc[[30, 31]].assign(power=lambda f: f.power + 1.0)  # conflicting copies of 30, 31
+    outside = frame.iloc[[40]].assign(timestamp=frame.timestamp.iloc[40] + pd.Timedelta(days=3))
+    frame = pd.concat([frame.drop(index=[20, 21]), null_ts, nan_value, inf_value, duplicate, outside],
+                      ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), file, coerce_timestamps="us")
+    return {"null_or_unparseable_timestamp": 1, "non_finite_value": 2, "duplicate_timestamp": 2,
+            "timestamp_outside_partition": 1}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, spark):
+    home = tmp_path_factory.mktemp("home")
+    conf = write_config(home / "tiny.yaml", tiny_config_dict(home))
+    config = load_config(conf)
+    paths = pipeline.Paths.of(config)
+    pipeline.generate(config)
+    clean_day = pd.read_parquet(paths.raw / "date=2026-01-03" / "part-0.parquet")
+    expected_reasons = inject_bad_rows(paths.raw)
+    prepared = pipeline.prepare_training_data(config)
+    trained = pipeline.train(config)
+    nightly = pipeline.prepare(config, SCORED, SCORED)
+    first = pipeline.score(config, SCORED)
+    snapshot = {t: lakehouse.read_table(paths.lake, t) for t in (names.ANOMALY_SCORES, names.ANOMALY_INTERVALS)}
+    versions = {t: lakehouse.table_version(paths.lake, t) for t in snapshot}
+    second = pipeline.score(config, SCORED)
+    drifted = pipeline.drift(config, SCORED)
+    return dict(config=config, conf=conf, paths=paths, prepared=prepared, trained=trained, nightly=nightly,
+                first=first, second=second, drifted=drifted, snapshot=snapshot, versions=versions,
+                expected_reasons=expected_reasons, clean_day=clean_day)
+
+
+def test_rows_read_equal_kept_plus_quarantined(run):
+    train_range = run["prepared"][0]
+    assert train_range["rows_read"] == train_range["rows_kept"] + train_range["rows_quarantined"]
+    assert train_range["quarantined_by_reason"] == run["expected_reasons"]
+    # 2 turbines × 4 days × 288 five-minute rows, minus the 2 rows replaced, plus the 6 injected rows
+    assert train_range["rows_read"] == 2 * 4 * 288 - 2 + 6
+    quarantine = lakehouse.read_table(run["paths"].lake, names.QUARANTINE).to_pandas()
+    assert quarantine.reason.value_counts().to_dict() == run["expected_reasons"]
+    assert (quarantine.date == BAD_DAY).all()
+    assert all(json.loads(row) for row in quarantine.source_row)
+
+
+def test_blocks_hold_smoothed_normalised_values_equal_to_numpy_reference(run):
+    config, paths = run["config"], run["paths"]
+    stats = pipeline.load_stats(paths)
+    day = run["clean_day"]
+    turbine = day[day.turbine_id == "T01"].sort_values("timestamp")
+    blocks = read_blocks(paths.tensors, ["2026-01-03"]).to_pandas()
+    blocks = blocks[blocks.asset_id == "T01"].sort_values("block_start")
+    # 288 own rows in blocks of at most 100 rows, W−1 = 11 of which repeat the previous block: 89 own per block
+    assert len(blocks) == 4 and (blocks.n_rows <= config.prepare.block_rows).all()
+    own = np.concatenate([np.frombuffer(b["values"], np.float32).reshape(b["n_rows"], b["n_channels"])[b["n_history"]:]
+                          for _, b in blocks.iterrows()])
+    assert own.shape == (288, 26)
+    raw = turbine[list(config.source.channels)].to_numpy()
+    smoothed = pd.DataFrame(raw).rolling(5, center=True, min_periods=1).mean().to_numpy()
+    # interior rows have all ±2 neighbours inside day 3
+    expected = (smoothed[2:-2] - np.array(stats.offset)) / np.array(stats.scale)
+    np.testing.assert_allclose(own[2:-2], expected, rtol=1e-5, atol=1e-5)
+    assert set(blocks.stats_id) == {stats.stats_id}
+
+
+def test_window_counts_follow_segments(run):
+    # Scored day: full history from the previous day, so one window per own row: 2 turbines × 288.
+    assert run["nightly"]["windows"] == 2 * 288
+    # Training range, independently with pandas: keep the usable rows, cut runs at every missing step, and
+    # count the windows that fit in each run.
+    window = run["config"].prepare.window
+    raw = pd.concat([pd.read_parquet(run["paths"].raw / f"date=2026-01-0{d}").assign(date=f"2026-01-0{d}")
+                     for d in range(1, 5)])
+    channels = list(run["config"].source.channels)
+    usable = raw.dropna(subset=["timestamp"])
+    usable = usable[np.isfinite(usable[channels]).all(axis=1)]
+    usable = usable[usable.timestamp.dt.strftime("%Y-%m-%d") == usable.date]
+    usable = usable.drop_duplicates(["turbine_id", "timestamp"])
+    expected = 0
+    for _, series in usable.groupby("turbine_id"):
+        ts = np.sort(series.timestamp.to_numpy())
+        runs = np.split(ts, np.flatnonzero(np.diff(ts) != np.timedelta64(300, "s")) + 1)
+        expected += sum(max(0, len(r) - window + 1) for r in runs)
+    assert run["prepared"][0]["windows"] == expected
+    assert expected < 2 * (4 * 288 - (window - 1))  # the bad rows did cost windows
+
+
+def test_training_logged_and_registered(run):
+    trained = run["trained"]
+    assert trained["model_version"] == "1" and trained["decision"] == "promoted"
+    metrics = trained["metrics"]
+    assert np.isfinite(metrics["eval_auroc"]) and 0.0 <= metrics["eval_auroc"] <= 1.0
+    assert metrics["excluded_windows"] > 0  # day 4 has labelled icing
+    from lstmad import tracking
+
+    config = run["config"]
+    champion = tracking.champion(config.tracking_uri, config.registered_model_name)
+    assert champion["version"] == "1" and champion["run_id"] == trained["run_id"]
+    logged = tracking.run_metrics(config.tracking_uri, trained["run_id"])
+    assert logged["eval_auroc"] == pytest.approx(metrics["eval_auroc"])
+    assert "val_loss" in logged and "threshold" in logged
+    bundle_json = json.loads((run["paths"].models / "v1" / "bundle.json").read_text())
+    assert bundle_json["channels"] == list(config.source.channels)
+    assert bundle_json["stats"]["stats_id"] == pipeline.load_stats(run["paths"]).stats_id
+
+
+def test_scores_and_intervals_written(run):
+    scores = run["snapshot"][names.ANOMALY_SCORES].to_pandas()
+    assert len(scores) == 2 * 288 == run["first"]["n_scores"]
+    assert set(scores.scored_date) == {SCORED.isoformat()}
+    assert scores.timestamp.dt.date.eq(SCORED).all()
+    assert (scores.flag == (scores.score > scores.threshold)).all()
+    assert scores.groupby("asset_id").timestamp.nunique().to_dict() == {"T01": 288, "T02": 288}
+    intervals = run["snapshot"][names.ANOMALY_INTERVALS].to_pandas()
+    assert len(intervals) == run["first"]["n_intervals"]
+    for interval in intervals.itertuples():
+        inside = scores[(scores.asset_id == interval.asset_id) & scores.timestamp.between(interval.start, interval.end)]
+        assert inside.flag.sum() == interval.n_points
+        assert inside.score.max() == pytest.approx(interval.peak_score)
+        assert interval.duration_s >= run["config"].score.min_interval_s
+        assert interval.severity == pytest.approx(interval.peak_score / interval.threshold)
+        assert interval.model_version == "1" and interval.mlflow_run_id == run["trained"]["run_id"]
+
+
+def test_scoring_the_same_date_twice_leaves_identical_tables(run):
+    paths = run["paths"]
+    for table, before in run["snapshot"].items():
+        after = lakehouse.read_table(paths.lake, table)
+        keys = [names.ASSET, names.TIMESTAMP] if table == names.ANOMALY_SCORES else ["interval_id"]
+        assert after.sort_by([(k, "ascending") for k in keys]).equals(before.sort_by([(k, "ascending") for k in keys]))
+        assert lakehouse.table_version(paths.lake, table) == run["versions"][table] + 1
+    assert run["second"]["n_scores"] == run["first"]["n_scores"]
+
+
+def test_drift_row_per_day(run):
+    drift = lakehouse.read_table(run["paths"].lake, names.DRIFT_METRICS).to_pandas()
+    assert drift.scored_date.tolist() == [SCORED.isoformat()]
+    row = drift.iloc[0]
+    assert row.n_rows == 2 * 288 and row.max_psi >= 0
+    scores = run["snapshot"][names.ANOMALY_SCORES].to_pandas()
+    assert row.alarm_rate == pytest.approx(scores.flag.mean())
+    psi = json.loads(row.psi_by_channel)
+    assert list(psi) == list(run["config"].source.channels) and max(psi.values()) == pytest.approx(row.max_psi, abs=1e-6)
+    assert pipeline.retrain_needed(run["config"], SCORED) == bool(row.retrain)
+
+
+def test_sql_cli_answers_and_refuses_writes(run):
+    from lstmad.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["sql", "select count(*) as n from anomaly_scores", "--conf", str(run["conf"]),
+                                 "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"] == [{"n": 2 * 288}]
+    refused = runner.invoke(app, ["sql", "delete from anomaly_scores", "--conf", str(run["conf"])])
+    assert refused.exit_code == 2 and "read-only" in refused.output
+
+
+def _rewrite(file, change):
+    table = pq.read_table(file)
+    pq.write_table(change(table), file)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.drop_columns(["power"]), "column 'power' is missing"),
+    (lambda t: t.set_column(t.schema.get_field_index("acc_x"), "acc_x",
+                            pa.array([str(v) for v in t.column("acc_x").to_pylist()])),
+     "column 'acc_x' has type string"),
+])
+def test_bad_schema_stops_prepare_before_writing(run, tmp_path, change, message):
+    paths, config = run["paths"], run["config"]
+    file = paths.raw / "date=2026-01-08" / "part-0.parquet"
+    original = file.read_bytes()
+    quarantine_version = lakehouse.table_version(paths.lake, names.QUARANTINE)
+    try:
+        _rewrite(file, change)
+        with pytest.raises(pipeline.PrepareError) as error:
+            pipeline.prepare(config, dt.date(2026, 1, 8), dt.date(2026, 1, 8))
+        assert message in str(error.value) and str(file) in str(error.value)
+        assert not (paths.tensors / "date=2026-01-08").exists()
+        assert lakehouse.table_version(paths.lake, names.QUARANTINE) == quarantine_version
+    finally:
+        file.write_bytes(original)
