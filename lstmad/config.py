@@ -132,7 +132,8 @@ class DeltaConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MlflowConfig:
-    """Tracking location and registered model; an empty URI means a SQLite file under the pipeline home."""
+    """Tracking location and registered model; an empty URI means $MLFLOW_TRACKING_URI, else a SQLite file
+    under the pipeline home."""
 
     tracking_uri: str = ""
     experiment: str = ""
@@ -189,7 +190,8 @@ class PipelineConfig:
 
     @property
     def tracking_uri(self) -> str:
-        return self.mlflow.tracking_uri or f"sqlite:///{self.pipeline_home / 'mlflow.db'}"
+        return (self.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                or f"sqlite:///{self.pipeline_home / 'mlflow.db'}")
 
 
 _CHOICES = {
