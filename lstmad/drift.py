@@ -38,19 +38,21 @@ def population_stability_index(reference: dict[str, list], values: np.ndarray) -
     return out
 
 
-def retrain_signal(psi: np.ndarray, alarm_rate: float, expected_alarm_rate: float, psi_threshold: float,
+def retrain_signal(psi: np.ndarray, alarm_rate: float, expected_alarm_rate: float, psi_threshold: float | np.ndarray,
                    drifted_channel_share: float, alarm_rate_factor: float,
                    channels: tuple[str, ...]) -> tuple[bool, list[str]]:
     """Whether drift calls for retraining, and why.
 
-    Weather-driven channels wander from day to day, so one channel over the PSI threshold is not a signal:
-    the data have moved when at least ``drifted_channel_share`` of the channels are over it, or when the
-    alarm rate exceeds ``alarm_rate_factor`` × the rate expected from validation.
+    ``psi_threshold`` is one value or one per channel (C,). Weather-driven channels wander from day to day,
+    so one channel over its threshold is not a signal: the data have moved when at least
+    ``drifted_channel_share`` of the channels are over theirs, or when the alarm rate exceeds
+    ``alarm_rate_factor`` × the rate expected from validation.
     """
-    drifted = [channels[i] for i in np.flatnonzero(psi > psi_threshold)]
+    limits = np.broadcast_to(np.asarray(psi_threshold, dtype=np.float64), psi.shape)
+    drifted = [f"{channels[i]} {psi[i]:.2f}>{limits[i]:.2f}" for i in np.flatnonzero(psi > limits)]
     reasons = []
     if drifted and len(drifted) >= drifted_channel_share * len(channels):
-        reasons.append(f"{len(drifted)}/{len(channels)} channels with PSI>{psi_threshold}: {', '.join(drifted)}")
+        reasons.append(f"{len(drifted)}/{len(channels)} channels over their PSI threshold: {', '.join(drifted)}")
     if alarm_rate > alarm_rate_factor * expected_alarm_rate:
         reasons.append(f"alarm_rate={alarm_rate:.4f}>{alarm_rate_factor}x{expected_alarm_rate:.4f}")
     return bool(reasons), reasons

@@ -250,10 +250,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
 
     from lstmad import tracking
     from lstmad.bundle import ModelBundle
-    from lstmad.drift import reference_histogram
     from lstmad.metrics import score_metrics
     from lstmad.scoring import score_blocks
-    from lstmad.tensors import block_rows_of
     from lstmad.thresholds import threshold_from_rule
 
     t, m = config.train, config.model
@@ -280,12 +278,11 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     detector = build_detector(config).fit(windows, on_epoch=on_epoch)
     train_seconds = time.time() - started
     threshold = threshold_from_rule(config.threshold.rule, detector.validation_scores_, config.threshold.percentile)
-    reference_rows = block_rows_of(train_blocks)
-    reference_rows = reference_rows[:: max(1, reference_rows.shape[0] // 200_000)]
+    drift_reference = _drift_reference(train_blocks, config.drift.psi_bins)
     bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channels), config.prepare.window,
                          config.prepare.step_s, stats, threshold, config.threshold.rule,
                          float(np.mean(detector.validation_scores_ > threshold)),
-                         reference_histogram(reference_rows, config.drift.psi_bins))
+                         drift_reference)
 
     metrics: dict[str, float] = {"train_windows": len(windows), "excluded_windows": excluded,
                                  "threshold": threshold, "train_seconds": train_seconds}
@@ -305,7 +302,11 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
               "eval_range": f"{t.eval_start}..{t.eval_end}"}
     run_id = tracking.log_training_run(config.tracking_uri, config.experiment_name, params, detector.history_,
                                        metrics, model_dir, {"pipeline": config.pipeline,
-                                                            "detector": config.model.detector})
+                                                            "detector": config.model.detector},
+                                       documents={"normalisation.json": stats.to_dict(),
+                                                  "threshold.json": {"rule": config.threshold.rule,
+                                                                     "percentile": config.threshold.percentile,
+                                                                     "value": threshold}})
     name = config.registered_model_name
     version = tracking.register_model(config.tracking_uri, name, run_id)
     shutil.move(str(model_dir), str(paths.models / f"v{version}"))
@@ -314,6 +315,21 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     if promote:
         result.update(promote_model(config, run_id, version))
     return result
+
+
+def _drift_reference(train_blocks: pa.Table, bins: int) -> dict:
+    """Histogram of the training rows per channel, plus each channel's largest PSI of a single training day
+    against it: how far one ordinary day already strays (weather channels stray far)."""
+    from lstmad.drift import population_stability_index, reference_histogram
+    from lstmad.tensors import block_rows_of
+
+    rows = block_rows_of(train_blocks)
+    reference = reference_histogram(rows[:: max(1, rows.shape[0] // 200_000)], bins)
+    days = train_blocks.column(names.DATE)
+    daily = [population_stability_index(reference, block_rows_of(train_blocks.filter(pc.equal(days, day))))
+             for day in pc.unique(days).to_pylist()]
+    reference["daily_psi_max"] = np.max(daily, axis=0).tolist()
+    return reference
 
 
 def promote_model(config: PipelineConfig, run_id: str, version: str) -> dict:
@@ -490,7 +506,10 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     if flags.size == 0:
         raise PrepareError(f"{scores_path}: no scores for {date}; run lstmad score --date {date} first")
     alarm_rate = float(flags.mean())
-    retrain, reasons = retrain_signal(psi, alarm_rate, bundle.expected_alarm_rate, config.drift.psi_threshold,
+    # A channel drifts when it strays further than the configured PSI and than any training day did.
+    thresholds = np.maximum(config.drift.psi_threshold,
+                            bundle.drift_reference.get("daily_psi_max", np.zeros_like(psi)))
+    retrain, reasons = retrain_signal(psi, alarm_rate, bundle.expected_alarm_rate, thresholds,
                                       config.drift.drifted_channel_share, config.drift.alarm_rate_factor, bundle.channels)
     worst = int(np.argmax(psi))
     row = {names.SCORED_DATE: date, names.MODEL_VERSION: registered["version"], "n_rows": int(values.shape[0]),

@@ -27,8 +27,10 @@ def _client(tracking_uri: str) -> MlflowClient:
 
 
 def log_training_run(tracking_uri: str, experiment: str, params: dict, history: list[dict],
-                     metrics: dict[str, float], model_dir: Path, tags: dict[str, str]) -> str:
-    """One MLflow run: parameters, per-epoch losses, evaluation metrics and the model folder as artifacts.
+                     metrics: dict[str, float], model_dir: Path, tags: dict[str, str],
+                     documents: Optional[dict[str, dict]] = None) -> str:
+    """One MLflow run: parameters, per-epoch losses, evaluation metrics, JSON documents (file name → content)
+    and the model folder as artifacts.
 
     Returns the run id.
     """
@@ -42,6 +44,8 @@ def log_training_run(tracking_uri: str, experiment: str, params: dict, history: 
                                step=record["epoch"])
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
         mlflow.set_tags(tags)
+        for file_name, content in (documents or {}).items():
+            mlflow.log_dict(content, file_name)
         mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACT)
         return run.info.run_id
 

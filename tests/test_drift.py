@@ -30,3 +30,13 @@ def test_retrain_rule_needs_share_of_channels_or_alarm_rate():
     assert retrain and "2/4 channels" in reasons[0]
     retrain, reasons = retrain_signal(np.zeros(4), 0.2, 0.05, 0.25, 0.5, 3.0, channels)
     assert retrain and reasons[0].startswith("alarm_rate")
+
+
+def test_per_channel_thresholds_from_training_days():
+    channels = ("weather", "sensor")
+    # the weather channel strays 3.0 on ordinary training days: 2.5 is no drift there, but is on the sensor
+    limits = np.array([3.0, 0.25])
+    retrain, reasons = retrain_signal(np.array([2.5, 0.1]), 0.05, 0.05, limits, 0.5, 3.0, channels)
+    assert not retrain and reasons == []
+    retrain, reasons = retrain_signal(np.array([2.5, 2.5]), 0.05, 0.05, limits, 0.5, 3.0, channels)
+    assert retrain and "sensor 2.50>0.25" in reasons[0] and "weather" not in reasons[0]

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from lstmad import lakehouse, names, pipeline
 from lstmad.config import load_config
 from lstmad.tensors import read_blocks
-from tests.conftest import tiny_config_dict, write_config
+from tests.conftest import REPO, tiny_config_dict, write_config
 
 pytestmark = pytest.mark.spark
 
@@ -39,6 +39,23 @@ def inject_bad_rows(raw_root) -> dict[str, int]:
             "timestamp_outside_partition": 1}
 
 
+def run_job(name: str, argv: list[str]) -> dict:
+    """Run jobs/<name>.py's main() in this process (sharing the Spark session); returns its JSON line."""
+    import contextlib
+    import importlib.util
+    import io
+    import sys
+
+    sys.path.insert(0, str(REPO / "jobs"))
+    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        module.main(argv)
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, spark):
     home = tmp_path_factory.mktemp("home")
@@ -54,7 +71,7 @@ def run(tmp_path_factory, spark):
     first = pipeline.score(config, SCORED)
     snapshot = {t: lakehouse.read_table(paths.lake, t) for t in (names.ANOMALY_SCORES, names.ANOMALY_INTERVALS)}
     versions = {t: lakehouse.table_version(paths.lake, t) for t in snapshot}
-    second = pipeline.score(config, SCORED)
+    second = run_job("score", ["--conf", str(conf), "--date", SCORED.isoformat()])  # the spark-submit entry point
     drifted = pipeline.drift(config, SCORED)
     return dict(config=config, conf=conf, paths=paths, prepared=prepared, trained=trained, nightly=nightly,
                 first=first, second=second, drifted=drifted, snapshot=snapshot, versions=versions,
@@ -129,6 +146,12 @@ def test_training_logged_and_registered(run):
     logged = tracking.run_metrics(config.tracking_uri, trained["run_id"])
     assert logged["eval_auroc"] == pytest.approx(metrics["eval_auroc"])
     assert "val_loss" in logged and "threshold" in logged
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    stats = mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/normalisation.json")
+    assert stats["stats_id"] == pipeline.load_stats(run["paths"]).stats_id
+    assert mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/threshold.json")["value"] == pytest.approx(metrics["threshold"])
     bundle_json = json.loads((run["paths"].models / "v1" / "bundle.json").read_text())
     assert bundle_json["channels"] == list(config.source.channels)
     assert bundle_json["stats"]["stats_id"] == pipeline.load_stats(run["paths"]).stats_id

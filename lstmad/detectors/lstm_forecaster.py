@@ -60,6 +60,7 @@ class LSTMForecasterDetector:
         n_val = max(1, int(round(len(windows) * p.validation_share)))
         train, validation = windows.subset(np.sort(order[:-n_val])), windows.subset(np.sort(order[-n_val:]))
         device = resolve_device(p.device)
+        torch.manual_seed(p.seed)  # weight initialisation is part of the seeded run
         self.network_ = StackedLSTMForecaster(self.n_channels_, tuple(p.hidden_sizes), p.dropout)
         self.history_ = fit_network(self.network_, train, validation, _next_step_loss, epochs=p.epochs,
                                     batch_size=p.batch_size, learning_rate=p.learning_rate, patience=p.patience,
