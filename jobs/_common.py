@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
+import sys
+from typing import Callable, Optional
 
 
 def parser(description: str, dated: bool = True) -> argparse.ArgumentParser:
@@ -18,3 +21,15 @@ def parser(description: str, dated: bool = True) -> argparse.ArgumentParser:
 def emit(summary: dict) -> None:
     """The job's result as one JSON line on stdout (what Airflow and wrappers read)."""
     print(json.dumps(summary, default=str))
+
+
+def run_dated_step(step: Callable, description: str, argv: Optional[list[str]] = None) -> None:
+    """Parse --conf and a required --date, run ``step(config, date)`` and emit its summary."""
+    from lstmad.config import load_config
+
+    p = parser(description)
+    args = p.parse_args(argv)
+    if args.date is None:
+        p.error("--date is required")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    emit(step(load_config(args.conf), args.date))
