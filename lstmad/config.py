@@ -132,8 +132,8 @@ class DeltaConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MlflowConfig:
-    """Tracking location and registered model; an empty URI means $MLFLOW_TRACKING_URI, else a SQLite file
-    under the pipeline home."""
+    """Tracking location and registered model; an empty URI means $LSTMAD_MLFLOW_TRACKING_URI, else a SQLite
+    file under the pipeline home."""
 
     tracking_uri: str = ""
     experiment: str = ""
@@ -190,8 +190,16 @@ class PipelineConfig:
 
     @property
     def tracking_uri(self) -> str:
-        return (self.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so one pipeline's
+        # tracking location would leak into every configuration loaded after it in the same process.
+        return (self.mlflow.tracking_uri or os.environ.get("LSTMAD_MLFLOW_TRACKING_URI")
                 or f"sqlite:///{self.pipeline_home / 'mlflow.db'}")
+
+    @property
+    def artifact_location(self) -> Optional[str]:
+        """Where a new experiment keeps artifacts: under the pipeline home for a local SQLite store (not
+        ./mlruns of whatever folder the job runs in); a tracking server decides for itself."""
+        return (self.pipeline_home / "mlruns").as_uri() if self.tracking_uri.startswith("sqlite:") else None
 
 
 _CHOICES = {

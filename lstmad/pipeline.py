@@ -306,7 +306,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                        documents={"normalisation.json": stats.to_dict(),
                                                   "threshold.json": {"rule": config.threshold.rule,
                                                                      "percentile": config.threshold.percentile,
-                                                                     "value": threshold}})
+                                                                     "value": threshold}},
+                                       artifact_location=config.artifact_location)
     name = config.registered_model_name
     version = tracking.register_model(config.tracking_uri, name, run_id)
     shutil.move(str(model_dir), str(paths.models / f"v{version}"))

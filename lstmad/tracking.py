@@ -28,7 +28,7 @@ def _client(tracking_uri: str) -> MlflowClient:
 
 def log_training_run(tracking_uri: str, experiment: str, params: dict, history: list[dict],
                      metrics: dict[str, float], model_dir: Path, tags: dict[str, str],
-                     documents: Optional[dict[str, dict]] = None) -> str:
+                     documents: Optional[dict[str, dict]] = None, artifact_location: Optional[str] = None) -> str:
     """One MLflow run: parameters, per-epoch losses, evaluation metrics, JSON documents (file name → content)
     and the model folder as artifacts.
 
@@ -36,7 +36,8 @@ def log_training_run(tracking_uri: str, experiment: str, params: dict, history: 
     """
     client = _client(tracking_uri)
     experiment_obj = client.get_experiment_by_name(experiment)
-    experiment_id = experiment_obj.experiment_id if experiment_obj else client.create_experiment(experiment)
+    experiment_id = (experiment_obj.experiment_id if experiment_obj
+                     else client.create_experiment(experiment, artifact_location=artifact_location))
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         for record in history:

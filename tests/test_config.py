@@ -42,3 +42,14 @@ def test_unknown_top_level_section_and_missing_file(tmp_path):
         load_config(DEMO_CONF, {"trian.start": "2026-01-01"})
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_tracking_location_is_per_pipeline_even_after_mlflow_set_its_variable(monkeypatch, tmp_path):
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; another pipeline must not inherit it.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    config = load_config(DEMO_CONF, {"home": str(tmp_path)})
+    assert config.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'demo' / 'mlflow.db'}"
+    assert config.artifact_location == (tmp_path.resolve() / "demo" / "mlruns").as_uri()
+    monkeypatch.setenv("LSTMAD_MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    server = load_config(DEMO_CONF, {"home": str(tmp_path)})
+    assert server.tracking_uri == "http://mlflow:5000" and server.artifact_location is None
