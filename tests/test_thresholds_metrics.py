@@ -38,3 +38,41 @@ def test_metrics_hand_worked_confusion():
 def test_single_class_gives_nan_auroc():
     m = score_metrics(np.zeros(4, int), np.arange(4.0), 1.5)
     assert math.isnan(m["auroc"]) and math.isnan(m["pr_auc"])
+
+
+def test_skab_confusion_metrics_hand_worked():
+    from lstmad.metrics import confusion_metrics
+
+    m = confusion_metrics(tp=6, fp=2, fn=4, tn=8)
+    assert m["f1"] == pytest.approx(6 / (6 + 3)) and m["far"] == pytest.approx(0.2) and m["mar"] == pytest.approx(0.4)
+
+
+def test_point_adjusted_and_event_metrics():
+    from lstmad.metrics import event_metrics, point_adjusted_f1
+
+    labels = np.array([0, 1, 1, 1, 0, 0, 1, 1, 0, 0])
+    flags = np.array([0, 0, 1, 0, 0, 0, 0, 0, 1, 1], bool)
+    # adjusted: event 1 fully detected (3 TP), event 2 missed (2 FN), 2 FP -> F1 = 6 / (6 + 2 + 2)
+    assert point_adjusted_f1(labels, flags) == pytest.approx(0.6)
+    events = event_metrics(labels, flags)
+    assert events == {"event_precision": 0.5, "event_recall": 0.5}
+
+
+def test_skab_rule_and_best_f1_oracle():
+    from lstmad.thresholds import best_f1_threshold, skab_threshold
+
+    assert skab_threshold(np.arange(101.0), quantile=0.5, factor=2.0) == 100.0
+    labels = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.6, 0.5, 0.9])
+    t = best_f1_threshold(labels, scores)
+    flags = scores > t
+    assert flags.tolist() == [False, False, True, True, True]  # F1 0.8 beats 0.9-only (0.667)
+
+
+def test_pot_threshold_on_exponential_tail():
+    from lstmad.thresholds import pot_threshold
+
+    # Exponential(1): excesses over any level are Exponential(1) (GPD with γ = 0, σ = 1), so the score
+    # exceeded with probability 1e-4 is −ln(1e-4) = 9.21.
+    scores = np.random.default_rng(0).exponential(size=200_000)
+    assert pot_threshold(scores, risk=1e-4, initial_level=0.98) == pytest.approx(-np.log(1e-4), rel=0.05)
