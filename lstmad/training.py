@@ -27,8 +27,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_loss: BatchLoss, *, epochs: int,
                 batch_size: int, learning_rate: float, patience: int, device: torch.device, seed: int,
-                on_epoch: Optional[EpochCallback] = None) -> list[dict]:
-    """Adam on ``batch_loss`` over shuffled training windows; keeps the weights of the best validation epoch.
+                on_epoch: Optional[EpochCallback] = None, weight_decay: float = 0.0) -> list[dict]:
+    """Adam (with L2 ``weight_decay``) on ``batch_loss`` over shuffled training windows; keeps the weights of
+    the best validation epoch.
 
     Stops after ``patience`` epochs without improvement. Returns one dict per epoch:
     {"epoch", "train_loss", "val_loss"}. ``model`` ends on ``device`` with the best weights loaded.
@@ -36,7 +37,7 @@ def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_los
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     history: list[dict] = []
     best_loss, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
     for epoch in range(1, epochs + 1):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lstmad.detectors.iae_lstm_kl import IAELSTMKLDetector
+from lstmad.detectors.isolation_forest import IsolationForestDetector
+from lstmad.detectors.lstm_autoencoder import LSTMAutoencoderDetector
 from lstmad.detectors.lstm_forecaster import LSTMForecasterDetector
+from lstmad.detectors.pca_t2q import PCAT2QDetector
 
-DETECTORS = {"lstm_forecaster": LSTMForecasterDetector}
+DETECTORS = {d.kind: d for d in (LSTMForecasterDetector, LSTMAutoencoderDetector, IAELSTMKLDetector,
+                                 PCAT2QDetector, IsolationForestDetector)}
 
 
 def load_detector(directory: str | Path):

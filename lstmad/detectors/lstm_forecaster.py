@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from lstmad.detectors.gaussian_error import GaussianErrorModel
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
 from lstmad.tensors import Windows
 from lstmad.training import EpochCallback, fit_network, resolve_device
@@ -28,6 +29,7 @@ class ForecasterParams:
     validation_share: float = 0.2
     seed: int = 0
     device: str = "auto"
+    error_model: str = "squared"  # or "mahalanobis": Gaussian of validation errors (Malhotra et al. 2015)
 
 
 def _next_step_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -65,24 +67,34 @@ class LSTMForecasterDetector:
         self.history_ = fit_network(self.network_, train, validation, _next_step_loss, epochs=p.epochs,
                                     batch_size=p.batch_size, learning_rate=p.learning_rate, patience=p.patience,
                                     device=device, seed=p.seed, on_epoch=on_epoch)
+        self.error_model_ = None
+        if p.error_model == "mahalanobis":
+            self.error_model_ = GaussianErrorModel().fit(self._errors(validation))
         self.validation_scores_ = self.score(validation)
         return self
 
     @torch.no_grad()
-    def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
-        """(N,) float64 scores of N windows (N, W, C)."""
+    def _errors(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
+        """Next-step error vectors of the windows' last rows, (N, C)."""
         self._check_fitted()
         if windows.n_channels != self.n_channels_ or windows.window != self.window_:
             raise ValueError(f"windows are {windows.window}×{windows.n_channels}, the model expects "
                              f"{self.window_}×{self.n_channels_}")
         network = self.network_.eval()
         device = next(network.parameters()).device
-        out = np.empty(len(windows), dtype=np.float64)
+        out = np.empty((len(windows), self.n_channels_), dtype=np.float64)
         for lo in range(0, len(windows), batch_size):
             batch = windows.batch(slice(lo, lo + batch_size)).to(device)
-            error = (network(batch[:, :-1, :]) - batch[:, -1, :]) ** 2
-            out[lo:lo + batch.shape[0]] = error.mean(dim=1).double().cpu().numpy()
+            out[lo:lo + batch.shape[0]] = (network(batch[:, :-1, :]) - batch[:, -1, :]).double().cpu().numpy()
         return out
+
+    def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
+        """(N,) float64 scores of N windows (N, W, C): mean squared error of the forecast last row, or its
+        Mahalanobis distance under the validation error Gaussian."""
+        errors = self._errors(windows, batch_size)
+        if getattr(self, "error_model_", None) is not None:
+            return self.error_model_.score(errors)
+        return np.mean(errors ** 2, axis=1)
 
     def to(self, device: str | torch.device) -> "LSTMForecasterDetector":
         self._check_fitted()
@@ -97,7 +109,8 @@ class LSTMForecasterDetector:
         state = {k: v.detach().cpu() for k, v in self.network_.state_dict().items()}
         torch.save(state, directory / "weights.pt")
         config = {"detector": self.kind, "params": dataclasses.asdict(self.params),
-                  "n_channels": self.n_channels_, "window": self.window_, "history": self.history_}
+                  "n_channels": self.n_channels_, "window": self.window_, "history": self.history_,
+                  "error_model": self.error_model_.to_dict() if self.error_model_ is not None else None}
         (directory / "detector.json").write_text(json.dumps(config, indent=2))
 
     @classmethod
@@ -108,6 +121,8 @@ class LSTMForecasterDetector:
         detector = cls(params)
         detector.n_channels_, detector.window_ = config["n_channels"], config["window"]
         detector.history_ = config.get("history", [])
+        saved_error_model = config.get("error_model")
+        detector.error_model_ = GaussianErrorModel.from_dict(saved_error_model) if saved_error_model else None
         detector.network_ = StackedLSTMForecaster(detector.n_channels_, params.hidden_sizes, params.dropout)
         # weights_only: loading never executes code from the file.
         state = torch.load(directory / "weights.pt", map_location=device, weights_only=True)
