@@ -170,5 +170,52 @@ def sql(statement: str = typer.Argument(..., help="a read-only SQL query"), conf
         typer.echo(format_table(result))
 
 
+@app.command()
+def benchmark(name: str = typer.Argument(..., help="skab, icing or contamination"),
+              json_path: Path = typer.Option(..., "--json", help="where to write the JSON result"),
+              models: Optional[str] = typer.Option(None, help="comma-separated model names (default: all)"),
+              epochs: int = typer.Option(10, help="training epochs of the deep models"),
+              profile: str = typer.Option("small", help="IAE-LSTM-KL profile: small or paper"),
+              seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda"),
+              track: bool = typer.Option(True, help="log the evaluation to MLflow under $LSTMAD_HOME/benchmarks")) -> None:
+    """Run a benchmark on its published protocol; writes JSON, a Markdown table and PNG plots."""
+    import os
+
+    from lstmad.benchmarks.common import DataMissingError
+
+    chosen = models.split(",") if models else None
+    options = dict(models=chosen, epochs=epochs, profile=profile, seed=seed, device=device,
+                   progress=lambda line: typer.echo(line, err=True))
+    try:
+        if name == "skab":
+            from lstmad.benchmarks import skab
+
+            result = skab.run(json_path, **options)
+        elif name == "icing":
+            from lstmad.benchmarks import icing
+
+            result = icing.run(json_path, **options)
+        elif name == "contamination":
+            from lstmad.benchmarks import icing
+
+            result = icing.run_contamination(json_path, **options)
+        else:
+            _fail(f"unknown benchmark {name!r}: choose skab, icing or contamination")
+    except (DataMissingError, ValueError) as error:
+        _fail(str(error))
+    typer.echo(Path(result["files"]["markdown"]).read_text())
+    if track:
+        from lstmad import tracking
+
+        home = Path(os.environ.get("LSTMAD_HOME", ".lstmad")).resolve() / "benchmarks"
+        home.mkdir(parents=True, exist_ok=True)
+        flat = {f"{model}.{key}": value for model, values in result["models"].items()
+                for key, value in values.items() if isinstance(value, (int, float))}
+        run_id = tracking.log_evaluation(f"sqlite:///{home / 'mlflow.db'}", "lstmad-benchmarks", name,
+                                         {**result.get("protocol", {}), "benchmark": name}, flat,
+                                         [f for k, f in result["files"].items()], (home / "mlruns").as_uri())
+        typer.echo(f"logged to MLflow run {run_id} ({home / 'mlflow.db'})", err=True)
+
+
 if __name__ == "__main__":
     app()

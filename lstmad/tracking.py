@@ -95,3 +95,19 @@ def log_promotion(tracking_uri: str, run_id: str, decision: dict) -> None:
     client.set_tag(run_id, "promotion", decision["decision"])
     client.set_tag(run_id, "promotion_reason", decision["reason"][:500])
     client.log_text(run_id, json.dumps(decision, indent=2), "promotion.json")
+
+
+def log_evaluation(tracking_uri: str, experiment: str, run_name: str, params: dict, metrics: dict[str, float],
+                   files: list[str], artifact_location: Optional[str] = None) -> str:
+    """One MLflow run for an evaluation (a benchmark): parameters, flat metrics and its report files."""
+    client = _client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment,
+                                                                               artifact_location=artifact_location)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+                            if isinstance(v, (int, float)) and math.isfinite(v)})
+        for file in files:
+            mlflow.log_artifact(file)
+        return run.info.run_id

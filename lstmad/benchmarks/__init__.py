@@ -1,0 +1,1 @@
+"""Benchmarks on published protocols (`lstmad benchmark NAME`): skab, icing, contamination."""

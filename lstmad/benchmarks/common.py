@@ -1,0 +1,92 @@
+"""What the benchmarks share: the detector line-up, data location, and the JSON / Markdown / PNG report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from lstmad.detectors import (IAELSTMKLDetector, IsolationForestDetector, LSTMAutoencoderDetector,
+                              LSTMForecasterDetector, PCAT2QDetector)
+from lstmad.detectors.iae_lstm_kl import VARIANTS
+
+DetectorFactory = Callable[[], object]
+
+
+class DataMissingError(FileNotFoundError):
+    """A benchmark's data set is not where the configuration says."""
+
+
+def data_dir() -> Path:
+    """The shared data sets: $LSTMAD_DATA_DIR, else ../shared/datasets beside the repository."""
+    configured = os.environ.get("LSTMAD_DATA_DIR")
+    return Path(configured) if configured else Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, device: str = "auto",
+                   variants: Optional[list[str]] = None) -> dict[str, DetectorFactory]:
+    """IAE-LSTM-KL and its ablations, plus the LSTM forecaster and LSTM-AE, as fresh-detector factories."""
+    factories: dict[str, DetectorFactory] = {}
+    for name in variants or list(VARIANTS):
+        factories[name] = (lambda n=name: IAELSTMKLDetector.variant(
+            n, profile, epochs=epochs, pretrain_epochs=max(2, epochs // 2), seed=seed, device=device))
+    factories["lstm_forecaster"] = lambda: LSTMForecasterDetector(epochs=epochs, seed=seed, device=device)
+    factories["lstm_forecaster_mahalanobis"] = lambda: LSTMForecasterDetector(
+        epochs=epochs, seed=seed, device=device, error_model="mahalanobis")
+    factories["lstm_ae"] = lambda: LSTMAutoencoderDetector(epochs=epochs, seed=seed, device=device)
+    return factories
+
+
+def classical_detectors(seed: int = 0) -> dict[str, DetectorFactory]:
+    return {"pca_t2q": lambda: PCAT2QDetector(), "isolation_forest": lambda: IsolationForestDetector(seed=seed)}
+
+
+def machine() -> dict:
+    import torch
+
+    return {"date": dt.date.today().isoformat(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+
+
+def write_report(name: str, result: dict, json_path: Path, markdown: str, figures: dict[str, Callable]) -> dict:
+    """Write ``json_path``, a Markdown table beside it (.md) and one PNG per figure (name → draw(ax))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    result = {**result, "benchmark": name, "machine": machine()}
+    json_path.write_text(json.dumps(result, indent=2, default=_jsonable))
+    json_path.with_suffix(".md").write_text(markdown)
+    written = {"json": str(json_path), "markdown": str(json_path.with_suffix(".md"))}
+    for figure_name, draw in figures.items():
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        draw(ax)
+        fig.tight_layout()
+        path = json_path.with_name(f"{json_path.stem}_{figure_name}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written[figure_name] = str(path)
+    result["files"] = written
+    return result
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return str(value)
+
+
+def fmt(value: Optional[float], digits: int = 3, percent: bool = False) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{100 * value:.2f}" if percent else f"{value:.{digits}f}"
