@@ -203,7 +203,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
 def _count_blocks(paths: Paths, dates: list[str], window: int) -> tuple[dict[str, int], int]:
     from lstmad.tensors import read_blocks, windows_in_block
 
-    table = read_blocks(paths.tensors, dates).select([names.DATE, names.N_ROWS])
+    table = read_blocks(paths.tensors, dates, columns=[names.N_ROWS])
     per_date: dict[str, int] = {}
     windows = 0
     for day, n_rows in zip(table.column(names.DATE).to_pylist(), table.column(names.N_ROWS).to_pylist()):

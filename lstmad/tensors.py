@@ -189,12 +189,15 @@ def block_rows_of(blocks: pa.Table, own_only: bool = True) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def read_blocks(path: str | Path, dates: Sequence[str]) -> pa.Table:
-    """Blocks of the given dates (``YYYY-MM-DD``) from a tensor-block table, in a stable order."""
+def read_blocks(path: str | Path, dates: Sequence[str], columns: Optional[list[str]] = None) -> pa.Table:
+    """Blocks of the given dates (``YYYY-MM-DD``) from a tensor-block table, in a stable order; ``columns``
+    limits what is read (the sort keys are always included)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no tensor blocks yet; run prepare first")
     dataset = ds.dataset(path, format="parquet", partitioning=ds.partitioning(
         pa.schema([(names.DATE, pa.string())]), flavor="hive"))
-    table = dataset.to_table(filter=ds.field(names.DATE).isin(list(dates)))
+    keys = [names.DATE, names.ASSET, names.BLOCK_START]
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *keys]))
+    table = dataset.to_table(columns=wanted, filter=ds.field(names.DATE).isin(list(dates)))
     return table.sort_by([(names.DATE, "ascending"), (names.ASSET, "ascending"), (names.BLOCK_START, "ascending")])

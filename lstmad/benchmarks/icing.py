@@ -108,24 +108,37 @@ def run(json_path, models: Optional[list[str]] = None, spec: FarmSpec = FarmSpec
                         {"auroc": lambda ax: _bars(ax, results)})
 
 
+def contamination_split(normal: np.ndarray, abnormal: np.ndarray, test_normal: np.ndarray, ratio: float,
+                        n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) window indices: ``n_train`` training windows of which round(ratio · n_train) are the
+    first abnormal ones; the test set keeps every other abnormal window and the held-out normal ones."""
+    k = int(round(ratio * n_train))
+    if k > abnormal.size or n_train - k > normal.size:
+        raise ValueError(f"cannot draw {k} abnormal and {n_train - k} normal training windows")
+    return (np.sort(np.concatenate([normal[:n_train - k], abnormal[:k]])),
+            np.sort(np.concatenate([test_normal, abnormal[k:]])))
+
+
 def run_contamination(json_path, models: Optional[list[str]] = None,
                       spec: FarmSpec = FarmSpec(turbines=4, days=10, step_s=300, seed=11), epochs: int = 10,
                       profile: str = "small", seed: int = 0, device: str = "auto", progress=print) -> dict:
     """AUROC per model and share of abnormal windows mixed into training (paper Fig. 5).
 
-    {"models": {name: {"auroc": {ratio: AUROC}}}}: abnormal windows drawn into training are removed from
-    the test set, so no test window was seen in training.
+    {"models": {name: {"auroc": {ratio: AUROC}}}}: every training set has the same size, a share ``ratio`` of
+    it abnormal windows; those are removed from the test set, so no test window was seen in training.
     """
     data = build(spec, seed=seed)
     factories = deep_detectors(profile, epochs, seed, device)
     models = models or CONTAMINATION_MODELS
-    abnormal = np.random.default_rng(seed + 1).permutation(np.flatnonzero(data.abnormal))
+    rng = np.random.default_rng(seed + 1)
+    abnormal = rng.permutation(np.flatnonzero(data.abnormal))
+    normal = rng.permutation(data.train_normal)
+    # One training-set size for every ratio, small enough that 25 % of it uses at most half of the abnormal
+    # windows (the other half always stays in the test set).
+    n_train = min(normal.size, int(abnormal.size // 2 / max(RATIOS)))
     results = {name: {"auroc": {}} for name in models}
     for ratio in RATIOS:
-        # ratio = k / (n_normal + k)  →  k = ratio · n_normal / (1 − ratio), capped to leave half for testing
-        k = min(int(round(ratio * data.train_normal.size / (1 - ratio))), abnormal.size // 2)
-        train_index = np.sort(np.concatenate([data.train_normal, abnormal[:k]]))
-        test_index = np.sort(np.concatenate([data.test_normal, abnormal[k:]]))
+        train_index, test_index = contamination_split(normal, abnormal, data.test_normal, ratio, n_train)
         for name in models:
             auroc = _evaluate(factories[name], data, train_index, test_index, seed)
             results[name]["auroc"][f"{ratio:.2f}"] = auroc
@@ -134,7 +147,8 @@ def run_contamination(json_path, models: Optional[list[str]] = None,
              "| model | " + " | ".join(f"{r:.0%}" for r in RATIOS) + " |", "|---|" + "---|" * len(RATIOS)]
     for name, m in results.items():
         lines.append(f"| {name} | " + " | ".join(fmt(v) for v in m["auroc"].values()) + " |")
-    result = {"models": results, "protocol": {"ratios": list(RATIOS), "farm": dataclasses.asdict(spec),
+    result = {"models": results, "protocol": {"ratios": list(RATIOS), "train_windows": n_train,
+                                              "farm": dataclasses.asdict(spec),
                                               "epochs": epochs, "profile": profile, "seed": seed}}
     return write_report("contamination", result, json_path, "\n".join(lines) + "\n",
                         {"auroc": lambda ax: _lines(ax, results)})

@@ -1,0 +1,53 @@
+"""Benchmark plumbing on small inputs (the benchmarks themselves are not tests): protocol splits, SKAB
+file handling, the icing windows."""
+
+import numpy as np
+import pytest
+
+from lstmad.benchmarks import icing, skab
+from lstmad.benchmarks.common import DataMissingError, data_dir
+from lstmad.data.synthetic import FarmSpec
+
+
+def test_contamination_split_has_the_ratio_and_no_leak():
+    normal, abnormal, test_normal = np.arange(0, 100), np.arange(100, 140), np.arange(200, 230)
+    train, test = icing.contamination_split(normal, abnormal, test_normal, 0.25, 80)
+    assert train.size == 80 and np.isin(train, abnormal).sum() == 20
+    assert not np.intersect1d(train, test).size
+    assert np.isin(test, abnormal).sum() == 20 and np.isin(test_normal, test).all()
+    with pytest.raises(ValueError):
+        icing.contamination_split(normal, abnormal, test_normal, 0.5, 100)
+
+
+def test_icing_windows_follow_the_paper_protocol():
+    data = icing.build(FarmSpec(turbines=2, days=3, step_s=600, seed=9), window=26, half_width=5)
+    n_rows = 3 * 144
+    assert len(data.windows) == 2 * (n_rows - 25)  # stride 1, never across turbines
+    normal = np.flatnonzero(~data.abnormal)
+    assert data.train_normal.size == round(0.7 * normal.size)
+    assert np.union1d(data.train_normal, data.test_normal).tolist() == normal.tolist()
+    assert data.windows.batch(np.array([0])).shape == (1, 26, 26)
+
+
+def test_skab_windows_keep_train_and_test_apart():
+    values = np.random.default_rng(0).normal(size=(600, 8))
+    labels = (np.arange(600) >= 500).astype(int)
+    train, test = skab.file_windows(values, labels, window=10)
+    assert len(train) == 400 - 9 and len(test) == 200
+    assert train.end_us.max() == 399 and test.end_us.min() == 400  # each score at the window's last row
+    scaled = train.series.numpy()[:400]
+    np.testing.assert_allclose(scaled.mean(axis=0), 0, atol=1e-6)  # scaler from the first 400 rows only
+    assert test.label_last.sum() == 100
+
+
+def test_skab_reports_missing_data_clearly(tmp_path):
+    with pytest.raises(DataMissingError, match="34 anomalous SKAB files"):
+        skab.skab_files(tmp_path)
+
+
+@pytest.mark.skipif(not (data_dir() / "skab").is_dir(), reason="shared SKAB data set not present")
+def test_skab_files_load_with_labels():
+    files = skab.skab_files()
+    values, labels = skab.load_file(files[0])
+    assert values.shape[1] == 8 and values.shape[0] == labels.shape[0] > 400
+    assert set(np.unique(labels)) <= {0, 1}
