@@ -62,6 +62,9 @@ class ModelConfig:
     """The detector and its training settings."""
 
     detector: str = "lstm_forecaster"
+    variant: str = "iae_lstm_kl_soft"  # iae_lstm_kl only: which model of the paper's tables
+    profile: str = "small"  # iae_lstm_kl only: small or paper
+    error_model: str = "squared"  # lstm_forecaster: squared or mahalanobis
     hidden_sizes: tuple[int, ...] = (64, 32)
     dropout: float = 0.2
     epochs: int = 20
@@ -204,7 +207,9 @@ class PipelineConfig:
 
 _CHOICES = {
     "prepare.normalisation": ("zscore", "minmax"),
-    "model.detector": ("lstm_forecaster",),
+    "model.detector": ("lstm_forecaster", "lstm_autoencoder", "iae_lstm_kl", "pca_t2q", "isolation_forest"),
+    "model.profile": ("small", "paper"),
+    "model.error_model": ("squared", "mahalanobis"),
     "model.device": ("auto", "cpu", "cuda"),
     "threshold.rule": ("percentile", "mean_std"),
     "delta.engine": ("delta-rs", "delta-spark"),
@@ -251,6 +256,11 @@ def _check_choices(config: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'prepare.block_rows' must be at least prepare.window")
     if not config.source.channels:
         raise ConfigError(f"{source}: key 'source.channels' must list at least one channel")
+    from lstmad.iae_variants import VARIANTS
+
+    if config.model.variant not in VARIANTS:
+        raise ConfigError(f"{source}: key 'model.variant' must be one of {sorted(VARIANTS)}, "
+                          f"got {config.model.variant!r}")
     if not 0 < config.threshold.percentile < 100:
         raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")
 

@@ -234,13 +234,23 @@ def _windows_of(config: PipelineConfig, start: dt.date, end: dt.date):
 
 
 def build_detector(config: PipelineConfig):
-    from lstmad.detectors.lstm_forecaster import ForecasterParams, LSTMForecasterDetector
+    """A fresh detector of the kind and settings in ``config.model``."""
+    from lstmad.detectors import (IAELSTMKLDetector, IsolationForestDetector, LSTMAutoencoderDetector,
+                                  LSTMForecasterDetector, PCAT2QDetector)
 
     m = config.model
-    params = ForecasterParams(hidden_sizes=tuple(m.hidden_sizes), dropout=m.dropout, epochs=m.epochs,
-                              batch_size=m.batch_size, learning_rate=m.learning_rate, patience=m.patience,
-                              validation_share=m.validation_share, seed=m.seed, device=m.device)
-    return LSTMForecasterDetector(params)
+    training = dict(epochs=m.epochs, batch_size=m.batch_size, learning_rate=m.learning_rate, patience=m.patience,
+                    validation_share=m.validation_share, seed=m.seed, device=m.device)
+    if m.detector == "lstm_forecaster":
+        return LSTMForecasterDetector(hidden_sizes=tuple(m.hidden_sizes), dropout=m.dropout,
+                                      error_model=m.error_model, **training)
+    if m.detector == "lstm_autoencoder":
+        return LSTMAutoencoderDetector(hidden=m.hidden_sizes[0], **training)
+    if m.detector == "iae_lstm_kl":
+        return IAELSTMKLDetector.variant(m.variant, m.profile, pretrain_epochs=max(2, m.epochs // 2), **training)
+    if m.detector == "pca_t2q":
+        return PCAT2QDetector()
+    return IsolationForestDetector(seed=m.seed)
 
 
 def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = None, promote: bool = True) -> dict:

@@ -73,7 +73,11 @@ def run(tmp_path_factory, spark):
     versions = {t: lakehouse.table_version(paths.lake, t) for t in snapshot}
     second = run_job("score", ["--conf", str(conf), "--date", SCORED.isoformat()])  # the spark-submit entry point
     drifted = pipeline.drift(config, SCORED)
-    return dict(config=config, conf=conf, paths=paths, prepared=prepared, trained=trained, nightly=nightly,
+    # a second model of another kind, through the promotion gate against the champion
+    challenger_config = load_config(conf, {"model.detector": "iae_lstm_kl", "model.variant": "iaead_soft",
+                                           "model.epochs": 2})
+    challenger = pipeline.train(challenger_config)
+    return dict(challenger=challenger, config=config, conf=conf, paths=paths, prepared=prepared, trained=trained, nightly=nightly,
                 first=first, second=second, drifted=drifted, snapshot=snapshot, versions=versions,
                 expected_reasons=expected_reasons, clean_day=clean_day)
 
@@ -141,8 +145,9 @@ def test_training_logged_and_registered(run):
     from lstmad import tracking
 
     config = run["config"]
-    champion = tracking.champion(config.tracking_uri, config.registered_model_name)
-    assert champion["version"] == "1" and champion["run_id"] == trained["run_id"]
+    # the first model scored the date (the challenger trained later may have replaced it since)
+    scores = run["snapshot"][names.ANOMALY_SCORES].to_pandas()
+    assert set(scores.model_version) == {"1"} and set(scores.mlflow_run_id) == {trained["run_id"]}
     logged = tracking.run_metrics(config.tracking_uri, trained["run_id"])
     assert logged["eval_auroc"] == pytest.approx(metrics["eval_auroc"])
     assert "val_loss" in logged and "threshold" in logged
@@ -234,3 +239,18 @@ def test_bad_schema_stops_prepare_before_writing(run, tmp_path, change, message)
         assert lakehouse.table_version(paths.lake, names.QUARANTINE) == quarantine_version
     finally:
         file.write_bytes(original)
+
+
+def test_promotion_gate_compares_with_the_champion_on_the_same_evaluation_data(run):
+    from lstmad import tracking
+
+    config, challenger, first = run["config"], run["challenger"], run["trained"]
+    assert challenger["model_version"] == "2"
+    new, old = challenger["metrics"]["eval_auroc"], challenger["champion_auroc"]
+    assert old == pytest.approx(first["metrics"]["eval_auroc"])  # the champion re-scored on the same windows
+    expected = "promoted" if new >= old else "challenger"
+    assert challenger["decision"] == expected and f"{new:.4f}" in challenger["reason"]
+    champion = tracking.champion(config.tracking_uri, config.registered_model_name)
+    assert champion["version"] == ("2" if expected == "promoted" else "1")
+    bundle = json.loads((run["paths"].models / "v2" / "detector.json").read_text())
+    assert bundle["detector"] == "iae_lstm_kl" and bundle["params"]["svdd"] == "soft"
