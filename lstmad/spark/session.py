@@ -33,15 +33,19 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    # Workers must run the same interpreter as the driver (the project virtualenv), not a system python.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # Embedded sessions listen on loopback only.
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name)
     # Under spark-submit the JVM already exists (PYSPARK_GATEWAY_PORT is set) and owns the master URL.
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not submitted:
         builder = builder.master(config.master)
+    local = not submitted and config.master.startswith("local")
+    if local:
+        # Local workers must run the driver's interpreter (the project virtualenv), not a system python;
+        # on a cluster the executors' interpreter is the cluster's business (spark.pyspark.python).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        # Embedded sessions listen on loopback only.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     settings = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(config.shuffle_partitions),
@@ -50,9 +54,9 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
     }
+    if local:
+        settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     if delta_spark:
         settings["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
         settings["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
