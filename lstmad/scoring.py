@@ -20,12 +20,13 @@ SCORE_SCHEMA = pa.schema([(names.ASSET, pa.string()), ("timestamp_us", pa.int64(
 def model_windows(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, NormalisationStats]) -> Windows:
     """Windows of ``blocks`` in the model's normalisation (blocks written with other statistics are mapped
     back to source units and normalised with the model's)."""
-    transform: Optional[Callable] = None
-    if blocks.num_rows and set(blocks.column(names.STATS_ID).to_pylist()) != {bundle.stats.stats_id}:
-        def transform(values: np.ndarray, stats_id: str) -> np.ndarray:
-            if stats_id not in stats_by_id:
-                raise KeyError(f"tensor blocks use normalisation {stats_id}, whose statistics are missing")
-            return bundle.renormalise(values, stats_by_id[stats_id])
+    def renormalised(values: np.ndarray, stats_id: str) -> np.ndarray:
+        if stats_id not in stats_by_id:
+            raise KeyError(f"tensor blocks use normalisation {stats_id}, whose statistics are missing")
+        return bundle.renormalise(values, stats_by_id[stats_id])
+
+    same = not blocks.num_rows or set(blocks.column(names.STATS_ID).to_pylist()) == {bundle.stats.stats_id}
+    transform: Optional[Callable] = None if same else renormalised
     return windows_from_blocks(blocks, bundle.window, transform)
 
 

@@ -1,6 +1,5 @@
 """The synthetic wind farm: deterministic, physically coupled, icing visible where labelled."""
 
-import numpy as np
 import pandas as pd
 
 from lstmad.data.synthetic import CHANNELS, FarmSpec, generate_farm, power_curve, write_landing_table

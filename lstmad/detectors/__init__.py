@@ -16,9 +16,9 @@ DETECTORS = {d.kind: d for d in (LSTMForecasterDetector, LSTMAutoencoderDetector
 
 def load_detector(directory: str | Path):
     """Load any saved detector (weights + JSON config) from ``directory``."""
-    import json
+    from lstmad.detectors.persistence import read_config
 
-    kind = json.loads((Path(directory) / "detector.json").read_text())["detector"]
+    kind = read_config(directory)["detector"]
     if kind not in DETECTORS:
         raise ValueError(f"{directory}: unknown detector kind {kind!r}")
     return DETECTORS[kind].load(directory)

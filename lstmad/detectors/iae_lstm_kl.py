@@ -10,7 +10,6 @@ Score (eq. 17) = ‖ẑ − c‖²; for the CAE (no SVDD term) the reconstructio
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from lstmad.iae_variants import PROFILES, VARIANTS  # noqa: F401 (re-exported)
+from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.iae_lstm_kl import IAELSTMKLNet
 from lstmad.tensors import Windows
 from lstmad.training import EpochCallback, fit_network, resolve_device
@@ -195,19 +195,14 @@ class IAELSTMKLDetector:
 
     def save(self, directory: str | Path) -> None:
         """``weights.pt`` (state_dict) and ``detector.json`` (params, centre, radius, scaling)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in self.network_.state_dict().items()}, directory / "weights.pt")
-        config = {"detector": self.kind, "params": dataclasses.asdict(self.params), "window": self.window_,
+        save_weights(write_config(directory, {"detector": self.kind, "params": dataclasses.asdict(self.params), "window": self.window_,
                   "n_channels": self.n_channels_, "centre": self.centre_.tolist(), "radius": self.radius_,
                   "scale_min": self.scale_min_.tolist(), "scale_span": self.scale_span_.tolist(),
-                  "history": self.history_}
-        (directory / "detector.json").write_text(json.dumps(config))
+                  "history": self.history_}), self.network_)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "IAELSTMKLDetector":
-        directory = Path(directory)
-        config = json.loads((directory / "detector.json").read_text())
+        config = read_config(directory)
         params = config["params"]
         params["conv_channels"] = tuple(params["conv_channels"])
         detector = cls(IAEParams(**params))
@@ -218,10 +213,7 @@ class IAELSTMKLDetector:
         detector.scale_span_ = np.asarray(config["scale_span"])
         detector.history_ = config["history"]
         detector._set_scaling()
-        detector.network_ = detector._network(detector.window_, detector.n_channels_)
-        detector.network_.load_state_dict(torch.load(directory / "weights.pt", map_location=device,
-                                                     weights_only=True))
-        detector.network_.to(device).eval()
+        detector.network_ = load_weights(detector._network(detector.window_, detector.n_channels_), directory, device)
         return detector
 
 

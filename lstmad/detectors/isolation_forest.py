@@ -5,13 +5,13 @@ Saved with skops (a restricted, type-checked format) instead of pickle."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
+from lstmad.detectors.persistence import read_config, write_config
 from lstmad.tensors import Windows
 
 
@@ -52,19 +52,16 @@ class IsolationForestDetector:
     def save(self, directory: str | Path) -> None:
         import skops.io
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = write_config(directory, {"detector": self.kind, "params": dataclasses.asdict(self.params),
+                                             "window": self.window_, "n_channels": self.n_channels_})
         skops.io.dump(self.forest_, directory / "forest.skops")
-        (directory / "detector.json").write_text(json.dumps({
-            "detector": self.kind, "params": dataclasses.asdict(self.params), "window": self.window_,
-            "n_channels": self.n_channels_}))
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "IsolationForestDetector":
         import skops.io
 
         directory = Path(directory)
-        config = json.loads((directory / "detector.json").read_text())
+        config = read_config(directory)
         detector = cls(ForestParams(**config["params"]))
         detector.window_, detector.n_channels_ = config["window"], config["n_channels"]
         file = directory / "forest.skops"

@@ -4,7 +4,6 @@ the reconstruction error vector under a Gaussian fitted on validation windows.""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from lstmad.detectors.gaussian_error import GaussianErrorModel
+from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_autoencoder import LSTMAutoencoder
 from lstmad.tensors import Windows
 from lstmad.training import EpochCallback, fit_network, resolve_device
@@ -78,23 +78,18 @@ class LSTMAutoencoderDetector:
         return self
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in self.network_.state_dict().items()}, directory / "weights.pt")
-        (directory / "detector.json").write_text(json.dumps({
+        save_weights(write_config(directory, {
             "detector": self.kind, "params": dataclasses.asdict(self.params), "window": self.window_,
-            "n_channels": self.n_channels_, "error_model": self.error_model_.to_dict(), "history": self.history_}))
+            "n_channels": self.n_channels_, "error_model": self.error_model_.to_dict(), "history": self.history_}),
+            self.network_)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "LSTMAutoencoderDetector":
-        directory = Path(directory)
-        config = json.loads((directory / "detector.json").read_text())
+        config = read_config(directory)
         detector = cls(AutoencoderParams(**config["params"]))
         detector.window_, detector.n_channels_ = config["window"], config["n_channels"]
         detector.error_model_ = GaussianErrorModel.from_dict(config["error_model"])
         detector.history_ = config["history"]
-        detector.network_ = LSTMAutoencoder(detector.n_channels_, detector.params.hidden)
-        detector.network_.load_state_dict(torch.load(directory / "weights.pt", map_location=device,
-                                                     weights_only=True))
-        detector.network_.to(device).eval()
+        detector.network_ = load_weights(LSTMAutoencoder(detector.n_channels_, detector.params.hidden), directory,
+                                         device)
         return detector

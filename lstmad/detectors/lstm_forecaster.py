@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from lstmad.detectors.gaussian_error import GaussianErrorModel
+from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
 from lstmad.tensors import Windows
 from lstmad.training import EpochCallback, fit_network, resolve_device
@@ -104,30 +104,22 @@ class LSTMForecasterDetector:
     def save(self, directory: str | Path) -> None:
         """Weights (``weights.pt``, a plain state_dict) and ``detector.json``; no pickled objects."""
         self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in self.network_.state_dict().items()}
-        torch.save(state, directory / "weights.pt")
-        config = {"detector": self.kind, "params": dataclasses.asdict(self.params),
-                  "n_channels": self.n_channels_, "window": self.window_, "history": self.history_,
-                  "error_model": self.error_model_.to_dict() if self.error_model_ is not None else None}
-        (directory / "detector.json").write_text(json.dumps(config, indent=2))
+        save_weights(write_config(directory, {
+            "detector": self.kind, "params": dataclasses.asdict(self.params), "n_channels": self.n_channels_,
+            "window": self.window_, "history": self.history_,
+            "error_model": self.error_model_.to_dict() if self.error_model_ is not None else None}), self.network_)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "LSTMForecasterDetector":
-        directory = Path(directory)
-        config = json.loads((directory / "detector.json").read_text())
+        config = read_config(directory)
         params = ForecasterParams(**{**config["params"], "hidden_sizes": tuple(config["params"]["hidden_sizes"])})
         detector = cls(params)
         detector.n_channels_, detector.window_ = config["n_channels"], config["window"]
         detector.history_ = config.get("history", [])
         saved_error_model = config.get("error_model")
         detector.error_model_ = GaussianErrorModel.from_dict(saved_error_model) if saved_error_model else None
-        detector.network_ = StackedLSTMForecaster(detector.n_channels_, params.hidden_sizes, params.dropout)
-        # weights_only: loading never executes code from the file.
-        state = torch.load(directory / "weights.pt", map_location=device, weights_only=True)
-        detector.network_.load_state_dict(state)
-        detector.network_.to(device).eval()
+        detector.network_ = load_weights(StackedLSTMForecaster(detector.n_channels_, params.hidden_sizes,
+                                                               params.dropout), directory, device)
         return detector
 
     def _check_fitted(self) -> None:

@@ -4,12 +4,12 @@ reference of the SKAB leaderboard. Scores the last row of each window (a per-poi
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from lstmad.detectors.persistence import read_config, write_config
 from lstmad.tensors import Windows
 
 
@@ -64,16 +64,14 @@ class PCAT2QDetector:
         return self
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "detector.json").write_text(json.dumps({
+        write_config(directory, {
             "detector": self.kind, "params": dataclasses.asdict(self.params), "window": self.window_,
             "n_channels": self.n_channels_, "mean": self.mean_.tolist(), "components": self.components_.tolist(),
-            "variance": self.variance_.tolist(), "t2_limit": self.t2_limit_, "q_limit": self.q_limit_}))
+            "variance": self.variance_.tolist(), "t2_limit": self.t2_limit_, "q_limit": self.q_limit_})
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "PCAT2QDetector":
-        config = json.loads((Path(directory) / "detector.json").read_text())
+        config = read_config(directory)
         detector = cls(PCAParams(**config["params"]))
         detector.window_, detector.n_channels_ = config["window"], config["n_channels"]
         detector.mean_ = np.asarray(config["mean"])
