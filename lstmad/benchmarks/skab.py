@@ -67,8 +67,8 @@ def file_windows(values: np.ndarray, labels: np.ndarray, window: int) -> tuple[W
 
 
 def threshold_for(name: str, train_scores: np.ndarray) -> float:
-    """SKAB's rule, quantile(train scores, 0.99) × 1.5 (its LSTM-AE setting), for every model but T²+Q,
-    whose scores are already ratios to its 0.99 control limits (alarm above 1)."""
+    """SKAB's rule, quantile(train scores, 0.99) × factor: × 1.5 (its LSTM-AE setting) for the deep models,
+    × 1 for the Isolation Forest; T²+Q scores are already ratios to its 0.99 control limits (alarm above 1)."""
     if name == "pca_t2q":
         return 1.0
     # scores of the forest live in a narrow band near 0.5: a factor would leave nothing to flag
