@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Callable, Optional
 
@@ -11,6 +12,19 @@ import torch
 from torch import nn
 
 from lstmad.tensors import Windows
+
+@dataclasses.dataclass
+class TrainingParams:
+    """Settings every trained detector shares; detectors' parameter classes extend it."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    patience: int = 3
+    validation_share: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+
 
 BatchLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 EpochCallback = Callable[[dict], None]

@@ -20,11 +20,11 @@ from lstmad.iae_variants import PROFILES, VARIANTS  # noqa: F401 (re-exported)
 from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.iae_lstm_kl import IAELSTMKLNet
 from lstmad.tensors import Windows
-from lstmad.training import EpochCallback, fit_network, resolve_device
+from lstmad.training import EpochCallback, TrainingParams, fit_network, resolve_device
 
 
 @dataclasses.dataclass
-class IAEParams:
+class IAEParams(TrainingParams):
     """Switches and sizes. svdd: "soft" | "hard" | "none"; kl_weight λ1, rec_weight λ2, weight_decay λ3."""
 
     svdd: str = "soft"
@@ -42,11 +42,6 @@ class IAEParams:
     epochs: int = 10
     warmup_epochs: int = 2
     batch_size: int = 128
-    learning_rate: float = 1e-3
-    patience: int = 3
-    validation_share: float = 0.2
-    seed: int = 0
-    device: str = "auto"
 
 
 def svdd_loss(z: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor, mode: str, nu: float) -> torch.Tensor:
@@ -60,7 +55,9 @@ def svdd_loss(z: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor, mode:
 
 def kl_to_standard_normal(z: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of KL(N(m_i, v_i) ‖ N(0, 1)), m_i and v_i the mean and variance of the components
-    of each latent vector ẑ_i (B, d): 0.5·(v + m² − 1 − ln v). A collapsed latent (v → 0) is penalised."""
+    of each latent vector ẑ_i (B, d): 0.5·(v + m² − 1 − ln v), the per-sample reading of eq. 15. It
+    penalises a latent vector whose components are all alike (v → 0); it does not by itself stop different
+    windows from mapping to one vector (see docs/benchmarks.md for the batch-wise reading, tried and worse)."""
     mean = z.mean(dim=1)
     var = z.var(dim=1, unbiased=False).clamp_min(1e-6)
     return torch.mean(0.5 * (var + mean ** 2 - 1.0 - torch.log(var)))

@@ -14,19 +14,13 @@ from lstmad.detectors.gaussian_error import GaussianErrorModel
 from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_autoencoder import LSTMAutoencoder
 from lstmad.tensors import Windows
-from lstmad.training import EpochCallback, fit_network, resolve_device
+from lstmad.training import EpochCallback, TrainingParams, fit_network, resolve_device
 
 
 @dataclasses.dataclass
-class AutoencoderParams:
+class AutoencoderParams(TrainingParams):
     hidden: int = 64
-    epochs: int = 20
     batch_size: int = 128
-    learning_rate: float = 1e-3
-    patience: int = 3
-    validation_share: float = 0.2
-    seed: int = 0
-    device: str = "auto"
 
 
 def _reconstruction_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:

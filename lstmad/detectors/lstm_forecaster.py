@@ -13,22 +13,15 @@ from lstmad.detectors.gaussian_error import GaussianErrorModel
 from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
 from lstmad.tensors import Windows
-from lstmad.training import EpochCallback, fit_network, resolve_device
+from lstmad.training import EpochCallback, TrainingParams, fit_network, resolve_device
 
 
 @dataclasses.dataclass
-class ForecasterParams:
+class ForecasterParams(TrainingParams):
     """Architecture and training settings of the stacked LSTM forecaster."""
 
     hidden_sizes: tuple[int, ...] = (64, 32)
     dropout: float = 0.2
-    epochs: int = 20
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    patience: int = 3
-    validation_share: float = 0.2
-    seed: int = 0
-    device: str = "auto"
     error_model: str = "squared"  # or "mahalanobis": Gaussian of validation errors (Malhotra et al. 2015)
 
 
