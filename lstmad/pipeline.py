@@ -160,7 +160,11 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     history = transforms.with_reasons(
         rows.where((F.col(names.DATE) == history_date) & (F.col(transforms.TS_US) >= history_from_us)),
         src.channels)
-    reason_counts = {r[names.REASON]: r["count"] for r in current.groupBy(names.REASON).count().collect()}
+    counts = current.groupBy(names.DATE, names.REASON).count().collect()
+    dates_with_rows = {r[names.DATE] for r in counts if r[names.REASON] is None}
+    reason_counts: dict = {}
+    for r in counts:
+        reason_counts[r[names.REASON]] = reason_counts.get(r[names.REASON], 0) + r["count"]
     rows_kept = reason_counts.pop(None, 0)
     rows_quarantined = sum(reason_counts.values())
     rows_read = rows_kept + rows_quarantined
@@ -181,11 +185,10 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     # Dynamic partition overwrite (set in the session): only the dates present in ``blocks`` are replaced.
     blocks.write.mode("overwrite").partitionBy(names.DATE).parquet(str(paths.tensors))
     _save_stats(paths, stats, make_current=fit_stats)
-    written = {d for d in dates if (paths.tensors / f"{names.DATE}={d}").is_dir()}
+    # A date left without usable rows wrote nothing, so dynamic overwrite kept its old blocks: drop them.
+    for d in set(dates) - dates_with_rows:
+        shutil.rmtree(paths.tensors / f"{names.DATE}={d}", ignore_errors=True)
     blocks_written, windows = _count_blocks(paths, dates, prep.window)
-    for d in dates:
-        if d not in written or blocks_written.get(d, 0) == 0:
-            shutil.rmtree(paths.tensors / f"{names.DATE}={d}", ignore_errors=True)
 
     quarantine = transforms.quarantine_rows(current, run_id, config.pipeline).toArrow()
     lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, dates, config.delta.engine, spark)

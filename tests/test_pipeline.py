@@ -254,3 +254,22 @@ def test_promotion_gate_compares_with_the_champion_on_the_same_evaluation_data(r
     assert champion["version"] == ("2" if expected == "promoted" else "1")
     bundle = json.loads((run["paths"].models / "v2" / "detector.json").read_text())
     assert bundle["detector"] == "iae_lstm_kl" and bundle["params"]["svdd"] == "soft"
+
+
+def test_a_date_with_no_usable_rows_left_keeps_no_stale_blocks(run):
+    paths, config = run["paths"], run["config"]
+    day = dt.date(2026, 1, 8)
+    file = paths.raw / "date=2026-01-08" / "part-0.parquet"
+    original = file.read_bytes()
+    try:
+        assert pipeline.prepare(config, day, day)["blocks"] > 0
+        assert (paths.tensors / "date=2026-01-08").is_dir()
+        _rewrite(file, lambda t: t.set_column(t.schema.get_field_index("timestamp"), "timestamp",
+                                              pa.nulls(t.num_rows, t.schema.field("timestamp").type)))
+        summary = pipeline.prepare(config, day, day)
+        assert summary["rows_kept"] == 0 and summary["quarantined_by_reason"] == {"null_or_unparseable_timestamp": 576}
+        assert summary["blocks"] == 0 and not (paths.tensors / "date=2026-01-08").exists()
+        quarantine = lakehouse.read_table(paths.lake, names.QUARANTINE).to_pandas()
+        assert (quarantine.date == "2026-01-08").sum() == 576
+    finally:
+        file.write_bytes(original)
