@@ -59,8 +59,8 @@ class ModelBundle:
             raise ModelMismatchError(f"model expects window {self.window} at {self.step_s}s steps, data have "
                                      f"window {window} at {step_s}s")
 
-    def renormalise(self, values: np.ndarray, block_stats: NormalisationStats) -> np.ndarray:
-        """Values normalised with ``block_stats`` → normalised with the model's statistics; (n, C)."""
+    def renormalise(self, values: np.ndarray, block_stats: NormalisationStats, asset: str | None = None) -> np.ndarray:
+        """Values of ``asset`` normalised with ``block_stats`` → normalised with the model's statistics; (n, C)."""
         if block_stats.stats_id == self.stats.stats_id:
             return values
-        return self.stats.apply(block_stats.invert(values)).astype(np.float32)
+        return self.stats.apply(block_stats.invert(values, asset), asset).astype(np.float32)

@@ -47,11 +47,13 @@ def _run(step, *args, **kwargs):
     from lstmad.bundle import ModelMismatchError
     from lstmad.lakehouse import LakehouseError
     from lstmad.pipeline import PrepareError
+    from lstmad.spark.ingest import SourceReadError
     from lstmad.tracking import NoChampionError
 
     try:
         return step(*args, **kwargs)
-    except (PrepareError, NoChampionError, ModelMismatchError, LakehouseError, FileNotFoundError) as error:
+    except (PrepareError, SourceReadError, NoChampionError, ModelMismatchError, LakehouseError,
+            FileNotFoundError) as error:
         _fail(str(error))
 
 
@@ -103,8 +105,10 @@ def prepare(conf: Path = ConfOption, date: Optional[str] = typer.Option(None, he
             start: Optional[str] = typer.Option(None, help="first date of a range"),
             end: Optional[str] = typer.Option(None, help="last date of a range"),
             fit_stats: bool = typer.Option(False, "--fit-stats", help="fit normalisation on these dates"),
-            training: bool = typer.Option(False, "--training", help="the config's training + evaluation range")) -> None:
-    """Clean, smooth, normalise and block raw partitions into tensor blocks; quarantine bad rows."""
+            training: bool = typer.Option(False, "--training", help="the config's training + evaluation range"),
+            accept_schema: bool = typer.Option(False, "--accept-schema",
+                                               help="record a changed source schema instead of failing")) -> None:
+    """Clean, regrid, smooth, normalise and block raw rows into tensor blocks; quarantine bad rows and values."""
     from lstmad import pipeline
 
     config = _config(conf)
@@ -114,9 +118,10 @@ def prepare(conf: Path = ConfOption, date: Optional[str] = typer.Option(None, he
     first, last = _date(date) or _date(start, "--start"), _date(date) or _date(end, "--end")
     if first is None or last is None:
         _fail("give --date, or --start and --end, or --training")
-    summary = _run(pipeline.prepare, config, first, last, fit_stats)
+    summary = _run(pipeline.prepare, config, first, last, fit_stats, accept_schema=accept_schema)
     typer.echo(f"rows read {summary['rows_read']} = kept {summary['rows_kept']} + quarantined "
-               f"{summary['rows_quarantined']}", err=True)
+               f"{summary['rows_quarantined']} + exact duplicates dropped {summary['exact_duplicates_dropped']}; "
+               f"values masked {summary['values_masked_by_reason'] or 'none'}", err=True)
     _print_json(summary)
 
 

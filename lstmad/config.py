@@ -21,6 +21,12 @@ class ConfigError(ValueError):
     """A pipeline configuration that cannot be used; the message names the file and the key."""
 
 
+def data_dir() -> Path:
+    """The shared real data sets: $LSTMAD_DATA_DIR, else ../shared/datasets beside the repository."""
+    configured = os.environ.get("LSTMAD_DATA_DIR")
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
     """Size and seed of the generated wind farm (lstmad.data.synthetic)."""
@@ -34,27 +40,72 @@ class SyntheticConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ChannelConfig:
+    """One sensor channel of the source: its column, unit, physical range and sentinel values.
+
+    A value outside [minimum, maximum] or equal to a sentinel is a value-level fault: it is masked (and
+    recorded in the quarantine table), the rest of its row is kept. In YAML a bare string is the name alone.
+    """
+
+    name: str
+    unit: str = ""
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    sentinels: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class SourceConfig:
-    """Where the raw landing table is and which of its columns mean what."""
+    """Where the raw table is (CSV, Parquet or Delta, wide format) and which of its columns mean what.
+
+    ``path`` is a landing folder partitioned by ``partition_column`` (``date=YYYY-MM-DD``; read by partition
+    pruning) or, with ``partition_column: null``, one file/folder/table filtered on the timestamp.
+    ``timestamp_format`` is a Spark datetime pattern for string timestamps (empty: ISO-8601, offsets honoured);
+    ``timezone`` is the zone of timestamps that carry no offset. ``asset_constant`` names the asset of a
+    single-asset source that has no asset column.
+    """
 
     path: str = "raw"
     format: str = "parquet"
+    csv_delimiter: str = ","
     timestamp_column: str = "timestamp"
-    asset_column: str = "turbine_id"
-    label_column: Optional[str] = "label"
-    partition_column: str = "date"
-    channels: tuple[str, ...] = ()
+    timestamp_format: str = ""
+    timezone: str = "UTC"
+    asset_column: Optional[str] = None
+    asset_constant: str = ""
+    label_column: Optional[str] = None
+    partition_column: Optional[str] = None
+    channels: tuple[ChannelConfig, ...] = ()
+    sentinel_tolerance: float = 1e-4  # relative: float32 sources store -273.2 as -273.20001
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.channels)
+
+    @property
+    def columns(self) -> list[str]:
+        """The source columns the pipeline reads."""
+        return [self.timestamp_column, *([self.asset_column] if self.asset_column else []), *self.channel_names,
+                *([self.label_column] if self.label_column else [])]
 
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
-    """Cleaning, smoothing, normalisation and tensor-block layout."""
+    """Regular grid, gap filling, smoothing, normalisation and tensor-block layout.
+
+    Rows are averaged into ``step_s`` buckets; gaps of at most ``max_gap_steps`` missing steps are
+    interpolated (and masked), longer gaps end a segment. Windows with more than ``max_masked_share`` of their
+    values masked are neither trained nor scored.
+    """
 
     step_s: int = 60
     smoothing_half_width: int = 5
     window: int = 26
     block_rows: int = 4096
     normalisation: str = "zscore"
+    normalisation_scope: str = "global"
+    max_gap_steps: int = 3
+    max_masked_share: float = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +231,8 @@ class PipelineConfig:
 
     def resolve(self, path: str) -> Path:
         """A configured path: absolute as given, otherwise relative to the pipeline home."""
+        # ${LSTMAD_DATA_DIR} works without the variable set: it defaults to the shared data sets.
+        path = path.replace("${LSTMAD_DATA_DIR}", str(data_dir())).replace("$LSTMAD_DATA_DIR", str(data_dir()))
         expanded = Path(os.path.expandvars(path)).expanduser()
         return expanded if expanded.is_absolute() else self.pipeline_home / expanded
 
@@ -214,7 +267,8 @@ _CHOICES = {
     "threshold.rule": ("percentile", "mean_std"),
     "delta.engine": ("delta-rs", "delta-spark"),
     "airflow.runner": ("in_process", "spark_submit"),
-    "source.format": ("parquet", "csv"),
+    "source.format": ("parquet", "csv", "delta"),
+    "prepare.normalisation_scope": ("global", "per_asset"),
 }
 
 
@@ -254,8 +308,30 @@ def _check_choices(config: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'prepare.window' must be at least 2")
     if config.prepare.block_rows < config.prepare.window:
         raise ConfigError(f"{source}: key 'prepare.block_rows' must be at least prepare.window")
-    if not config.source.channels:
+    src = config.source
+    if not src.channels:
         raise ConfigError(f"{source}: key 'source.channels' must list at least one channel")
+    seen: set[str] = set()
+    for i, channel in enumerate(src.channels):
+        if channel.name in seen:
+            raise ConfigError(f"{source}: key 'source.channels[{i}]' repeats channel '{channel.name}'")
+        seen.add(channel.name)
+        if channel.minimum is not None and channel.maximum is not None and channel.minimum > channel.maximum:
+            raise ConfigError(f"{source}: key 'source.channels[{i}]' ({channel.name}) has minimum > maximum")
+    if bool(src.asset_column) == bool(src.asset_constant):
+        raise ConfigError(f"{source}: set exactly one of 'source.asset_column' and 'source.asset_constant'")
+    if src.format == "csv" and len(src.csv_delimiter) != 1:
+        raise ConfigError(f"{source}: key 'source.csv_delimiter' must be one character")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(src.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{source}: key 'source.timezone' is not a known time zone: {src.timezone!r}") from None
+    if config.prepare.max_gap_steps < 0:
+        raise ConfigError(f"{source}: key 'prepare.max_gap_steps' must be 0 or more")
+    if not 0 <= config.prepare.max_masked_share <= 1:
+        raise ConfigError(f"{source}: key 'prepare.max_masked_share' must lie in [0, 1]")
     from lstmad.iae_variants import VARIANTS
 
     if config.model.variant not in VARIANTS:
@@ -290,6 +366,8 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         if value is None:
             return None
         return _coerce(options[0], value, source, key)
+    if hint is ChannelConfig and isinstance(value, str):
+        return ChannelConfig(name=value)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, source, key + ".")
     if origin is tuple:

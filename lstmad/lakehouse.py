@@ -18,8 +18,8 @@ UTC_US = pa.timestamp("us", tz="UTC")
 SCHEMAS: dict[str, pa.Schema] = {
     names.QUARANTINE: pa.schema([
         ("pipeline", pa.string()), (names.DATE, pa.string()), (names.ASSET, pa.string()),
-        (names.TIMESTAMP, UTC_US), (names.REASON, pa.string()), ("source_row", pa.string()),
-        ("run_id", pa.string()),
+        (names.TIMESTAMP, UTC_US), (names.REASON, pa.string()), ("channel", pa.string()),
+        ("source_row", pa.string()), ("run_id", pa.string()),
     ]),
     names.ANOMALY_SCORES: pa.schema([
         (names.ASSET, pa.string()), (names.TIMESTAMP, UTC_US), (names.SCORE, pa.float64()),

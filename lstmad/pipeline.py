@@ -78,27 +78,6 @@ def generate(config: PipelineConfig) -> dict:
 # ---------------------------------------------------------------------------------------------- prepare
 
 
-def check_source_schema(config: PipelineConfig, files: list[Path]) -> None:
-    """Every configured column exists in every file with a usable type; else one error naming both."""
-    src = config.source
-    for file in files:
-        schema = pq.read_schema(file)
-        required = [src.timestamp_column, src.asset_column, *src.channels]
-        if src.label_column:
-            required.append(src.label_column)
-        for column in required:
-            if column not in schema.names:
-                raise PrepareError(f"{file}: column '{column}' is missing (configured in {config.pipeline} "
-                                   f"source); the file has {schema.names}")
-        for column in [*src.channels] + ([src.label_column] if src.label_column else []):
-            kind = schema.field(column).type
-            if not any(check(kind) for check in NUMERIC_TYPES):
-                raise PrepareError(f"{file}: column '{column}' has type {kind}, expected a number")
-        kind = schema.field(src.timestamp_column).type
-        if not (pa.types.is_timestamp(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            raise PrepareError(f"{file}: column '{src.timestamp_column}' has type {kind}, expected a timestamp")
-
-
 def _stats_dir(paths: Paths) -> Path:
     return paths.tensors / names.STATS_DIR
 
@@ -125,94 +104,148 @@ def _save_stats(paths: Paths, stats, make_current: bool) -> None:
         tmp.replace(folder / "current.json")
 
 
-def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: bool = False, spark=None) -> dict:
-    """Raw partitions of [start, end] → quarantine (Delta) + normalised tensor blocks (Parquet, per date).
+def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: bool = False, spark=None,
+            accept_schema: bool = False) -> dict:
+    """Raw rows of [start, end] → quarantine (Delta) + normalised tensor blocks (Parquet, per date).
 
-    Reads the W−1+k rows before ``start`` as history so that ``start``'s first windows exist. With
+    Reads the W−1+k+max_gap rows before ``start`` as history so that ``start``'s first windows exist. With
     ``fit_stats`` the normalisation is fitted on these dates and becomes the pipeline's reference; otherwise
-    the reference is used. Only the partitions of [start, end] are replaced. Returns row and block counts.
+    the reference is used. The source schema is checked against the configuration and against the schema
+    recorded by earlier runs (``accept_schema`` records a changed one instead) before anything is written.
+    Only the partitions of [start, end] are replaced. Returns the row accounting (rows read = kept +
+    quarantined + exact duplicates dropped, asserted) and block counts.
     """
     from pyspark.sql import functions as F
 
-    from lstmad.series import fit_normalisation
+    from lstmad import source_schema
+    from lstmad.series import combine_moments, fit_normalisation
     from lstmad.spark import prepare as transforms
+    from lstmad.spark.ingest import read_source
     from lstmad.spark.session import get_session
 
     src, prep = config.source, config.prepare
     paths = Paths.of(config)
+    channels = src.channel_names
     dates = [d.isoformat() for d in date_range(start, end)]
-    history_date = (start - dt.timedelta(days=1)).isoformat()
-    folders = {d: paths.raw / f"{src.partition_column}={d}" for d in [history_date, *dates]}
-    folders = {d: f for d, f in folders.items() if f.is_dir()}
-    missing = [d for d in dates if d not in folders]
-    if len(missing) == len(dates):
-        raise PrepareError(f"{paths.raw}: no raw partitions for {dates[0]} .. {dates[-1]}")
-    files = sorted(p for f in folders.values() for p in f.glob("*.parquet"))
-    check_source_schema(config, files)  # before anything is written
+    start_us, end_us = _micros(start), _micros(end + dt.timedelta(days=1))
+    history_from_us = start_us - (prep.window - 1 + prep.smoothing_half_width + prep.max_gap_steps) * prep.step_s * MICROS
+    history_first_day = dt.datetime.fromtimestamp(history_from_us / MICROS, dt.timezone.utc).date()
+    history_dates = [d.isoformat() for d in date_range(history_first_day, start - dt.timedelta(days=1))] \
+        if history_first_day < start else []
+    location = paths.raw
+    try:
+        files = [] if src.format == "delta" else source_files_or_fail(src, location, history_dates, dates)
+        schema = source_schema.observed_schema(src, location, files)
+        where = str(files[0].parent if src.partition_column and files else location)
+        source_schema.check_configured(src, schema, where)
+        if not accept_schema:
+            source_schema.check_recorded(paths.home, schema, where)
+    except source_schema.SourceSchemaError as error:
+        raise PrepareError(str(error)) from None
+    if src.partition_column and src.format != "delta":
+        present = {f.parent.name.split("=", 1)[1] for f in files}
+        missing = [d for d in dates if d not in present]
+    else:
+        missing = []
 
     spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
     run_id = uuid.uuid4().hex[:12]
-    raw = spark.read.option("basePath", str(paths.raw)).parquet(*[str(f) for f in folders.values()])
-    rows = transforms.canonical_rows(raw, src.timestamp_column, src.asset_column, src.channels, src.label_column,
-                                     src.partition_column)
-    history_from_us = _micros(start) - (prep.window - 1 + prep.smoothing_half_width) * prep.step_s * MICROS
-    current = transforms.with_reasons(rows.where(F.col(names.DATE).isin(dates)), src.channels).cache()
-    history = transforms.with_reasons(
-        rows.where((F.col(names.DATE) == history_date) & (F.col(transforms.TS_US) >= history_from_us)),
-        src.channels)
-    counts = current.groupBy(names.DATE, names.REASON).count().collect()
-    dates_with_rows = {r[names.DATE] for r in counts if r[names.REASON] is None}
-    reason_counts: dict = {}
-    for r in counts:
-        reason_counts[r[names.REASON]] = reason_counts.get(r[names.REASON], 0) + r["count"]
-    rows_kept = reason_counts.pop(None, 0)
-    rows_quarantined = sum(reason_counts.values())
-    rows_read = rows_kept + rows_quarantined
+    utc = dt.timezone.utc
+    raw = read_source(spark, src, location, files, history_dates + dates,
+                      dt.datetime.fromtimestamp(history_from_us / MICROS, utc),
+                      dt.datetime.fromtimestamp(end_us / MICROS, utc), config.delta.engine)
+    rows = transforms.canonical_rows(raw, src, src.partition_column)
+    own_dates = dates if src.partition_column else [*dates, transforms.UNDATED]
+    ts = F.col(transforms.TS_US)
+    rows = (rows.withColumn(transforms.OWN, F.col(names.DATE).isin(own_dates))
+            .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
+    partitions = max(spark.sparkContext.defaultParallelism, config.spark.shuffle_partitions)
+    classified = transforms.classify_duplicates(rows, src, partitions).persist()
+    counts = transforms.accounting(classified, channels)
+    dates_with_rows = counts.pop("dates_with_rows")
+    if counts["rows_read"] == 0:
+        classified.unpersist()
+        raise PrepareError(f"{location}: no rows for {dates[0]} .. {dates[-1]}")
 
-    usable = current.unionByName(history).where(F.col(names.REASON).isNull()).drop(names.REASON, "source_row")
-    smoothed = transforms.smoothed_series(usable, src.channels, prep.smoothing_half_width, prep.step_s).cache()
+    kept = transforms.kept_rows(classified, channels)
+    grid = dict(step_s=prep.step_s, max_gap_steps=prep.max_gap_steps, half_width=prep.smoothing_half_width)
     if fit_stats:
-        moments = transforms.channel_moments(smoothed.where(F.col(names.DATE).isin(dates)), src.channels)
-        stats = fit_normalisation(prep.normalisation, src.channels, fitted_on=f"{dates[0]}..{dates[-1]}", **moments)
+        per_asset = {r[names.ASSET]: {k: np.array(r[k], dtype=np.float64) for k in transforms.MOMENT_FIELDS}
+                     for r in transforms.asset_moments(kept, channels, own_from_us=start_us, own_to_us=end_us,
+                                                       **grid).collect()}
+        if not per_asset:
+            classified.unpersist()
+            raise PrepareError(f"{location}: no usable rows in {dates[0]} .. {dates[-1]} to fit normalisation on")
+        stats = fit_normalisation(prep.normalisation, channels, fitted_on=f"{dates[0]}..{dates[-1]}",
+                                  per_asset=per_asset if prep.normalisation_scope == "per_asset" else None,
+                                  **combine_moments(list(per_asset.values())))
     else:
         stats = load_stats(paths)
-        if stats.channels != tuple(src.channels):
+        if stats.channels != tuple(channels):
+            classified.unpersist()
             raise PrepareError(f"{_stats_dir(paths)}: reference statistics are for channels {list(stats.channels)}, "
-                               f"the configuration lists {list(src.channels)}; re-run prepare --fit-stats")
-    blocks = transforms.tensor_blocks(smoothed, src.channels, stats, prep.window, prep.block_rows, prep.step_s,
-                                      _micros(start), _micros(end + dt.timedelta(days=1)),
-                                      has_labels=src.label_column is not None)
+                               f"the configuration lists {list(channels)}; re-run prepare --fit-stats")
+    blocks = transforms.tensor_blocks(kept, channels, stats, prep.window, prep.block_rows,
+                                      own_from_us=start_us, own_to_us=end_us,
+                                      has_labels=src.label_column is not None, **grid)
+    quarantine = transforms.quarantine_rows(classified, src, run_id, config.pipeline).toArrow()
     # Dynamic partition overwrite (set in the session): only the dates present in ``blocks`` are replaced.
-    blocks.write.mode("overwrite").partitionBy(names.DATE).parquet(str(paths.tensors))
+    (blocks.write.mode("overwrite").option("compression", "zstd").partitionBy(names.DATE)
+     .parquet(str(paths.tensors)))
+    classified.unpersist()
     _save_stats(paths, stats, make_current=fit_stats)
     # A date left without usable rows wrote nothing, so dynamic overwrite kept its old blocks: drop them.
     for d in set(dates) - dates_with_rows:
         shutil.rmtree(paths.tensors / f"{names.DATE}={d}", ignore_errors=True)
-    blocks_written, windows = _count_blocks(paths, dates, prep.window)
-
-    quarantine = transforms.quarantine_rows(current, run_id, config.pipeline).toArrow()
-    lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, dates, config.delta.engine, spark)
-    current.unpersist()
-    smoothed.unpersist()
-    summary = {"dates": [dates[0], dates[-1]], "rows_read": rows_read, "rows_kept": rows_kept,
-               "rows_quarantined": rows_quarantined, "quarantined_by_reason": reason_counts,
-               "dates_without_data": missing, "blocks": sum(blocks_written.values()), "windows": windows,
+    block_counts = _count_blocks(paths, dates, prep.window, prep.max_masked_share)
+    lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
+    source_schema.record(paths.home, schema)
+    summary = {"dates": [dates[0], dates[-1]], **counts, "dates_without_data": missing, **block_counts,
                "stats_id": stats.stats_id, "run_id": run_id}
-    log.info("prepare %s..%s: read %d rows, kept %d, quarantined %d %s; %d blocks, %d windows", dates[0],
-             dates[-1], rows_read, rows_kept, rows_quarantined, reason_counts or "", summary["blocks"], windows)
+    if summary["rows_read"] != summary["rows_kept"] + summary["rows_quarantined"] + summary["exact_duplicates_dropped"]:
+        raise AssertionError(f"prepare accounting does not add up: {summary}")  # pragma: no cover
+    log.info("prepare %s..%s: read %d rows = kept %d + quarantined %d %s + exact duplicates %d; masked values %s; "
+             "%d blocks, %d windows (%d skipped as mostly filled in)", dates[0], dates[-1], summary["rows_read"],
+             summary["rows_kept"], summary["rows_quarantined"], summary["quarantined_by_reason"] or "",
+             summary["exact_duplicates_dropped"], summary["values_masked_by_reason"] or "none", summary["blocks"],
+             summary["windows"], summary["windows_skipped_masked"])
     return summary
 
 
-def _count_blocks(paths: Paths, dates: list[str], window: int) -> tuple[dict[str, int], int]:
-    from lstmad.tensors import read_blocks, windows_in_block
+def source_files_or_fail(src, location: Path, history_dates: list[str], dates: list[str]) -> list[Path]:
+    """The files to read (history partitions included), or one error saying where nothing was found."""
+    from lstmad import source_schema
 
-    table = read_blocks(paths.tensors, dates, columns=[names.N_ROWS])
-    per_date: dict[str, int] = {}
-    windows = 0
-    for day, n_rows in zip(table.column(names.DATE).to_pylist(), table.column(names.N_ROWS).to_pylist()):
-        per_date[day] = per_date.get(day, 0) + 1
-        windows += windows_in_block(n_rows, window)
-    return per_date, windows
+    files = source_schema.source_files(src, location, dates)
+    if not files:
+        what = (f"raw partitions for {dates[0]} .. {dates[-1]}" if src.partition_column
+                else f"*.{src.format} files")
+        raise source_schema.SourceSchemaError(f"{location}: no {what}")
+    if src.partition_column and history_dates:
+        files = source_schema.source_files(src, location, history_dates) + files
+    return files
+
+
+def _count_blocks(paths: Paths, dates: list[str], window: int, max_masked_share: float) -> dict:
+    """Blocks, windows, windows skipped for filled-in values and filled-in grid rows/values of the dates."""
+    from lstmad.tensors import masked_share_of_windows, read_blocks, unpack_mask, windows_in_block
+
+    table = read_blocks(paths.tensors, dates, columns=[names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.MASK])
+    windows = skipped = filled_rows = filled_values = grid_rows = 0
+    columns = table.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.MASK]).to_pydict()
+    for n_rows, n_hist, n_ch, mask in zip(*columns.values()):
+        observed = unpack_mask(mask, n_rows, n_ch)
+        count = windows_in_block(n_rows, window)
+        if count:
+            share = masked_share_of_windows(observed, window)
+            skipped += int((share > max_masked_share + 1e-12).sum())
+        windows += count
+        own = observed[n_hist:]
+        grid_rows += own.shape[0]
+        filled_rows += int((~own).all(axis=1).sum())
+        filled_values += int((~own).sum())
+    return {"blocks": table.num_rows, "grid_rows": grid_rows, "grid_rows_filled": filled_rows,
+            "values_filled": filled_values, "windows": windows - skipped, "windows_skipped_masked": skipped}
 
 
 def prepare_training_data(config: PipelineConfig, spark=None) -> list[dict]:
@@ -233,7 +266,7 @@ def _windows_of(config: PipelineConfig, start: dt.date, end: dt.date):
     from lstmad.tensors import read_blocks, windows_from_blocks
 
     blocks = read_blocks(Paths.of(config).tensors, [d.isoformat() for d in date_range(start, end)])
-    return blocks, windows_from_blocks(blocks, config.prepare.window)
+    return blocks, windows_from_blocks(blocks, config.prepare.window, max_masked_share=config.prepare.max_masked_share)
 
 
 def build_detector(config: PipelineConfig):
@@ -278,6 +311,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                            "re-run prepare --fit-stats over the whole training range")
     stats = load_stats(paths, stats_ids.pop())
     n_total = len(windows)
+    skipped_masked = windows.skipped_masked
     excluded = 0
     if t.exclude_labelled_anomalies:
         keep = np.flatnonzero(windows.label_any != 1)
@@ -292,24 +326,26 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     train_seconds = time.time() - started
     threshold = threshold_from_rule(config.threshold.rule, detector.validation_scores_, config.threshold.percentile)
     drift_reference = _drift_reference(train_blocks, config.drift.psi_bins)
-    bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channels), config.prepare.window,
+    bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
                          config.prepare.step_s, stats, threshold, config.threshold.rule,
                          float(np.mean(detector.validation_scores_ > threshold)),
                          drift_reference)
 
     metrics: dict[str, float] = {"train_windows": len(windows), "excluded_windows": excluded,
+                                 "skipped_masked_windows": skipped_masked,
                                  "threshold": threshold, "train_seconds": train_seconds}
     eval_blocks = None
     if t.eval_start and t.eval_end:
         eval_blocks, _ = _windows_of(config, t.eval_start, t.eval_end)
-        scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats})
+        scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats},
+                              max_masked_share=config.prepare.max_masked_share)
         metrics.update({f"eval_{k}": v for k, v in score_metrics(
             scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(), threshold).items()})
 
     model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
     bundle.save(model_dir)
     params = {**dataclasses.asdict(m), "window": config.prepare.window, "step_s": config.prepare.step_s,
-              "smoothing_half_width": config.prepare.smoothing_half_width, "channels": ",".join(config.source.channels),
+              "smoothing_half_width": config.prepare.smoothing_half_width, "channels": ",".join(config.source.channel_names),
               "threshold_rule": config.threshold.rule, "threshold_percentile": config.threshold.percentile,
               "normalisation": stats.method, "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
               "eval_range": f"{t.eval_start}..{t.eval_end}"}
@@ -380,7 +416,7 @@ def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: O
                 "champion_auroc": None}
     bundle = load_bundle(config, current)
     stats = {sid: load_stats(paths, sid) for sid in set(eval_blocks.column(names.STATS_ID).to_pylist())}
-    scored = score_blocks(bundle, eval_blocks, stats)
+    scored = score_blocks(bundle, eval_blocks, stats, max_masked_share=config.prepare.max_masked_share)
     champion_auroc = score_metrics(scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(),
                                    bundle.threshold)["auroc"]
     if not np.isfinite(champion_auroc) or new_auroc >= champion_auroc:
@@ -439,7 +475,7 @@ def score(config: PipelineConfig, day: dt.date, spark=None) -> dict:
 
     paths = Paths.of(config)
     registered, bundle = champion_bundle(config)
-    bundle.check_compatible(tuple(config.source.channels), config.prepare.window, config.prepare.step_s)
+    bundle.check_compatible(tuple(config.source.channel_names), config.prepare.window, config.prepare.step_s)
     date = day.isoformat()
     partition = paths.tensors / f"{names.DATE}={date}"
     if not partition.is_dir():
@@ -451,7 +487,7 @@ def score(config: PipelineConfig, day: dt.date, spark=None) -> dict:
     payload = spark.sparkContext.broadcast(transforms.model_payload(paths.models / f"v{registered['version']}"))
     model_key = f"{config.registered_model_name}/{registered['version']}"
     scores = transforms.window_scores(blocks.repartition(max(1, spark.sparkContext.defaultParallelism)), model_key,
-                                      payload, stats, config.score.batch_size)
+                                      payload, stats, config.score.batch_size, config.prepare.max_masked_share)
     flagged = transforms.flagged_scores(scores, bundle.threshold).cache()
     intervals = transforms.anomaly_intervals(flagged, config.prepare.step_s, config.score.min_interval_s,
                                              config.score.merge_gap_s, config.registered_model_name,
@@ -508,10 +544,11 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     if blocks.num_rows == 0:
         raise PrepareError(f"{paths.tensors}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
     parts = []
-    columns = blocks.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.VALUES, names.STATS_ID])
-    for n_rows, n_hist, n_ch, raw, sid in zip(*columns.to_pydict().values()):
+    columns = blocks.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.VALUES, names.STATS_ID,
+                             names.ASSET])
+    for n_rows, n_hist, n_ch, raw, sid, asset in zip(*columns.to_pydict().values()):
         values = np.frombuffer(raw, dtype=np.float32).reshape(n_rows, n_ch)[n_hist:]
-        parts.append(bundle.renormalise(values, load_stats(paths, sid)))
+        parts.append(bundle.renormalise(values, load_stats(paths, sid), asset))
     values = np.concatenate(parts)
     psi = population_stability_index(bundle.drift_reference, values)
     scores_path = lakehouse.table_path(paths.lake, names.ANOMALY_SCORES)

@@ -30,7 +30,7 @@ BLOCK_SCHEMA = pa.schema([
     (names.N_HISTORY, pa.int32()),
     (names.N_CHANNELS, pa.int32()),
     (names.VALUES, pa.binary()),  # float32, row-major (n_rows, n_channels)
-    (names.MASK, pa.binary()),  # uint8 per row, 1 = observed
+    (names.MASK, pa.binary()),  # bits (np.packbits, little), row-major (n_rows, n_channels): 1 = measured
     (names.LABELS, pa.binary()),  # int8 per row, null when the source has no labels
     (names.STATS_ID, pa.string()),
     (names.DATE, pa.string()),
@@ -39,10 +39,11 @@ BLOCK_SCHEMA = pa.schema([
 
 def build_blocks(asset: str, timestamps_us: np.ndarray, values: np.ndarray, segments: np.ndarray,
                  labels: Optional[np.ndarray], window: int, block_rows: int, step_s: int, stats_id: str,
-                 own_from_us: int, own_to_us: int) -> list[dict]:
+                 own_from_us: int, own_to_us: int, observed: Optional[np.ndarray] = None) -> list[dict]:
     """Cut one asset's sorted, normalised series into blocks, one set per UTC date.
 
-    timestamps_us (n,), values (n, C), segments (n,), labels (n,) or None. Rows with timestamps in
+    timestamps_us (n,), values (n, C), segments (n,), labels (n,) or None, observed (n, C) bool (False where
+    the value was filled in; None: all measured). Rows with timestamps in
     [own_from_us, own_to_us) are own rows; earlier rows only serve as history (at most W−1 per block).
     Each block has at most ``block_rows`` rows. Returns rows of BLOCK_SCHEMA as dicts.
     """
@@ -71,12 +72,35 @@ def build_blocks(asset: str, timestamps_us: np.ndarray, values: np.ndarray, segm
                 names.N_HISTORY: int(own_lo - first),
                 names.N_CHANNELS: int(values.shape[1]),
                 names.VALUES: np.ascontiguousarray(values[first:own_hi], dtype=np.float32).tobytes(),
-                names.MASK: np.ones(own_hi - first, dtype=np.uint8).tobytes(),
+                names.MASK: pack_mask(None if observed is None else observed[first:own_hi], own_hi - first,
+                                      values.shape[1]),
                 names.LABELS: None if labels is None else np.asarray(labels[first:own_hi], dtype=np.int8).tobytes(),
                 names.STATS_ID: stats_id,
                 names.DATE: np.datetime_as_string(np.datetime64(int(timestamps_us[own_lo]), "us"), unit="D"),
             })
     return blocks
+
+
+def pack_mask(observed: Optional[np.ndarray], n_rows: int, n_channels: int) -> bytes:
+    """(n_rows, C) bool → bit-packed bytes (1 = measured); a ⌈n·C/8⌉-byte column, 1/32 of the values."""
+    if observed is None:
+        observed = np.ones((n_rows, n_channels), dtype=bool)
+    return np.packbits(np.asarray(observed, dtype=bool).reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_mask(raw: Optional[bytes], n_rows: int, n_channels: int) -> np.ndarray:
+    """Bytes from pack_mask → (n_rows, C) bool; a missing mask means every value was measured."""
+    if raw is None:
+        return np.ones((n_rows, n_channels), dtype=bool)
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n_rows * n_channels, bitorder="little")
+    return bits.reshape(n_rows, n_channels).astype(bool)
+
+
+def masked_share_of_windows(observed: np.ndarray, window: int) -> np.ndarray:
+    """Share of filled-in values in each W-row window of a block; observed (n, C) → (n − W + 1,)."""
+    per_row = (~observed).sum(axis=1)
+    cumulative = np.concatenate([[0], np.cumsum(per_row)])
+    return (cumulative[window:] - cumulative[:-window]) / float(window * observed.shape[1])
 
 
 def windows_in_block(n_rows: int, window: int) -> int:
@@ -91,6 +115,8 @@ class Windows:
     series (R, C) float32; starts (N,) first row of each window in ``series``; end_us (N,) timestamp of each
     window's last row; asset (N,) asset name index into ``assets``; label_last (N,) label of the last row
     (−1 unknown); label_any (N,) 1 when any row of the window is labelled anomalous.
+    Windows with more than the reader's ``max_masked_share`` of filled-in values are not in the set; their
+    number is ``skipped_masked``.
     """
 
     series: torch.Tensor
@@ -101,6 +127,7 @@ class Windows:
     assets: list[str]
     label_last: np.ndarray
     label_any: np.ndarray
+    skipped_masked: int = 0  # windows left out because too many of their values were filled in
 
     def __len__(self) -> int:
         return int(self.starts.size)
@@ -136,36 +163,44 @@ class Windows:
 
 
 def windows_from_blocks(blocks: pa.Table, window: int,
-                        transform: Optional[Callable[[np.ndarray, str], np.ndarray]] = None) -> Windows:
+                        transform: Optional[Callable[[np.ndarray, str, str], np.ndarray]] = None,
+                        max_masked_share: float = 1.0) -> Windows:
     """All windows of a table of blocks (BLOCK_SCHEMA rows): one concatenated (R, C) series plus indices.
 
     The series costs 1× the block bytes; windows are produced per batch by ``Windows.batch``.
-    ``transform(values (n, C), stats_id) -> (n, C)`` rewrites each block's values first (renormalisation).
+    ``transform(values (n, C), stats_id, asset) -> (n, C)`` rewrites each block's values first
+    (renormalisation). Windows with more than ``max_masked_share`` of their values filled in are skipped.
     """
     parts, starts, end_us, asset_idx, label_last, label_any = [], [], [], [], [], []
     assets: list[str] = []
     offset = 0
+    skipped = 0
     columns = blocks.to_pydict() if blocks.num_rows else {}
     for i in range(blocks.num_rows):
         n_rows, n_ch = columns[names.N_ROWS][i], columns[names.N_CHANNELS][i]
-        values = np.frombuffer(columns[names.VALUES][i], dtype=np.float32).reshape(n_rows, n_ch)
-        if transform is not None:
-            values = np.asarray(transform(values, columns[names.STATS_ID][i]), dtype=np.float32)
-        raw_labels = columns[names.LABELS][i]
-        labels = (np.frombuffer(raw_labels, dtype=np.int8) if raw_labels is not None
-                  else np.full(n_rows, -1, dtype=np.int8))
         count = windows_in_block(n_rows, window)
         if count == 0:
             continue
-        if columns[names.ASSET][i] not in assets:
-            assets.append(columns[names.ASSET][i])
+        asset = columns[names.ASSET][i]
+        values = np.frombuffer(columns[names.VALUES][i], dtype=np.float32).reshape(n_rows, n_ch)
+        if transform is not None:
+            values = np.asarray(transform(values, columns[names.STATS_ID][i], asset), dtype=np.float32)
+        raw_labels = columns[names.LABELS][i]
+        labels = (np.frombuffer(raw_labels, dtype=np.int8) if raw_labels is not None
+                  else np.full(n_rows, -1, dtype=np.int8))
         local = np.arange(count, dtype=np.int64)
+        if max_masked_share < 1.0 and names.MASK in columns:
+            share = masked_share_of_windows(unpack_mask(columns[names.MASK][i], n_rows, n_ch), window)
+            local = local[share <= max_masked_share + 1e-12]
+            skipped += count - local.size
+        if asset not in assets:
+            assets.append(asset)
         parts.append(values)
         starts.append(offset + local)
         step_us = columns[names.STEP_S][i] * MICROS
         end_us.append(columns[names.BLOCK_START][i] + (local + window - 1) * step_us)
-        asset_idx.append(np.full(count, assets.index(columns[names.ASSET][i]), dtype=np.int64))
-        label_last.append(labels[window - 1:])
+        asset_idx.append(np.full(local.size, assets.index(asset), dtype=np.int64))
+        label_last.append(labels[local + window - 1])
         positive = np.concatenate([[0], np.cumsum(labels == 1)])
         label_any.append(((positive[local + window] - positive[local]) > 0).astype(np.int8))
         offset += n_rows
@@ -173,10 +208,31 @@ def windows_from_blocks(blocks: pa.Table, window: int,
         empty = np.zeros(0, dtype=np.int64)
         n_ch = columns[names.N_CHANNELS][0] if blocks.num_rows else 0
         return Windows(torch.zeros((0, n_ch)), empty, window, empty, empty, assets,
-                       np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int8))
+                       np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int8), skipped)
     return Windows(torch.from_numpy(np.concatenate(parts)), np.concatenate(starts), window,
                    np.concatenate(end_us), np.concatenate(asset_idx), assets,
-                   np.concatenate(label_last), np.concatenate(label_any))
+                   np.concatenate(label_last), np.concatenate(label_any), skipped)
+
+
+def stream_window_batches(path: str | Path, dates: Sequence[str], window: int, batch_size: int,
+                          max_masked_share: float = 1.0, blocks_per_read: int = 32
+                          ) -> Iterator[tuple[torch.Tensor, Windows, slice]]:
+    """Stream the windows of a tensor-block table without holding it: read ``blocks_per_read`` blocks at a
+    time (pyarrow record batches), yield (batch (B, W, C) float32, the Windows it came from, its slice).
+
+    Memory stays at one read of blocks plus one batch, however large the archive; the order is the
+    dataset's, not sorted.
+    """
+    dataset = _block_dataset(Path(path))
+    scanner = dataset.scanner(filter=ds.field(names.DATE).isin(list(dates)), batch_size=blocks_per_read)
+    for record_batch in scanner.to_batches():
+        if record_batch.num_rows == 0:
+            continue
+        windows = windows_from_blocks(pa.Table.from_batches([record_batch]), window,
+                                      max_masked_share=max_masked_share)
+        for lo in range(0, len(windows), batch_size):
+            part = slice(lo, min(lo + batch_size, len(windows)))
+            yield windows.batch(part), windows, part
 
 
 def block_rows_of(blocks: pa.Table, own_only: bool = True) -> np.ndarray:
@@ -192,12 +248,15 @@ def block_rows_of(blocks: pa.Table, own_only: bool = True) -> np.ndarray:
 def read_blocks(path: str | Path, dates: Sequence[str], columns: Optional[list[str]] = None) -> pa.Table:
     """Blocks of the given dates (``YYYY-MM-DD``) from a tensor-block table, in a stable order; ``columns``
     limits what is read (the sort keys are always included)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no tensor blocks yet; run prepare first")
-    dataset = ds.dataset(path, format="parquet", partitioning=ds.partitioning(
-        pa.schema([(names.DATE, pa.string())]), flavor="hive"))
+    dataset = _block_dataset(Path(path))
     keys = [names.DATE, names.ASSET, names.BLOCK_START]
     wanted = None if columns is None else list(dict.fromkeys([*columns, *keys]))
     table = dataset.to_table(columns=wanted, filter=ds.field(names.DATE).isin(list(dates)))
     return table.sort_by([(names.DATE, "ascending"), (names.ASSET, "ascending"), (names.BLOCK_START, "ascending")])
+
+
+def _block_dataset(path: Path) -> ds.Dataset:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no tensor blocks yet; run prepare first")
+    return ds.dataset(path, format="parquet", partitioning=ds.partitioning(
+        pa.schema([(names.DATE, pa.string())]), flavor="hive"))

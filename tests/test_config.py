@@ -9,7 +9,7 @@ from tests.conftest import DEMO_CONF
 def test_demo_config_loads_typed_values():
     config = load_config(DEMO_CONF)
     assert config.pipeline == "demo"
-    assert len(config.source.channels) == 26
+    assert len(config.source.channel_names) == 26
     assert config.prepare.window == 26 and config.prepare.smoothing_half_width == 5
     assert config.model.hidden_sizes == (64, 32)
     assert config.train.start.isoformat() == "2026-01-01"

@@ -31,12 +31,14 @@ def inject_bad_rows(raw_root) -> dict[str, int]:
     nan_value = frame.iloc[[20]].assign(power=np.nan)          # replaces row 20 (original dropped below)
     inf_value = frame.iloc[[21]].assign(acc_x=np.inf)           # replaces row 21
     duplicate = frame.iloc[[30, 31]].assign(power=lambda f: f.power + 1.0)  # conflicting copies of 30, 31
+    exact = frame.iloc[[50]]                                    # an exact copy of row 50
     outside = frame.iloc[[40]].assign(timestamp=frame.timestamp.iloc[40] + pd.Timedelta(days=3))
-    frame = pd.concat([frame.drop(index=[20, 21]), null_ts, nan_value, inf_value, duplicate, outside],
+    frame = pd.concat([frame.drop(index=[20, 21]), null_ts, nan_value, inf_value, duplicate, exact, outside],
                       ignore_index=True)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), file, coerce_timestamps="us")
-    return {"null_or_unparseable_timestamp": 1, "non_finite_value": 2, "duplicate_timestamp": 2,
-            "timestamp_outside_partition": 1}
+    # Rows set aside: rows 30, 31 and their conflicting copies all go (no telling which is right). The NaN
+    # and the inf are value faults: masked in rows that are kept, and recorded.
+    return {"null_or_unparseable_timestamp": 1, "conflicting_duplicate": 4, "timestamp_outside_partition": 1}
 
 
 def run_job(name: str, argv: list[str]) -> dict:
@@ -84,12 +86,18 @@ def run(tmp_path_factory, spark):
 
 def test_rows_read_equal_kept_plus_quarantined(run):
     train_range = run["prepared"][0]
-    assert train_range["rows_read"] == train_range["rows_kept"] + train_range["rows_quarantined"]
+    assert train_range["rows_read"] == (train_range["rows_kept"] + train_range["rows_quarantined"]
+                                        + train_range["exact_duplicates_dropped"])
     assert train_range["quarantined_by_reason"] == run["expected_reasons"]
-    # 2 turbines × 4 days × 288 five-minute rows, minus the 2 rows replaced, plus the 6 injected rows
-    assert train_range["rows_read"] == 2 * 4 * 288 - 2 + 6
+    assert train_range["exact_duplicates_dropped"] == 1
+    # pandas writes its NaN as a Parquet null (a missing value, masked, not recorded); the inf stays inf
+    assert train_range["values_masked_by_reason"] == {"missing_value": 1, "non_finite_value": 1}
+    assert train_range["values_masked_by_channel"] == {"acc_x": 1, "power": 1}
+    # 2 turbines × 4 days × 288 five-minute rows, minus the 2 rows replaced, plus the 7 injected rows
+    assert train_range["rows_read"] == 2 * 4 * 288 - 2 + 7
     quarantine = lakehouse.read_table(run["paths"].lake, names.QUARANTINE).to_pandas()
-    assert quarantine.reason.value_counts().to_dict() == run["expected_reasons"]
+    assert quarantine.reason.value_counts().to_dict() == {**run["expected_reasons"], "non_finite_value": 1}
+    assert quarantine.channel.dropna().tolist() == ["acc_x"]
     assert (quarantine.date == BAD_DAY).all()
     assert all(json.loads(row) for row in quarantine.source_row)
 
@@ -106,7 +114,7 @@ def test_blocks_hold_smoothed_normalised_values_equal_to_numpy_reference(run):
     own = np.concatenate([np.frombuffer(b["values"], np.float32).reshape(b["n_rows"], b["n_channels"])[b["n_history"]:]
                           for _, b in blocks.iterrows()])
     assert own.shape == (288, 26)
-    raw = turbine[list(config.source.channels)].to_numpy()
+    raw = turbine[list(config.source.channel_names)].to_numpy()
     smoothed = pd.DataFrame(raw).rolling(5, center=True, min_periods=1).mean().to_numpy()
     # interior rows have all ±2 neighbours inside day 3
     expected = (smoothed[2:-2] - np.array(stats.offset)) / np.array(stats.scale)
@@ -117,21 +125,30 @@ def test_blocks_hold_smoothed_normalised_values_equal_to_numpy_reference(run):
 def test_window_counts_follow_segments(run):
     # Scored day: full history from the previous day, so one window per own row: 2 turbines × 288.
     assert run["nightly"]["windows"] == 2 * 288
-    # Training range, independently with pandas: keep the usable rows, cut runs at every missing step, and
-    # count the windows that fit in each run.
-    window = run["config"].prepare.window
+    # Training range, independently with pandas: keep the usable rows (conflicting copies all go, exact
+    # copies once), put them on the 5-minute grid, fill gaps of up to max_gap_steps (filled rows count as fully
+    # masked), cut runs at longer gaps, and count the windows of each run with at most max_masked_share of
+    # masked values.
+    prep = run["config"].prepare
+    window = prep.window
     raw = pd.concat([pd.read_parquet(run["paths"].raw / f"date=2026-01-0{d}").assign(date=f"2026-01-0{d}")
                      for d in range(1, 5)])
-    channels = list(run["config"].source.channels)
+    channels = list(run["config"].source.channel_names)
     usable = raw.dropna(subset=["timestamp"])
-    usable = usable[np.isfinite(usable[channels]).all(axis=1)]
-    usable = usable[usable.timestamp.dt.strftime("%Y-%m-%d") == usable.date]
-    usable = usable.drop_duplicates(["turbine_id", "timestamp"])
+    usable = usable[usable.timestamp.dt.strftime("%Y-%m-%d") == usable.date].drop_duplicates()
+    copies = usable.groupby(["turbine_id", "timestamp"]).timestamp.transform("size")
+    usable = usable[copies == 1]
     expected = 0
     for _, series in usable.groupby("turbine_id"):
-        ts = np.sort(series.timestamp.to_numpy())
-        runs = np.split(ts, np.flatnonzero(np.diff(ts) != np.timedelta64(300, "s")) + 1)
-        expected += sum(max(0, len(r) - window + 1) for r in runs)
+        series = series.sort_values("timestamp")
+        steps = ((series.timestamp - series.timestamp.iloc[0]) // pd.Timedelta(seconds=prep.step_s)).to_numpy()
+        masked = (~np.isfinite(series[channels].to_numpy())).sum(axis=1)
+        cuts = np.flatnonzero(np.diff(steps) - 1 > prep.max_gap_steps) + 1
+        for run_steps, run_masked in zip(np.split(steps, cuts), np.split(masked, cuts)):
+            grid = np.full(run_steps[-1] - run_steps[0] + 1, len(channels))
+            grid[run_steps - run_steps[0]] = run_masked
+            share = pd.Series(grid).rolling(window).sum().to_numpy()[window - 1:] / (window * len(channels))
+            expected += int((share <= prep.max_masked_share + 1e-12).sum())
     assert run["prepared"][0]["windows"] == expected
     assert expected < 2 * (4 * 288 - (window - 1))  # the bad rows did cost windows
 
@@ -158,7 +175,7 @@ def test_training_logged_and_registered(run):
     assert stats["stats_id"] == pipeline.load_stats(run["paths"]).stats_id
     assert mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/threshold.json")["value"] == pytest.approx(metrics["threshold"])
     bundle_json = json.loads((run["paths"].models / "v1" / "bundle.json").read_text())
-    assert bundle_json["channels"] == list(config.source.channels)
+    assert bundle_json["channels"] == list(config.source.channel_names)
     assert bundle_json["stats"]["stats_id"] == pipeline.load_stats(run["paths"]).stats_id
 
 
@@ -198,7 +215,7 @@ def test_drift_row_per_day(run):
     scores = run["snapshot"][names.ANOMALY_SCORES].to_pandas()
     assert row.alarm_rate == pytest.approx(scores.flag.mean())
     psi = json.loads(row.psi_by_channel)
-    assert list(psi) == list(run["config"].source.channels) and max(psi.values()) == pytest.approx(row.max_psi, abs=1e-6)
+    assert list(psi) == list(run["config"].source.channel_names) and max(psi.values()) == pytest.approx(row.max_psi, abs=1e-6)
     assert pipeline.retrain_needed(run["config"], SCORED) == bool(row.retrain)
 
 
@@ -223,7 +240,7 @@ def _rewrite(file, change):
     (lambda t: t.drop_columns(["power"]), "column 'power' is missing"),
     (lambda t: t.set_column(t.schema.get_field_index("acc_x"), "acc_x",
                             pa.array([str(v) for v in t.column("acc_x").to_pylist()])),
-     "column 'acc_x' has type string"),
+     "column 'acc_x' changed type from number to string"),
 ])
 def test_bad_schema_stops_prepare_before_writing(run, tmp_path, change, message):
     paths, config = run["paths"], run["config"]

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from lstmad.config import data_dir  # noqa: F401  (re-exported for the benchmarks)
 from lstmad.detectors import (IAELSTMKLDetector, IsolationForestDetector, LSTMAutoencoderDetector,
                               LSTMForecasterDetector, PCAT2QDetector)
 from lstmad.detectors.iae_lstm_kl import VARIANTS
@@ -20,12 +21,6 @@ DetectorFactory = Callable[[], object]
 
 class DataMissingError(FileNotFoundError):
     """A benchmark's data set is not where the configuration says."""
-
-
-def data_dir() -> Path:
-    """The shared data sets: $LSTMAD_DATA_DIR, else ../shared/datasets beside the repository."""
-    configured = os.environ.get("LSTMAD_DATA_DIR")
-    return Path(configured) if configured else Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
 def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, device: str = "auto",

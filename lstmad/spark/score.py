@@ -39,14 +39,15 @@ def _bundle_from_payload(key: str, payload: dict[str, bytes]):
 
 
 def window_scores(blocks: DataFrame, model_key: str, payload_broadcast, stats_dicts: dict[str, dict],
-                  batch_size: int) -> DataFrame:
+                  batch_size: int, max_masked_share: float = 1.0) -> DataFrame:
     """Per-timestamp scores of every window in ``blocks``: asset_id, timestamp_us, score, label."""
     stats_by_id = {k: NormalisationStats.from_dict(v) for k, v in stats_dicts.items()}
 
     def score_batches(batches):
         bundle = _bundle_from_payload(model_key, payload_broadcast.value)
         for batch in batches:
-            yield from score_blocks(bundle, pa.Table.from_batches([batch]), stats_by_id, batch_size).to_batches()
+            yield from score_blocks(bundle, pa.Table.from_batches([batch]), stats_by_id, batch_size,
+                                    max_masked_share).to_batches()
 
     schema = T.StructType([T.StructField(names.ASSET, T.StringType()), T.StructField("timestamp_us", T.LongType()),
                            T.StructField(names.SCORE, T.DoubleType()), T.StructField(names.LABEL, T.ByteType())])

@@ -52,6 +52,9 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         "spark.driver.memory": config.driver_memory,
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # pandas writes nanosecond timestamps, which Spark otherwise refuses (PARQUET_TYPE_ILLEGAL): read them
+        # as longs, and lstmad.spark.prepare turns them into instants.
+        "spark.sql.legacy.parquet.nanosAsLong": "true",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
     }

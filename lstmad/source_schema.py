@@ -1,0 +1,143 @@
+"""The raw source's schema: which files a prepare run reads, what columns and column kinds they have, and
+whether that matches the configuration and the schema recorded by earlier runs.
+
+Every check runs before anything is written and fails with one message naming the file and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pyarrow as pa
+
+from lstmad.config import SourceConfig
+
+SCHEMA_FILE = "source_schema.json"
+
+
+class SourceSchemaError(ValueError):
+    """The source cannot be read as configured, or its schema changed; names the file and the column."""
+
+
+def kind_of(arrow_type: pa.DataType) -> str:
+    """A coarse column kind: a change of kind is a schema change, int → double is not."""
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamp"
+    if pa.types.is_date(arrow_type):
+        return "date"
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        return "number"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "string"
+    if pa.types.is_boolean(arrow_type):
+        return "bool"
+    if pa.types.is_null(arrow_type):
+        return "null"
+    return str(arrow_type)
+
+
+def source_files(source: SourceConfig, location: Path, partitions: Optional[Sequence[str]]) -> list[Path]:
+    """Data files of a CSV/Parquet source: those of the given partition dates, or all of an unpartitioned
+    file or folder (hidden and ``_``-prefixed files skipped)."""
+    suffix = ".csv" if source.format == "csv" else ".parquet"
+    if source.partition_column:
+        folders = [location / f"{source.partition_column}={d}" for d in partitions or []]
+        return sorted(p for f in folders if f.is_dir() for p in f.iterdir()
+                      if p.is_file() and p.suffix == suffix and not p.name.startswith((".", "_")))
+    if location.is_file():
+        return [location]
+    if location.is_dir():
+        return sorted(p for p in location.rglob(f"*{suffix}")
+                      if not any(part.startswith((".", "_")) for part in p.relative_to(location).parts))
+    raise SourceSchemaError(f"{location}: source not found (source.path)")
+
+
+def file_schema(source: SourceConfig, file: Path) -> dict[str, str]:
+    """Column → kind of one file; CSV columns are all strings (values are parsed later, per value)."""
+    if source.format == "csv":
+        with open(file, newline="", encoding="utf-8", errors="replace") as handle:
+            header = next(csv.reader(handle, delimiter=source.csv_delimiter), None)
+        if not header or not any(h.strip() for h in header):
+            raise SourceSchemaError(f"{file}: empty file, no header row")
+        duplicated = sorted({h for h in header if header.count(h) > 1})
+        if duplicated:
+            raise SourceSchemaError(f"{file}: column '{duplicated[0]}' appears more than once in the header")
+        return {h.strip(): "string" for h in header}
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(file)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SourceSchemaError(f"{file}: not a readable Parquet file ({error})") from None
+    return {field.name: kind_of(field.type) for field in schema}
+
+
+def delta_schema(location: Path) -> dict[str, str]:
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(str(location)):
+        raise SourceSchemaError(f"{location}: not a Delta table (source.format is delta)")
+    schema = pa.schema(DeltaTable(str(location)).schema().to_arrow())
+    return {field.name: kind_of(field.type) for field in schema}
+
+
+def observed_schema(source: SourceConfig, location: Path, files: list[Path]) -> dict[str, str]:
+    """The one schema all files share; a file that differs from the first fails naming the column."""
+    if source.format == "delta":
+        return delta_schema(location)
+    schema: dict[str, str] = {}
+    first: Optional[Path] = None
+    for file in files:
+        this = file_schema(source, file)
+        this.pop(source.partition_column or "", None)
+        if first is None:
+            schema, first = this, file
+            continue
+        _compare(schema, this, f"{file}", f"{first}")
+    return schema
+
+
+def check_configured(source: SourceConfig, schema: dict[str, str], where: str) -> None:
+    """Every configured column exists with a usable kind."""
+    for column in source.columns:
+        if column not in schema:
+            raise SourceSchemaError(f"{where}: column '{column}' is missing (configured in source); the source "
+                                    f"has {sorted(schema)}")
+    for column in [*source.channel_names, *([source.label_column] if source.label_column else [])]:
+        if schema[column] not in ("number", "string", "null"):
+            raise SourceSchemaError(f"{where}: column '{column}' has kind {schema[column]}, expected a number")
+    if schema[source.timestamp_column] not in ("timestamp", "string", "date"):
+        raise SourceSchemaError(f"{where}: column '{source.timestamp_column}' has kind "
+                                f"{schema[source.timestamp_column]}, expected a timestamp or a string")
+
+
+def _compare(recorded: dict[str, str], current: dict[str, str], where: str, against: str) -> None:
+    for column in current:
+        if column not in recorded:
+            raise SourceSchemaError(f"{where}: new column '{column}' not in {against}; update source.channels "
+                                    f"and re-run with --accept-schema if the change is intended")
+    for column, kind in recorded.items():
+        if column not in current:
+            raise SourceSchemaError(f"{where}: column '{column}' is missing (it is in {against}; renamed or "
+                                    f"dropped?)")
+        if current[column] != kind and "null" not in (kind, current[column]):
+            raise SourceSchemaError(f"{where}: column '{column}' changed type from {kind} to {current[column]} "
+                                    f"(against {against})")
+
+
+def check_recorded(home: Path, schema: dict[str, str], where: str) -> None:
+    """Compare with the schema recorded by earlier runs of this pipeline (none recorded: nothing to do)."""
+    file = home / SCHEMA_FILE
+    if file.exists():
+        _compare(json.loads(file.read_text())["columns"], schema, where, f"the recorded source schema ({file})")
+
+
+def record(home: Path, schema: dict[str, str]) -> None:
+    """Remember the schema a successful run read, for the next run to compare with."""
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = home / f".{SCHEMA_FILE}.tmp"
+    tmp.write_text(json.dumps({"columns": schema}, indent=2))
+    tmp.replace(home / SCHEMA_FILE)

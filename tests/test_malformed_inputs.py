@@ -1,0 +1,298 @@
+"""A corpus of malformed source files, one file each: every one ends in a clean run whose row accounting and
+quarantine counts match a hand count, or in one clear error that names the file or column and writes nothing.
+
+All files hold one asset's minute rows of 2026-01-01 (the clean file: 20 rows, 00:00 .. 00:19 UTC) with three
+channels: temp (range −40 .. 60 °C, sentinel −273.2), power (−50 .. 2100 kW), speed (0 .. 60 m/s). Window 4,
+smoothing ±1, gaps of up to 2 missing steps filled, windows with more than 25 % filled values skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from lstmad import lakehouse, names, pipeline
+from lstmad.cli import app
+from lstmad.config import load_config
+from lstmad.tensors import read_blocks, unpack_mask, windows_from_blocks
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.spark
+
+DAY = dt.date(2026, 1, 1)
+HEADER = ["time", "asset", "temp", "power", "speed"]
+
+
+def clean_rows(n: int = 20, asset: str = "A") -> list[list]:
+    return [[f"2026-01-01 00:{i:02d}:00", asset, f"{10 + 0.1 * i:.2f}", f"{500 + 10 * i:.1f}",
+             f"{5 + 0.05 * i:.3f}"] for i in range(n)]
+
+
+def with_value(rows: list[list], index: int, column: str, value: str) -> list[list]:
+    rows = [list(r) for r in rows]
+    rows[index][HEADER.index(column)] = value
+    return rows
+
+
+def _mixed_zones() -> list[list]:
+    rows = clean_rows()
+    for i, row in enumerate(rows):
+        if i % 3 == 0:
+            row[0] = f"2026-01-01T00:{i:02d}:00Z"
+        elif i % 3 == 1:
+            row[0] = f"2026-01-01T01:{i:02d}:00+01:00"
+    return rows
+
+
+def _bad_timestamps() -> list[list]:
+    rows = clean_rows() + clean_rows(3)
+    rows[20][0], rows[21][0], rows[22][0] = "not-a-date", "", "2026-13-45 10:00:00"
+    return rows
+
+
+def _conflicting() -> list[list]:
+    rows = clean_rows()
+    return rows + [with_value(rows, 5, "power", "999.0")[5], with_value(rows, 6, "temp", "11.11")[6]]
+
+
+def _short_asset() -> list[list]:
+    return clean_rows() + clean_rows(2, asset="B")
+
+
+def _constant_channel() -> list[list]:
+    return [r[:4] + ["7.000"] for r in clean_rows()]
+
+
+def _gap(missing: range) -> list[list]:
+    return [r for i, r in enumerate(clean_rows(22)) if i not in missing]
+
+
+def _null_rows() -> list[list]:
+    rows = clean_rows()
+    rows[3][2:] = ["", "", ""]
+    rows[4][2:] = ["", "", ""]
+    return rows
+
+
+def _null_assets() -> list[list]:
+    rows = clean_rows() + clean_rows(2)
+    rows[20][1] = ""
+    rows[21][1] = " "
+    return rows
+
+
+def _local_time() -> list[list]:
+    rows = clean_rows()
+    for i, row in enumerate(rows):
+        row[0] = f"2026-01-01 01:{i:02d}:00"  # Paris wall clock in winter: UTC + 1 h
+    return rows
+
+
+def _day_first() -> list[list]:
+    rows = clean_rows()
+    for i, row in enumerate(rows):
+        row[0] = f"01/01/2026 00.{i:02d}"
+    return rows
+
+
+# name → (rows, source overrides, expected summary subset, or an error fragment)
+CASES: dict[str, tuple] = {
+    "clean": (clean_rows(), {}, {"rows_read": 20, "rows_kept": 20, "windows": 17}),
+    "bad_timestamps": (_bad_timestamps(), {},
+                       {"rows_read": 23, "rows_kept": 20, "quarantined_by_reason": {"null_or_unparseable_timestamp": 3},
+                        "windows": 17}),
+    "mixed_time_zones": (_mixed_zones(), {}, {"rows_read": 20, "rows_kept": 20, "windows": 17, "same_as_clean": True}),
+    "local_time_zone": (_local_time(), {"timezone": "Europe/Paris"},
+                        {"rows_read": 20, "rows_kept": 20, "windows": 17, "same_as_clean": True}),
+    "custom_timestamp_format": (_day_first(), {"timestamp_format": "dd/MM/yyyy HH.mm"},
+                                {"rows_read": 20, "rows_kept": 20, "same_as_clean": True}),
+    "strings_in_numeric_columns": (with_value(with_value(clean_rows(), 2, "power", "n/a"), 9, "speed", "fast"), {},
+                                   {"rows_kept": 20, "values_masked_by_reason": {"non_numeric_value": 2},
+                                    "quarantine_values": {"non_numeric_value": 2}}),
+    "nan_and_inf": (with_value(with_value(with_value(clean_rows(), 1, "temp", "NaN"), 7, "power", "inf"),
+                               12, "speed", "-Infinity"), {},
+                    {"rows_kept": 20, "values_masked_by_reason": {"non_finite_value": 3}}),
+    "sentinels": (with_value(with_value(clean_rows(), 4, "temp", "-273.2"), 15, "temp", "-273.20001"), {},
+                  {"rows_kept": 20, "values_masked_by_reason": {"sentinel_value": 2},
+                   "quarantine_values": {"sentinel_value": 2}}),
+    "out_of_range_spikes": (with_value(with_value(clean_rows(), 8, "power", "99999"), 11, "speed", "-5"), {},
+                            {"rows_kept": 20, "values_masked_by_reason": {"out_of_range_value": 2}}),
+    "duplicates_equal": (clean_rows() + clean_rows()[3:6], {},
+                         {"rows_read": 23, "rows_kept": 20, "exact_duplicates_dropped": 3, "windows": 17}),
+    "duplicates_conflicting": (_conflicting(), {},
+                               {"rows_read": 22, "rows_kept": 18, "rows_quarantined": 4,
+                                "quarantined_by_reason": {"conflicting_duplicate": 4}, "grid_rows_filled": 2}),
+    "out_of_order_rows": (clean_rows()[::-1][:7] + clean_rows()[:13][::-1], {},
+                          {"rows_read": 20, "rows_kept": 20, "windows": 17, "same_as_clean": True}),
+    "missing_channel": ([r[:4] for r in clean_rows()], {"header": HEADER[:4]}, "column 'speed' is missing"),
+    "empty_file": (None, {}, "empty file"),
+    "header_only": ([], {}, "no rows for 2026-01-01"),
+    "asset_shorter_than_window": (_short_asset(), {}, {"rows_read": 22, "rows_kept": 22, "windows": 17}),
+    "constant_channel": (_constant_channel(), {}, {"rows_kept": 20, "windows": 17, "constant_speed": True}),
+    "long_gap": (_gap(range(8, 12)), {}, {"rows_read": 18, "rows_kept": 18, "grid_rows_filled": 0,
+                                          "windows": (8 - 3) + (10 - 3)}),
+    "short_gap": (_gap(range(10, 12)), {}, {"rows_read": 20, "grid_rows_filled": 2, "grid_rows": 22,
+                                            "windows": 16, "windows_skipped_masked": 3}),
+    "null_asset": (_null_assets(), {}, {"rows_read": 22, "rows_kept": 20, "quarantined_by_reason": {"null_asset": 2}}),
+    "rows_without_any_value": (_null_rows(), {}, {"rows_read": 20, "rows_kept": 18,
+                                                  "quarantined_by_reason": {"no_usable_value": 2},
+                                                  "grid_rows_filled": 2}),
+    "semicolon_delimited": (clean_rows(), {"csv_delimiter": ";", "delimiter": ";"},
+                            {"rows_read": 20, "rows_kept": 20, "windows": 17}),
+    "timestamps_of_another_day": ([[r[0].replace("2026-01-01", "2026-01-02")] + r[1:] for r in clean_rows()], {},
+                                  "no rows for 2026-01-01"),
+}
+# Only the short gap is filled: 10 and 11 are missing; a window holding both is 6/12 filled (> 25 %):
+# windows starting at rows 8, 9, 10 of the 22-row grid are skipped, 19 − 3 = 16 remain.
+
+
+def write_case(folder: Path, name: str) -> Path:
+    rows, overrides, _ = CASES[name]
+    file = folder / f"{name}.csv"
+    if rows is None:
+        file.write_bytes(b"")
+        return file
+    with open(file, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter=overrides.get("delimiter", ","))
+        writer.writerow(overrides.get("header", HEADER))
+        writer.writerows(rows)
+    return file
+
+
+def corpus_config(home: Path, path: Path, **source) -> dict:
+    return {
+        "pipeline": "corpus", "home": str(home),
+        "source": {"path": str(path), "format": "csv", "timestamp_column": "time", "asset_column": "asset",
+                   "label_column": None, "partition_column": None,
+                   "channels": [{"name": "temp", "unit": "degC", "minimum": -40, "maximum": 60,
+                                 "sentinels": [-273.2]},
+                                {"name": "power", "unit": "kW", "minimum": -50, "maximum": 2100},
+                                {"name": "speed", "unit": "m/s", "minimum": 0, "maximum": 60}], **source},
+        "prepare": {"step_s": 60, "smoothing_half_width": 1, "window": 4, "block_rows": 32, "max_gap_steps": 2,
+                    "max_masked_share": 0.25},
+        "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"},
+    }
+
+
+def run_case(tmp: Path, name: str, spark):
+    file = write_case(tmp, name)
+    source = {k: v for k, v in CASES[name][1].items() if k in ("timezone", "timestamp_format", "csv_delimiter")}
+    config = load_config(write_config(tmp / "conf.yaml", corpus_config(tmp / "home", file, **source)))
+    return config, pipeline.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+
+
+def block_values(config) -> np.ndarray:
+    blocks = read_blocks(pipeline.Paths.of(config).tensors, [DAY.isoformat()])
+    windows = windows_from_blocks(blocks, config.prepare.window)
+    return windows.series.numpy()
+
+
+@pytest.fixture(scope="module")
+def clean_values(tmp_path_factory, spark):
+    config, _ = run_case(tmp_path_factory.mktemp("clean"), "clean", spark)
+    return block_values(config)
+
+
+def test_corpus_has_at_least_twenty_malformed_files():
+    assert len(CASES) - 1 >= 20
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_malformed_file_ends_in_counted_run_or_one_clear_error(name, tmp_path, spark, clean_values):
+    expected = CASES[name][2]
+    if isinstance(expected, str):
+        with pytest.raises(pipeline.PrepareError) as error:
+            run_case(tmp_path, name, spark)
+        message = str(error.value)
+        assert expected in message and "\n" not in message
+        assert name in message or "csv" in message  # names the file
+        home = tmp_path / "home" / "corpus"
+        assert not (home / names.TENSOR_BLOCKS).exists() and not (home / "lake").exists()
+        return
+    config, summary = run_case(tmp_path, name, spark)
+    assert summary["rows_read"] == (summary["rows_kept"] + summary["rows_quarantined"]
+                                    + summary["exact_duplicates_dropped"])
+    for key in ("rows_read", "rows_kept", "rows_quarantined", "exact_duplicates_dropped", "grid_rows",
+                "grid_rows_filled", "windows", "windows_skipped_masked"):
+        if key in expected:
+            assert summary[key] == expected[key], key
+    assert summary["quarantined_by_reason"] == expected.get("quarantined_by_reason", {})
+    masked = {k: v for k, v in summary["values_masked_by_reason"].items()}
+    assert masked == expected.get("values_masked_by_reason", {})
+    quarantine = lakehouse.read_table(pipeline.Paths.of(config).lake, names.QUARANTINE).to_pandas()
+    row_level = quarantine[quarantine.channel.isna()].reason.value_counts().to_dict()
+    assert row_level == expected.get("quarantined_by_reason", {})
+    if "quarantine_values" in expected:
+        assert quarantine[quarantine.channel.notna()].reason.value_counts().to_dict() == expected["quarantine_values"]
+    assert all(json.loads(row) for row in quarantine.source_row)
+    if expected.get("same_as_clean"):
+        np.testing.assert_allclose(block_values(config), clean_values, atol=1e-6)
+    if expected.get("constant_speed"):
+        stats = pipeline.load_stats(pipeline.Paths.of(config))
+        assert stats.scale[2] == 1.0 and stats.offset[2] == pytest.approx(7.0)
+        assert np.isfinite(block_values(config)).all()
+
+
+def test_masked_values_are_interpolated_and_flagged_in_the_blocks(tmp_path, spark):
+    config, _ = run_case(tmp_path, "strings_in_numeric_columns", spark)
+    blocks = read_blocks(pipeline.Paths.of(config).tensors, [DAY.isoformat()])
+    row = blocks.to_pylist()[0]
+    observed = unpack_mask(row[names.MASK], row[names.N_ROWS], row[names.N_CHANNELS])
+    assert not observed[2, 1] and not observed[9, 2] and observed.sum() == 20 * 3 - 2
+    stats = pipeline.load_stats(pipeline.Paths.of(config))
+    values = stats.invert(np.frombuffer(row[names.VALUES], dtype=np.float32).reshape(20, 3).astype(np.float64))
+    # power is linear in time (500 + 10 i), so interpolation and the ±1 mean both give it back exactly
+    np.testing.assert_allclose(values[1:-1, 1], 500 + 10 * np.arange(1, 19), atol=1e-3)
+
+
+def test_schema_changes_after_a_recorded_run_fail_naming_the_column(tmp_path, spark):
+    file = write_case(tmp_path, "clean")
+    raw = corpus_config(tmp_path / "home", file)
+    config = load_config(write_config(tmp_path / "conf.yaml", raw))
+    pipeline.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+    blocks_before = sorted(p.name for p in (pipeline.Paths.of(config).tensors / f"date={DAY}").iterdir())
+    frame = pd.read_csv(file)
+    for change, fragment in [(frame.assign(humidity=50.0), "new column 'humidity'"),
+                             (frame.rename(columns={"speed": "wind_speed"}), "column 'speed' is missing")]:
+        change.to_csv(file, index=False)
+        with pytest.raises(pipeline.PrepareError, match=fragment):
+            pipeline.prepare(config, DAY, DAY, spark=spark)
+    assert sorted(p.name for p in (pipeline.Paths.of(config).tensors / f"date={DAY}").iterdir()) == blocks_before
+    # an intended change is accepted explicitly
+    frame.assign(humidity=50.0).to_csv(file, index=False)
+    assert pipeline.prepare(config, DAY, DAY, spark=spark, accept_schema=True)["rows_kept"] == 20
+
+
+def test_parquet_type_change_and_true_non_finite_values(tmp_path, spark):
+    frame = pd.read_csv(write_case(tmp_path, "clean"))
+    frame["time"] = pd.to_datetime(frame.time, utc=True)
+    frame.loc[3, "temp"], frame.loc[4, "power"] = np.inf, np.nan  # a float NaN written as NaN, not as null
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.set_column(3, "power", pa.array(frame.power.to_numpy(), from_pandas=False))
+    file = tmp_path / "data.parquet"
+    pq.write_table(table, file)
+    raw = corpus_config(tmp_path / "home", file, format="parquet")
+    config = load_config(write_config(tmp_path / "conf.yaml", raw))
+    summary = pipeline.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+    assert summary["values_masked_by_reason"] == {"non_finite_value": 2} and summary["rows_kept"] == 20
+    pq.write_table(table.set_column(3, "power", pa.array([str(v) for v in frame.power])), file)
+    with pytest.raises(pipeline.PrepareError, match="column 'power' changed type from number to string"):
+        pipeline.prepare(config, DAY, DAY, spark=spark)
+
+
+def test_cli_reports_a_malformed_file_in_one_line_without_a_trace(tmp_path, spark):
+    file = write_case(tmp_path, "missing_channel")
+    conf = write_config(tmp_path / "conf.yaml", corpus_config(tmp_path / "home", file))
+    result = CliRunner().invoke(app, ["prepare", "--conf", str(conf), "--date", DAY.isoformat()])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "column 'speed' is missing" in result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
