@@ -222,5 +222,27 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing or contamination
         typer.echo(f"logged to MLflow run {run_id} ({home / 'mlflow.db'})", err=True)
 
 
+bench_app = typer.Typer(help="Speed and memory benchmarks (JSON).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("prepare")
+def bench_prepare(rows: int = typer.Option(1_000_000, help="rows in the generated archive"),
+                  json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
+                  source: str = typer.Option("la_haute_borne", help="la_haute_borne (replicated) or synthetic"),
+                  workdir: Optional[Path] = typer.Option(None, help="folder for the archive and outputs (temp)"),
+                  baseline: bool = typer.Option(True, help="also run the pandas baseline")) -> None:
+    """Prepare N rows with Spark and with a pandas baseline: rows/s, peak memory, storage amplification."""
+    from lstmad.benchmarks import prepare as bench
+
+    if source not in ("la_haute_borne", "synthetic"):
+        _fail(f"unknown --source {source!r}: choose la_haute_borne or synthetic")
+    try:
+        result = bench.run(rows, json_path, source, workdir, baseline, progress=lambda line: typer.echo(line, err=True))
+    except FileNotFoundError as error:
+        _fail(str(error))
+    _print_json(result)
+
+
 if __name__ == "__main__":
     app()

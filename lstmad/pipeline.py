@@ -118,6 +118,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     from pyspark.sql import functions as F
 
     from lstmad import source_schema
+    from lstmad.cleaning import merge_counts, quarantine_records
     from lstmad.series import combine_moments, fit_normalisation
     from lstmad.spark import prepare as transforms
     from lstmad.spark.ingest import read_source
@@ -154,49 +155,49 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     raw = read_source(spark, src, location, files, history_dates + dates,
                       dt.datetime.fromtimestamp(history_from_us / MICROS, utc),
                       dt.datetime.fromtimestamp(end_us / MICROS, utc), config.delta.engine)
-    rows = transforms.canonical_rows(raw, src, src.partition_column)
     own_dates = dates if src.partition_column else [*dates, transforms.UNDATED]
     ts = F.col(transforms.TS_US)
-    rows = (rows.withColumn(transforms.OWN, F.col(names.DATE).isin(own_dates))
+    rows = (transforms.canonical_rows(raw, src, own_dates)
             .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
-    partitions = max(spark.sparkContext.defaultParallelism, config.spark.shuffle_partitions)
-    classified = transforms.classify_duplicates(rows, src, partitions).persist()
-    counts = transforms.accounting(classified, channels)
-    dates_with_rows = counts.pop("dates_with_rows")
-    if counts["rows_read"] == 0:
-        classified.unpersist()
-        raise PrepareError(f"{location}: no rows for {dates[0]} .. {dates[-1]}")
-
-    kept = transforms.kept_rows(classified, channels)
-    grid = dict(step_s=prep.step_s, max_gap_steps=prep.max_gap_steps, half_width=prep.smoothing_half_width)
-    if fit_stats:
-        per_asset = {r[names.ASSET]: {k: np.array(r[k], dtype=np.float64) for k in transforms.MOMENT_FIELDS}
-                     for r in transforms.asset_moments(kept, channels, own_from_us=start_us, own_to_us=end_us,
-                                                       **grid).collect()}
-        if not per_asset:
-            classified.unpersist()
-            raise PrepareError(f"{location}: no usable rows in {dates[0]} .. {dates[-1]} to fit normalisation on")
-        stats = fit_normalisation(prep.normalisation, channels, fitted_on=f"{dates[0]}..{dates[-1]}",
-                                  per_asset=per_asset if prep.normalisation_scope == "per_asset" else None,
-                                  **combine_moments(list(per_asset.values())))
-    else:
+    stats = None
+    if not fit_stats:
         stats = load_stats(paths)
         if stats.channels != tuple(channels):
-            classified.unpersist()
             raise PrepareError(f"{_stats_dir(paths)}: reference statistics are for channels {list(stats.channels)}, "
                                f"the configuration lists {list(channels)}; re-run prepare --fit-stats")
-    blocks = transforms.tensor_blocks(kept, channels, stats, prep.window, prep.block_rows,
-                                      own_from_us=start_us, own_to_us=end_us,
-                                      has_labels=src.label_column is not None, **grid)
-    quarantine = transforms.quarantine_rows(classified, src, run_id, config.pipeline).toArrow()
-    # Dynamic partition overwrite (set in the session): only the dates present in ``blocks`` are replaced.
-    (blocks.write.mode("overwrite").option("compression", "zstd").partitionBy(names.DATE)
-     .parquet(str(paths.tensors)))
-    classified.unpersist()
+    per_asset = transforms.per_asset(rows, channels, stats, prep.window, prep.block_rows, prep.step_s,
+                                     prep.max_gap_steps, prep.smoothing_half_width, start_us, end_us,
+                                     has_labels=src.label_column is not None).persist()
+    try:
+        side = transforms.side_records(per_asset)
+        counts = merge_counts([json.loads(r[transforms.INFO]) for r in side if r[transforms.KIND] == "counts"])
+        counts = {"rows_read": 0, "rows_kept": 0, "rows_quarantined": 0, "exact_duplicates_dropped": 0,
+                  "quarantined_by_reason": {}, "values_masked_by_reason": {}, "values_masked_by_channel": {}, **counts}
+        dates_with_rows = {r[names.DATE] for r in side if r[transforms.KIND] == "counts"
+                           and json.loads(r[transforms.INFO])["rows_kept"] > 0}
+        if counts["rows_read"] == 0:
+            raise PrepareError(f"{location}: no rows for {dates[0]} .. {dates[-1]}")
+        blocks = transforms.block_rows(per_asset)
+        if fit_stats:
+            per_asset_moments = {r[names.ASSET]: {k: np.array(v, dtype=np.float64) for k, v in
+                                                  json.loads(r[transforms.INFO]).items()}
+                                 for r in side if r[transforms.KIND] == "moments"}
+            usable = {a: m for a, m in per_asset_moments.items() if m["count"].sum() > 0}
+            if not usable:
+                raise PrepareError(f"{location}: no usable rows in {dates[0]} .. {dates[-1]} to fit normalisation on")
+            stats = fit_normalisation(prep.normalisation, channels, fitted_on=f"{dates[0]}..{dates[-1]}",
+                                      per_asset=usable if prep.normalisation_scope == "per_asset" else None,
+                                      **combine_moments(list(usable.values())))
+            blocks = transforms.normalise_blocks(blocks, stats)
+        conflicts = [(r[names.ASSET], r[names.BLOCK_START]) for r in side if r[transforms.KIND] == "conflict"]
+        candidates = transforms.quarantine_candidates(
+            transforms.canonical_rows(raw, src, own_dates, keep_source=True), src, conflicts).toArrow()
+        quarantine = quarantine_records(candidates, list(channels), run_id, config.pipeline)
+        written = transforms.write_blocks(blocks, str(paths.tensors), run_id)
+    finally:
+        per_asset.unpersist()
     _save_stats(paths, stats, make_current=fit_stats)
-    # A date left without usable rows wrote nothing, so dynamic overwrite kept its old blocks: drop them.
-    for d in set(dates) - dates_with_rows:
-        shutil.rmtree(paths.tensors / f"{names.DATE}={d}", ignore_errors=True)
+    _replace_block_files(paths, dates, written)
     block_counts = _count_blocks(paths, dates, prep.window, prep.max_masked_share)
     lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
     source_schema.record(paths.home, schema)
@@ -210,6 +211,23 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
              summary["exact_duplicates_dropped"], summary["values_masked_by_reason"] or "none", summary["blocks"],
              summary["windows"], summary["windows_skipped_masked"])
     return summary
+
+
+def _replace_block_files(paths: Paths, dates: list[str], written: list[tuple[str, str]]) -> None:
+    """Only the files this run wrote remain in the folders of ``dates``: earlier runs' files go, and a date
+    left without usable rows loses its old blocks. Other dates are untouched."""
+    keep: dict[str, set[str]] = {}
+    for day, name in written:
+        keep.setdefault(day, set()).add(name)
+    for day in dates:
+        folder = paths.tensors / f"{names.DATE}={day}"
+        if not folder.is_dir():
+            continue
+        for file in folder.iterdir():
+            if file.name not in keep.get(day, set()):
+                file.unlink()
+        if not keep.get(day):
+            folder.rmdir()
 
 
 def source_files_or_fail(src, location: Path, history_dates: list[str], dates: list[str]) -> list[Path]:

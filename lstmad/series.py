@@ -226,12 +226,13 @@ def fit_normalisation(method: str, channels: tuple[str, ...], count: np.ndarray,
 
 def observed_moments(values: np.ndarray, observed: np.ndarray) -> dict[str, np.ndarray]:
     """Count, sum, sum of squares, min and max per channel (each (C,)) of the observed values of (n, C)."""
-    masked = np.where(observed, values, np.nan)
-    with np.errstate(invalid="ignore"):
-        return {"count": observed.sum(axis=0).astype(np.float64), "total": np.nansum(masked, axis=0),
-                "total_sq": np.nansum(masked * masked, axis=0),
-                "minimum": np.where(observed.any(axis=0), np.nanmin(np.where(observed, values, np.inf), axis=0), np.nan),
-                "maximum": np.where(observed.any(axis=0), np.nanmax(np.where(observed, values, -np.inf), axis=0), np.nan)}
+    any_observed = observed.any(axis=0)
+    measured = np.where(observed, values, 0.0)
+    return {"count": observed.sum(axis=0).astype(np.float64), "total": measured.sum(axis=0),
+            "total_sq": (measured * measured).sum(axis=0),
+            "minimum": np.where(any_observed, np.min(np.where(observed, values, np.inf), axis=0, initial=np.inf), np.nan),
+            "maximum": np.where(any_observed, np.max(np.where(observed, values, -np.inf), axis=0, initial=-np.inf),
+                                np.nan)}
 
 
 def combine_moments(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -39,11 +39,13 @@ BLOCK_SCHEMA = pa.schema([
 
 def build_blocks(asset: str, timestamps_us: np.ndarray, values: np.ndarray, segments: np.ndarray,
                  labels: Optional[np.ndarray], window: int, block_rows: int, step_s: int, stats_id: str,
-                 own_from_us: int, own_to_us: int, observed: Optional[np.ndarray] = None) -> list[dict]:
+                 own_from_us: int, own_to_us: int, observed: Optional[np.ndarray] = None,
+                 dtype: type = np.float32) -> list[dict]:
     """Cut one asset's sorted, normalised series into blocks, one set per UTC date.
 
     timestamps_us (n,), values (n, C), segments (n,), labels (n,) or None, observed (n, C) bool (False where
-    the value was filled in; None: all measured). Rows with timestamps in
+    the value was filled in; None: all measured). Values are stored as ``dtype`` (float32; float64 only for
+    the unnormalised intermediate of a statistics fit). Rows with timestamps in
     [own_from_us, own_to_us) are own rows; earlier rows only serve as history (at most W−1 per block).
     Each block has at most ``block_rows`` rows. Returns rows of BLOCK_SCHEMA as dicts.
     """
@@ -71,7 +73,7 @@ def build_blocks(asset: str, timestamps_us: np.ndarray, values: np.ndarray, segm
                 names.N_ROWS: int(own_hi - first),
                 names.N_HISTORY: int(own_lo - first),
                 names.N_CHANNELS: int(values.shape[1]),
-                names.VALUES: np.ascontiguousarray(values[first:own_hi], dtype=np.float32).tobytes(),
+                names.VALUES: np.ascontiguousarray(values[first:own_hi], dtype=dtype).tobytes(),
                 names.MASK: pack_mask(None if observed is None else observed[first:own_hi], own_hi - first,
                                       values.shape[1]),
                 names.LABELS: None if labels is None else np.asarray(labels[first:own_hi], dtype=np.int8).tobytes(),
