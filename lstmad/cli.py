@@ -231,14 +231,17 @@ def bench_prepare(rows: int = typer.Option(1_000_000, help="rows in the generate
                   json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
                   source: str = typer.Option("la_haute_borne", help="la_haute_borne (replicated) or synthetic"),
                   workdir: Optional[Path] = typer.Option(None, help="folder for the archive and outputs (temp)"),
-                  baseline: bool = typer.Option(True, help="also run the pandas baseline")) -> None:
+                  baseline: bool = typer.Option(True, help="also run the pandas baseline"),
+                  compare_smoothing: bool = typer.Option(False, "--compare-smoothing",
+                                                         help="also time smoothing as Spark row windows")) -> None:
     """Prepare N rows with Spark and with a pandas baseline: rows/s, peak memory, storage amplification."""
     from lstmad.benchmarks import prepare as bench
 
     if source not in ("la_haute_borne", "synthetic"):
         _fail(f"unknown --source {source!r}: choose la_haute_borne or synthetic")
     try:
-        result = bench.run(rows, json_path, source, workdir, baseline, progress=lambda line: typer.echo(line, err=True))
+        result = bench.run(rows, json_path, source, workdir, baseline, compare_smoothing,
+                           progress=lambda line: typer.echo(line, err=True))
     except FileNotFoundError as error:
         _fail(str(error))
     _print_json(result)

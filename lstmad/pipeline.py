@@ -97,7 +97,8 @@ def _save_stats(paths: Paths, stats, make_current: bool) -> None:
     folder = _stats_dir(paths)
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(stats.to_dict(), indent=2)
-    (folder / f"{stats.stats_id}.json").write_text(text)
+    if not (folder / f"{stats.stats_id}.json").exists():  # content-addressed: never rewritten
+        (folder / f"{stats.stats_id}.json").write_text(text)
     if make_current:
         tmp = folder / ".current.json.tmp"
         tmp.write_text(text)
@@ -167,14 +168,18 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                                f"the configuration lists {list(channels)}; re-run prepare --fit-stats")
     per_asset = transforms.per_asset(rows, channels, stats, prep.window, prep.block_rows, prep.step_s,
                                      prep.max_gap_steps, prep.smoothing_half_width, start_us, end_us,
-                                     has_labels=src.label_column is not None).persist()
+                                     has_labels=src.label_column is not None,
+                                     max_masked_share=prep.max_masked_share).persist()
+    phases: dict[str, float] = {}
+    began = time.perf_counter()
     try:
         side = transforms.side_records(per_asset)
+        phases["clean_grid_smooth_s"] = time.perf_counter() - began
         counts = merge_counts([json.loads(r[transforms.INFO]) for r in side if r[transforms.KIND] == "counts"])
         counts = {"rows_read": 0, "rows_kept": 0, "rows_quarantined": 0, "exact_duplicates_dropped": 0,
-                  "quarantined_by_reason": {}, "values_masked_by_reason": {}, "values_masked_by_channel": {}, **counts}
-        dates_with_rows = {r[names.DATE] for r in side if r[transforms.KIND] == "counts"
-                           and json.loads(r[transforms.INFO])["rows_kept"] > 0}
+                  "quarantined_by_reason": {}, "values_masked_by_reason": {}, "values_masked_by_channel": {},
+                  "blocks": 0, "grid_rows": 0, "grid_rows_filled": 0, "values_filled": 0, "windows": 0,
+                  "windows_skipped_masked": 0, **counts}
         if counts["rows_read"] == 0:
             raise PrepareError(f"{location}: no rows for {dates[0]} .. {dates[-1]}")
         blocks = transforms.block_rows(per_asset)
@@ -190,19 +195,23 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                                       **combine_moments(list(usable.values())))
             blocks = transforms.normalise_blocks(blocks, stats)
         conflicts = [(r[names.ASSET], r[names.BLOCK_START]) for r in side if r[transforms.KIND] == "conflict"]
+        began = time.perf_counter()
         candidates = transforms.quarantine_candidates(
             transforms.canonical_rows(raw, src, own_dates, keep_source=True), src, conflicts).toArrow()
         quarantine = quarantine_records(candidates, list(channels), run_id, config.pipeline)
-        written = transforms.write_blocks(blocks, str(paths.tensors), run_id)
+        phases["quarantine_s"] = time.perf_counter() - began
+        began = time.perf_counter()
+        # One file per date: each date's blocks of every asset go to one task (small files cost a footer each).
+        written = transforms.write_blocks(blocks.repartition(names.DATE), str(paths.tensors), run_id)
+        phases["write_blocks_s"] = time.perf_counter() - began
     finally:
         per_asset.unpersist()
     _save_stats(paths, stats, make_current=fit_stats)
     _replace_block_files(paths, dates, written)
-    block_counts = _count_blocks(paths, dates, prep.window, prep.max_masked_share)
     lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
     source_schema.record(paths.home, schema)
-    summary = {"dates": [dates[0], dates[-1]], **counts, "dates_without_data": missing, **block_counts,
-               "stats_id": stats.stats_id, "run_id": run_id}
+    summary = {"dates": [dates[0], dates[-1]], **counts, "dates_without_data": missing,
+               "stats_id": stats.stats_id, "run_id": run_id, "phase_seconds": phases}
     if summary["rows_read"] != summary["rows_kept"] + summary["rows_quarantined"] + summary["exact_duplicates_dropped"]:
         raise AssertionError(f"prepare accounting does not add up: {summary}")  # pragma: no cover
     log.info("prepare %s..%s: read %d rows = kept %d + quarantined %d %s + exact duplicates %d; masked values %s; "
@@ -242,28 +251,6 @@ def source_files_or_fail(src, location: Path, history_dates: list[str], dates: l
     if src.partition_column and history_dates:
         files = source_schema.source_files(src, location, history_dates) + files
     return files
-
-
-def _count_blocks(paths: Paths, dates: list[str], window: int, max_masked_share: float) -> dict:
-    """Blocks, windows, windows skipped for filled-in values and filled-in grid rows/values of the dates."""
-    from lstmad.tensors import masked_share_of_windows, read_blocks, unpack_mask, windows_in_block
-
-    table = read_blocks(paths.tensors, dates, columns=[names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.MASK])
-    windows = skipped = filled_rows = filled_values = grid_rows = 0
-    columns = table.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.MASK]).to_pydict()
-    for n_rows, n_hist, n_ch, mask in zip(*columns.values()):
-        observed = unpack_mask(mask, n_rows, n_ch)
-        count = windows_in_block(n_rows, window)
-        if count:
-            share = masked_share_of_windows(observed, window)
-            skipped += int((share > max_masked_share + 1e-12).sum())
-        windows += count
-        own = observed[n_hist:]
-        grid_rows += own.shape[0]
-        filled_rows += int((~own).all(axis=1).sum())
-        filled_values += int((~own).sum())
-    return {"blocks": table.num_rows, "grid_rows": grid_rows, "grid_rows_filled": filled_rows,
-            "values_filled": filled_values, "windows": windows - skipped, "windows_skipped_masked": skipped}
 
 
 def prepare_training_data(config: PipelineConfig, spark=None) -> list[dict]:

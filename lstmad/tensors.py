@@ -105,6 +105,18 @@ def masked_share_of_windows(observed: np.ndarray, window: int) -> np.ndarray:
     return (cumulative[window:] - cumulative[:-window]) / float(window * observed.shape[1])
 
 
+def block_counts(block: dict, window: int, max_masked_share: float) -> dict[str, int]:
+    """What one block (a BLOCK_SCHEMA row) holds: its own grid rows, rows and values filled in, usable windows
+    and windows skipped for more than ``max_masked_share`` filled-in values."""
+    n_rows, n_hist, n_ch = block[names.N_ROWS], block[names.N_HISTORY], block[names.N_CHANNELS]
+    observed = unpack_mask(block[names.MASK], n_rows, n_ch)
+    count = windows_in_block(n_rows, window)
+    skipped = int((masked_share_of_windows(observed, window) > max_masked_share + 1e-12).sum()) if count else 0
+    own = observed[n_hist:]
+    return {"blocks": 1, "grid_rows": int(own.shape[0]), "grid_rows_filled": int((~own).all(axis=1).sum()),
+            "values_filled": int((~own).sum()), "windows": count - skipped, "windows_skipped_masked": skipped}
+
+
 def windows_in_block(n_rows: int, window: int) -> int:
     """Number of W-row windows that lie inside a block of n_rows rows."""
     return max(0, n_rows - window + 1)
@@ -138,11 +150,16 @@ class Windows:
     def n_channels(self) -> int:
         return int(self.series.shape[1])
 
-    def batch(self, index: np.ndarray | slice) -> torch.Tensor:
-        """Windows ``index`` as a (B, W, C) tensor; only this batch is copied."""
+    def batch(self, index: np.ndarray | slice, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Windows ``index`` as a (B, W, C) tensor; only this batch is copied, into ``out`` ((≥B, C, W)
+        float32, reused by streaming readers) when given."""
         views = self.series.unfold(0, self.window, 1)  # (R−W+1, C, W), a view
         rows = torch.as_tensor(self.starts[index], dtype=torch.long)
-        return views[rows].transpose(1, 2)
+        if out is None:
+            return views[rows].transpose(1, 2)
+        target = out[:rows.numel()]
+        torch.index_select(views, 0, rows, out=target)
+        return target.transpose(1, 2)
 
     def subset(self, index: np.ndarray) -> "Windows":
         """The windows at ``index`` (positions into this set), sharing the same series."""
@@ -223,18 +240,31 @@ def stream_window_batches(path: str | Path, dates: Sequence[str], window: int, b
     time (pyarrow record batches), yield (batch (B, W, C) float32, the Windows it came from, its slice).
 
     Memory stays at one read of blocks plus one batch, however large the archive; the order is the
-    dataset's, not sorted.
+    dataset's, not sorted. Every batch is written into the same buffer (a fresh tensor per batch lets glibc
+    fragment its heap, and resident memory then grows with the archive): it is valid until the next one
+    is yielded; ``clone()`` what must outlive that.
     """
-    dataset = _block_dataset(Path(path))
-    scanner = dataset.scanner(filter=ds.field(names.DATE).isin(list(dates)), batch_size=blocks_per_read)
-    for record_batch in scanner.to_batches():
-        if record_batch.num_rows == 0:
-            continue
-        windows = windows_from_blocks(pa.Table.from_batches([record_batch]), window,
-                                      max_masked_share=max_masked_share)
-        for lo in range(0, len(windows), batch_size):
-            part = slice(lo, min(lo + batch_size, len(windows)))
-            yield windows.batch(part), windows, part
+    buffer: Optional[torch.Tensor] = None
+    import pyarrow.parquet as pq
+
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no tensor blocks yet; run prepare first")
+    # One file at a time, opened and closed here: a pyarrow dataset keeps every file's footer once read, and
+    # its scanner decodes files ahead of the consumer, so either grows with the archive.
+    files = [f for day in dates for f in sorted((root / f"{names.DATE}={day}").glob("*.parquet"))]
+    for file in files:
+        with pq.ParquetFile(file) as handle:
+            for record_batch in handle.iter_batches(batch_size=blocks_per_read, use_threads=False):
+                if record_batch.num_rows == 0:
+                    continue
+                windows = windows_from_blocks(pa.Table.from_batches([record_batch]), window,
+                                              max_masked_share=max_masked_share)
+                if buffer is None or buffer.shape[1] != windows.n_channels:
+                    buffer = torch.empty((batch_size, windows.n_channels, window), dtype=torch.float32)
+                for lo in range(0, len(windows), batch_size):
+                    part = slice(lo, min(lo + batch_size, len(windows)))
+                    yield windows.batch(part, out=buffer), windows, part
 
 
 def block_rows_of(blocks: pa.Table, own_only: bool = True) -> np.ndarray:

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lstmad import lakehouse, names, pipeline
-from lstmad.config import load_config
 from lstmad.tensors import read_blocks
+from lstmad.config import load_config
 from tests.conftest import REPO, tiny_config_dict, write_config
 
 pytestmark = pytest.mark.spark
@@ -290,3 +290,26 @@ def test_a_date_with_no_usable_rows_left_keeps_no_stale_blocks(run):
         assert (quarantine.date == "2026-01-08").sum() == 576
     finally:
         file.write_bytes(original)
+
+
+def test_re_preparing_a_date_gives_identical_blocks_and_leaves_other_dates_alone(run):
+    paths, config = run["paths"], run["config"]
+    day = SCORED.isoformat()
+
+    def snapshot(date):
+        table = read_blocks(paths.tensors, [date])
+        return table.sort_by([(names.ASSET, "ascending"), (names.BLOCK_START, "ascending")]).to_pylist()
+
+    others = {p.name: sorted((f.name, f.stat().st_mtime_ns) for f in p.iterdir())
+              for p in paths.tensors.iterdir() if p.is_dir() and p.name != f"date={day}"}
+    before = snapshot(day)
+    again = pipeline.prepare(config, SCORED, SCORED)
+    assert snapshot(day) == before and again["windows"] == run["nightly"]["windows"]
+    assert len(list((paths.tensors / f"date={day}").iterdir())) >= 1
+    assert {p.name: sorted((f.name, f.stat().st_mtime_ns) for f in p.iterdir())
+            for p in paths.tensors.iterdir() if p.is_dir() and p.name != f"date={day}"} == others
+    # the first block of the day carries exactly W−1 rows of the previous day as history
+    prep = config.prepare
+    first_start = min(b[names.BLOCK_START] for b in before)
+    day_start_us = int(dt.datetime.combine(SCORED, dt.time(), tzinfo=dt.timezone.utc).timestamp()) * 1_000_000
+    assert day_start_us - first_start == (prep.window - 1) * prep.step_s * 1_000_000

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from lstmad.series import centered_moving_average, fit_normalisation, segment_ids
+from lstmad.series import centered_moving_average, fit_normalisation, regular_grid, segment_ids
 
 
 def naive_centered_mean(values, k, segments):
@@ -48,3 +48,77 @@ def test_zscore_and_minmax_from_sufficient_statistics():
     mm = fit_normalisation("minmax", ("a", "b"), np.array([3, 3]), x.sum(0), (x * x).sum(0), x.min(0), x.max(0))
     np.testing.assert_allclose(mm.apply(x)[:, 0], [0.0, 0.5, 1.0])
     assert stats.stats_id != mm.stats_id
+
+
+# ------------------------------------------------------------------------------------ regular grid
+
+
+def pandas_grid(ts_s: np.ndarray, values: np.ndarray, step: int, max_gap: int):
+    """Independent reference: pandas resample(step).mean(), then runs of more than max_gap empty steps cut
+    segments (and are dropped), shorter ones are interpolated linearly inside their segment."""
+    frame = pd.DataFrame(values, index=pd.to_datetime(ts_s, unit="s"))
+    grid = frame.resample(f"{step}s").mean()
+    observed = grid.notna()
+    present = observed.any(axis=1).to_numpy()
+    empty_run = np.zeros(len(grid), dtype=int)
+    i = 0
+    while i < len(grid):
+        j = i
+        while j < len(grid) and not present[j]:
+            j += 1
+        empty_run[i:j] = j - i
+        i = max(j, i + 1)
+    long_gap = ~present & (empty_run > max_gap)
+    segment = np.cumsum(long_gap & ~np.concatenate([[False], long_gap[:-1]]))
+    keep = ~long_gap
+    grid, observed, segment = grid[keep], observed[keep], segment[keep]
+    filled = grid.groupby(segment).transform(lambda s: s.interpolate(limit_direction="both"))
+    return (grid.index.astype("int64") // 1000).to_numpy(), filled.to_numpy(), observed.to_numpy(), segment
+
+
+def test_regular_grid_matches_pandas_resample_interpolate_reference():
+    rng = np.random.default_rng(3)
+    steps = np.concatenate([np.arange(0, 40), np.arange(42, 60), np.arange(70, 90)])  # gaps of 2 and 10
+    ts_s = np.repeat(steps * 60, 2) + np.tile([5, 40], steps.size)  # two rows inside most minutes
+    values = rng.normal(size=(ts_s.size, 3))
+    values[rng.random(values.shape) < 0.1] = np.nan  # masked values
+    order = rng.permutation(ts_s.size)  # out of order on purpose
+    grid = regular_grid(ts_s[order] * 1_000_000, values[order], None, 60, max_gap_steps=3)
+    ts_ref, values_ref, observed_ref, segment_ref = pandas_grid(ts_s, values, 60, 3)
+    np.testing.assert_array_equal(grid.timestamps_us, ts_ref)
+    np.testing.assert_allclose(grid.values, values_ref, atol=1e-12)
+    np.testing.assert_array_equal(grid.observed, observed_ref)
+    np.testing.assert_array_equal(np.unique(grid.segments, return_inverse=True)[1],
+                                  np.unique(segment_ref, return_inverse=True)[1])
+    assert grid.segments.max() == 1  # the 2-step gap is filled, the 10-step gap cuts
+
+
+def test_regular_grid_labels_take_the_bucket_maximum_and_filled_rows_are_unknown():
+    ts = np.array([0, 30, 60, 240]) * 1_000_000
+    grid = regular_grid(ts, np.ones((4, 1)), np.array([0, 1, 0, 0], dtype=np.int8), 60, 3)
+    assert grid.labels.tolist() == [1, 0, -1, -1, 0]
+    assert grid.observed[:, 0].tolist() == [True, True, False, False, True]
+
+
+def test_per_asset_normalisation_keeps_each_asset_and_falls_back_to_global():
+    from lstmad.series import observed_moments, combine_moments
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(10, 2, size=(500, 2)), rng.normal(-3, 0.5, size=(400, 2))
+    ones = np.ones_like
+    moments = {"a": observed_moments(a, ones(a, dtype=bool)), "b": observed_moments(b, ones(b, dtype=bool))}
+    stats = fit_normalisation("zscore", ("x", "y"), per_asset=moments, **combine_moments(list(moments.values())))
+    np.testing.assert_allclose(stats.apply(a, "a").mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(stats.apply(b, "b").std(axis=0), 1, atol=1e-12)
+    both = np.vstack([a, b])
+    np.testing.assert_allclose(stats.apply(both, "unseen").mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(stats.invert(stats.apply(b, "b"), "b"), b, atol=1e-12)
+    from lstmad.series import NormalisationStats
+
+    assert NormalisationStats.from_dict(json_round_trip(stats.to_dict())) == stats
+
+
+def json_round_trip(data):
+    import json
+
+    return json.loads(json.dumps(data))

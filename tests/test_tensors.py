@@ -85,3 +85,42 @@ def test_window_labels_last_and_any():
     # windows ending at rows 3..6 contain row 3
     assert windows.label_any.tolist() == [1, 1, 1, 1, 0, 0, 0]
     assert windows.label_last.tolist() == [1, 0, 0, 0, 0, 0, 0]
+
+
+def test_mask_round_trip_and_masked_share_per_window():
+    from lstmad.tensors import masked_share_of_windows, pack_mask, unpack_mask
+
+    rng = np.random.default_rng(2)
+    observed = rng.random((37, 5)) > 0.3
+    assert np.array_equal(unpack_mask(pack_mask(observed, 37, 5), 37, 5), observed)
+    assert len(pack_mask(observed, 37, 5)) == int(np.ceil(37 * 5 / 8))
+    share = masked_share_of_windows(observed, 4)
+    expected = [(~observed[i:i + 4]).sum() / 20 for i in range(34)]
+    np.testing.assert_allclose(share, expected)
+
+
+def test_streaming_reader_yields_every_window_once_with_bounded_reads(tmp_path):
+    import pyarrow.parquet as pq
+
+    from lstmad.tensors import read_blocks, stream_window_batches
+
+    hours = list(range(0, 70)) + list(range(75, 150))
+    ts, values, labels = make_series(hours)
+    table = blocks_table(ts, values, labels, window=6, block_rows=20)
+    for day in set(table.column(names.DATE).to_pylist()):
+        folder = tmp_path / f"date={day}"
+        folder.mkdir()
+        part = table.filter(pa.compute.equal(table.column(names.DATE), day)).drop_columns([names.DATE])
+        pq.write_table(part, folder / "part.parquet")
+    dates = sorted(set(table.column(names.DATE).to_pylist()))
+    expected = reference_windows(ts, values, 6)
+    seen = {}
+    for batch, windows, part in stream_window_batches(tmp_path, dates, 6, batch_size=7, blocks_per_read=2):
+        assert batch.shape[0] <= 7 and len(windows.series) <= 2 * 20  # never more than 2 blocks held
+        for end, window in zip(windows.end_us[part], batch.numpy()):
+            assert int(end) not in seen
+            seen[int(end)] = window.copy()  # the reader reuses its batch buffer
+    assert set(seen) == set(expected)
+    for end, window in seen.items():
+        np.testing.assert_allclose(window, expected[end], atol=1e-6)
+    assert len(windows_from_blocks(read_blocks(tmp_path, dates), 6)) == len(expected)

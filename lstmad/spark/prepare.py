@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 from lstmad import cleaning, names
 from lstmad.config import ChannelConfig, SourceConfig
 from lstmad.series import NormalisationStats, centered_moving_average, observed_moments, regular_grid
-from lstmad.tensors import BLOCK_SCHEMA, build_blocks
+from lstmad.tensors import BLOCK_SCHEMA, block_counts, build_blocks
 
 TS_US = "timestamp_us"
 OWN = "_own"  # the row lies in the dates being prepared (not history)
@@ -132,12 +132,12 @@ def _records(kind: str, asset: str, rows: list[dict]) -> list[dict]:
 
 def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationStats | None, window: int,
               block_rows: int, step_s: int, max_gap_steps: int, half_width: int, own_from_us: int, own_to_us: int,
-              has_labels: bool) -> DataFrame:
+              has_labels: bool, max_masked_share: float = 1.0) -> DataFrame:
     """Group ``canonical_rows`` by asset; per asset (NumPy): classify duplicates, count the own rows, put the
     usable rows on the grid, fill, smooth, and cut tensor blocks of [own_from_us, own_to_us).
 
     Output rows (PER_ASSET_SCHEMA) by ``kind``: 'block' (BLOCK_SCHEMA columns), 'counts' (date, info: JSON of
-    lstmad.cleaning.account), 'conflict' (block_start: a timestamp whose copies disagree) and, without
+    lstmad.cleaning.account plus lstmad.tensors.block_counts summed over the date's blocks), 'conflict' (block_start: a timestamp whose copies disagree) and, without
     ``stats``, 'moments' (info: JSON of the observed moments of the smoothed own rows) — the blocks then hold
     smoothed values in source units as float64, for ``normalise_blocks`` once the statistics are fitted.
     """
@@ -163,8 +163,7 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         reasons[usable[conflicting]] = cleaning.CONFLICTING
         extra_copy = np.zeros(ts.size, dtype=bool)
         extra_copy[usable[extra]] = True
-        for day, counts in cleaning.account(dates, own, reasons, extra_copy, faults, channel_list).items():
-            out += _records("counts", asset, [{names.DATE: day, INFO: json.dumps(counts)}])
+        counts_by_date = cleaning.account(dates, own, reasons, extra_copy, faults, channel_list)
         conflict_rows = usable[conflicting]
         conflict_rows = conflict_rows[own[conflict_rows]]
         out += _records("conflict", asset, [{names.BLOCK_START: int(t)} for t in np.unique(ts[conflict_rows])])
@@ -185,6 +184,12 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
                               grid.labels if has_labels else None, window, block_rows, step_s, stats_id, own_from_us,
                               own_to_us, observed=grid.observed, dtype=dtype)
         out += [{KIND: "block", **block} for block in blocks]
+        for block in blocks:
+            day = counts_by_date.setdefault(block[names.DATE], {})
+            for key, value in block_counts(block, window, max_masked_share).items():
+                day[key] = day.get(key, 0) + value
+        out += _records("counts", asset, [{names.DATE: day, INFO: json.dumps(counts)}
+                                          for day, counts in counts_by_date.items()])
         return pa.Table.from_pylist(out, schema=_PER_ASSET_ARROW)
 
     return rows.groupBy(names.ASSET).applyInArrow(step, PER_ASSET_SCHEMA)
