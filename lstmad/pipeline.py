@@ -169,7 +169,9 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     per_asset = transforms.per_asset(rows, channels, stats, prep.window, prep.block_rows, prep.step_s,
                                      prep.max_gap_steps, prep.smoothing_half_width, start_us, end_us,
                                      has_labels=src.label_column is not None,
-                                     max_masked_share=prep.max_masked_share).persist()
+                                     max_masked_share=prep.max_masked_share,
+                                     partitions=max(spark.sparkContext.defaultParallelism,
+                                                    config.spark.shuffle_partitions)).persist()
     phases: dict[str, float] = {}
     began = time.perf_counter()
     try:

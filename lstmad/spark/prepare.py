@@ -132,8 +132,8 @@ def _records(kind: str, asset: str, rows: list[dict]) -> list[dict]:
 
 def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationStats | None, window: int,
               block_rows: int, step_s: int, max_gap_steps: int, half_width: int, own_from_us: int, own_to_us: int,
-              has_labels: bool, max_masked_share: float = 1.0) -> DataFrame:
-    """Group ``canonical_rows`` by asset; per asset (NumPy): classify duplicates, count the own rows, put the
+              has_labels: bool, max_masked_share: float = 1.0, partitions: int = 8) -> DataFrame:
+    """Partition ``canonical_rows`` by asset (``partitions`` tasks); per asset (NumPy): classify duplicates, count the own rows, put the
     usable rows on the grid, fill, smooth, and cut tensor blocks of [own_from_us, own_to_us).
 
     Output rows (PER_ASSET_SCHEMA) by ``kind``: 'block' (BLOCK_SCHEMA columns), 'counts' (date, info: JSON of
@@ -192,7 +192,23 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
                                           for day, counts in counts_by_date.items()])
         return pa.Table.from_pylist(out, schema=_PER_ASSET_ARROW)
 
-    return rows.groupBy(names.ASSET).applyInArrow(step, PER_ASSET_SCHEMA)
+    def each_asset(batches):
+        # All rows of a partition, split by asset here: a grouped applyInArrow would have Spark sort every row
+        # by asset first, which cost more than everything else in prepare.
+        import pandas as pd
+
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+
+        codes, _ = pd.factorize(table.column(names.ASSET).to_pandas(), use_na_sentinel=True)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [order.size]])):
+            yield from step(table.take(order[lo:hi])).to_batches()
+
+    return rows.repartition(partitions, names.ASSET).mapInArrow(each_asset, PER_ASSET_SCHEMA)
 
 
 def normalise_blocks(blocks: DataFrame, stats: NormalisationStats) -> DataFrame:
