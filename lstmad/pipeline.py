@@ -158,7 +158,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                       dt.datetime.fromtimestamp(end_us / MICROS, utc), config.delta.engine)
     own_dates = dates if src.partition_column else [*dates, transforms.UNDATED]
     ts = F.col(transforms.TS_US)
-    rows = (transforms.canonical_rows(raw, src, own_dates)
+    rows = (transforms.canonical_rows(raw, src, own_dates, keep_source=True)
             .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
     stats = None
     if not fit_stats:
@@ -198,8 +198,10 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
             blocks = transforms.normalise_blocks(blocks, stats)
         conflicts = [(r[names.ASSET], r[names.BLOCK_START]) for r in side if r[transforms.KIND] == "conflict"]
         began = time.perf_counter()
-        candidates = transforms.quarantine_candidates(
-            transforms.canonical_rows(raw, src, own_dates, keep_source=True), src, conflicts).toArrow()
+        candidates = transforms.quarantine_candidates(side, channels)
+        if conflicts:
+            copies = transforms.conflicting_rows(raw, src, own_dates, conflicts).toArrow()
+            candidates = pa.concat_tables([candidates, copies.select(candidates.column_names).cast(candidates.schema)])
         quarantine = quarantine_records(candidates, list(channels), run_id, config.pipeline)
         phases["quarantine_s"] = time.perf_counter() - began
         began = time.perf_counter()

@@ -25,6 +25,7 @@ from lstmad.tensors import BLOCK_SCHEMA, block_counts, build_blocks
 TS_US = "timestamp_us"
 OWN = "_own"  # the row lies in the dates being prepared (not history)
 SOURCE = "_source"  # the raw row as read, for the quarantine
+SOURCE_ROW = "source_row"  # its JSON, on the rows the quarantine records
 CODE = "_reason_code"
 UNDATED = "undated"  # quarantine date of rows without a usable timestamp in an unpartitioned source
 MOMENT_FIELDS = ("count", "total", "total_sq", "minimum", "maximum")
@@ -76,12 +77,13 @@ def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_
     return F.when(fault == 0, value), fault
 
 
-def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], keep_source: bool = False
+def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], keep_source: bool | str = False
                    ) -> DataFrame:
     """Raw source rows → asset_id, timestamp_us, one double per channel (null where faulty), one fault code
     per channel, label, date (the partition's, else the timestamp's UTC date, else ``undated``), the
     row-level reason code (lstmad.cleaning.ROW_REASONS, 0 = usable) and ``_own`` (date in ``own_dates``);
-    with ``keep_source``, ``_source``: the raw row, for the quarantine.
+    with ``keep_source``, ``source_row``: the raw row as JSON where the quarantine will record it, else null
+    (``keep_source="all"``: on every row).
 
     Nothing here raises on bad data: unparseable values become fault codes, never errors.
     """
@@ -108,7 +110,18 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
     if partition:
         code = code.when(F.date_format(F.timestamp_micros(F.col(TS_US)), "yyyy-MM-dd") != F.col(names.DATE), 3)
     code = code.when(no_value, 4).otherwise(0).cast("tinyint")
-    return rows.withColumn(CODE, code).withColumn(OWN, F.col(names.DATE).isin(own_dates))
+    rows = rows.withColumn(CODE, code).withColumn(OWN, F.col(names.DATE).isin(own_dates))
+    if keep_source == "all":
+        rows = rows.withColumn(SOURCE_ROW, F.to_json(F.col(SOURCE))).drop(SOURCE)
+    elif keep_source:
+        # The raw row as JSON, only where the quarantine will record it (set aside, or a recorded value
+        # fault): computed on the scan, so the quarantine needs no second pass over the source.
+        recorded = F.lit(False)
+        for c in source.channel_names:
+            recorded = recorded | F.col(fault_column(c)).isin(*cleaning.RECORDED_FAULT_CODES)
+        wanted = F.col(OWN) & ((F.col(CODE) != 0) | recorded)
+        rows = rows.withColumn(SOURCE_ROW, F.when(wanted, F.to_json(F.col(SOURCE)))).drop(SOURCE)
+    return rows
 
 
 # ------------------------------------------------------------------------------------------ per-asset step
@@ -146,7 +159,9 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
 
     def step(table: pa.Table) -> pa.Table:
         asset = table.column(names.ASSET)[0].as_py()
-        ts = table.column(TS_US).to_numpy(zero_copy_only=False)
+        ts_column = table.column(TS_US)
+        has_ts = ts_column.is_valid().to_numpy(zero_copy_only=False)
+        ts = ts_column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
                                   for c in channel_list])
         faults = np.column_stack([table.column(fault_column(c)).to_numpy(zero_copy_only=False)
@@ -167,6 +182,17 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         conflict_rows = usable[conflicting]
         conflict_rows = conflict_rows[own[conflict_rows]]
         out += _records("conflict", asset, [{names.BLOCK_START: int(t)} for t in np.unique(ts[conflict_rows])])
+        if SOURCE_ROW in table.column_names:
+            # Rows for the quarantine (their JSON came with them; conflicting copies get theirs from a keyed
+            # re-read); an extra exact copy's faults are recorded on the copy that is kept.
+            recorded = np.isin(faults, cleaning.RECORDED_FAULT_CODES).any(axis=1)
+            chosen = np.flatnonzero(own & ((reasons != 0) | recorded) & ~extra_copy
+                                    & (reasons != cleaning.CONFLICTING))
+            if chosen.size:
+                json_rows = table.column(SOURCE_ROW).take(pa.array(chosen)).to_pylist()
+                payload = [[dates[i], int(ts[i]) if has_ts[i] else None, int(reasons[i]), faults[i].tolist(), j]
+                           for i, j in zip(chosen, json_rows)]
+                out += _records("quarantine", asset, [{INFO: json.dumps(payload)}])
 
         keep = (reasons == 0) & ~extra_copy
         grid = regular_grid(ts[keep], values[keep], labels[keep], step_s, max_gap_steps)
@@ -278,23 +304,39 @@ def side_records(per_asset_rows: DataFrame) -> list:
 # ------------------------------------------------------------------------------------------ quarantine
 
 
-def quarantine_candidates(rows: DataFrame, source: SourceConfig, conflicts: list[tuple[str, int]]) -> DataFrame:
-    """The own rows of ``canonical_rows(..., keep_source=True)`` that go to the quarantine: rows set aside
-    (reason code ≠ 0, or a timestamp in ``conflicts``) and kept rows with a recorded value fault; columns
-    date, asset_id, timestamp_us, reason code, fault codes, source_row (JSON). Few rows: formatting them is
-    lstmad.cleaning.quarantine_records' job, on the driver (Spark's optimiser inlines the per-channel
-    expressions into every reference, which blows up its plans)."""
-    own = rows.where(F.col(OWN))
-    conflict = F.lit(False)
-    if conflicts:
-        keys = (rows.sparkSession.createDataFrame(conflicts, f"{names.ASSET} string, {TS_US} long")
-                .withColumn("_conflict", F.lit(True)))
-        own = own.join(F.broadcast(keys), [names.ASSET, TS_US], "left")
-        conflict = F.coalesce(F.col("_conflict"), F.lit(False))
-    recorded = F.lit(False)
-    for c in source.channel_names:
-        recorded = recorded | F.col(fault_column(c)).isin(*cleaning.RECORDED_FAULT_CODES)
-    code = F.when((F.col(CODE) == 0) & conflict, F.lit(cleaning.CONFLICTING)).otherwise(F.col(CODE))
-    return (own.where((F.col(CODE) != 0) | conflict | recorded)
-            .select(names.DATE, names.ASSET, TS_US, code.cast("tinyint").alias(CODE),
-                    *[fault_column(c) for c in source.channel_names], F.to_json(F.col(SOURCE)).alias("source_row")))
+def quarantine_candidates(side: list, channels: tuple[str, ...]) -> pa.Table:
+    """The 'quarantine' records of ``per_asset`` as one table for lstmad.cleaning.quarantine_records:
+    date, asset_id, timestamp_us, reason code, fault codes, source_row."""
+    columns: dict[str, list] = {names.DATE: [], names.ASSET: [], TS_US: [], CODE: [], SOURCE_ROW: [],
+                                **{fault_column(c): [] for c in channels}}
+    for record in side:
+        if record[KIND] != "quarantine":
+            continue
+        for day, ts, code, faults, source_row in json.loads(record[INFO]):
+            columns[names.DATE].append(day)
+            columns[names.ASSET].append(record[names.ASSET])
+            columns[TS_US].append(ts)
+            columns[CODE].append(code)
+            columns[SOURCE_ROW].append(source_row)
+            for c, fault in zip(channels, faults):
+                columns[fault_column(c)].append(fault)
+    schema = pa.schema([(names.DATE, pa.string()), (names.ASSET, pa.string()), (TS_US, pa.int64()),
+                        (CODE, pa.int8()), (SOURCE_ROW, pa.string()),
+                        *[(fault_column(c), pa.int8()) for c in channels]])
+    return pa.table(columns, schema=schema)
+
+
+def conflicting_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], conflicts: list[tuple[str, int]]
+                     ) -> DataFrame:
+    """Every usable own copy of the (asset, timestamp) pairs in ``conflicts``, re-read from the source with its
+    JSON, in the columns of quarantine_candidates (reason: conflicting duplicate). Only the pairs' rows go
+    through the per-channel checks; the rest of the source is matched on asset and timestamp alone."""
+    keys = raw.sparkSession.createDataFrame(conflicts, "_k_asset string, _k_ts long")
+    asset = (F.lit(source.asset_constant) if source.asset_constant
+             else F.nullif(F.trim(F.col(source.asset_column).cast("string")), F.lit("")))
+    keyed = (raw.withColumn("_k_asset", asset).withColumn("_k_ts", F.unix_micros(parsed_timestamp(raw, source)))
+             .join(F.broadcast(keys), ["_k_asset", "_k_ts"], "left_semi").drop("_k_asset", "_k_ts"))
+    rows = canonical_rows(keyed, source, own_dates, keep_source="all")
+    return (rows.where(F.col(OWN) & (F.col(CODE) == 0))
+            .select(names.DATE, names.ASSET, TS_US, F.lit(cleaning.CONFLICTING).cast("tinyint").alias(CODE),
+                    SOURCE_ROW, *[fault_column(c) for c in source.channel_names]))
