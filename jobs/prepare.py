@@ -1,4 +1,4 @@
-"""Prepare raw partitions into tensor blocks and quarantine bad rows.
+"""Prepare raw rows into tensor blocks; quarantine bad rows and values.
 
     spark-submit jobs/prepare.py --conf conf/demo.yaml --date 2026-01-20
     spark-submit jobs/prepare.py --conf conf/demo.yaml --training      # training + evaluation range
@@ -21,6 +21,7 @@ def main(argv=None) -> None:
     p.add_argument("--end", type=dt.date.fromisoformat)
     p.add_argument("--fit-stats", action="store_true")
     p.add_argument("--training", action="store_true")
+    p.add_argument("--accept-schema", action="store_true", help="record a changed source schema")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     config = load_config(args.conf)
@@ -30,7 +31,7 @@ def main(argv=None) -> None:
     start, end = args.date or args.start, args.date or args.end
     if start is None or end is None:
         p.error("give --date, or --start and --end, or --training")
-    emit(pipeline.prepare(config, start, end, fit_stats=args.fit_stats))
+    emit(pipeline.prepare(config, start, end, fit_stats=args.fit_stats, accept_schema=args.accept_schema))
 
 
 if __name__ == "__main__":

@@ -328,6 +328,9 @@ def _check_choices(config: PipelineConfig, source: str) -> None:
         zoneinfo.ZoneInfo(src.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{source}: key 'source.timezone' is not a known time zone: {src.timezone!r}") from None
+    if config.prepare.step_s <= 0 or 86_400 % config.prepare.step_s:
+        raise ConfigError(f"{source}: key 'prepare.step_s' must be a positive divisor of 86400 (a day), got "
+                          f"{config.prepare.step_s}")
     if config.prepare.max_gap_steps < 0:
         raise ConfigError(f"{source}: key 'prepare.max_gap_steps' must be 0 or more")
     if not 0 <= config.prepare.max_masked_share <= 1:

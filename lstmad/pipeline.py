@@ -123,7 +123,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     from lstmad.series import combine_moments, fit_normalisation
     from lstmad.spark import prepare as transforms
     from lstmad.spark.ingest import read_source
-    from lstmad.spark.session import get_session
+    from lstmad.spark.session import get_session, require_utc
 
     src, prep = config.source, config.prepare
     paths = Paths.of(config)
@@ -151,6 +151,8 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
         missing = []
 
     spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
+    require_utc(spark)
+    nanos = source_schema.naive_nanosecond_timestamps(src, files)
     run_id = uuid.uuid4().hex[:12]
     utc = dt.timezone.utc
     raw = read_source(spark, src, location, files, history_dates + dates,
@@ -158,7 +160,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                       dt.datetime.fromtimestamp(end_us / MICROS, utc), config.delta.engine)
     own_dates = dates if src.partition_column else [*dates, transforms.UNDATED]
     ts = F.col(transforms.TS_US)
-    rows = (transforms.canonical_rows(raw, src, own_dates, keep_source=True)
+    rows = (transforms.canonical_rows(raw, src, own_dates, keep_source=True, nanos_are_naive=nanos)
             .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
     stats = None
     if not fit_stats:
@@ -200,18 +202,19 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
         began = time.perf_counter()
         candidates = transforms.quarantine_candidates(side, channels)
         if conflicts:
-            copies = transforms.conflicting_rows(raw, src, own_dates, conflicts).toArrow()
+            copies = transforms.conflicting_rows(raw, src, own_dates, conflicts, nanos).toArrow()
             candidates = pa.concat_tables([candidates, copies.select(candidates.column_names).cast(candidates.schema)])
         quarantine = quarantine_records(candidates, list(channels), run_id, config.pipeline)
         phases["quarantine_s"] = time.perf_counter() - began
         began = time.perf_counter()
         # One file per date: each date's blocks of every asset go to one task (small files cost a footer each).
-        written = transforms.write_blocks(blocks.repartition(names.DATE), str(paths.tensors), run_id)
+        staging = paths.tensors / "_staging" / run_id
+        written = transforms.write_blocks(blocks.repartition(names.DATE), str(staging), run_id)
         phases["write_blocks_s"] = time.perf_counter() - began
     finally:
         per_asset.unpersist()
     _save_stats(paths, stats, make_current=fit_stats)
-    _replace_block_files(paths, dates, written)
+    _replace_block_files(paths, dates, staging, written)
     lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
     source_schema.record(paths.home, schema)
     summary = {"dates": [dates[0], dates[-1]], **counts, "dates_without_data": missing,
@@ -226,21 +229,30 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     return summary
 
 
-def _replace_block_files(paths: Paths, dates: list[str], written: list[tuple[str, str]]) -> None:
-    """Only the files this run wrote remain in the folders of ``dates``: earlier runs' files go, and a date
-    left without usable rows loses its old blocks. Other dates are untouched."""
+def _replace_block_files(paths: Paths, dates: list[str], staging: Path, written: list[tuple[str, str]]) -> None:
+    """Move the files this run wrote from ``staging`` into the folders of ``dates``, which then hold only
+    them: earlier runs' files go, and a date left without usable rows loses its old blocks. Other dates are
+    untouched. The tasks wrote to staging, so a run that fails never leaves its files beside the old ones."""
     keep: dict[str, set[str]] = {}
     for day, name in written:
         keep.setdefault(day, set()).add(name)
     for day in dates:
         folder = paths.tensors / f"{names.DATE}={day}"
-        if not folder.is_dir():
-            continue
-        for file in folder.iterdir():
-            if file.name not in keep.get(day, set()):
-                file.unlink()
-        if not keep.get(day):
-            folder.rmdir()
+        if keep.get(day):
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in keep[day]:
+                (staging / f"{names.DATE}={day}" / name).replace(folder / name)
+        if folder.is_dir():
+            for file in folder.iterdir():
+                if file.name not in keep.get(day, set()):
+                    file.unlink()
+            if not keep.get(day):
+                folder.rmdir()
+    shutil.rmtree(staging, ignore_errors=True)
+    # staging folders of runs that failed a day or more ago (a younger one may belong to a run in progress)
+    for leftover in (paths.tensors / "_staging").glob("*"):
+        if time.time() - leftover.stat().st_mtime > 86_400:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def source_files_or_fail(src, location: Path, history_dates: list[str], dates: list[str]) -> list[Path]:

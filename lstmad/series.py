@@ -217,9 +217,13 @@ def fit_normalisation(method: str, channels: tuple[str, ...], count: np.ndarray,
     observed gets offset 0, scale 1.
     """
     offset, scale = _offset_scale(method, count, total, total_sq, minimum, maximum)
-    assets = tuple((name, tuple(float(v) for v in o), tuple(float(v) for v in sc))
-                   for name, (o, sc) in sorted((name, _offset_scale(method, **m)) for name, m in
-                                               (per_asset or {}).items()))
+    assets = []
+    for name, moments in sorted((per_asset or {}).items()):
+        own_offset, own_scale = _offset_scale(method, **moments)
+        seen = np.asarray(moments["count"]) > 0  # a channel the asset never observed: the global statistics
+        assets.append((name, tuple(float(v) for v in np.where(seen, own_offset, offset)),
+                       tuple(float(v) for v in np.where(seen, own_scale, scale))))
+    assets = tuple(assets)
     return NormalisationStats(method, tuple(channels), tuple(float(v) for v in offset),
                               tuple(float(v) for v in scale), fitted_on, assets)
 

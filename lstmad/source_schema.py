@@ -65,7 +65,7 @@ def file_schema(source: SourceConfig, file: Path) -> dict[str, str]:
         duplicated = sorted({h for h in header if header.count(h) > 1})
         if duplicated:
             raise SourceSchemaError(f"{file}: column '{duplicated[0]}' appears more than once in the header")
-        return {h.strip(): "string" for h in header}
+        return {h: "string" for h in header}  # names exactly as written: Spark reads them so
     import pyarrow.parquet as pq
 
     try:
@@ -73,6 +73,16 @@ def file_schema(source: SourceConfig, file: Path) -> dict[str, str]:
     except (pa.ArrowInvalid, OSError) as error:
         raise SourceSchemaError(f"{file}: not a readable Parquet file ({error})") from None
     return {field.name: kind_of(field.type) for field in schema}
+
+
+def _physical(source: SourceConfig, file: Path) -> list[tuple[str, str]]:
+    """Column names in file order with their exact types (CSV: names only): what Spark needs to be equal
+    across the files it reads together."""
+    if source.format == "csv":
+        return [(name, "string") for name in file_schema(source, file)]
+    import pyarrow.parquet as pq
+
+    return [(f.name, str(f.type)) for f in pq.read_schema(file) if f.name != source.partition_column]
 
 
 def delta_schema(location: Path) -> dict[str, str]:
@@ -90,13 +100,23 @@ def observed_schema(source: SourceConfig, location: Path, files: list[Path]) -> 
         return delta_schema(location)
     schema: dict[str, str] = {}
     first: Optional[Path] = None
+    layout: list = []
     for file in files:
         this = file_schema(source, file)
         this.pop(source.partition_column or "", None)
         if first is None:
-            schema, first = this, file
+            schema, first, layout = this, file, _physical(source, file)
             continue
         _compare(schema, this, f"{file}", f"{first}")
+        here = _physical(source, file)
+        if here != layout:
+            if source.format == "csv":
+                raise SourceSchemaError(f"{file}: columns are in another order than in {first} "
+                                        f"({[n for n, _ in here]} vs {[n for n, _ in layout]})")
+            for (name, kind), (_, first_kind) in zip(sorted(here), sorted(layout)):
+                if kind != first_kind:
+                    raise SourceSchemaError(f"{file}: column '{name}' is {kind} here but {first_kind} in {first}; "
+                                            "Spark cannot read them together")
     return schema
 
 
@@ -141,3 +161,14 @@ def record(home: Path, schema: dict[str, str]) -> None:
     tmp = home / f".{SCHEMA_FILE}.tmp"
     tmp.write_text(json.dumps({"columns": schema}, indent=2))
     tmp.replace(home / SCHEMA_FILE)
+
+
+def naive_nanosecond_timestamps(source: SourceConfig, files: list[Path]) -> bool:
+    """Whether the Parquet timestamp column holds nanoseconds without a zone (pandas' default), which Spark
+    reads as plain longs: lstmad then reads them in ``source.timezone``."""
+    if source.format != "parquet" or not files:
+        return False
+    import pyarrow.parquet as pq
+
+    kind = pq.read_schema(files[0]).field(source.timestamp_column).type
+    return pa.types.is_timestamp(kind) and kind.unit == "ns" and kind.tz is None

@@ -51,3 +51,34 @@ def test_skab_files_load_with_labels():
     values, labels = skab.load_file(files[0])
     assert values.shape[1] == 8 and values.shape[0] == labels.shape[0] > 400
     assert set(np.unique(labels)) <= {0, 1}
+
+
+@pytest.mark.spark
+@pytest.mark.skipif(not (data_dir() / "la_haute_borne").is_dir(), reason="shared la_haute_borne data set not present")
+def test_prepare_bench_archive_and_pandas_baseline_agree_with_prepare(tmp_path, spark):
+    """The bench's archive has exactly N rows over replicated assets, and its pandas baseline — written
+    independently — quarantines and grids exactly what lstmad prepare does on it."""
+    import datetime as dt
+
+    import pyarrow.dataset as ds
+    import yaml
+
+    from lstmad import pipeline
+    from lstmad.benchmarks import prepare as bench
+    from lstmad.config import load_config
+
+    archive = bench.build_archive(450_000, tmp_path / "raw")
+    table = ds.dataset(tmp_path / "raw").to_table(columns=["Wind_turbine_name"])
+    assert table.num_rows == archive["rows"] == 450_000
+    assert len(set(table.column(0).to_pylist())) == 8  # 4 turbines, a second (noisy) replica begun
+    conf = tmp_path / "bench.yaml"
+    raw = {**archive["config"], "home": str(tmp_path / "home"),
+           "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"}}
+    conf.write_text(yaml.safe_dump(raw))
+    config = load_config(conf)
+    start, end = dt.date(2014, 1, 1), dt.date(2014, 1, 31)
+    summary = pipeline.prepare(config, start, end, fit_stats=True, spark=spark)
+    baseline = bench._worker_pandas(str(conf), start.isoformat(), end.isoformat(), str(tmp_path / "b.parquet"))
+    assert baseline["rows_read"] == summary["rows_read"]
+    assert baseline["rows_quarantined"] == summary["rows_quarantined"]
+    assert baseline["grid_rows"] == summary["grid_rows"]

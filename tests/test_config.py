@@ -53,3 +53,13 @@ def test_tracking_location_is_per_pipeline_even_after_mlflow_set_its_variable(mo
     monkeypatch.setenv("LSTMAD_MLFLOW_TRACKING_URI", "http://mlflow:5000")
     server = load_config(DEMO_CONF, {"home": str(tmp_path)})
     assert server.tracking_uri == "http://mlflow:5000" and server.artifact_location is None
+
+
+@pytest.mark.parametrize("step", [0, -60, 420])
+def test_step_must_divide_a_day(tmp_path, step):
+    from tests.conftest import tiny_config_dict, write_config
+
+    raw = tiny_config_dict(tmp_path)
+    raw["prepare"]["step_s"] = step
+    with pytest.raises(ConfigError, match="prepare.step_s"):
+        load_config(write_config(tmp_path / "c.yaml", raw))

@@ -24,6 +24,7 @@ from lstmad import lakehouse, names, pipeline
 from lstmad.cli import app
 from lstmad.config import load_config
 from lstmad.tensors import read_blocks, unpack_mask, windows_from_blocks
+from pyspark.sql import functions as F
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.spark
@@ -148,6 +149,8 @@ CASES: dict[str, tuple] = {
                                                   "grid_rows_filled": 2}),
     "semicolon_delimited": (clean_rows(), {"csv_delimiter": ";", "delimiter": ";"},
                             {"rows_read": 20, "rows_kept": 20, "windows": 17}),
+    "header_with_spaces": (clean_rows(), {"header": ["time", "asset", " temp", "power", "speed"]},
+                           "column 'temp' is missing"),
     "timestamps_of_another_day": ([[r[0].replace("2026-01-01", "2026-01-02")] + r[1:] for r in clean_rows()], {},
                                   "no rows for 2026-01-01"),
 }
@@ -296,3 +299,27 @@ def test_cli_reports_a_malformed_file_in_one_line_without_a_trace(tmp_path, spar
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and "column 'speed' is missing" in result.output
     assert "Traceback" not in result.output and result.output.count("\n") == 1
+
+
+def test_timestamp_offsets_zones_and_naive_nanoseconds(tmp_path, spark):
+    """Strings with an offset keep it (Z, +01, +01:00, UTC); naive strings and naive nanosecond Parquet
+    timestamps (pandas' default) are read in the configured zone."""
+    from lstmad.config import SourceConfig
+    from lstmad.spark.prepare import parsed_timestamp
+
+    source = SourceConfig(timestamp_column="t", asset_constant="A", channels=("x",), timezone="Europe/Paris")
+    frame = spark.createDataFrame([("2024-01-01T10:00:00+01",), ("2024-01-01 10:00:00",), ("2024-01-01T10:00:00Z",),
+                                   ("2024-01-01 10:00:00 UTC",), ("2024-01-01T10:00:00.5+01:00",)], "t string")
+    got = [r[0] for r in frame.select(F.unix_micros(parsed_timestamp(frame, source))).collect()]
+    nine, ten = 1704099600_000000, 1704103200_000000  # 09:00Z and 10:00Z
+    assert got == [nine, nine, ten, ten, nine + 500_000]
+    file = write_case(tmp_path, "clean")
+    table = pd.read_csv(file)
+    table["time"] = pd.to_datetime(table.time) + pd.Timedelta(hours=1)  # Paris wall clock, naive, ns
+    table.to_parquet(tmp_path / "naive.parquet")
+    raw = corpus_config(tmp_path / "home", tmp_path / "naive.parquet", format="parquet", timezone="Europe/Paris")
+    config = load_config(write_config(tmp_path / "naive.yaml", raw))
+    summary = pipeline.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+    assert summary["rows_kept"] == 20 and summary["windows"] == 17
+    blocks = read_blocks(pipeline.Paths.of(config).tensors, [DAY.isoformat()])
+    assert min(blocks.column(names.BLOCK_START).to_pylist()) == 1767225600_000000  # 2026-01-01 00:00Z

@@ -116,6 +116,12 @@ def test_per_asset_normalisation_keeps_each_asset_and_falls_back_to_global():
     from lstmad.series import NormalisationStats
 
     assert NormalisationStats.from_dict(json_round_trip(stats.to_dict())) == stats
+    # an asset that never observed channel y in training gets the global statistics for it, not 0 and 1
+    blind = {"count": np.array([500.0, 0.0]), "total": np.array([a[:, 0].sum(), 0.0]),
+             "total_sq": np.array([(a[:, 0] ** 2).sum(), 0.0]), "minimum": np.array([a[:, 0].min(), np.nan]),
+             "maximum": np.array([a[:, 0].max(), np.nan])}
+    partial = fit_normalisation("zscore", ("x", "y"), per_asset={"blind": blind}, **combine_moments(list(moments.values())))
+    assert partial.per_asset[0][1][1] == partial.offset[1] and partial.per_asset[0][2][1] == partial.scale[1]
 
 
 def json_round_trip(data):

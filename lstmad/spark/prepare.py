@@ -36,28 +36,42 @@ def fault_column(channel: str) -> str:
     return f"_fault_{channel}"
 
 
-def parsed_timestamp(raw: DataFrame, source: SourceConfig) -> Column:
+def raw_column(name: str) -> Column:
+    """A source column by its exact name (dots, spaces and the like included)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+# An offset or zone after a time of day: Z, UTC, +01, +0100, +01:00.
+_OFFSET = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|UTC|GMT|[+-]\d{2}(:?\d{2})?)$"
+_OFFSET_PATTERN_LETTERS = set("XxZOVz")
+
+
+def parsed_timestamp(raw: DataFrame, source: SourceConfig, nanos_are_naive: bool = False) -> Column:
     """The timestamp column as an absolute instant (TIMESTAMP), null where it cannot be parsed.
 
-    String timestamps with an offset (``Z``, ``+01:00``) keep it; those without, like naive (NTZ) timestamps,
-    are read in ``source.timezone``. A long is a Parquet TIMESTAMP(NANOS) that Spark read as nanoseconds.
+    Strings with an offset or zone (``Z``, ``+01:00``, ``UTC``) keep it; those without, like naive (NTZ)
+    timestamps, are read in ``source.timezone``. With ``timestamp_format``, the format decides: one with an
+    offset letter (X, x, Z, O, V, z) is absolute, any other is read in ``source.timezone``. A long is a
+    Parquet TIMESTAMP(NANOS) that Spark read as nanoseconds; ``nanos_are_naive`` when it had no zone.
+    Relies on the session time zone being UTC (lstmad.spark.session.require_utc).
     """
-    column = F.col(source.timestamp_column)
+    column = raw_column(source.timestamp_column)
     kind = raw.schema[source.timestamp_column].dataType
     naive_to_utc = (lambda c: c) if source.timezone == "UTC" else (lambda c: F.to_utc_timestamp(c, source.timezone))
     if isinstance(kind, T.TimestampType):
         return column
     if isinstance(kind, T.LongType):
-        return F.timestamp_micros(F.floor(column / 1000).cast("long"))
+        micros = F.timestamp_micros(F.expr(f"`{source.timestamp_column}` div 1000"))
+        return naive_to_utc(micros) if nanos_are_naive else micros
     if isinstance(kind, (T.TimestampNTZType, T.DateType)):
         return naive_to_utc(column.cast("timestamp"))
     text = F.trim(column.cast("string"))
     if source.timestamp_format:
         parsed = F.try_to_timestamp(text, F.lit(source.timestamp_format))
-    else:
-        parsed = text.try_cast("timestamp")  # ISO-8601 with a space or a T; an offset is honoured
-    has_offset = text.rlike(r"(Z|[+-]\d{2}:?\d{2})$")
-    return F.when(has_offset, parsed).otherwise(naive_to_utc(parsed))
+        has_offset = bool(_OFFSET_PATTERN_LETTERS & set(source.timestamp_format.replace("'", "")))
+        return parsed if has_offset else naive_to_utc(parsed)
+    parsed = text.try_cast("timestamp")  # ISO-8601 with a space or a T; an offset is honoured
+    return F.when(text.rlike(_OFFSET), parsed).otherwise(naive_to_utc(parsed))
 
 
 def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_tolerance: float
@@ -77,8 +91,8 @@ def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_
     return F.when(fault == 0, value), fault
 
 
-def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], keep_source: bool | str = False
-                   ) -> DataFrame:
+def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], keep_source: bool | str = False,
+                   nanos_are_naive: bool = False) -> DataFrame:
     """Raw source rows → asset_id, timestamp_us, one double per channel (null where faulty), one fault code
     per channel, label, date (the partition's, else the timestamp's UTC date, else ``undated``), the
     row-level reason code (lstmad.cleaning.ROW_REASONS, 0 = usable) and ``_own`` (date in ``own_dates``);
@@ -88,24 +102,24 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
     Nothing here raises on bad data: unparseable values become fault codes, never errors.
     """
     partition = source.partition_column
-    ts_us = F.unix_micros(parsed_timestamp(raw, source))
+    ts_us = F.unix_micros(parsed_timestamp(raw, source, nanos_are_naive))
     asset = (F.lit(source.asset_constant) if source.asset_constant
-             else F.nullif(F.trim(F.col(source.asset_column).cast("string")), F.lit("")))
+             else F.nullif(F.trim(raw_column(source.asset_column).cast("string")), F.lit("")))
     utc_date = F.date_format(F.timestamp_micros(ts_us), "yyyy-MM-dd")
     columns = [asset.alias(names.ASSET), ts_us.alias(TS_US)]
     for channel in source.channels:
-        value, fault = channel_value_and_fault(F.col(channel.name), channel, source.sentinel_tolerance)
+        value, fault = channel_value_and_fault(raw_column(channel.name), channel, source.sentinel_tolerance)
         columns += [value.alias(channel.name), fault.alias(fault_column(channel.name))]
-    label = F.col(source.label_column).try_cast("int") if source.label_column else F.lit(None).cast("int")
-    row_date = F.col(partition).cast("string") if partition else F.coalesce(utc_date, F.lit(UNDATED))
+    label = raw_column(source.label_column).try_cast("int") if source.label_column else F.lit(None).cast("int")
+    row_date = raw_column(partition).cast("string") if partition else F.coalesce(utc_date, F.lit(UNDATED))
     columns += [label.alias(names.LABEL), row_date.alias(names.DATE)]
     if keep_source:
-        columns.append(F.struct(*[F.col(c) for c in raw.columns if c != partition]).alias(SOURCE))
+        columns.append(F.struct(*[raw_column(c) for c in raw.columns if c != partition]).alias(SOURCE))
     rows = raw.select(*columns)
 
     no_value = F.lit(True)
     for channel in source.channel_names:
-        no_value = no_value & F.col(channel).isNull()
+        no_value = no_value & raw_column(channel).isNull()
     code = F.when(F.col(TS_US).isNull(), 1).when(F.col(names.ASSET).isNull(), 2)
     if partition:
         code = code.when(F.date_format(F.timestamp_micros(F.col(TS_US)), "yyyy-MM-dd") != F.col(names.DATE), 3)
@@ -118,7 +132,7 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
         # fault): computed on the scan, so the quarantine needs no second pass over the source.
         recorded = F.lit(False)
         for c in source.channel_names:
-            recorded = recorded | F.col(fault_column(c)).isin(*cleaning.RECORDED_FAULT_CODES)
+            recorded = recorded | raw_column(fault_column(c)).isin(*cleaning.RECORDED_FAULT_CODES)
         wanted = F.col(OWN) & ((F.col(CODE) != 0) | recorded)
         rows = rows.withColumn(SOURCE_ROW, F.when(wanted, F.to_json(F.col(SOURCE)))).drop(SOURCE)
     return rows
@@ -173,7 +187,8 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         out: list[dict] = []
 
         usable = np.flatnonzero(reasons == 0)
-        content = np.column_stack([values[usable], faults[usable], labels[usable]])
+        # + 0.0 turns −0.0 into 0.0: "0" and "-0" are the same reading
+        content = np.column_stack([values[usable] + 0.0, faults[usable], labels[usable]])
         conflicting, extra = cleaning.classify_duplicates(ts[usable], content)
         reasons[usable[conflicting]] = cleaning.CONFLICTING
         extra_copy = np.zeros(ts.size, dtype=bool)
@@ -326,17 +341,18 @@ def quarantine_candidates(side: list, channels: tuple[str, ...]) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def conflicting_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], conflicts: list[tuple[str, int]]
-                     ) -> DataFrame:
+def conflicting_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], conflicts: list[tuple[str, int]],
+                     nanos_are_naive: bool = False) -> DataFrame:
     """Every usable own copy of the (asset, timestamp) pairs in ``conflicts``, re-read from the source with its
     JSON, in the columns of quarantine_candidates (reason: conflicting duplicate). Only the pairs' rows go
     through the per-channel checks; the rest of the source is matched on asset and timestamp alone."""
     keys = raw.sparkSession.createDataFrame(conflicts, "_k_asset string, _k_ts long")
     asset = (F.lit(source.asset_constant) if source.asset_constant
-             else F.nullif(F.trim(F.col(source.asset_column).cast("string")), F.lit("")))
-    keyed = (raw.withColumn("_k_asset", asset).withColumn("_k_ts", F.unix_micros(parsed_timestamp(raw, source)))
+             else F.nullif(F.trim(raw_column(source.asset_column).cast("string")), F.lit("")))
+    ts = F.unix_micros(parsed_timestamp(raw, source, nanos_are_naive))
+    keyed = (raw.withColumn("_k_asset", asset).withColumn("_k_ts", ts)
              .join(F.broadcast(keys), ["_k_asset", "_k_ts"], "left_semi").drop("_k_asset", "_k_ts"))
-    rows = canonical_rows(keyed, source, own_dates, keep_source="all")
+    rows = canonical_rows(keyed, source, own_dates, keep_source="all", nanos_are_naive=nanos_are_naive)
     return (rows.where(F.col(OWN) & (F.col(CODE) == 0))
             .select(names.DATE, names.ASSET, TS_US, F.lit(cleaning.CONFLICTING).cast("tinyint").alias(CODE),
-                    SOURCE_ROW, *[fault_column(c) for c in source.channel_names]))
+                    SOURCE_ROW, *[raw_column(fault_column(c)) for c in source.channel_names]))

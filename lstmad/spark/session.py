@@ -70,3 +70,10 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
     session.sparkContext.setLogLevel("ERROR")
     return session
 
+
+
+def require_utc(spark) -> None:
+    """Dates and naive timestamps are read in the session time zone: lstmad's stages need it to be UTC, also
+    in a session they were handed."""
+    if spark.conf.get("spark.sql.session.timeZone") != "UTC":
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
