@@ -194,8 +194,9 @@ class NormalisationStats:
 
 def _offset_scale(method: str, count, total, total_sq, minimum, maximum) -> tuple[np.ndarray, np.ndarray]:
     if method == "zscore":
-        mean = total / count
-        std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):  # a channel never observed: 0/0, replaced below
+            mean = total / count
+            std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
         offset, scale = mean, std
     elif method == "minmax":
         offset, scale = minimum, maximum - minimum
