@@ -333,7 +333,8 @@ def run(rows: int, json_path: Optional[Path] = None, source: str = "la_haute_bor
         "prepare_summary": {k: summary[k] for k in ("rows_read", "rows_kept", "rows_quarantined",
                                                     "exact_duplicates_dropped", "quarantined_by_reason",
                                                     "values_masked_by_reason", "grid_rows", "grid_rows_filled",
-                                                    "blocks", "windows", "windows_skipped_masked")},
+                                                    "blocks", "windows", "windows_skipped_masked",
+                                                    "phase_seconds")},
         "spark_master": config.spark.master, "cpus": os.cpu_count(),
     }
     import pyarrow.dataset as ds
