@@ -313,3 +313,22 @@ def test_re_preparing_a_date_gives_identical_blocks_and_leaves_other_dates_alone
     first_start = min(b[names.BLOCK_START] for b in before)
     day_start_us = int(dt.datetime.combine(SCORED, dt.time(), tzinfo=dt.timezone.utc).timestamp()) * 1_000_000
     assert day_start_us - first_start == (prep.window - 1) * prep.step_s * 1_000_000
+
+
+def test_spark_scores_equal_in_process_scores(run):
+    """The scores written through Spark (mapInArrow, model loaded per worker) equal scoring the same blocks in
+    this process, window by window."""
+    from lstmad.scoring import score_blocks
+
+    config, paths = run["config"], run["paths"]
+    written = lakehouse.read_table(paths.lake, names.ANOMALY_SCORES).to_pandas()
+    written = written[written.scored_date == SCORED.isoformat()]
+    # the model that wrote them (a later challenger may hold the champion alias by now)
+    bundle = pipeline.load_bundle(config, {"version": written.model_version.iloc[0], "source": None})
+    blocks = read_blocks(paths.tensors, [SCORED.isoformat()])
+    stats = {sid: pipeline.load_stats(paths, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
+    local = score_blocks(bundle, blocks, stats, max_masked_share=config.prepare.max_masked_share).to_pandas()
+    written["timestamp_us"] = (written.timestamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")
+    merged = local.merge(written, on=[names.ASSET, "timestamp_us"], suffixes=("_local", "_spark"))
+    assert len(merged) == len(local) == len(written) > 0
+    np.testing.assert_allclose(merged.score_spark, merged.score_local, rtol=0, atol=1e-6)
