@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -24,6 +25,7 @@ class TrainingParams:
     validation_share: float = 0.2
     seed: int = 0
     device: str = "auto"
+    checkpoint_dir: str = ""  # where each epoch's checkpoint goes; a run finding one there resumes from it
 
 
 BatchLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -41,12 +43,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_loss: BatchLoss, *, epochs: int,
                 batch_size: int, learning_rate: float, patience: int, device: torch.device, seed: int,
-                on_epoch: Optional[EpochCallback] = None, weight_decay: float = 0.0) -> list[dict]:
+                on_epoch: Optional[EpochCallback] = None, weight_decay: float = 0.0,
+                checkpoint_dir: Optional[str | Path] = None) -> list[dict]:
     """Adam (with L2 ``weight_decay``) on ``batch_loss`` over shuffled training windows; keeps the weights of
     the best validation epoch.
 
     Stops after ``patience`` epochs without improvement. Returns one dict per epoch:
     {"epoch", "train_loss", "val_loss"}. ``model`` ends on ``device`` with the best weights loaded.
+    With ``checkpoint_dir``, every epoch ends by saving model, optimiser, epoch, history, early-stopping state
+    and both random generators there (``last.pt``, replaced atomically); a call that finds a checkpoint
+    resumes after its epoch and ends with the model an uninterrupted run would have given.
     """
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -54,7 +60,19 @@ def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_los
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     history: list[dict] = []
     best_loss, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
-    for epoch in range(1, epochs + 1):
+    first_epoch = 1
+    checkpoint = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)  # our own file, written below
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        history, best_loss, best_state, stale = state["history"], state["best_loss"], state["best_state"], state["stale"]
+        first_epoch = state["epoch"] + 1
+        if state["stopped"]:
+            first_epoch = epochs + 1
+    for epoch in range(first_epoch, epochs + 1):
         model.train()
         order = generator.permutation(len(train))
         total, count = 0.0, 0
@@ -71,16 +89,30 @@ def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_los
         val_loss = evaluate_loss(model, validation, batch_loss, batch_size, device)
         record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss}
         history.append(record)
-        if on_epoch:
-            on_epoch(record)
         if val_loss < best_loss - 1e-9:
             best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
-            if stale >= patience:
-                break
+        stopped = stale >= patience
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                                          "numpy_rng": generator.bit_generator.state,
+                                          "torch_rng": torch.get_rng_state(), "history": history,
+                                          "best_loss": best_loss, "best_state": best_state, "stale": stale,
+                                          "epoch": epoch, "stopped": stopped})
+        if on_epoch:
+            on_epoch(record)
+        if stopped:
+            break
     model.load_state_dict(best_state)
     return history
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
 
 
 @torch.no_grad()

@@ -48,7 +48,8 @@ class LSTMAutoencoderDetector:
         self.network_ = LSTMAutoencoder(self.n_channels_, p.hidden)
         self.history_ = fit_network(self.network_, train, validation, _reconstruction_loss, epochs=p.epochs,
                                     batch_size=p.batch_size, learning_rate=p.learning_rate, patience=p.patience,
-                                    device=device, seed=p.seed, on_epoch=on_epoch)
+                                    device=device, seed=p.seed, on_epoch=on_epoch,
+                                    checkpoint_dir=p.checkpoint_dir or None)
         self.error_model_ = GaussianErrorModel().fit(self._errors(validation).reshape(-1, self.n_channels_))
         self.validation_scores_ = self.score(validation)
         return self

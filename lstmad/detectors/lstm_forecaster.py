@@ -59,7 +59,8 @@ class LSTMForecasterDetector:
         self.network_ = StackedLSTMForecaster(self.n_channels_, tuple(p.hidden_sizes), p.dropout)
         self.history_ = fit_network(self.network_, train, validation, _next_step_loss, epochs=p.epochs,
                                     batch_size=p.batch_size, learning_rate=p.learning_rate, patience=p.patience,
-                                    device=device, seed=p.seed, on_epoch=on_epoch)
+                                    device=device, seed=p.seed, on_epoch=on_epoch,
+                                    checkpoint_dir=p.checkpoint_dir or None)
         self.error_model_ = None
         if p.error_model == "mahalanobis":
             self.error_model_ = GaussianErrorModel().fit(self._errors(validation))
