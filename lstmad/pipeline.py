@@ -19,7 +19,6 @@ from typing import Callable, Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from lstmad import lakehouse, names
 from lstmad.config import PipelineConfig
@@ -27,7 +26,6 @@ from lstmad.config import PipelineConfig
 log = logging.getLogger("lstmad")
 
 MICROS = 1_000_000
-NUMERIC_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
 
 
 class PrepareError(ValueError):

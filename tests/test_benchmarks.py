@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from lstmad.benchmarks import icing, skab
-from lstmad.benchmarks.common import DataMissingError, data_dir
+from lstmad.benchmarks.common import DataMissingError
+from lstmad.config import data_dir
 from lstmad.data.synthetic import FarmSpec
 
 

@@ -28,6 +28,19 @@ def prepared(tmp_path_factory, spark):
     return config, pipeline.prepare(config, START, END, fit_stats=True, spark=spark)
 
 
+def channel_faults(config, frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per channel: (sentinel (n,) bool, out of range and not a sentinel (n,) bool), from the config alone."""
+    src = config.source
+    out = {}
+    for channel in src.channels:
+        v = frame[channel.name]
+        sentinel = np.zeros(len(v), dtype=bool)
+        for s in channel.sentinels:
+            sentinel |= (v - s).abs().to_numpy() <= src.sentinel_tolerance * abs(s)
+        out[channel.name] = (sentinel, ((v < channel.minimum) | (v > channel.maximum)).to_numpy() & ~sentinel)
+    return out
+
+
 def pandas_reference(config) -> dict:
     """Quarantine counts computed with pandas alone from the configured ranges and sentinels."""
     src = config.source
@@ -35,13 +48,8 @@ def pandas_reference(config) -> dict:
     t = frame[src.timestamp_column]
     frame = frame[(t >= pd.Timestamp(START, tz="UTC")) & (t < pd.Timestamp(END + dt.timedelta(days=1), tz="UTC"))]
     bad = pd.DataFrame(index=frame.index)
-    for channel in src.channels:
-        v = frame[channel.name]
-        sentinel = np.zeros(len(v), dtype=bool)
-        for s in channel.sentinels:
-            sentinel |= (v - s).abs().to_numpy() <= src.sentinel_tolerance * abs(s)
-        out_of_range = ((v < channel.minimum) | (v > channel.maximum)).to_numpy() & ~sentinel
-        bad[channel.name] = v.isna().to_numpy() | sentinel | out_of_range
+    for name, (sentinel, out_of_range) in channel_faults(config, frame).items():
+        bad[name] = frame[name].isna().to_numpy() | sentinel | out_of_range
     no_value = bad.all(axis=1)
     usable = frame[~no_value]
     key = [src.asset_column, src.timestamp_column]
@@ -70,19 +78,13 @@ def test_quarantine_counts_by_reason_match_pandas(prepared):
 
 def test_sentinels_and_spikes_are_masked_values_counted_like_pandas(prepared):
     config, summary = prepared
-    src = config.source
     frame = pd.read_parquet(SCADA)
     ref = pandas_reference(config)
     kept = frame.loc[ref["kept_index"]]
     expected: dict[str, int] = {}
-    for channel in src.channels:
-        v = kept[channel.name]
-        sentinel = np.zeros(len(v), dtype=bool)
-        for s in channel.sentinels:
-            sentinel |= (v - s).abs().to_numpy() <= src.sentinel_tolerance * abs(s)
-        out_of_range = ((v < channel.minimum) | (v > channel.maximum)).to_numpy() & ~sentinel
+    for channel, (sentinel, out_of_range) in channel_faults(config, kept).items():
         for name, count in (("sentinel_value", sentinel.sum()), ("out_of_range_value", out_of_range.sum()),
-                            ("missing_value", v.isna().sum())):
+                            ("missing_value", kept[channel].isna().sum())):
             if count:
                 expected[name] = expected.get(name, 0) + int(count)
     assert summary["values_masked_by_reason"] == expected

@@ -11,7 +11,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from lstmad.config import data_dir  # noqa: F401  (re-exported for the benchmarks)
 from lstmad.detectors import (IAELSTMKLDetector, IsolationForestDetector, LSTMAutoencoderDetector,
                               LSTMForecasterDetector, PCAT2QDetector)
 from lstmad.detectors.iae_lstm_kl import VARIANTS

@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from lstmad.benchmarks.common import DataMissingError, classical_detectors, data_dir, deep_detectors, fmt, write_report
+from lstmad.benchmarks.common import DataMissingError, classical_detectors, deep_detectors, fmt, write_report
+from lstmad.config import data_dir
 from lstmad.metrics import confusion_metrics
 from lstmad.tensors import Windows
 from lstmad.thresholds import skab_threshold
