@@ -55,8 +55,9 @@ def source_files(source: SourceConfig, location: Path, partitions: Optional[Sequ
     raise SourceSchemaError(f"{location}: source not found (source.path)")
 
 
-def file_schema(source: SourceConfig, file: Path) -> dict[str, str]:
-    """Column → kind of one file; CSV columns are all strings (values are parsed later, per value)."""
+def _columns(source: SourceConfig, file: Path) -> list[tuple[str, pa.DataType]]:
+    """One file's columns in file order with their Arrow types (CSV: all strings, values are parsed later, per
+    value; names exactly as written, since Spark reads them so). One read of the header or footer."""
     if source.format == "csv":
         with open(file, newline="", encoding="utf-8", errors="replace") as handle:
             header = next(csv.reader(handle, delimiter=source.csv_delimiter), None)
@@ -65,24 +66,14 @@ def file_schema(source: SourceConfig, file: Path) -> dict[str, str]:
         duplicated = sorted({h for h in header if header.count(h) > 1})
         if duplicated:
             raise SourceSchemaError(f"{file}: column '{duplicated[0]}' appears more than once in the header")
-        return {h: "string" for h in header}  # names exactly as written: Spark reads them so
+        return [(h, pa.string()) for h in header]
     import pyarrow.parquet as pq
 
     try:
         schema = pq.read_schema(file)
     except (pa.ArrowInvalid, OSError) as error:
         raise SourceSchemaError(f"{file}: not a readable Parquet file ({error})") from None
-    return {field.name: kind_of(field.type) for field in schema}
-
-
-def _physical(source: SourceConfig, file: Path) -> list[tuple[str, str]]:
-    """Column names in file order with their exact types (CSV: names only): what Spark needs to be equal
-    across the files it reads together."""
-    if source.format == "csv":
-        return [(name, "string") for name in file_schema(source, file)]
-    import pyarrow.parquet as pq
-
-    return [(f.name, str(f.type)) for f in pq.read_schema(file) if f.name != source.partition_column]
+    return [(field.name, field.type) for field in schema]
 
 
 def delta_schema(location: Path) -> dict[str, str]:
@@ -102,13 +93,14 @@ def observed_schema(source: SourceConfig, location: Path, files: list[Path]) -> 
     first: Optional[Path] = None
     layout: list = []
     for file in files:
-        this = file_schema(source, file)
-        this.pop(source.partition_column or "", None)
+        columns = [(n, t) for n, t in _columns(source, file) if n != source.partition_column]
+        this = {name: kind_of(kind) for name, kind in columns}
+        # what Spark needs equal across the files it reads together: order (CSV) and exact types (Parquet)
+        here = [(name, str(kind)) for name, kind in columns]
         if first is None:
-            schema, first, layout = this, file, _physical(source, file)
+            schema, first, layout = this, file, here
             continue
         _compare(schema, this, f"{file}", f"{first}")
-        here = _physical(source, file)
         if here != layout:
             if source.format == "csv":
                 raise SourceSchemaError(f"{file}: columns are in another order than in {first} "
