@@ -1,18 +1,21 @@
-"""A device-agnostic training loop with early stopping, shared by the detectors."""
+"""A device-agnostic training loop with early stopping, shared by the detectors, in one process or as one rank
+of a DistributedDataParallel group (lstmad.distributed)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from lstmad.tensors import Windows
+
 
 @dataclasses.dataclass
 class TrainingParams:
@@ -26,85 +29,171 @@ class TrainingParams:
     seed: int = 0
     device: str = "auto"
     checkpoint_dir: str = ""  # where each epoch's checkpoint goes; a run finding one there resumes from it
+    lr_schedule: str = "constant"  # or "cosine": cosine annealing of the learning rate over the epochs
+    precision: str = "auto"  # auto: bf16 autocast on a CUDA device that supports it, else fp32; fp32; bf16
+    compile: bool = False  # torch.compile the network for the training steps
+    pin_memory: bool = True  # page-locked host batches (non-blocking copies) when training on CUDA
 
 
 BatchLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 EpochCallback = Callable[[dict], None]
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranks:
+    """This process's place in a DDP group; sums go through all_reduce when there is more than one rank."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+        if self.world_size == 1:
+            return list(values)
+        import torch.distributed as dist
+
+        total = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total.tolist()
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU; ``cuda`` without a GPU is an error, not a silent CPU run."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("model.device is 'cuda' but no CUDA device is available")
     return torch.device(name)
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast for ``precision`` on ``device``: ``auto`` means on CUDA devices with bf16 support."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A seed per (run, epoch, rank): batch order and dropout of an epoch depend on nothing else, so a resumed
+    run repeats them without carrying generator state."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def loop_settings(p: TrainingParams) -> dict:
+    """The keyword arguments of fit_network / fit_batches that come straight from ``p``."""
+    return dict(learning_rate=p.learning_rate, patience=p.patience, seed=p.seed,
+                checkpoint_dir=p.checkpoint_dir or None, lr_schedule=p.lr_schedule, precision=p.precision,
+                compile=p.compile, pin_memory=p.pin_memory)
+
+
+def shuffled_batches(windows: Windows, batch_size: int, seed: int, epoch: int) -> Iterable[torch.Tensor]:
+    """The windows in a random order of (seed, epoch), ``batch_size`` at a time: (B, W, C) float32 batches."""
+    order = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(windows))
+    for lo in range(0, order.size, batch_size):
+        yield windows.batch(np.sort(order[lo:lo + batch_size]))
 
 
 def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_loss: BatchLoss, *, epochs: int,
                 batch_size: int, learning_rate: float, patience: int, device: torch.device, seed: int,
                 on_epoch: Optional[EpochCallback] = None, weight_decay: float = 0.0,
-                checkpoint_dir: Optional[str | Path] = None) -> list[dict]:
-    """Adam (with L2 ``weight_decay``) on ``batch_loss`` over shuffled training windows; keeps the weights of
-    the best validation epoch.
+                checkpoint_dir: Optional[str | Path] = None, lr_schedule: str = "constant",
+                precision: str = "fp32", compile: bool = False, pin_memory: bool = False) -> list[dict]:
+    """fit_batches over in-memory windows: shuffled training batches, validation loss over all validation
+    windows."""
+    def validation_loss(network: nn.Module, bf16: bool) -> tuple[float, int]:
+        return summed_loss(network, validation.iter_batches(batch_size), batch_loss, device, bf16)
 
-    Stops after ``patience`` epochs without improvement. Returns one dict per epoch:
-    {"epoch", "train_loss", "val_loss"}. ``model`` ends on ``device`` with the best weights loaded.
-    With ``checkpoint_dir``, every epoch ends by saving model, optimiser, epoch, history, early-stopping state
-    and both random generators there (``last.pt``, replaced atomically); a call that finds a checkpoint
-    resumes after its epoch and ends with the model an uninterrupted run would have given.
+    return fit_batches(model, lambda epoch: shuffled_batches(train, batch_size, seed, epoch), validation_loss,
+                       batch_loss, epochs=epochs, learning_rate=learning_rate, patience=patience, device=device,
+                       seed=seed, on_epoch=on_epoch, weight_decay=weight_decay, checkpoint_dir=checkpoint_dir,
+                       lr_schedule=lr_schedule, precision=precision, compile=compile, pin_memory=pin_memory)
+
+
+def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.Tensor]],
+                validation_loss: Callable[[nn.Module, bool], tuple[float, int]], batch_loss: BatchLoss, *,
+                epochs: int, learning_rate: float, patience: int, device: torch.device, seed: int,
+                on_epoch: Optional[EpochCallback] = None, weight_decay: float = 0.0,
+                checkpoint_dir: Optional[str | Path] = None, lr_schedule: str = "constant",
+                precision: str = "fp32", compile: bool = False, pin_memory: bool = False,
+                ranks: Ranks = Ranks()) -> list[dict]:
+    """Adam (with L2 ``weight_decay``) on ``batch_loss`` over ``epoch_batches(epoch)`` ((B, W, C) batches);
+    keeps the weights of the best validation epoch and stops after ``patience`` epochs without improvement.
+
+    ``model`` may be wrapped in DistributedDataParallel; then every rank calls this with its own batches (the
+    same number of equal-sized batches on every rank, so averaged gradients are those of the global batch),
+    losses are summed over ``ranks`` and only rank 0 writes checkpoints. ``validation_loss(network, bf16)``
+    returns this rank's (sum of batch losses × batch sizes, window count).
+    Returns one dict per epoch: {"epoch", "train_loss", "val_loss", "learning_rate"}; ``model`` ends on
+    ``device`` with the best weights loaded.
+    With ``checkpoint_dir``, every epoch ends by saving model, optimiser, scheduler, epoch, history and
+    early-stopping state there (``last.pt``, replaced atomically); a call that finds a checkpoint resumes
+    after its epoch. Batch order and dropout are seeded per (seed, epoch, rank), so the resumed run ends with
+    the model an uninterrupted run would have given.
     """
-    generator = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    module = getattr(model, "module", model)  # the network itself, also when DDP wraps it
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    bf16 = uses_bf16(precision, device)
+    step_model = torch.compile(model) if compile else model
+    pin = pin_memory and device.type == "cuda"
+    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs))
+                 if lr_schedule == "cosine" else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0))
     history: list[dict] = []
-    best_loss, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
+    best_loss, best_state, stale = math.inf, copy.deepcopy(module.state_dict()), 0
     first_epoch = 1
     checkpoint = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)  # our own file, written below
-        model.load_state_dict(state["model"])
+        module.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
-        generator.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
+        scheduler.load_state_dict(state["scheduler"])
         history, best_loss, best_state, stale = state["history"], state["best_loss"], state["best_state"], state["stale"]
-        first_epoch = state["epoch"] + 1
-        if state["stopped"]:
-            first_epoch = epochs + 1
+        first_epoch = epochs + 1 if state["stopped"] else state["epoch"] + 1
     for epoch in range(first_epoch, epochs + 1):
+        torch.manual_seed(epoch_seed(seed, epoch, ranks.rank))  # dropout masks of this epoch and rank
         model.train()
-        order = generator.permutation(len(train))
         total, count = 0.0, 0
-        for lo in range(0, order.size, batch_size):
-            index = np.sort(order[lo:lo + batch_size])
-            batch = train.batch(index).to(device, non_blocking=True)
+        rate = optimiser.param_groups[0]["lr"]
+        for batch in epoch_batches(epoch):
+            batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
             optimiser.zero_grad(set_to_none=True)
-            loss = batch_loss(model, batch)
+            with _autocast(device, bf16):
+                loss = batch_loss(step_model, batch)
             loss.backward()
             optimiser.step()
             # .item() detaches: summing tensors would keep every batch's autograd graph alive.
-            total += loss.item() * index.size
-            count += index.size
-        val_loss = evaluate_loss(model, validation, batch_loss, batch_size, device)
-        record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss}
+            total += loss.item() * batch.shape[0]
+            count += batch.shape[0]
+        scheduler.step()
+        val_sum, val_count = validation_loss(module, bf16)
+        total, count, val_sum, val_count = ranks.all_sum([total, count, val_sum, val_count], device)
+        val_loss = val_sum / val_count if val_count else math.nan
+        record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "learning_rate": rate}
         history.append(record)
         if val_loss < best_loss - 1e-9:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+            best_loss, best_state, stale = val_loss, copy.deepcopy(module.state_dict()), 0
         else:
             stale += 1
         stopped = stale >= patience
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                                          "numpy_rng": generator.bit_generator.state,
-                                          "torch_rng": torch.get_rng_state(), "history": history,
+        if checkpoint is not None and ranks.rank == 0:
+            _save_checkpoint(checkpoint, {"model": module.state_dict(), "optimiser": optimiser.state_dict(),
+                                          "scheduler": scheduler.state_dict(), "history": history,
                                           "best_loss": best_loss, "best_state": best_state, "stale": stale,
                                           "epoch": epoch, "stopped": stopped})
         if on_epoch:
             on_epoch(record)
         if stopped:
             break
-    model.load_state_dict(best_state)
+    module.load_state_dict(best_state)
     return history
 
 
@@ -116,12 +205,14 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, windows: Windows, batch_loss: BatchLoss, batch_size: int,
-                  device: torch.device) -> float:
-    """Mean of ``batch_loss`` over all windows, in eval mode (no dropout)."""
-    model.eval()
+def summed_loss(network: nn.Module, batches: Iterable[torch.Tensor], batch_loss: BatchLoss, device: torch.device,
+                bf16: bool = False) -> tuple[float, int]:
+    """(Σ batch loss × batch size, number of windows) over ``batches``, in eval mode (no dropout)."""
+    network.eval()
     total, count = 0.0, 0
-    for batch in windows.iter_batches(batch_size):
-        total += batch_loss(model, batch.to(device)).item() * batch.shape[0]
+    for batch in batches:
+        with _autocast(device, bf16):
+            total += batch_loss(network, batch.to(device)).item() * batch.shape[0]
         count += batch.shape[0]
-    return total / count if count else math.nan
+    return total, count
+

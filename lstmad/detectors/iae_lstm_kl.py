@@ -20,7 +20,7 @@ from lstmad.iae_variants import PROFILES, VARIANTS  # noqa: F401 (re-exported)
 from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.iae_lstm_kl import IAELSTMKLNet
 from lstmad.tensors import Windows
-from lstmad.training import EpochCallback, TrainingParams, fit_network, resolve_device
+from lstmad.training import EpochCallback, TrainingParams, fit_network, loop_settings, resolve_device
 
 
 @dataclasses.dataclass
@@ -114,9 +114,11 @@ class IAELSTMKLDetector:
             _, x_hat = model(x)
             return torch.mean((x_hat - x.clamp(0.0, 1.0)) ** 2)
 
+        # No checkpoints: the soft radius lives outside the loop's state (resume covers the other detectors).
+        settings = {**loop_settings(p), "checkpoint_dir": None}
         history = fit_network(self.network_, train, validation, reconstruction, epochs=p.pretrain_epochs,
-                              batch_size=p.batch_size, learning_rate=p.learning_rate, patience=p.patience,
-                              device=device, seed=p.seed, on_epoch=_tagged(on_epoch, "pretrain"))
+                              batch_size=p.batch_size, device=device, on_epoch=_tagged(on_epoch, "pretrain"),
+                              **settings)
         self.history_ = [{**h, "phase": "pretrain"} for h in history]
         self.centre_ = self._latents(train, device).mean(axis=0)
         # Ruff et al.: keep centre coordinates away from 0, where a bias-free network trivially maps
@@ -144,9 +146,8 @@ class IAELSTMKLDetector:
                     on_epoch({**record, "phase": "joint"})
 
             joint_history = fit_network(self.network_, train, validation, joint, epochs=p.epochs,
-                                        batch_size=p.batch_size, learning_rate=p.learning_rate,
-                                        patience=p.patience, device=device, seed=p.seed + 1,
-                                        on_epoch=after_epoch, weight_decay=p.weight_decay)
+                                        batch_size=p.batch_size, device=device, on_epoch=after_epoch,
+                                        weight_decay=p.weight_decay, **{**settings, "seed": p.seed + 1})
             self.history_ += [{**h, "phase": "joint"} for h in joint_history]
             if p.svdd == "soft":
                 self.radius_ = soft_radius(self._distances(train, device), p.nu)

@@ -14,7 +14,7 @@ from lstmad.detectors.gaussian_error import GaussianErrorModel
 from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_autoencoder import LSTMAutoencoder
 from lstmad.tensors import Windows
-from lstmad.training import EpochCallback, TrainingParams, fit_network, resolve_device
+from lstmad.training import EpochCallback, TrainingParams, fit_network, loop_settings, resolve_device
 
 
 @dataclasses.dataclass
@@ -39,17 +39,26 @@ class LSTMAutoencoderDetector:
 
     def fit(self, windows: Windows, on_epoch: Optional[EpochCallback] = None) -> "LSTMAutoencoderDetector":
         p = self.params
-        torch.manual_seed(p.seed)
-        self.window_, self.n_channels_ = windows.window, windows.n_channels
         order = np.argsort(windows.end_us, kind="stable")
         n_val = max(2, int(round(len(windows) * p.validation_share)))
         train, validation = windows.subset(np.sort(order[:-n_val])), windows.subset(np.sort(order[-n_val:]))
-        device = resolve_device(p.device)
-        self.network_ = LSTMAutoencoder(self.n_channels_, p.hidden)
-        self.history_ = fit_network(self.network_, train, validation, _reconstruction_loss, epochs=p.epochs,
-                                    batch_size=p.batch_size, learning_rate=p.learning_rate, patience=p.patience,
-                                    device=device, seed=p.seed, on_epoch=on_epoch,
-                                    checkpoint_dir=p.checkpoint_dir or None)
+        network = self.new_network(windows.n_channels, windows.window)
+        history = fit_network(network, train, validation, self.batch_loss, epochs=p.epochs,
+                              batch_size=p.batch_size, device=resolve_device(p.device), on_epoch=on_epoch,
+                              **loop_settings(p))
+        return self.adopt(network, history, validation)
+
+    # The three steps of fit, apart (see lstmad.distributed).
+    batch_loss = staticmethod(_reconstruction_loss)
+
+    def new_network(self, n_channels: int, window: int) -> LSTMAutoencoder:
+        self.window_, self.n_channels_ = window, n_channels
+        torch.manual_seed(self.params.seed)
+        return LSTMAutoencoder(n_channels, self.params.hidden)
+
+    def adopt(self, network: LSTMAutoencoder, history: list[dict], validation: Windows) -> "LSTMAutoencoderDetector":
+        """Take a trained network: fit the error Gaussian and the validation scores on ``validation``."""
+        self.network_, self.history_ = network, history
         self.error_model_ = GaussianErrorModel().fit(self._errors(validation).reshape(-1, self.n_channels_))
         self.validation_scores_ = self.score(validation)
         return self

@@ -13,7 +13,7 @@ from lstmad.detectors.gaussian_error import GaussianErrorModel
 from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
 from lstmad.tensors import Windows
-from lstmad.training import EpochCallback, TrainingParams, fit_network, resolve_device
+from lstmad.training import EpochCallback, TrainingParams, fit_network, loop_settings, resolve_device
 
 
 @dataclasses.dataclass
@@ -55,14 +55,27 @@ class LSTMForecasterDetector:
         n_val = max(1, int(round(len(windows) * p.validation_share)))
         train, validation = windows.subset(np.sort(order[:-n_val])), windows.subset(np.sort(order[-n_val:]))
         device = resolve_device(p.device)
-        torch.manual_seed(p.seed)  # weight initialisation is part of the seeded run
-        self.network_ = StackedLSTMForecaster(self.n_channels_, tuple(p.hidden_sizes), p.dropout)
-        self.history_ = fit_network(self.network_, train, validation, _next_step_loss, epochs=p.epochs,
-                                    batch_size=p.batch_size, learning_rate=p.learning_rate, patience=p.patience,
-                                    device=device, seed=p.seed, on_epoch=on_epoch,
-                                    checkpoint_dir=p.checkpoint_dir or None)
+        network = self.new_network(self.n_channels_, self.window_)
+        history = fit_network(network, train, validation, self.batch_loss, epochs=p.epochs,
+                              batch_size=p.batch_size, device=device, on_epoch=on_epoch, **loop_settings(p))
+        return self.adopt(network, history, validation)
+
+    # The three steps of fit, apart: lstmad.distributed trains new_network on batch_loss across processes and
+    # hands the result to adopt.
+    batch_loss = staticmethod(_next_step_loss)
+
+    def new_network(self, n_channels: int, window: int) -> StackedLSTMForecaster:
+        """A freshly initialised network (seeded: weight initialisation is part of the seeded run)."""
+        self.n_channels_, self.window_ = n_channels, window
+        torch.manual_seed(self.params.seed)
+        return StackedLSTMForecaster(n_channels, tuple(self.params.hidden_sizes), self.params.dropout)
+
+    def adopt(self, network: StackedLSTMForecaster, history: list[dict], validation: Windows
+              ) -> "LSTMForecasterDetector":
+        """Take a trained network: fit the error model and the validation scores on ``validation``."""
+        self.network_, self.history_ = network, history
         self.error_model_ = None
-        if p.error_model == "mahalanobis":
+        if self.params.error_model == "mahalanobis":
             self.error_model_ = GaussianErrorModel().fit(self._errors(validation))
         self.validation_scores_ = self.score(validation)
         return self

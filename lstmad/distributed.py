@@ -1,0 +1,230 @@
+"""Training across processes with DistributedDataParallel, launched by Spark's TorchDistributor.
+
+Every rank streams its own shard of the tensor-block files (whole files, balanced by rows): no rank reads the
+whole training set, and a rank holds ``shuffle_files`` files at a time however large the archive. Each rank
+takes ``batch_size / world_size`` windows per step and every rank takes the same number of steps, so the
+averaged gradient of a step is the gradient of the global batch formed by the ranks' batches together.
+The same code runs one rank in this process (world size 1), N CPU processes (gloo) or one process per GPU
+(nccl) on Spark executors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from lstmad import names
+from lstmad.tensors import Windows, windows_from_blocks
+from lstmad.training import Ranks, epoch_seed, fit_batches, loop_settings, resolve_device, summed_loss
+
+log = logging.getLogger("lstmad")
+
+# Detectors whose training is one loop of fit_batches (new_network → batch_loss → adopt). IAE-LSTM-KL has two
+# phases with a centre and a radius computed between them over all training windows.
+DISTRIBUTABLE = ("lstm_forecaster", "lstm_autoencoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedData:
+    """The block files every rank draws its shard from, and how windows are cut from them."""
+
+    train_files: tuple[str, ...]
+    validation_files: tuple[str, ...]
+    window: int
+    max_masked_share: float = 1.0
+    exclude_labelled: bool = False
+    shuffle_files: int = 4  # files pooled (and shuffled together) per read
+
+
+def block_files(root: str | Path, dates: Sequence[str]) -> list[str]:
+    """The Parquet files of the given dates of a tensor-block table, in date order."""
+    return [str(f) for day in dates for f in sorted((Path(root) / f"{names.DATE}={day}").glob("*.parquet"))]
+
+
+def split_by_date(files: Sequence[str], validation_share: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(training files, validation files): the latest ``validation_share`` of the dates validate (at least one
+    date, and at least one left to train on). Whole dates, because neighbouring windows overlap by W−1 rows."""
+    dates = sorted({Path(f).parent.name for f in files})
+    if len(dates) < 2:
+        raise ValueError(f"distributed training needs at least 2 dates of tensor blocks (one to validate), got "
+                         f"{len(dates)}")
+    n_val = min(len(dates) - 1, max(1, int(round(len(dates) * validation_share))))
+    held_out = set(dates[-n_val:])
+    return (tuple(f for f in files if Path(f).parent.name not in held_out),
+            tuple(f for f in files if Path(f).parent.name in held_out))
+
+
+def file_rows(files: Sequence[str]) -> list[int]:
+    """Grid rows in each block file (reads only the n_rows column)."""
+    return [int(np.sum(pq.read_table(f, columns=[names.N_ROWS]).column(0).to_numpy())) for f in files]
+
+
+def assign_shards(files: Sequence[str], rows: Sequence[int], world_size: int) -> list[list[str]]:
+    """Files per rank: largest first onto the rank with the fewest rows so far (ties: lowest rank, then file
+    name); each shard keeps the files' order."""
+    load = [0] * world_size
+    shards: list[list[str]] = [[] for _ in range(world_size)]
+    for i in sorted(range(len(files)), key=lambda i: (-rows[i], files[i])):
+        rank = min(range(world_size), key=lambda r: (load[r], r))
+        shards[rank].append(files[i])
+        load[rank] += rows[i]
+    position = {f: i for i, f in enumerate(files)}
+    return [sorted(shard, key=position.__getitem__) for shard in shards]
+
+
+def file_windows(files: Sequence[str], data: ShardedData) -> Windows:
+    """The windows of ``files`` that training uses: not too masked, and (with exclude_labelled) no labelled
+    anomalous row."""
+    if not files:
+        raise ValueError("no tensor-block files to read windows from")
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    windows = windows_from_blocks(table, data.window, max_masked_share=data.max_masked_share)
+    if data.exclude_labelled:
+        windows = windows.subset(np.flatnonzero(windows.label_any != 1))
+    return windows
+
+
+def count_windows(files: Sequence[str], data: ShardedData) -> int:
+    """Training windows in ``files``, one file read at a time."""
+    return sum(len(file_windows([f], data)) for f in files)
+
+
+def shard_batches(files: Sequence[str], data: ShardedData, local_batch: int, steps: int, seed: int, epoch: int,
+                  rank: int) -> Iterator[torch.Tensor]:
+    """Exactly ``steps`` batches (local_batch, W, C) float32 from this rank's files, in a random order of
+    (seed, epoch, rank): the files are shuffled, read ``shuffle_files`` at a time, and the windows of each
+    read shuffled; a read's remainder carries into the next batch. Needs steps·local_batch ≤ the shard's
+    windows (count_windows)."""
+    rng = np.random.default_rng(epoch_seed(seed, epoch, rank))
+    order = rng.permutation(len(files))
+    carry: Optional[torch.Tensor] = None
+    produced = 0
+    for lo in range(0, order.size, data.shuffle_files):
+        if produced == steps:
+            return
+        windows = file_windows([files[i] for i in np.sort(order[lo:lo + data.shuffle_files])], data)
+        perm = rng.permutation(len(windows))
+        at = 0
+        if carry is not None:
+            take = perm[:local_batch - carry.shape[0]]
+            carry = torch.cat([carry, windows.batch(np.sort(take))])
+            at = take.size
+            if carry.shape[0] < local_batch:
+                continue
+            yield carry
+            produced, carry = produced + 1, None
+        while at + local_batch <= perm.size and produced < steps:
+            yield windows.batch(np.sort(perm[at:at + local_batch]))
+            produced, at = produced + 1, at + local_batch
+        if at < perm.size and produced < steps:
+            carry = windows.batch(np.sort(perm[at:]))
+    if produced < steps:
+        raise RuntimeError(f"rank {rank}: shard gave {produced} of {steps} batches; its windows were miscounted")
+
+
+def train_rank(job: dict) -> dict:
+    """One rank of a training run (what TorchDistributor starts in each process; world size from the RANK /
+    WORLD_SIZE environment, 1 when unset).
+
+    ``job``: kind, params (the detector's parameter dict), data (ShardedData), use_gpu, threads.
+    Returns {"state_dict": bytes, "history", "train_windows", "steps_per_epoch", "windows_per_epoch",
+    "world_size", "n_channels"}, the same on every rank.
+    """
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from lstmad.detectors import DETECTORS
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if job["use_gpu"] and torch.cuda.is_available():
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        torch.cuda.set_device(device)
+    else:  # one rank in this process follows model.device; CPU ranks of a group stay on the CPU
+        device = resolve_device(job["params"].get("device", "auto")) if world == 1 else torch.device("cpu")
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        detector = DETECTORS[job["kind"]](**job["params"])
+        p, data = detector.params, job["data"]
+        if p.batch_size % world:
+            raise ValueError(f"model.batch_size {p.batch_size} must be a multiple of the {world} training processes")
+        local_batch = p.batch_size // world
+        ranks = Ranks(rank, world)
+        train_shard = assign_shards(data.train_files, file_rows(data.train_files), world)[rank]
+        validation_shard = assign_shards(data.validation_files, file_rows(data.validation_files), world)[rank]
+        local = count_windows(train_shard, data)
+        counts = torch.tensor([local, local], dtype=torch.int64)
+        if world > 1:
+            counts = counts.to(device)
+            fewest, total = counts[:1].clone(), counts[1:].clone()
+            dist.all_reduce(fewest, op=dist.ReduceOp.MIN)
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            counts = torch.cat([fewest, total]).cpu()
+        steps = int(counts[0]) // local_batch
+        if job.get("max_train_windows"):
+            steps = min(steps, max(1, job["max_train_windows"] // p.batch_size))
+        if steps == 0:
+            raise ValueError(f"rank {rank}: its shard has {int(counts[0])} training windows, fewer than one batch "
+                             f"of {local_batch}; use fewer processes or a smaller model.batch_size")
+        first = pq.read_table(data.train_files[0], columns=[names.N_CHANNELS]).column(0)[0].as_py()
+        network = detector.new_network(first, data.window)
+        model = DistributedDataParallel(network.to(device)) if world > 1 else network
+
+        def validation_loss(net, bf16):
+            batches = (b for f in validation_shard for b in file_windows([f], data).iter_batches(local_batch))
+            return summed_loss(net, batches, detector.batch_loss, device, bf16)
+
+        history = fit_batches(model, lambda epoch: shard_batches(train_shard, data, local_batch, steps, p.seed,
+                                                                 epoch, rank),
+                              validation_loss, detector.batch_loss, epochs=p.epochs, device=device, ranks=ranks,
+                              **loop_settings(p))
+        # Every rank returns the same result: after DDP the weights, losses and counts are identical on all of
+        # them, and TorchDistributor's local mode keeps whichever rank's output is written last.
+        buffer = io.BytesIO()
+        torch.save({k: v.cpu() for k, v in network.state_dict().items()}, buffer)
+        return {"state_dict": buffer.getvalue(), "history": history, "train_windows": int(counts[1]),
+                "steps_per_epoch": steps, "world_size": world, "n_channels": first,
+                "windows_per_epoch": steps * p.batch_size}
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def fit_distributed(detector, data: ShardedData, processes: int = 1, local_mode: bool = True,
+                    use_gpu: bool = False, threads: int = 0, max_train_windows: int = 0) -> tuple[object, dict]:
+    """Train ``detector`` (a DISTRIBUTABLE kind) on ``data`` with ``processes`` ranks and adopt the result.
+
+    One process runs here; more run through TorchDistributor (needs an active SparkSession; ``local_mode``
+    starts them on the driver, otherwise as barrier tasks on the executors, which must see the block files
+    and the checkpoint folder). Returns (the fitted detector, rank 0's summary without the weights).
+    """
+    if detector.kind not in DISTRIBUTABLE:
+        raise ValueError(f"model.detector {detector.kind!r} trains in one process only (train.distributed."
+                         f"processes: 0); distributed training supports {list(DISTRIBUTABLE)}")
+    job = {"kind": detector.kind, "params": dataclasses.asdict(detector.params), "data": data,
+           "use_gpu": use_gpu, "threads": threads, "max_train_windows": max_train_windows}
+    if processes <= 1 and local_mode:
+        result = train_rank(job)
+    else:
+        from pyspark.ml.torch.distributor import TorchDistributor
+
+        result = TorchDistributor(num_processes=processes, local_mode=local_mode, use_gpu=use_gpu).run(train_rank, job)
+    network = detector.new_network(result["n_channels"], data.window)
+    network.load_state_dict(torch.load(io.BytesIO(result.pop("state_dict")), map_location="cpu"))
+    validation = file_windows(data.validation_files, data)
+    detector.adopt(network, result["history"], validation)
+    result["validation_windows"] = len(validation)
+    log.info("distributed training: %d processes, %d steps/epoch of %d windows, %d epochs", result["world_size"],
+             result["steps_per_epoch"], detector.params.batch_size, len(result["history"]))
+    return detector, result
