@@ -127,6 +127,23 @@ class ModelConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0
+    lr_schedule: str = "constant"  # or cosine
+    precision: str = "auto"  # auto: bf16 autocast on CUDA devices that support it, else fp32; fp32; bf16
+    compile: bool = False  # torch.compile the network for training
+    pin_memory: bool = True  # page-locked batches when training on CUDA
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """How training spreads over processes (lstmad.distributed); processes 0 trains in the calling process on
+    windows held in memory, 1 or more stream per-rank shards of block files (more than 1 through Spark's
+    TorchDistributor and DistributedDataParallel)."""
+
+    processes: int = 0
+    local_mode: bool = True  # ranks on the driver machine; false: barrier tasks on the executors
+    use_gpu: bool = False  # one GPU per rank (nccl); executors need spark.task.resource.gpu.amount
+    threads_per_process: int = 0  # torch threads of each rank; 0: PyTorch's default
+    shuffle_files: int = 4  # block files a rank reads (and shuffles together) at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +155,7 @@ class TrainConfig:
     eval_start: Optional[dt.date] = None
     eval_end: Optional[dt.date] = None
     exclude_labelled_anomalies: bool = True
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +282,8 @@ _CHOICES = {
     "model.profile": ("small", "paper"),
     "model.error_model": ("squared", "mahalanobis"),
     "model.device": ("auto", "cpu", "cuda"),
+    "model.lr_schedule": ("constant", "cosine"),
+    "model.precision": ("auto", "fp32", "bf16"),
     "threshold.rule": ("percentile", "mean_std"),
     "delta.engine": ("delta-rs", "delta-spark"),
     "airflow.runner": ("in_process", "spark_submit"),
@@ -340,6 +360,16 @@ def _check_choices(config: PipelineConfig, source: str) -> None:
     if config.model.variant not in VARIANTS:
         raise ConfigError(f"{source}: key 'model.variant' must be one of {sorted(VARIANTS)}, "
                           f"got {config.model.variant!r}")
+    d = config.train.distributed
+    if d.processes < 0 or d.shuffle_files < 1 or d.threads_per_process < 0:
+        raise ConfigError(f"{source}: keys 'train.distributed.processes' and '.threads_per_process' must be 0 or "
+                          "more, '.shuffle_files' at least 1")
+    if d.processes and config.model.detector not in ("lstm_forecaster", "lstm_autoencoder"):
+        raise ConfigError(f"{source}: key 'train.distributed.processes' needs model.detector lstm_forecaster or "
+                          f"lstm_autoencoder; {config.model.detector} trains in one process (processes: 0)")
+    if d.processes > 1 and config.model.batch_size % d.processes:
+        raise ConfigError(f"{source}: key 'model.batch_size' ({config.model.batch_size}) must be a multiple of "
+                          f"train.distributed.processes ({d.processes}): each process takes an equal share")
     if not 0 < config.threshold.percentile < 100:
         raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")
 

@@ -288,14 +288,16 @@ def _windows_of(config: PipelineConfig, start: dt.date, end: dt.date):
     return blocks, windows_from_blocks(blocks, config.prepare.window, max_masked_share=config.prepare.max_masked_share)
 
 
-def build_detector(config: PipelineConfig):
-    """A fresh detector of the kind and settings in ``config.model``."""
+def build_detector(config: PipelineConfig, checkpoint_dir: str = ""):
+    """A fresh detector of the kind and settings in ``config.model``; trained kinds checkpoint every epoch to
+    ``checkpoint_dir`` when it is set."""
     from lstmad.detectors import (IAELSTMKLDetector, IsolationForestDetector, LSTMAutoencoderDetector,
                                   LSTMForecasterDetector, PCAT2QDetector)
 
     m = config.model
     training = dict(epochs=m.epochs, batch_size=m.batch_size, learning_rate=m.learning_rate, patience=m.patience,
-                    validation_share=m.validation_share, seed=m.seed, device=m.device)
+                    validation_share=m.validation_share, seed=m.seed, device=m.device, lr_schedule=m.lr_schedule,
+                    precision=m.precision, compile=m.compile, pin_memory=m.pin_memory, checkpoint_dir=checkpoint_dir)
     if m.detector == "lstm_forecaster":
         return LSTMForecasterDetector(hidden_sizes=tuple(m.hidden_sizes), dropout=m.dropout,
                                       error_model=m.error_model, **training)
@@ -308,9 +310,69 @@ def build_detector(config: PipelineConfig):
     return IsolationForestDetector(seed=m.seed)
 
 
-def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = None, promote: bool = True) -> dict:
+def training_key(config: PipelineConfig) -> str:
+    """Digest of everything that shapes a trained model: a rerun with the same key resumes an unfinished
+    run's checkpoints; any change starts afresh."""
+    import hashlib
+
+    shaping = {"pipeline": config.pipeline, "model": dataclasses.asdict(config.model),
+               "train": dataclasses.asdict(config.train), "prepare": dataclasses.asdict(config.prepare),
+               "channels": config.source.channel_names, "registered_model": config.registered_model_name}
+    return hashlib.sha1(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _train_dates(config: PipelineConfig) -> list[str]:
+    return [d.isoformat() for d in date_range(config.train.start, config.train.end)]
+
+
+def _fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, dict]:
+    """Fit on all training windows held in this process (after the labelled-anomaly exclusion and the
+    max_train_windows thinning)."""
+    t, m = config.train, config.model
+    _, windows = _windows_of(config, t.start, t.end)
+    n_total, skipped_masked, excluded = len(windows), windows.skipped_masked, 0
+    if t.exclude_labelled_anomalies:
+        keep = np.flatnonzero(windows.label_any != 1)
+        excluded = n_total - keep.size
+        windows = windows.subset(keep)
+    if m.max_train_windows and len(windows) > m.max_train_windows:
+        windows = windows.subset(np.linspace(0, len(windows) - 1, m.max_train_windows).astype(np.int64))
+    log.info("train: %d windows (%d excluded as labelled anomalous) from %s..%s", len(windows), excluded,
+             t.start, t.end)
+    detector.fit(windows, on_epoch=on_epoch)
+    return detector, {"train_windows": len(windows), "excluded_windows": excluded,
+                      "skipped_masked_windows": skipped_masked, "processes": 0}
+
+
+def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict]:
+    """Fit with train.distributed.processes ranks, each streaming its shard of the training dates' block
+    files; the latest dates validate."""
+    from lstmad.distributed import ShardedData, block_files, fit_distributed, split_by_date
+
+    t, d = config.train, config.train.distributed
+    train_files, validation_files = split_by_date(block_files(Paths.of(config).tensors, _train_dates(config)),
+                                                  config.model.validation_share)
+    data = ShardedData(train_files, validation_files, config.prepare.window, config.prepare.max_masked_share,
+                       t.exclude_labelled_anomalies, d.shuffle_files)
+    if d.processes > 1 or not d.local_mode:
+        from lstmad.spark.session import get_session
+
+        spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
+    detector, summary = fit_distributed(detector, data, d.processes, d.local_mode, d.use_gpu,
+                                        d.threads_per_process, config.model.max_train_windows)
+    return detector, {k: summary[k] for k in ("train_windows", "validation_windows", "steps_per_epoch",
+                                              "windows_per_epoch")} | {"processes": summary["world_size"]}
+
+
+def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = None, promote: bool = True,
+          spark=None) -> dict:
     """Train the detector on the prepared training range, evaluate it on the labelled evaluation range, log
-    it to MLflow and register it; with ``promote``, also run the promotion gate (promote_model)."""
+    it to MLflow and register it; with ``promote``, also run the promotion gate (promote_model).
+
+    The MLflow run is opened first and checkpoints go to its artifact location every epoch; a training that
+    was killed (its run never finished) resumes from its last checkpoint when run again with the same
+    settings (training_key).
+    """
     import torch
 
     from lstmad import tracking
@@ -323,80 +385,98 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     paths = Paths.of(config)
     if m.threads:
         torch.set_num_threads(m.threads)
-    train_blocks, windows = _windows_of(config, t.start, t.end)
-    stats_ids = set(train_blocks.column(names.STATS_ID).to_pylist())
-    if len(stats_ids) != 1:
-        raise PrepareError(f"{paths.tensors}: training range mixes normalisations {sorted(stats_ids)}; "
-                           "re-run prepare --fit-stats over the whole training range")
-    stats = load_stats(paths, stats_ids.pop())
-    n_total = len(windows)
-    skipped_masked = windows.skipped_masked
-    excluded = 0
-    if t.exclude_labelled_anomalies:
-        keep = np.flatnonzero(windows.label_any != 1)
-        excluded = n_total - keep.size
-        windows = windows.subset(keep)
-    if m.max_train_windows and len(windows) > m.max_train_windows:
-        windows = windows.subset(np.linspace(0, len(windows) - 1, m.max_train_windows).astype(np.int64))
-    log.info("train: %d windows (%d excluded as labelled anomalous) from %s..%s", len(windows), excluded,
-             t.start, t.end)
-    started = time.time()
-    detector = build_detector(config).fit(windows, on_epoch=on_epoch)
-    train_seconds = time.time() - started
-    threshold = threshold_from_rule(config.threshold.rule, detector.validation_scores_, config.threshold.percentile)
-    drift_reference = _drift_reference(train_blocks, config.drift.psi_bins)
-    bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
-                         config.prepare.step_s, stats, threshold, config.threshold.rule,
-                         float(np.mean(detector.validation_scores_ > threshold)),
-                         drift_reference)
-
-    metrics: dict[str, float] = {"train_windows": len(windows), "excluded_windows": excluded,
-                                 "skipped_masked_windows": skipped_masked,
-                                 "threshold": threshold, "train_seconds": train_seconds}
-    eval_blocks = None
-    if t.eval_start and t.eval_end:
-        eval_blocks, _ = _windows_of(config, t.eval_start, t.eval_end)
-        scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats},
-                              max_masked_share=config.prepare.max_masked_share)
-        metrics.update({f"eval_{k}": v for k, v in score_metrics(
-            scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(), threshold).items()})
-
-    model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
-    bundle.save(model_dir)
-    params = {**dataclasses.asdict(m), "window": config.prepare.window, "step_s": config.prepare.step_s,
-              "smoothing_half_width": config.prepare.smoothing_half_width, "channels": ",".join(config.source.channel_names),
-              "threshold_rule": config.threshold.rule, "threshold_percentile": config.threshold.percentile,
-              "normalisation": stats.method, "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
-              "eval_range": f"{t.eval_start}..{t.eval_end}"}
-    run_id = tracking.log_training_run(config.tracking_uri, config.experiment_name, params, detector.history_,
-                                       metrics, model_dir, {"pipeline": config.pipeline,
-                                                            "detector": config.model.detector},
-                                       documents={"normalisation.json": stats.to_dict(),
-                                                  "threshold.json": {"rule": config.threshold.rule,
-                                                                     "percentile": config.threshold.percentile,
-                                                                     "value": threshold}},
-                                       artifact_location=config.artifact_location)
+    stats = _training_stats(config)
+    tags = {"pipeline": config.pipeline, "detector": config.model.detector}
+    run_id, resumed = tracking.open_training_run(config.tracking_uri, config.experiment_name, training_key(config),
+                                                 tags, config.artifact_location)
+    artifacts = tracking.local_artifact_dir(config.tracking_uri, run_id)
+    checkpoints = (artifacts / tracking.CHECKPOINT_ARTIFACT if artifacts is not None
+                   else paths.home / "checkpoints" / run_id)
+    if resumed:
+        log.info("train: resuming unfinished MLflow run %s from %s", run_id, checkpoints)
+    try:
+        started = time.time()
+        detector = build_detector(config, str(checkpoints))
+        if t.distributed.processes:
+            detector, counts = _fit_sharded(config, detector, spark)
+            for record in detector.history_ if on_epoch else ():
+                on_epoch(record)  # the ranks ran elsewhere: report their epochs now
+        else:
+            detector, counts = _fit_in_memory(config, detector, on_epoch)
+        train_seconds = time.time() - started
+        threshold = threshold_from_rule(config.threshold.rule, detector.validation_scores_,
+                                        config.threshold.percentile)
+        drift_reference = _drift_reference(paths, _train_dates(config), config.drift.psi_bins)
+        bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
+                             config.prepare.step_s, stats, threshold, config.threshold.rule,
+                             float(np.mean(detector.validation_scores_ > threshold)), drift_reference)
+        metrics: dict[str, float] = {**counts, "threshold": threshold, "train_seconds": train_seconds,
+                                     "resumed": float(resumed)}
+        if t.eval_start and t.eval_end:
+            eval_blocks, _ = _windows_of(config, t.eval_start, t.eval_end)
+            scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats},
+                                  max_masked_share=config.prepare.max_masked_share)
+            metrics.update({f"eval_{k}": v for k, v in score_metrics(
+                scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(), threshold).items()})
+        model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
+        bundle.save(model_dir)
+        params = {**dataclasses.asdict(m), "window": config.prepare.window, "step_s": config.prepare.step_s,
+                  "smoothing_half_width": config.prepare.smoothing_half_width,
+                  "channels": ",".join(config.source.channel_names), "threshold_rule": config.threshold.rule,
+                  "threshold_percentile": config.threshold.percentile, "normalisation": stats.method,
+                  "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
+                  "eval_range": f"{t.eval_start}..{t.eval_end}",
+                  "distributed": json.dumps(dataclasses.asdict(t.distributed))}
+        tracking.log_training_run(config.tracking_uri, run_id, params, detector.history_, metrics, model_dir, tags,
+                                  documents={"normalisation.json": stats.to_dict(),
+                                             "threshold.json": {"rule": config.threshold.rule,
+                                                                "percentile": config.threshold.percentile,
+                                                                "value": threshold}},
+                                  checkpoints=None if artifacts is not None else checkpoints)
+    except BaseException:
+        tracking.fail_run(config.tracking_uri, run_id)
+        raise
     name = config.registered_model_name
     version = tracking.register_model(config.tracking_uri, name, run_id)
     shutil.move(str(model_dir), str(paths.models / f"v{version}"))
     result = {"run_id": run_id, "model_name": name, "model_version": version, "metrics": metrics,
-              "history": detector.history_}
+              "history": detector.history_, "resumed": resumed}
     if promote:
         result.update(promote_model(config, run_id, version))
     return result
 
 
-def _drift_reference(train_blocks: pa.Table, bins: int) -> dict:
-    """Histogram of the training rows per channel, plus each channel's largest PSI of a single training day
-    against it: how far one ordinary day already strays (weather channels stray far)."""
-    from lstmad.drift import population_stability_index, reference_histogram
-    from lstmad.tensors import block_rows_of
+def _training_stats(config: PipelineConfig):
+    """The normalisation statistics of the training range's blocks (there must be exactly one)."""
+    from lstmad.tensors import read_blocks
 
-    rows = block_rows_of(train_blocks)
-    reference = reference_histogram(rows[:: max(1, rows.shape[0] // 200_000)], bins)
-    days = train_blocks.column(names.DATE)
-    daily = [population_stability_index(reference, block_rows_of(train_blocks.filter(pc.equal(days, day))))
-             for day in pc.unique(days).to_pylist()]
+    paths = Paths.of(config)
+    stats_ids = set(read_blocks(paths.tensors, _train_dates(config), [names.STATS_ID])
+                    .column(names.STATS_ID).to_pylist())
+    if len(stats_ids) != 1:
+        raise PrepareError(f"{paths.tensors}: training range mixes normalisations {sorted(stats_ids)}; "
+                           "re-run prepare --fit-stats over the whole training range")
+    return load_stats(paths, stats_ids.pop())
+
+
+def _drift_reference(paths: Paths, dates: list[str], bins: int) -> dict:
+    """Histogram of the training rows per channel, plus each channel's largest PSI of a single training day
+    against it: how far one ordinary day already strays (weather channels stray far). Reads one date at a
+    time (twice): the reference from every k-th row, at most 200,000 rows."""
+    from lstmad.drift import population_stability_index, reference_histogram
+    from lstmad.tensors import block_rows_of, read_blocks
+
+    counts = read_blocks(paths.tensors, dates, [names.N_ROWS, names.N_HISTORY])
+    total = int(pc.sum(pc.subtract(counts.column(names.N_ROWS), counts.column(names.N_HISTORY))).as_py() or 0)
+    stride, seen, sample = max(1, total // 200_000), 0, []
+    present = sorted(set(counts.column(names.DATE).to_pylist()))
+    for day in present:
+        rows = block_rows_of(read_blocks(paths.tensors, [day]))
+        sample.append(rows[(-seen) % stride::stride])
+        seen += rows.shape[0]
+    reference = reference_histogram(np.concatenate(sample), bins)
+    daily = [population_stability_index(reference, block_rows_of(read_blocks(paths.tensors, [day])))
+             for day in present]
     reference["daily_psi_max"] = np.max(daily, axis=0).tolist()
     return reference
 

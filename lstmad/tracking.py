@@ -7,6 +7,7 @@ import math
 import tempfile
 from pathlib import Path
 from typing import Optional
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow import MlflowClient
@@ -15,6 +16,8 @@ from mlflow.exceptions import MlflowException
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
+CHECKPOINT_ARTIFACT = "checkpoints"
+RESUME_KEY_TAG = "lstmad.resume_key"
 
 
 class NoChampionError(LookupError):
@@ -26,28 +29,60 @@ def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def log_training_run(tracking_uri: str, experiment: str, params: dict, history: list[dict],
-                     metrics: dict[str, float], model_dir: Path, tags: dict[str, str],
-                     documents: Optional[dict[str, dict]] = None, artifact_location: Optional[str] = None) -> str:
-    """One MLflow run: parameters, per-epoch losses, evaluation metrics, JSON documents (file name → content)
-    and the model folder as artifacts.
+def _experiment_id(client: MlflowClient, experiment: str, artifact_location: Optional[str]) -> str:
+    found = client.get_experiment_by_name(experiment)
+    return found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifact_location)
 
-    Returns the run id.
-    """
+
+def open_training_run(tracking_uri: str, experiment: str, resume_key: str, tags: dict[str, str],
+                      artifact_location: Optional[str] = None) -> tuple[str, bool]:
+    """The run a training with ``resume_key`` (a digest of everything that shapes the model) logs into: the
+    latest earlier run with that key that never finished (killed, failed: its checkpoints continue), else a
+    new run. Returns (run_id, resumed)."""
     client = _client(tracking_uri)
-    experiment_obj = client.get_experiment_by_name(experiment)
-    experiment_id = (experiment_obj.experiment_id if experiment_obj
-                     else client.create_experiment(experiment, artifact_location=artifact_location))
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    experiment_id = _experiment_id(client, experiment, artifact_location)
+    earlier = client.search_runs([experiment_id], filter_string=f"tags.`{RESUME_KEY_TAG}` = '{resume_key}'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if earlier and earlier[0].info.status != "FINISHED":
+        return earlier[0].info.run_id, True
+    run = client.create_run(experiment_id, tags={**tags, RESUME_KEY_TAG: resume_key})
+    return run.info.run_id, False
+
+
+def local_artifact_dir(tracking_uri: str, run_id: str) -> Optional[Path]:
+    """The run's artifact folder when the artifact store is a local (or mounted) path, else None."""
+    uri = _client(tracking_uri).get_run(run_id).info.artifact_uri
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path))
+    return None
+
+
+def fail_run(tracking_uri: str, run_id: str) -> None:
+    """Mark a training run that raised as FAILED (it stays resumable)."""
+    _client(tracking_uri).set_terminated(run_id, status="FAILED")
+
+
+def log_training_run(tracking_uri: str, run_id: str, params: dict, history: list[dict],
+                     metrics: dict[str, float], model_dir: Path, tags: dict[str, str],
+                     documents: Optional[dict[str, dict]] = None, checkpoints: Optional[Path] = None) -> str:
+    """Complete training run ``run_id`` (open_training_run): parameters, per-epoch losses, evaluation
+    metrics, JSON documents (file name → content), the model folder and, when they were written outside
+    the artifact store, the checkpoints as artifacts. The run ends FINISHED. Returns the run id.
+    """
+    _client(tracking_uri)
+    with mlflow.start_run(run_id=run_id) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         for record in history:
-            mlflow.log_metrics({"train_loss": record["train_loss"], "val_loss": record["val_loss"]},
+            mlflow.log_metrics({k: record[k] for k in ("train_loss", "val_loss", "learning_rate") if k in record},
                                step=record["epoch"])
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
         mlflow.set_tags(tags)
         for file_name, content in (documents or {}).items():
             mlflow.log_dict(content, file_name)
         mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACT)
+        if checkpoints is not None and checkpoints.is_dir():
+            mlflow.log_artifacts(str(checkpoints), artifact_path=CHECKPOINT_ARTIFACT)
         return run.info.run_id
 
 
@@ -101,10 +136,8 @@ def log_evaluation(tracking_uri: str, experiment: str, run_name: str, params: di
                    files: list[str], artifact_location: Optional[str] = None) -> str:
     """One MLflow run for an evaluation (a benchmark): parameters, flat metrics and its report files."""
     client = _client(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment,
-                                                                               artifact_location=artifact_location)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    with mlflow.start_run(experiment_id=_experiment_id(client, experiment, artifact_location),
+                          run_name=run_name) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()
                             if isinstance(v, (int, float)) and math.isfinite(v)})

@@ -1,0 +1,71 @@
+"""A training killed mid-run (SIGKILL, in its own process) resumes from the checkpoint in its MLflow run's
+artifact location and registers the model an uninterrupted run gives."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from lstmad import pipeline, tracking
+from lstmad.bundle import ModelBundle
+from lstmad.config import load_config
+from tests.conftest import REPO, tiny_config_dict, write_config
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, spark):
+    home = tmp_path_factory.mktemp("resume")
+    raw = tiny_config_dict(home, model={"epochs": 5, "patience": 50, "dropout": 0.2})
+    conf = write_config(home / "tiny.yaml", raw)
+    config = load_config(conf)
+    pipeline.generate(config)
+    pipeline.prepare_training_data(config, spark=spark)
+    return conf, config
+
+
+def test_a_killed_training_resumes_in_its_mlflow_run_and_ends_with_the_uninterrupted_model(prepared):
+    conf, config = prepared
+    whole = pipeline.train(config, promote=False)
+    assert not whole["resumed"]
+    killer = textwrap.dedent(f"""
+        import os, signal
+        from lstmad import pipeline
+        from lstmad.config import load_config
+
+        def die(record):
+            if record["epoch"] == 2:
+                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup: the MLflow run stays RUNNING
+
+        pipeline.train(load_config({str(conf)!r}), on_epoch=die)
+    """)
+    killed = subprocess.run([sys.executable, "-c", killer], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    client = MlflowClient(config.tracking_uri)
+    experiment = client.get_experiment_by_name(config.experiment_name)
+    unfinished = [r for r in client.search_runs([experiment.experiment_id]) if r.info.status == "RUNNING"]
+    assert len(unfinished) == 1
+    checkpoint = tracking.local_artifact_dir(config.tracking_uri, unfinished[0].info.run_id) / "checkpoints" / "last.pt"
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 2
+
+    epochs = []
+    resumed = pipeline.train(config, on_epoch=lambda r: epochs.append(r["epoch"]), promote=False)
+    assert resumed["resumed"] and resumed["run_id"] == unfinished[0].info.run_id
+    assert epochs == [3, 4, 5]
+    assert client.get_run(resumed["run_id"]).info.status == "FINISHED"
+    assert [h["val_loss"] for h in resumed["history"]] == pytest.approx([h["val_loss"] for h in whole["history"]],
+                                                                          rel=1e-6)
+    paths = pipeline.Paths.of(config)
+    first = ModelBundle.load(paths.models / f"v{whole['model_version']}").detector.network_.state_dict()
+    second = ModelBundle.load(paths.models / f"v{resumed['model_version']}").detector.network_.state_dict()
+    for name, value in first.items():
+        torch.testing.assert_close(second[name], value, rtol=1e-6, atol=1e-7)
+    # a finished run is never resumed: the next training opens a new run
+    again = pipeline.train(config, promote=False)
+    assert not again["resumed"] and again["run_id"] not in (whole["run_id"], resumed["run_id"])
