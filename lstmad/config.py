@@ -171,6 +171,7 @@ class ScoreConfig:
     """Scoring batch size and how flags become intervals."""
 
     batch_size: int = 2048
+    device: str = "auto"  # auto: the GPU Spark gave the task (spark.task.resource.gpu.amount), else the CPU
     min_interval_s: int = 600
     merge_gap_s: int = 300
 
@@ -283,6 +284,7 @@ _CHOICES = {
     "model.error_model": ("squared", "mahalanobis"),
     "model.device": ("auto", "cpu", "cuda"),
     "model.lr_schedule": ("constant", "cosine"),
+    "score.device": ("auto", "cpu", "cuda"),
     "model.precision": ("auto", "fp32", "bf16"),
     "threshold.rule": ("percentile", "mean_std"),
     "delta.engine": ("delta-rs", "delta-spark"),

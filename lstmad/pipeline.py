@@ -586,7 +586,8 @@ def score(config: PipelineConfig, day: dt.date, spark=None) -> dict:
     payload = spark.sparkContext.broadcast(transforms.model_payload(paths.models / f"v{registered['version']}"))
     model_key = f"{config.registered_model_name}/{registered['version']}"
     scores = transforms.window_scores(blocks.repartition(max(1, spark.sparkContext.defaultParallelism)), model_key,
-                                      payload, stats, config.score.batch_size, config.prepare.max_masked_share)
+                                      payload, stats, config.score.batch_size, config.prepare.max_masked_share,
+                                      config.score.device)
     flagged = transforms.flagged_scores(scores, bundle.threshold).cache()
     intervals = transforms.anomaly_intervals(flagged, config.prepare.step_s, config.score.min_interval_s,
                                              config.score.merge_gap_s, config.registered_model_name,

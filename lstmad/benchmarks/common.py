@@ -40,6 +40,45 @@ def classical_detectors(seed: int = 0) -> dict[str, DetectorFactory]:
     return {"pca_t2q": lambda: PCAT2QDetector(), "isolation_forest": lambda: IsolationForestDetector(seed=seed)}
 
 
+def measured_subprocess(module: str, worker: str, *args: str) -> dict:
+    """Run ``python -m module worker args…`` in a fresh process and parse the JSON line it prints last; adds
+    peak_rss_mb, the peak resident memory of its whole process tree (JVM and Python workers included),
+    sampled every 50 ms."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import psutil
+
+    process = subprocess.Popen([sys.executable, "-m", module, worker, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(process.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = process.communicate()
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"bench worker {worker} failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mb"] = round(peak / 2**20, 1)
+    return result
+
+
 def machine() -> dict:
     import torch
 

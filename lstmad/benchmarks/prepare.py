@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lstmad.benchmarks.common import measured_subprocess
 from lstmad.config import data_dir
 
 LHB_CHANNELS = [
@@ -261,35 +260,8 @@ WORKERS: dict[str, Callable[..., dict]] = {"spark": _worker_spark, "pandas": _wo
 
 
 def run_measured(worker: str, *args: str) -> dict:
-    """Run a worker in a fresh process; adds peak_rss_mb of its whole process tree (sampled every 50 ms)."""
-    import psutil
-
-    process = subprocess.Popen([sys.executable, "-m", "lstmad.benchmarks.prepare", worker, *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        root = psutil.Process(process.pid)
-        while not done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = process.communicate()
-    done.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"bench worker {worker} failed:\n{err[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["peak_rss_mb"] = peak / 2**20
-    return result
+    """Run a worker of this module in a fresh process; adds peak_rss_mb of its whole process tree."""
+    return measured_subprocess("lstmad.benchmarks.prepare", worker, *args)
 
 
 def _folder_bytes(folder: Path) -> int:

@@ -27,24 +27,46 @@ def model_payload(model_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in Path(model_dir).iterdir() if p.is_file()}
 
 
-def _bundle_from_payload(key: str, payload: dict[str, bytes]):
+def worker_device(preference: str = "auto") -> str:
+    """Where a scoring task runs its model: the GPU Spark assigned to the task (its ``gpu`` resource), any
+    visible GPU in local mode, else the CPU."""
+    import torch
+
+    if preference == "cpu" or not torch.cuda.is_available():
+        if preference == "cuda":
+            raise RuntimeError("score.device is 'cuda' but this Spark worker sees no CUDA device")
+        return "cpu"
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    gpus = context.resources().get("gpu") if context is not None else None
+    return f"cuda:{gpus.addresses[0]}" if gpus is not None and gpus.addresses else "cuda"
+
+
+def _bundle_from_payload(key: str, payload: dict[str, bytes], device: str = "cpu"):
+    key = f"{key}@{device}"
     if key not in _LOADED_BUNDLES:
         from lstmad.bundle import ModelBundle
 
         folder = Path(tempfile.mkdtemp(prefix="lstmad-worker-model-"))
         for name, content in payload.items():
             (folder / name).write_bytes(content)
-        _LOADED_BUNDLES[key] = ModelBundle.load(folder)
+        bundle = ModelBundle.load(folder)
+        bundle.detector.to(device)
+        _LOADED_BUNDLES[key] = bundle
     return _LOADED_BUNDLES[key]
 
 
 def window_scores(blocks: DataFrame, model_key: str, payload_broadcast, stats_dicts: dict[str, dict],
-                  batch_size: int, max_masked_share: float = 1.0) -> DataFrame:
-    """Per-timestamp scores of every window in ``blocks``: asset_id, timestamp_us, score, label."""
+                  batch_size: int, max_masked_share: float = 1.0, device: str = "auto") -> DataFrame:
+    """Per-timestamp scores of every window in ``blocks``: asset_id, timestamp_us, score, label.
+
+    Each Python worker loads the model once (per version and device) and scores ``batch_size`` windows at a
+    time, on the task's GPU where Spark assigned one (worker_device)."""
     stats_by_id = {k: NormalisationStats.from_dict(v) for k, v in stats_dicts.items()}
 
     def score_batches(batches):
-        bundle = _bundle_from_payload(model_key, payload_broadcast.value)
+        bundle = _bundle_from_payload(model_key, payload_broadcast.value, worker_device(device))
         for batch in batches:
             yield from score_blocks(bundle, pa.Table.from_batches([batch]), stats_by_id, batch_size,
                                     max_masked_share).to_batches()
