@@ -566,8 +566,6 @@ def champion_bundle(config: PipelineConfig):
 def score(config: PipelineConfig, day: dt.date, spark=None) -> dict:
     """Score one date's tensor blocks with the champion through Spark; replace that date in anomaly_scores and
     anomaly_intervals."""
-    from pyspark.sql import functions as F
-
     from lstmad.metrics import score_metrics
     from lstmad.spark import score as transforms
     from lstmad.spark.session import get_session
@@ -580,14 +578,16 @@ def score(config: PipelineConfig, day: dt.date, spark=None) -> dict:
     if not partition.is_dir():
         raise PrepareError(f"{partition}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
     spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
-    blocks = spark.read.parquet(str(partition)).withColumn(names.DATE, F.lit(date))
-    stats_ids = [r[0] for r in blocks.select(names.STATS_ID).distinct().collect()]
+    from lstmad.distributed import block_files
+    from lstmad.tensors import read_blocks
+
+    files = block_files(paths.tensors, [date])
+    stats_ids = set(read_blocks(paths.tensors, [date], [names.STATS_ID]).column(names.STATS_ID).to_pylist())
     stats = {sid: load_stats(paths, sid).to_dict() for sid in stats_ids}
     payload = spark.sparkContext.broadcast(transforms.model_payload(paths.models / f"v{registered['version']}"))
     model_key = f"{config.registered_model_name}/{registered['version']}"
-    scores = transforms.window_scores(blocks.repartition(max(1, spark.sparkContext.defaultParallelism)), model_key,
-                                      payload, stats, config.score.batch_size, config.prepare.max_masked_share,
-                                      config.score.device)
+    scores = transforms.file_scores(spark, files, model_key, payload, stats, config.score.batch_size,
+                                    config.prepare.max_masked_share, config.score.device)
     flagged = transforms.flagged_scores(scores, bundle.threshold).cache()
     intervals = transforms.anomaly_intervals(flagged, config.prepare.step_s, config.score.min_interval_s,
                                              config.score.merge_gap_s, config.registered_model_name,

@@ -1,4 +1,4 @@
-"""Scoring as DataFrame transforms: tensor blocks → per-timestamp scores (mapInArrow) → flags → intervals."""
+"""Scoring as Spark transforms: block files → per-timestamp scores (mapInArrow) → flags → intervals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -20,6 +19,9 @@ from lstmad.series import NormalisationStats
 # One loaded model per Python worker process, keyed by model version: Spark reuses its Python workers
 # across tasks, so each worker deserialises the weights once, not once per partition.
 _LOADED_BUNDLES: dict = {}
+
+SCORE_STRUCT = T.StructType([T.StructField(names.ASSET, T.StringType()), T.StructField("timestamp_us", T.LongType()),
+                             T.StructField(names.SCORE, T.DoubleType()), T.StructField(names.LABEL, T.ByteType())])
 
 
 def model_payload(model_dir: Path) -> dict[str, bytes]:
@@ -57,23 +59,48 @@ def _bundle_from_payload(key: str, payload: dict[str, bytes], device: str = "cpu
     return _LOADED_BUNDLES[key]
 
 
-def window_scores(blocks: DataFrame, model_key: str, payload_broadcast, stats_dicts: dict[str, dict],
-                  batch_size: int, max_masked_share: float = 1.0, device: str = "auto") -> DataFrame:
-    """Per-timestamp scores of every window in ``blocks``: asset_id, timestamp_us, score, label.
+def work_items(files: list[str], parallelism: int, per_core: int = 4) -> list[tuple[str, int, int]]:
+    """(file, first block, number of blocks) pieces of the block files, at least ``per_core`` per core: whole
+    files when there are enough of them, else each file cut into equal runs of blocks (a single date still
+    spreads over every core)."""
+    import pyarrow.parquet as pq
 
-    Each Python worker loads the model once (per version and device) and scores ``batch_size`` windows at a
-    time, on the task's GPU where Spark assigned one (worker_device)."""
+    wanted = max(1, parallelism * per_core)
+    sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    pieces_per_file = max(1, -(-wanted // max(1, len(files))))
+    items = []
+    for file, blocks in zip(files, sizes):
+        step = max(1, -(-blocks // pieces_per_file))
+        items += [(file, lo, min(step, blocks - lo)) for lo in range(0, blocks, step)]
+    return items
+
+
+def file_scores(spark, files: list[str], model_key: str, payload_broadcast, stats_dicts: dict[str, dict],
+                batch_size: int, max_masked_share: float = 1.0, device: str = "auto",
+                per_core: int = 4) -> DataFrame:
+    """Per-timestamp scores (asset_id, timestamp_us, score, label) of every window in the block ``files``.
+
+    The tasks read the files themselves with pyarrow, one piece at a time (work_items): no JVM scan and no
+    shuffle of the blocks, and memory per task stays at one piece. The executors must see the files (as they
+    must to write them in prepare). Each Python worker loads the model once (per version and device) and
+    scores ``batch_size`` windows at a time on the task's GPU where Spark assigned one (worker_device).
+    """
+    tasks = max(1, spark.sparkContext.defaultParallelism * per_core)
+    items = work_items(files, spark.sparkContext.defaultParallelism, per_core)
     stats_by_id = {k: NormalisationStats.from_dict(v) for k, v in stats_dicts.items()}
 
-    def score_batches(batches):
+    def score_items(batches):
+        import pyarrow.parquet as pq
+
         bundle = _bundle_from_payload(model_key, payload_broadcast.value, worker_device(device))
         for batch in batches:
-            yield from score_blocks(bundle, pa.Table.from_batches([batch]), stats_by_id, batch_size,
-                                    max_masked_share).to_batches()
+            for index in batch.column(0).to_pylist():
+                file, first, count = items[index]
+                blocks = pq.read_table(file).slice(first, count)
+                yield from score_blocks(bundle, blocks, stats_by_id, batch_size, max_masked_share).to_batches()
 
-    schema = T.StructType([T.StructField(names.ASSET, T.StringType()), T.StructField("timestamp_us", T.LongType()),
-                           T.StructField(names.SCORE, T.DoubleType()), T.StructField(names.LABEL, T.ByteType())])
-    return blocks.mapInArrow(score_batches, schema)
+    # contiguous runs of items per task: consecutive pieces of one file stay together
+    return spark.range(0, len(items), numPartitions=min(len(items), tasks)).mapInArrow(score_items, SCORE_STRUCT)
 
 
 def flagged_scores(scores: DataFrame, threshold: float) -> DataFrame:
