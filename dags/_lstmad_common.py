@@ -16,7 +16,8 @@ JOBS = REPO / "jobs"
 def airflow_settings() -> dict:
     """The config's ``airflow`` section (read with yaml only: the scheduler parses DAG files constantly)."""
     raw = yaml.safe_load(Path(CONF).read_text()) or {}
-    settings = {"runner": "in_process", "spark_conn_id": "spark_default", "retries": 2, "retry_delay_s": 300}
+    settings = {"runner": "in_process", "spark_conn_id": "spark_default", "retries": 2, "retry_delay_s": 300,
+                "py_files": ""}
     settings.update(raw.get("airflow") or {})
     return settings
 
@@ -36,4 +37,5 @@ def spark_submit(task_id: str, job: str, args: list[str]):
 
     return SparkSubmitOperator(task_id=task_id, application=str(JOBS / f"{job}.py"),
                                application_args=["--conf", CONF, *args], conn_id=SETTINGS["spark_conn_id"],
-                               name=f"lstmad-{job}", py_files=str(JOBS / "_common.py"))
+                               name=f"lstmad-{job}", py_files=",".join(
+                                   [str(JOBS / "_common.py"), *filter(None, SETTINGS["py_files"].split(","))]))

@@ -31,5 +31,5 @@ def run_dated_step(step: Callable, description: str, argv: Optional[list[str]] =
     args = p.parse_args(argv)
     if args.date is None:
         p.error("--date is required")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
     emit(step(load_config(args.conf), args.date))

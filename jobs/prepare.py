@@ -23,7 +23,7 @@ def main(argv=None) -> None:
     p.add_argument("--training", action="store_true")
     p.add_argument("--accept-schema", action="store_true", help="record a changed source schema")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
     config = load_config(args.conf)
     if args.training:
         emit({"prepared": pipeline.prepare_training_data(config)})

@@ -14,7 +14,7 @@ from lstmad.config import load_config
 
 def main(argv=None) -> None:
     args = parser(__doc__.splitlines()[0], dated=False).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
     result = pipeline.train(load_config(args.conf))
     emit({k: v for k, v in result.items() if k != "history"})
 

@@ -176,6 +176,14 @@ def sql(statement: str = typer.Argument(..., help="a read-only SQL query"), conf
 
 
 @app.command()
+def package(out: Path = typer.Option(Path("dist"), help="folder for the zip")) -> None:
+    """Zip the lstmad package for spark-submit --py-files (airflow.py_files); prints its path."""
+    from lstmad.packaging import py_files_zip
+
+    typer.echo(str(py_files_zip(out)))
+
+
+@app.command()
 def benchmark(name: str = typer.Argument(..., help="skab, icing or contamination"),
               json_path: Path = typer.Option(..., "--json", help="where to write the JSON result"),
               models: Optional[str] = typer.Option(None, help="comma-separated model names (default: all)"),
@@ -245,6 +253,52 @@ def bench_prepare(rows: int = typer.Option(1_000_000, help="rows in the generate
     except FileNotFoundError as error:
         _fail(str(error))
     _print_json(result)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(float(part)) for part in text.split(",") if part.strip())
+    except ValueError:
+        _fail(f"--pyod-sizes must be comma-separated window counts such as 1e5,3e5,1e6, got {text!r}")
+
+
+def _profiles(text: str) -> tuple[str, ...]:
+    from lstmad.benchmarks.speed import PROFILES
+
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [p for p in chosen if p not in PROFILES]
+    if unknown or not chosen:
+        _fail(f"--profiles: unknown profile {unknown[0] if unknown else text!r}; choose from {', '.join(PROFILES)}")
+    return chosen
+
+
+@bench_app.command("score")
+def bench_score(json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
+                windows: int = typer.Option(1_000_000, help="windows scored per profile (in-process and Spark)"),
+                pyod_sizes: str = typer.Option("1e5,3e5,1e6", help="archive sizes of the PyOD LSTMAD comparison"),
+                profiles: str = typer.Option("lstm_forecaster,lstm_autoencoder,iae_lstm_kl_small"),
+                batch_size: int = typer.Option(4096, help="windows per forward pass"),
+                workdir: Optional[Path] = typer.Option(None, help="folder for the archives (temp)")) -> None:
+    """Scoring windows/s and peak memory: in-process, Spark local[*], GPU if present, PyOD LSTMAD."""
+    from lstmad.benchmarks import speed
+
+    _print_json(speed.run_score(json_path, windows, _sizes(pyod_sizes), _profiles(profiles), batch_size, workdir,
+                                progress=lambda line: typer.echo(line, err=True)))
+
+
+@bench_app.command("train")
+def bench_train(json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
+                windows: int = typer.Option(100_000, help="training windows per profile"),
+                pyod_sizes: str = typer.Option("1e5", help="archive sizes of the PyOD LSTMAD comparison"),
+                profiles: str = typer.Option("lstm_forecaster,lstm_autoencoder,iae_lstm_kl_small"),
+                epochs: int = typer.Option(1), batch_size: int = typer.Option(256),
+                processes: int = typer.Option(2, help="TorchDistributor CPU processes"),
+                workdir: Optional[Path] = typer.Option(None, help="folder for the archives (temp)")) -> None:
+    """Training windows/s and peak memory: in-process, TorchDistributor DDP, GPU if present, PyOD LSTMAD."""
+    from lstmad.benchmarks import speed
+
+    _print_json(speed.run_train(json_path, windows, _sizes(pyod_sizes), _profiles(profiles), epochs, batch_size,
+                                processes, workdir, progress=lambda line: typer.echo(line, err=True)))
 
 
 if __name__ == "__main__":

@@ -221,6 +221,7 @@ class AirflowConfig:
     spark_conn_id: str = "spark_default"
     retries: int = 2
     retry_delay_s: int = 300
+    py_files: str = ""  # shipped with every spark-submit besides jobs/_common.py: e.g. the zip of `lstmad package`
 
 
 @dataclasses.dataclass(frozen=True)
