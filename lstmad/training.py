@@ -73,6 +73,9 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "bf16" and device.type != "cuda":
+        # oneDNN has no bf16 LSTM on most CPUs ("could not create a primitive descriptor"): say so up front
+        raise ValueError(f"model.precision bf16 needs a CUDA device, training runs on {device}; use auto or fp32")
     return precision == "bf16"
 
 

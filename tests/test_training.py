@@ -46,3 +46,13 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_model(tmp
     for name, value in uninterrupted.network_.state_dict().items():
         torch.testing.assert_close(resumed.network_.state_dict()[name], value, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(resumed.score(data), uninterrupted.score(data), rtol=1e-5)
+
+
+def test_cosine_schedule_is_followed_and_bf16_on_cpu_is_refused_up_front():
+    data = windows()
+    fitted = detector(lr_schedule="cosine").fit(data)
+    rates = [h["learning_rate"] for h in fitted.history_]
+    # cosine annealing over 4 epochs from 1e-3: 1e-3·(1 + cos(π·e/4))/2 for e = 0..3
+    np.testing.assert_allclose(rates, [1e-3 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)], rtol=1e-9)
+    with pytest.raises(ValueError, match="bf16 needs a CUDA device"):
+        detector(precision="bf16").fit(data)

@@ -1,0 +1,75 @@
+"""On a CUDA device: bf16 training, torch.compile, GPU scoring in process and in Spark tasks, each compared with
+the CPU. Skips where there is no CUDA (CI); runs wherever there is."""
+
+import numpy as np
+import pytest
+import torch
+
+from lstmad.detectors import IAELSTMKLDetector, LSTMForecasterDetector
+from lstmad.tensors import Windows
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+W, C = 16, 3
+
+
+def windows(n=3000, seed=0):
+    t = np.arange(n + W)
+    series = np.stack([np.sin(t / 7), np.cos(t / 5), np.sin(t / 11)], 1)
+    series = series + 0.05 * np.random.default_rng(seed).normal(size=series.shape)
+    return Windows.from_array(np.lib.stride_tricks.sliding_window_view(series, W, axis=0).transpose(0, 2, 1)[:n])
+
+
+def test_bf16_training_on_cuda_scores_like_the_same_model_on_cpu():
+    data = windows()
+    detector = LSTMForecasterDetector(hidden_sizes=(32, 32), dropout=0.0, epochs=3, batch_size=512, seed=0,
+                                      device="cuda", precision="bf16").fit(data)
+    losses = [h["train_loss"] for h in detector.history_]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert next(detector.network_.parameters()).dtype == torch.float32  # autocast, weights stay fp32
+    on_gpu = detector.score(data)
+    on_cpu = detector.to("cpu").score(data)
+    np.testing.assert_allclose(on_gpu, on_cpu, rtol=2e-2, atol=1e-5)  # TF32/cuDNN against CPU fp32
+
+
+def test_auto_precision_picks_bf16_on_cuda_and_compile_trains():
+    from lstmad.training import resolve_device, uses_bf16
+
+    assert uses_bf16("auto", resolve_device("cuda")) == torch.cuda.is_bf16_supported()
+    detector = LSTMForecasterDetector(hidden_sizes=(16,), dropout=0.0, epochs=2, batch_size=512, seed=0,
+                                      device="cuda", compile=True).fit(windows(2000))
+    assert np.all(np.isfinite([h["val_loss"] for h in detector.history_]))
+
+
+def test_iae_lstm_kl_scores_on_cuda_like_on_cpu():
+    data = windows(1500)
+    detector = IAELSTMKLDetector.variant("iae_lstm_kl_soft", "small", epochs=2, pretrain_epochs=2,
+                                         device="cuda").fit(data)
+    on_gpu = detector.score(data)
+    np.testing.assert_allclose(on_gpu, detector.to("cpu").score(data), rtol=2e-2, atol=1e-5)
+
+
+@pytest.mark.spark
+def test_spark_tasks_score_on_the_gpu_like_the_cpu(spark, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lstmad.benchmarks.speed import build_archive, train_model
+    from lstmad.bundle import ModelBundle
+    from lstmad.scoring import score_blocks
+    from lstmad.spark import score as transforms
+
+    build_archive(5000, tmp_path)
+    model_dir = train_model("lstm_forecaster", tmp_path)
+    bundle = ModelBundle.load(model_dir)
+    stats = {bundle.stats.stats_id: bundle.stats}
+    files = sorted(str(f) for f in (tmp_path / "tensors").glob("date=*/*.parquet"))
+    expected = pa.concat_tables([score_blocks(bundle, pq.read_table(f), stats) for f in files])
+    payload = spark.sparkContext.broadcast(transforms.model_payload(model_dir))
+    got = transforms.file_scores(spark, files, "cuda-test", payload, {k: v.to_dict() for k, v in stats.items()},
+                                 2048, device="cuda").toArrow()
+    keys = [("asset_id", "ascending"), ("timestamp_us", "ascending")]
+    expected, got = expected.sort_by(keys), got.sort_by(keys)
+    assert got.num_rows == expected.num_rows
+    np.testing.assert_allclose(got.column("score").to_numpy(), expected.column("score").to_numpy(), rtol=2e-2,
+                               atol=1e-5)
