@@ -133,6 +133,12 @@ class ModelConfig:
     pin_memory: bool = True  # page-locked batches when training on CUDA
 
 
+# Detectors whose training is one loop of lstmad.training.fit_batches (new_network → batch_loss → adopt), which
+# lstmad.distributed spreads over processes. IAE-LSTM-KL has two phases with a centre and a radius computed
+# between them over all training windows.
+DISTRIBUTABLE = ("lstm_forecaster", "lstm_autoencoder")
+
+
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
     """How training spreads over processes (lstmad.distributed); processes 0 trains in the calling process on
@@ -367,9 +373,9 @@ def _check_choices(config: PipelineConfig, source: str) -> None:
     if d.processes < 0 or d.shuffle_files < 1 or d.threads_per_process < 0:
         raise ConfigError(f"{source}: keys 'train.distributed.processes' and '.threads_per_process' must be 0 or "
                           "more, '.shuffle_files' at least 1")
-    if d.processes and config.model.detector not in ("lstm_forecaster", "lstm_autoencoder"):
-        raise ConfigError(f"{source}: key 'train.distributed.processes' needs model.detector lstm_forecaster or "
-                          f"lstm_autoencoder; {config.model.detector} trains in one process (processes: 0)")
+    if d.processes and config.model.detector not in DISTRIBUTABLE:
+        raise ConfigError(f"{source}: key 'train.distributed.processes' needs model.detector in "
+                          f"{list(DISTRIBUTABLE)}; {config.model.detector} trains in one process (processes: 0)")
     if d.processes > 1 and config.model.batch_size % d.processes:
         raise ConfigError(f"{source}: key 'model.batch_size' ({config.model.batch_size}) must be a multiple of "
                           f"train.distributed.processes ({d.processes}): each process takes an equal share")

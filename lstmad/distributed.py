@@ -23,14 +23,11 @@ import pyarrow.parquet as pq
 import torch
 
 from lstmad import names
+from lstmad.config import DISTRIBUTABLE
 from lstmad.tensors import Windows, windows_from_blocks
 from lstmad.training import Ranks, epoch_seed, fit_batches, loop_settings, resolve_device, summed_loss
 
 log = logging.getLogger("lstmad")
-
-# Detectors whose training is one loop of fit_batches (new_network → batch_loss → adopt). IAE-LSTM-KL has two
-# phases with a centre and a radius computed between them over all training windows.
-DISTRIBUTABLE = ("lstm_forecaster", "lstm_autoencoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +109,8 @@ def shard_batches(files: Sequence[str], data: ShardedData, local_batch: int, ste
         if produced == steps:
             return
         windows = file_windows([files[i] for i in np.sort(order[lo:lo + data.shuffle_files])], data)
+        if not len(windows):
+            continue  # a read of short blocks only
         perm = rng.permutation(len(windows))
         at = 0
         if carry is not None:
@@ -136,7 +135,8 @@ def train_rank(job: dict) -> dict:
     WORLD_SIZE environment, 1 when unset).
 
     ``job``: kind, params (the detector's parameter dict), data (ShardedData), use_gpu, threads.
-    Returns {"state_dict": bytes, "history", "train_windows", "steps_per_epoch", "windows_per_epoch",
+    Returns {"state_dict": bytes, "history", "shard_windows" (training windows in all shards),
+    "windows_per_epoch" (those trained each epoch: ranks × steps × local batch), "steps_per_epoch",
     "world_size", "n_channels"}, the same on every rank.
     """
     import torch.distributed as dist
@@ -163,25 +163,31 @@ def train_rank(job: dict) -> dict:
         ranks = Ranks(rank, world)
         train_shard = assign_shards(data.train_files, file_rows(data.train_files), world)[rank]
         validation_shard = assign_shards(data.validation_files, file_rows(data.validation_files), world)[rank]
-        local = count_windows(train_shard, data)
-        counts = torch.tensor([local, local], dtype=torch.int64)
+        local_windows = count_windows(train_shard, data)
+        fewest_windows, total_windows = local_windows, local_windows
         if world > 1:
-            counts = counts.to(device)
-            fewest, total = counts[:1].clone(), counts[1:].clone()
+            fewest = torch.tensor([local_windows], dtype=torch.int64, device=device)
+            total = fewest.clone()
             dist.all_reduce(fewest, op=dist.ReduceOp.MIN)
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
-            counts = torch.cat([fewest, total]).cpu()
-        steps = int(counts[0]) // local_batch
+            fewest_windows, total_windows = int(fewest.item()), int(total.item())
+        # every rank takes as many steps as the smallest shard allows: equal steps, or the group hangs
+        steps = fewest_windows // local_batch
         if job.get("max_train_windows"):
             steps = min(steps, max(1, job["max_train_windows"] // p.batch_size))
         if steps == 0:
-            raise ValueError(f"rank {rank}: its shard has {int(counts[0])} training windows, fewer than one batch "
+            raise ValueError(f"the smallest shard has {fewest_windows} training windows, fewer than one batch "
                              f"of {local_batch}; use fewer processes or a smaller model.batch_size")
-        first = pq.read_table(data.train_files[0], columns=[names.N_CHANNELS]).column(0)[0].as_py()
-        network = detector.new_network(first, data.window)
+        if rank == 0 and steps * p.batch_size < 0.9 * total_windows and not job.get("max_train_windows"):
+            log.warning("shards are uneven: each epoch trains %d of %d windows (%d ranks × %d steps × %d); more, "
+                        "smaller block files balance better", steps * p.batch_size, total_windows, world, steps,
+                        local_batch)
+        n_channels = pq.read_table(data.train_files[0], columns=[names.N_CHANNELS]).column(0)[0].as_py()
+        network = detector.new_network(n_channels, data.window)
         model = DistributedDataParallel(network.to(device)) if world > 1 else network
 
         def validation_loss(net, bf16):
+            """(Σ loss × windows, windows) over this rank's validation files, one file at a time."""
             batches = (b for f in validation_shard for b in file_windows([f], data).iter_batches(local_batch))
             return summed_loss(net, batches, detector.batch_loss, device, bf16)
 
@@ -193,8 +199,8 @@ def train_rank(job: dict) -> dict:
         # them, and TorchDistributor's local mode keeps whichever rank's output is written last.
         buffer = io.BytesIO()
         torch.save({k: v.cpu() for k, v in network.state_dict().items()}, buffer)
-        return {"state_dict": buffer.getvalue(), "history": history, "train_windows": int(counts[1]),
-                "steps_per_epoch": steps, "world_size": world, "n_channels": first,
+        return {"state_dict": buffer.getvalue(), "history": history, "shard_windows": total_windows,
+                "steps_per_epoch": steps, "world_size": world, "n_channels": n_channels,
                 "windows_per_epoch": steps * p.batch_size}
     finally:
         if world > 1:

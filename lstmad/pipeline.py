@@ -311,13 +311,22 @@ def build_detector(config: PipelineConfig, checkpoint_dir: str = ""):
 
 
 def training_key(config: PipelineConfig) -> str:
-    """Digest of everything that shapes a trained model: a rerun with the same key resumes an unfinished
-    run's checkpoints; any change starts afresh."""
+    """Digest of everything that shapes a trained model (settings, and the training dates' block files by name
+    and size): a rerun with the same key resumes an unfinished run's checkpoints; any change starts afresh."""
     import hashlib
 
-    shaping = {"pipeline": config.pipeline, "model": dataclasses.asdict(config.model),
-               "train": dataclasses.asdict(config.train), "prepare": dataclasses.asdict(config.prepare),
-               "channels": config.source.channel_names, "registered_model": config.registered_model_name}
+    from lstmad.distributed import block_files
+
+    # where and how fast it runs does not shape the model; what it is trained on does
+    model = {k: v for k, v in dataclasses.asdict(config.model).items()
+             if k not in ("device", "threads", "compile", "pin_memory")}
+    train = dataclasses.asdict(config.train)
+    train["distributed"] = {k: v for k, v in train["distributed"].items() if k in ("processes", "shuffle_files")}
+    data = [(Path(f).parent.name, Path(f).name, Path(f).stat().st_size)
+            for f in block_files(Paths.of(config).tensors, _train_dates(config))]
+    shaping = {"pipeline": config.pipeline, "model": model, "train": train,
+               "prepare": dataclasses.asdict(config.prepare), "channels": config.source.channel_names,
+               "registered_model": config.registered_model_name, "blocks": data}
     return hashlib.sha1(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -354,14 +363,15 @@ def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, 
                                                   config.model.validation_share)
     data = ShardedData(train_files, validation_files, config.prepare.window, config.prepare.max_masked_share,
                        t.exclude_labelled_anomalies, d.shuffle_files)
-    if d.processes > 1 or not d.local_mode:
+    if (d.processes > 1 or not d.local_mode) and spark is None:
         from lstmad.spark.session import get_session
 
-        spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
+        get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")  # TorchDistributor's session
     detector, summary = fit_distributed(detector, data, d.processes, d.local_mode, d.use_gpu,
                                         d.threads_per_process, config.model.max_train_windows)
-    return detector, {k: summary[k] for k in ("train_windows", "validation_windows", "steps_per_epoch",
-                                              "windows_per_epoch")} | {"processes": summary["world_size"]}
+    return detector, {"train_windows": summary["windows_per_epoch"], "shard_windows": summary["shard_windows"],
+                      "validation_windows": summary["validation_windows"],
+                      "steps_per_epoch": summary["steps_per_epoch"], "processes": summary["world_size"]}
 
 
 def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = None, promote: bool = True,
@@ -394,6 +404,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                    else paths.home / "checkpoints" / run_id)
     if resumed:
         log.info("train: resuming unfinished MLflow run %s from %s", run_id, checkpoints)
+    lock = _TrainingLock(paths.home / "locks" / f"train-{run_id}.lock", run_id)
     try:
         started = time.time()
         detector = build_detector(config, str(checkpoints))
@@ -433,17 +444,46 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                                                 "percentile": config.threshold.percentile,
                                                                 "value": threshold}},
                                   checkpoints=None if artifacts is not None else checkpoints)
+        name = config.registered_model_name
+        version = tracking.register_model(config.tracking_uri, name, run_id)
+        shutil.move(str(model_dir), str(paths.models / f"v{version}"))
+        # finished only now: a crash before this point leaves the run resumable, and its completed
+        # checkpoint makes the rerun go straight to logging and registering
+        tracking.finish_run(config.tracking_uri, run_id)
     except BaseException:
         tracking.fail_run(config.tracking_uri, run_id)
         raise
-    name = config.registered_model_name
-    version = tracking.register_model(config.tracking_uri, name, run_id)
-    shutil.move(str(model_dir), str(paths.models / f"v{version}"))
+    finally:
+        lock.release()
     result = {"run_id": run_id, "model_name": name, "model_version": version, "metrics": metrics,
               "history": detector.history_, "resumed": resumed}
     if promote:
         result.update(promote_model(config, run_id, version))
     return result
+
+
+class _TrainingLock:
+    """An exclusive lock per training run (a file under the pipeline home): a second training with the same
+    settings while the first is still alive would otherwise adopt its unfinished run and write the same
+    checkpoint. The OS releases it when the process dies, so a killed run's successor gets it."""
+
+    def __init__(self, path: Path, run_id: str):
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "w")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise RuntimeError(f"MLflow run {run_id} is being trained by another process right now (lock "
+                               f"{path}); wait for it or change the settings") from None
+
+    def release(self) -> None:
+        import fcntl
+
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
 
 
 def _training_stats(config: PipelineConfig):

@@ -59,31 +59,49 @@ def local_artifact_dir(tracking_uri: str, run_id: str) -> Optional[Path]:
 
 
 def fail_run(tracking_uri: str, run_id: str) -> None:
-    """Mark a training run that raised as FAILED (it stays resumable)."""
-    _client(tracking_uri).set_terminated(run_id, status="FAILED")
+    """Mark a training run that raised as FAILED (it stays resumable); a tracking store that cannot be reached
+    must not hide the error that got us here."""
+    try:
+        _client(tracking_uri).set_terminated(run_id, status="FAILED")
+    except Exception as error:  # noqa: BLE001
+        import logging
+
+        logging.getLogger("lstmad").warning("could not mark MLflow run %s FAILED: %s", run_id, error)
 
 
 def log_training_run(tracking_uri: str, run_id: str, params: dict, history: list[dict],
                      metrics: dict[str, float], model_dir: Path, tags: dict[str, str],
-                     documents: Optional[dict[str, dict]] = None, checkpoints: Optional[Path] = None) -> str:
-    """Complete training run ``run_id`` (open_training_run): parameters, per-epoch losses, evaluation
-    metrics, JSON documents (file name → content), the model folder and, when they were written outside
-    the artifact store, the checkpoints as artifacts. The run ends FINISHED. Returns the run id.
+                     documents: Optional[dict[str, dict]] = None, checkpoints: Optional[Path] = None) -> None:
+    """Log into training run ``run_id`` (open_training_run), which stays open until finish_run: parameters,
+    per-epoch losses, evaluation metrics, JSON documents (file name → content), the model folder and, when
+    they were written outside the artifact store, the checkpoints. A resumed run keeps the parameters it was
+    first logged with (MLflow refuses changed values); the others are added.
     """
-    _client(tracking_uri)
-    with mlflow.start_run(run_id=run_id) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        for record in history:
-            mlflow.log_metrics({k: record[k] for k in ("train_loss", "val_loss", "learning_rate") if k in record},
-                               step=record["epoch"])
-        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
-        mlflow.set_tags(tags)
-        for file_name, content in (documents or {}).items():
-            mlflow.log_dict(content, file_name)
-        mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACT)
-        if checkpoints is not None and checkpoints.is_dir():
-            mlflow.log_artifacts(str(checkpoints), artifact_path=CHECKPOINT_ARTIFACT)
-        return run.info.run_id
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(tracking_uri)
+    logged = client.get_run(run_id).data.params
+    now = int(time.time() * 1000)
+    batch_params = [Param(k, str(v)[:500]) for k, v in params.items() if k not in logged]
+    batch_metrics = [Metric(k, float(record[k]), now, record["epoch"]) for record in history
+                     for k in ("train_loss", "val_loss", "learning_rate") if k in record]
+    batch_metrics += [Metric(k, float(v), now, 0) for k, v in metrics.items()
+                      if isinstance(v, (int, float)) and math.isfinite(v)]
+    for lo in range(0, max(len(batch_metrics), len(batch_params), 1), 100):  # MLflow's per-call limits
+        client.log_batch(run_id, metrics=batch_metrics[lo:lo + 100], params=batch_params[lo:lo + 100],
+                         tags=[RunTag(k, v) for k, v in tags.items()] if lo == 0 else [])
+    for file_name, content in (documents or {}).items():
+        client.log_dict(run_id, content, file_name)
+    client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
+    if checkpoints is not None and checkpoints.is_dir():
+        client.log_artifacts(run_id, str(checkpoints), artifact_path=CHECKPOINT_ARTIFACT)
+
+
+def finish_run(tracking_uri: str, run_id: str) -> None:
+    """End a training run as FINISHED: from now on it is never resumed."""
+    _client(tracking_uri).set_terminated(run_id, status="FINISHED")
 
 
 def register_model(tracking_uri: str, name: str, run_id: str) -> str:

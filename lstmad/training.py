@@ -48,14 +48,16 @@ class Ranks:
     rank: int = 0
     world_size: int = 1
 
-    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+    def all_reduce(self, values: list[float], device: torch.device, op: str = "sum") -> list[float]:
+        """``values`` reduced elementwise over the ranks (``op``: sum or max); the values themselves with one
+        rank."""
         if self.world_size == 1:
             return list(values)
         import torch.distributed as dist
 
-        total = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total.tolist()
+        reduced = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(reduced, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return reduced.tolist()
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -161,10 +163,18 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
         scheduler.load_state_dict(state["scheduler"])
         history, best_loss, best_state, stale = state["history"], state["best_loss"], state["best_state"], state["stale"]
         first_epoch = epochs + 1 if state["stopped"] else state["epoch"] + 1
+    if ranks.world_size > 1:
+        # every rank reads the checkpoint itself; one that cannot see it would train different epochs and the
+        # group would hang in its collectives
+        low, high = ranks.all_reduce([-first_epoch, first_epoch], device, op="max")
+        if -low != high:
+            raise RuntimeError(f"ranks disagree on the epoch to resume at ({-low} to {high}): every rank must see "
+                               f"the checkpoint folder {checkpoint_dir}")
     for epoch in range(first_epoch, epochs + 1):
         torch.manual_seed(epoch_seed(seed, epoch, ranks.rank))  # dropout masks of this epoch and rank
         model.train()
-        total, count = 0.0, 0
+        # summed on the device: a .item() per step would wait for the GPU every step
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0
         rate = optimiser.param_groups[0]["lr"]
         for batch in epoch_batches(epoch):
             batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
@@ -173,13 +183,17 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
                 loss = batch_loss(step_model, batch)
             loss.backward()
             optimiser.step()
-            # .item() detaches: summing tensors would keep every batch's autograd graph alive.
-            total += loss.item() * batch.shape[0]
+            # detached: summing the losses themselves would keep every batch's autograd graph alive
+            total += loss.detach().double() * batch.shape[0]
             count += batch.shape[0]
         scheduler.step()
         val_sum, val_count = validation_loss(module, bf16)
-        total, count, val_sum, val_count = ranks.all_sum([total, count, val_sum, val_count], device)
-        val_loss = val_sum / val_count if val_count else math.nan
+        total, count, val_sum, val_count = ranks.all_reduce([total.item(), count, val_sum, val_count], device)
+        if not val_count or not math.isfinite(val_sum):
+            # without a finite validation loss no epoch would count as best and the initial weights would stay
+            raise ValueError(f"epoch {epoch}: validation loss over {int(val_count)} windows is {val_sum}; "
+                             "need validation windows with finite values")
+        val_loss = val_sum / val_count
         record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "learning_rate": rate}
         history.append(record)
         if val_loss < best_loss - 1e-9:

@@ -40,6 +40,16 @@ def classical_detectors(seed: int = 0) -> dict[str, DetectorFactory]:
     return {"pca_t2q": lambda: PCAT2QDetector(), "isolation_forest": lambda: IsolationForestDetector(seed=seed)}
 
 
+class WorkerFailed(RuntimeError):
+    """A measured worker exited with an error; ``peak_rss_mb`` is what it reached, ``reason`` its last line."""
+
+    def __init__(self, worker: str, stderr: str, peak_rss_mb: float):
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        self.reason = lines[-1] if lines else "no error output"
+        self.peak_rss_mb = peak_rss_mb
+        super().__init__(f"bench worker {worker} failed:\n{stderr[-3000:]}")
+
+
 def measured_subprocess(module: str, worker: str, *args: str) -> dict:
     """Run ``python -m module worker args…`` in a fresh process and parse the JSON line it prints last; adds
     peak_rss_mb, the peak resident memory of its whole process tree (JVM and Python workers included),
@@ -73,7 +83,7 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
     done.set()
     sampler.join()
     if process.returncode != 0:
-        raise RuntimeError(f"bench worker {worker} failed:\n{err[-3000:]}")
+        raise WorkerFailed(worker, err, round(peak / 2**20, 1))
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = round(peak / 2**20, 1)
     return result

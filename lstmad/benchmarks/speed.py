@@ -27,14 +27,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lstmad.benchmarks.common import machine, measured_subprocess
+from lstmad.benchmarks.common import WorkerFailed, machine, measured_subprocess
 
 MODULE = "lstmad.benchmarks.speed"
 WINDOW, CHANNELS, STEP_S = 26, 4, 600
 ROWS_PER_DAY = 86_400 // STEP_S
 PROFILES = ("lstm_forecaster", "lstm_autoencoder", "iae_lstm_kl_small")
-# Dense bf16 tensor-core peaks (TFLOP/s) of the cards this project may be lent, from NVIDIA's data sheets.
-GPU_PEAK_BF16_TFLOPS = {"H100 SXM": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.0}
+# Peaks (TFLOP/s, dense) of the cards this project may be lent, from NVIDIA's data sheets: FP32 on CUDA cores,
+# TF32 and BF16 on tensor cores. Scoring runs in fp32 (cuDNN may use TF32 tensor cores for the LSTM).
+GPU_PEAKS_TFLOPS = {"H100 SXM": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
+                    "H100 PCIe": {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0},
+                    "H100 NVL": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0},
+                    "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4}}
+
+
+def gpu_peaks(name: str) -> Optional[dict]:
+    """The peak table entry of a CUDA device name ("NVIDIA H100 80GB HBM3" is the SXM card)."""
+    if "H200" in name:
+        return GPU_PEAKS_TFLOPS["H200"]
+    if "H100" in name:
+        return GPU_PEAKS_TFLOPS["H100 PCIe" if "PCIe" in name else "H100 NVL" if "NVL" in name else "H100 SXM"]
+    return None
 
 
 def new_detector(profile: str, epochs: int = 1, batch_size: int = 256, device: str = "cpu"):
@@ -75,8 +88,8 @@ def series(rows: int, assets: int, seed: int = 0) -> np.ndarray:
 
 def build_archive(windows: int, folder: Path, assets: int = 8) -> dict:
     """Tensor blocks of about ``windows`` windows (W=26, C=4, 10-minute steps): ``assets`` assets, as many
-    days as needed, one file per date. Returns {"windows", "days", "assets"} (the
-    the asset-concatenated rows, PyOD's input, is saved beside them as series.npy)."""
+    days as needed, one file per date. Returns {"windows", "days", "assets"}; the asset-concatenated rows,
+    PyOD's input, are saved beside them as series.npy."""
     from lstmad import names
     from lstmad.series import segment_ids
     from lstmad.tensors import BLOCK_SCHEMA, DAY_US, MICROS, build_blocks, windows_in_block
@@ -151,6 +164,7 @@ def flops_per_window(profile: str, model_dir: Path) -> float:
     from lstmad.tensors import Windows
 
     detector = ModelBundle.load(model_dir).detector
+    lstm_paths = [path for path, m in detector.network_.named_modules() if isinstance(m, torch.nn.LSTM)]
     counted = []
     hooks = [m.register_forward_hook(lambda m, i, o: counted.append(lstm_flops(m, i)))
              for m in detector.network_.modules() if isinstance(m, torch.nn.LSTM)]
@@ -159,7 +173,10 @@ def flops_per_window(profile: str, model_dir: Path) -> float:
         detector.score(batch, 256)
     for hook in hooks:
         hook.remove()
-    return (counter.get_total_flops() + sum(counted)) / 256
+    # where an LSTM runs as separate matrix products (no fused kernel), the counter saw them: count them once
+    inside_lstms = sum(sum(ops.values()) for module, ops in counter.get_flop_counts().items()
+                       if any(module.endswith("." + path) for path in lstm_paths))
+    return (counter.get_total_flops() - inside_lstms + sum(counted)) / 256
 
 
 # ------------------------------------------------------------------------------------------------- workers
@@ -317,6 +334,15 @@ def measured(worker: str, *args) -> dict:
     return measured_subprocess(MODULE, worker, *map(str, args))
 
 
+def measured_or_failure(worker: str, *args) -> dict:
+    """measured(), or {"windows_per_s": None, "error", "peak_rss_mb"} when the worker fails (PyOD runs out
+    of memory on large archives: that is a result, not a crash of the bench)."""
+    try:
+        return measured(worker, *args)
+    except WorkerFailed as failure:
+        return {"windows_per_s": None, "error": failure.reason[:300], "peak_rss_mb": failure.peak_rss_mb}
+
+
 # ------------------------------------------------------------------------------------------------- runs
 
 
@@ -326,19 +352,25 @@ def _gpu() -> Optional[dict]:
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(0)
-    peak = next((v for k, v in GPU_PEAK_BF16_TFLOPS.items() if all(part in name for part in k.split())), None)
-    return {"name": name, "peak_bf16_tflops": peak}
+    return {"name": name, "peaks_tflops": gpu_peaks(name)}
 
 
 def _headline(result: dict, profile: str) -> None:
     """The issue's top-level keys, from the profile PyOD is compared with."""
     p = result["profiles"][profile]
-    largest = result["pyod_growth"][-1] if result["pyod_growth"] else {}
+    # the largest archive PyOD could score (it builds every window in memory and may not manage the largest)
+    completed = [g for g in result["pyod_growth"] if g["pyod_windows_per_s"] is not None]
+    largest = completed[-1] if completed else {}
+    failed = [g for g in result["pyod_growth"] if g["pyod_windows_per_s"] is None]
     result.update({
+        "comparison_windows": largest.get("windows"),
+        "pyod_failed_at_windows": failed[0]["windows"] if failed else None,
         "inprocess_windows_per_s": p["inprocess"]["windows_per_s"],
         "spark_windows_per_s": (p.get("spark") or {}).get("windows_per_s"),
         "gpu_windows_per_s": (p.get("gpu") or {}).get("windows_per_s"),
         "peak_rss_mb": largest.get("lstmad_peak_rss_mb", p["inprocess"]["peak_rss_mb"]),
+        "peak_rss_mb_at_largest": (result["pyod_growth"][-1]["lstmad_peak_rss_mb"] if result["pyod_growth"]
+                                   else None),
         "pyod_windows_per_s": largest.get("pyod_windows_per_s"),
         "pyod_peak_rss_mb": largest.get("pyod_peak_rss_mb"),
     })
@@ -366,11 +398,11 @@ def run_score(json_path: Optional[Path] = None, windows: int = 100_000, pyod_siz
         entry["cpu_achieved_gflops"] = round(entry["inprocess"]["windows_per_s"] * entry["flops_per_window"] / 1e9, 2)
         entry["gpu"] = None
         if gpu:
-            entry["gpu"] = measured("score_inprocess", main, profile, 65536, "cuda")
+            entry["gpu"] = {**measured("score_inprocess", main, profile, 65536, "cuda"), "batch_size": 65536}
             achieved = entry["gpu"]["windows_per_s"] * entry["flops_per_window"] / 1e12
             entry["gpu"]["achieved_tflops"] = round(achieved, 3)
-            entry["gpu"]["share_of_peak_bf16"] = (round(achieved / gpu["peak_bf16_tflops"], 5)
-                                                  if gpu["peak_bf16_tflops"] else None)
+            for kind, peak in (gpu["peaks_tflops"] or {}).items():
+                entry["gpu"][f"share_of_{kind}_peak"] = round(achieved / peak, 5)
         result["profiles"][profile] = entry
     forecaster_dir = main / "models" / "lstm_forecaster"
     if not forecaster_dir.exists():
@@ -382,11 +414,11 @@ def run_score(json_path: Optional[Path] = None, windows: int = 100_000, pyod_siz
         if not (sized / "models" / "lstm_forecaster").exists():
             os.symlink(forecaster_dir, sized / "models" / "lstm_forecaster")
         ours = measured("score_inprocess", sized, "lstm_forecaster", batch_size, "cpu")
-        theirs = measured("score_pyod", sized, ours["windows"], 256)
+        theirs = measured_or_failure("score_pyod", sized, ours["windows"], 256)
         result["pyod_growth"].append({"windows": ours["windows"], "lstmad_windows_per_s": ours["windows_per_s"],
                                       "lstmad_peak_rss_mb": ours["peak_rss_mb"],
                                       "pyod_windows_per_s": theirs["windows_per_s"],
-                                      "pyod_peak_rss_mb": theirs["peak_rss_mb"]})
+                                      "pyod_peak_rss_mb": theirs["peak_rss_mb"], "pyod_error": theirs.get("error")})
     _headline(result, "lstm_forecaster" if "lstm_forecaster" in profiles else profiles[0])
     return _finish(result, json_path)
 
@@ -412,14 +444,15 @@ def run_train(json_path: Optional[Path] = None, windows: int = 100_000, pyod_siz
                           if profile.split("_small")[0] in DISTRIBUTABLE else None)
         if entry["spark"]:
             entry["spark_vs_inprocess"] = round(entry["spark"]["windows_per_s"] / entry["inprocess"]["windows_per_s"], 3)
-        entry["gpu"] = measured("train_inprocess", folder, profile, epochs, 4096, "cuda") if gpu else None
+        entry["gpu"] = ({**measured("train_inprocess", folder, profile, epochs, 4096, "cuda"), "batch_size": 4096}
+                        if gpu else None)
         result["profiles"][profile] = entry
     for size in pyod_sizes:
         progress(f"growth: PyOD LSTMAD fitting {size:,} windows ...")
         sized, _ = archive_of(root, size)
-        theirs = measured("train_pyod", sized, size, epochs, batch_size)
+        theirs = measured_or_failure("train_pyod", sized, size, epochs, batch_size)
         result["pyod_growth"].append({"windows": size, "pyod_windows_per_s": theirs["windows_per_s"],
-                                      "pyod_peak_rss_mb": theirs["peak_rss_mb"]})
+                                      "pyod_peak_rss_mb": theirs["peak_rss_mb"], "pyod_error": theirs.get("error")})
     first = "lstm_forecaster" if "lstm_forecaster" in profiles else profiles[0]
     p = result["profiles"][first]
     result.update({"inprocess_windows_per_s": p["inprocess"]["windows_per_s"],

@@ -75,6 +75,24 @@ def work_items(files: list[str], parallelism: int, per_core: int = 4) -> list[tu
     return items
 
 
+def _read_piece(file: str, first: int, count: int):
+    """Blocks [first, first + count) of a block file, decoding record batches of ``count`` blocks up to them
+    (never the whole file at once)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts, at = [], 0
+    with pq.ParquetFile(file) as handle:
+        for record_batch in handle.iter_batches(batch_size=count, use_threads=False):
+            lo, hi = max(first - at, 0), min(first + count - at, record_batch.num_rows)
+            if lo < hi:
+                parts.append(record_batch.slice(lo, hi - lo))
+            at += record_batch.num_rows
+            if at >= first + count:
+                break
+    return pa.Table.from_batches(parts, schema=handle.schema_arrow) if parts else handle.schema_arrow.empty_table()
+
+
 def file_scores(spark, files: list[str], model_key: str, payload_broadcast, stats_dicts: dict[str, dict],
                 batch_size: int, max_masked_share: float = 1.0, device: str = "auto",
                 per_core: int = 4) -> DataFrame:
@@ -90,17 +108,16 @@ def file_scores(spark, files: list[str], model_key: str, payload_broadcast, stat
     stats_by_id = {k: NormalisationStats.from_dict(v) for k, v in stats_dicts.items()}
 
     def score_items(batches):
-        import pyarrow.parquet as pq
-
         bundle = _bundle_from_payload(model_key, payload_broadcast.value, worker_device(device))
         for batch in batches:
             for index in batch.column(0).to_pylist():
                 file, first, count = items[index]
-                blocks = pq.read_table(file).slice(first, count)
-                yield from score_blocks(bundle, blocks, stats_by_id, batch_size, max_masked_share).to_batches()
+                yield from score_blocks(bundle, _read_piece(file, first, count), stats_by_id, batch_size,
+                                        max_masked_share).to_batches()
 
     # contiguous runs of items per task: consecutive pieces of one file stay together
-    return spark.range(0, len(items), numPartitions=min(len(items), tasks)).mapInArrow(score_items, SCORE_STRUCT)
+    return spark.range(0, len(items), numPartitions=max(1, min(len(items), tasks))).mapInArrow(score_items,
+                                                                                           SCORE_STRUCT)
 
 
 def flagged_scores(scores: DataFrame, threshold: float) -> DataFrame:

@@ -1,0 +1,27 @@
+"""How Spark scoring cuts block files into task pieces: every block in exactly one piece, in file order."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lstmad.spark.score import _read_piece, work_items
+
+
+def block_file(path, n_blocks, row_group_size):
+    table = pa.table({"block_start": list(range(n_blocks)), "values": [b"x" * 10] * n_blocks})
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return str(path)
+
+
+def test_one_file_is_cut_so_every_core_gets_work_and_every_block_is_read_once(tmp_path):
+    file = block_file(tmp_path / "one.parquet", 37, row_group_size=10)  # pieces cross row-group bounds
+    items = work_items([file], parallelism=2, per_core=4)
+    assert len(items) == 8 and [count for _, _, count in items] == [5] * 7 + [2]  # ceil(37 / 8) per piece
+    read = [b for f, first, count in items for b in _read_piece(f, first, count).column("block_start").to_pylist()]
+    assert read == list(range(37))
+
+
+def test_many_files_stay_whole(tmp_path):
+    files = [block_file(tmp_path / f"{i}.parquet", 5, row_group_size=2) for i in range(12)]
+    items = work_items(files, parallelism=2, per_core=4)
+    assert items == [(f, 0, 5) for f in files]
+    assert _read_piece(files[0], 0, 5).num_rows == 5
