@@ -18,6 +18,13 @@ def parser(description: str, dated: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def log_to_stderr() -> None:
+    """Logs to stderr, stdout only for the result line. force: under spark-submit the root logger already
+    has a stdout handler by the time the job starts. Called by the scripts' __main__, not by main(), so a
+    test calling main() keeps its own logging."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
+
+
 def emit(summary: dict) -> None:
     """The job's result as one JSON line on stdout (what Airflow and wrappers read)."""
     print(json.dumps(summary, default=str))
@@ -31,5 +38,4 @@ def run_dated_step(step: Callable, description: str, argv: Optional[list[str]] =
     args = p.parse_args(argv)
     if args.date is None:
         p.error("--date is required")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
     emit(step(load_config(args.conf), args.date))

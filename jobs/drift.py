@@ -3,7 +3,7 @@
     spark-submit jobs/drift.py --conf conf/demo.yaml --date 2026-01-20
 """
 
-from _common import run_dated_step
+from _common import log_to_stderr, run_dated_step
 
 from lstmad import pipeline
 
@@ -13,4 +13,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    log_to_stderr()
     main()

@@ -6,10 +6,8 @@
 """
 
 import datetime as dt
-import logging
-import sys
 
-from _common import emit, parser
+from _common import emit, log_to_stderr, parser
 
 from lstmad import pipeline
 from lstmad.config import load_config
@@ -23,7 +21,6 @@ def main(argv=None) -> None:
     p.add_argument("--training", action="store_true")
     p.add_argument("--accept-schema", action="store_true", help="record a changed source schema")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
     config = load_config(args.conf)
     if args.training:
         emit({"prepared": pipeline.prepare_training_data(config)})
@@ -35,4 +32,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    log_to_stderr()
     main()

@@ -136,11 +136,16 @@ def train(conf: Path = ConfOption) -> None:
 
 
 @app.command()
-def score(conf: Path = ConfOption, date: str = typer.Option(..., help="date to score, YYYY-MM-DD")) -> None:
-    """Score one date with the champion model; replace that date's scores and intervals."""
+def score(conf: Path = ConfOption, date: str = typer.Option(..., help="date to score, YYYY-MM-DD"),
+          end: Optional[str] = typer.Option(None, help="last date of a backfill range starting at --date")) -> None:
+    """Score one date (or --date … --end …) with the champion model; replace those dates' scores and
+    intervals."""
     from lstmad import pipeline
 
-    _print_json(_run(pipeline.score, _config(conf), _date(date)))
+    if end is None:
+        _print_json(_run(pipeline.score, _config(conf), _date(date)))
+    else:
+        _print_json(_run(pipeline.score_range, _config(conf), _date(date), _date(end, "--end")))
 
 
 @app.command()

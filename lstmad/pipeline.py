@@ -656,6 +656,26 @@ def score(config: PipelineConfig, day: dt.date, spark=None) -> dict:
     return summary
 
 
+def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None) -> dict:
+    """Score every date of a backfill range with the champion, one Spark job per date on one session (each
+    date replaced alone, as the nightly run does). Every date's tensor blocks are checked before any is
+    scored."""
+    from lstmad.spark.session import get_session
+
+    paths = Paths.of(config)
+    days = date_range(start, end)
+    missing = [d.isoformat() for d in days if not (paths.tensors / f"{names.DATE}={d.isoformat()}").is_dir()]
+    if missing:
+        raise PrepareError(f"{paths.tensors}: no tensor blocks for {', '.join(missing)}; run lstmad prepare "
+                           f"--start {start} --end {end} first")
+    spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
+    started = time.time()
+    summaries = [score(config, day, spark) for day in days]
+    return {"start": start.isoformat(), "end": end.isoformat(), "dates": summaries,
+            "n_scores": sum(s["n_scores"] for s in summaries), "n_intervals": sum(s["n_intervals"] for s in summaries),
+            "seconds": round(time.time() - started, 3)}
+
+
 def _utc(micros: pa.ChunkedArray) -> pa.ChunkedArray:
     return micros.cast(pa.timestamp("us", tz="UTC"))
 

@@ -332,3 +332,20 @@ def test_spark_scores_equal_in_process_scores(run):
     merged = local.merge(written, on=[names.ASSET, "timestamp_us"], suffixes=("_local", "_spark"))
     assert len(merged) == len(local) == len(written) > 0
     np.testing.assert_allclose(merged.score_spark, merged.score_local, rtol=0, atol=1e-6)
+
+
+def test_a_backfill_range_is_checked_whole_then_scored_date_by_date(run):
+    """Kept last: it writes dates besides SCORED into the score tables."""
+    config, paths = run["config"], run["paths"]
+    before = lakehouse.table_version(paths.lake, names.ANOMALY_SCORES)
+    with pytest.raises(pipeline.PrepareError, match="2026-01-08, 2026-01-09"):
+        pipeline.score_range(config, dt.date(2026, 1, 5), dt.date(2026, 1, 9))  # 8 and 9 were never prepared
+    assert lakehouse.table_version(paths.lake, names.ANOMALY_SCORES) == before  # nothing written
+    backfill = run_job("score", ["--conf", str(run["conf"]), "--date", "2026-01-05", "--end", "2026-01-06"])
+    assert [s["date"] for s in backfill["dates"]] == ["2026-01-05", "2026-01-06"]
+    scores = lakehouse.read_table(paths.lake, names.ANOMALY_SCORES).to_pandas()
+    for day in ("2026-01-05", "2026-01-06"):
+        rows = scores[scores.scored_date == day]
+        assert len(rows) == next(s["n_scores"] for s in backfill["dates"] if s["date"] == day) > 0
+        assert rows.timestamp.dt.strftime("%Y-%m-%d").eq(day).all()
+    assert backfill["n_scores"] == sum(s["n_scores"] for s in backfill["dates"])
