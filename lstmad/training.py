@@ -7,6 +7,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -135,7 +136,8 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
     same number of equal-sized batches on every rank, so averaged gradients are those of the global batch),
     losses are summed over ``ranks`` and only rank 0 writes checkpoints. ``validation_loss(network, bf16)``
     returns this rank's (sum of batch losses × batch sizes, window count).
-    Returns one dict per epoch: {"epoch", "train_loss", "val_loss", "learning_rate"}; ``model`` ends on
+    Returns one dict per epoch: {"epoch", "train_loss", "val_loss", "learning_rate", "windows" (trained, all
+    ranks), "seconds" (the epoch's wall time, validation included)}; ``model`` ends on
     ``device`` with the best weights loaded.
     With ``checkpoint_dir``, every epoch ends by saving model, optimiser, scheduler, epoch, history and
     early-stopping state there (``last.pt``, replaced atomically); a call that finds a checkpoint resumes
@@ -171,6 +173,7 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
             raise RuntimeError(f"ranks disagree on the epoch to resume at ({-low} to {high}): every rank must see "
                                f"the checkpoint folder {checkpoint_dir}")
     for epoch in range(first_epoch, epochs + 1):
+        epoch_started = time.perf_counter()
         torch.manual_seed(epoch_seed(seed, epoch, ranks.rank))  # dropout masks of this epoch and rank
         model.train()
         # summed on the device: a .item() per step would wait for the GPU every step
@@ -194,7 +197,8 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
             raise ValueError(f"epoch {epoch}: validation loss over {int(val_count)} windows is {val_sum}; "
                              "need validation windows with finite values")
         val_loss = val_sum / val_count
-        record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "learning_rate": rate}
+        record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "learning_rate": rate,
+                  "windows": int(count), "seconds": time.perf_counter() - epoch_started}
         history.append(record)
         if val_loss < best_loss - 1e-9:
             best_loss, best_state, stale = val_loss, copy.deepcopy(module.state_dict()), 0

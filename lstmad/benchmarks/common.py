@@ -96,6 +96,15 @@ def machine() -> dict:
             "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
 
 
+def finish_json(result: dict, json_path: Optional[Path]) -> dict:
+    """Add the machine to a speed bench's result and write it to ``json_path`` when one is given."""
+    result["machine"] = machine()
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
 def write_report(name: str, result: dict, json_path: Path, markdown: str, figures: dict[str, Callable]) -> dict:
     """Write ``json_path``, a Markdown table beside it (.md) and one PNG per figure (name → draw(ax))."""
     import matplotlib

@@ -326,13 +326,9 @@ def run(rows: int, json_path: Optional[Path] = None, source: str = "la_haute_bor
         progress("smoothing: Spark row window per channel vs per-asset Arrow + NumPy ...")
         smoothing = run_measured("smoothing", str(config_path))
         result.update({k: smoothing[k] for k in ("smoothing_spark_row_window_s", "smoothing_arrow_numpy_s")})
-    from lstmad.benchmarks.common import machine
+    from lstmad.benchmarks.common import finish_json
 
-    result["machine"] = machine()
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2, default=str))
-    return result
+    return finish_json(result, json_path)
 
 
 if __name__ == "__main__":

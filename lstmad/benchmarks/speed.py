@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lstmad.benchmarks.common import WorkerFailed, machine, measured_subprocess
+from lstmad.benchmarks.common import WorkerFailed, finish_json, measured_subprocess
 
 MODULE = "lstmad.benchmarks.speed"
 WINDOW, CHANNELS, STEP_S = 26, 4, 600
@@ -275,15 +275,16 @@ def _worker_train_inprocess(folder: str, profile: str, epochs: str, batch_size: 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    trained = _trained_windows(detector, len(windows))
+    return _rates(detector.history_, seconds)
+
+
+def _rates(history: list[dict], seconds: float) -> dict:
+    """Windows trained (every epoch, both phases for IAE) per second of the whole fit, and per second of the
+    epochs alone (steady state: without start-up, counting and post-fit scoring)."""
+    trained = sum(h["windows"] for h in history)
+    in_epochs = sum(h["seconds"] for h in history)
     return {"windows": trained, "seconds": round(seconds, 3), "windows_per_s": round(trained / seconds, 1),
-            "epochs": len(detector.history_)}
-
-
-def _trained_windows(detector, n_windows: int) -> int:
-    """Windows passed through a training step: the training share × epochs run (both phases for IAE)."""
-    share = 1 - detector.params.validation_share
-    return int(round(n_windows * share)) * len(detector.history_)
+            "epoch_windows_per_s": round(trained / in_epochs, 1), "epochs": len(history)}
 
 
 def _worker_train_spark(folder: str, profile: str, epochs: str, batch_size: str, processes: str) -> dict:
@@ -303,9 +304,7 @@ def _worker_train_spark(folder: str, profile: str, epochs: str, batch_size: str,
                                  threads=threads)
     seconds = time.perf_counter() - started
     spark.stop()
-    trained = summary["windows_per_epoch"] * len(summary["history"])
-    return {"windows": trained, "seconds": round(seconds, 3), "windows_per_s": round(trained / seconds, 1),
-            "processes": summary["world_size"], "epochs": len(summary["history"])}
+    return {**_rates(summary["history"], seconds), "processes": summary["world_size"]}
 
 
 def _worker_train_pyod(folder: str, windows: str, epochs: str, batch_size: str) -> dict:
@@ -420,7 +419,7 @@ def run_score(json_path: Optional[Path] = None, windows: int = 100_000, pyod_siz
                                       "pyod_windows_per_s": theirs["windows_per_s"],
                                       "pyod_peak_rss_mb": theirs["peak_rss_mb"], "pyod_error": theirs.get("error")})
     _headline(result, "lstm_forecaster" if "lstm_forecaster" in profiles else profiles[0])
-    return _finish(result, json_path)
+    return finish_json(result, json_path)
 
 
 def run_train(json_path: Optional[Path] = None, windows: int = 100_000, pyod_sizes: tuple[int, ...] = (100_000,),
@@ -443,7 +442,8 @@ def run_train(json_path: Optional[Path] = None, windows: int = 100_000, pyod_siz
         entry["spark"] = (measured("train_spark", folder, profile, epochs, batch_size, processes)
                           if profile.split("_small")[0] in DISTRIBUTABLE else None)
         if entry["spark"]:
-            entry["spark_vs_inprocess"] = round(entry["spark"]["windows_per_s"] / entry["inprocess"]["windows_per_s"], 3)
+            for rate in ("windows_per_s", "epoch_windows_per_s"):
+                entry[f"spark_vs_inprocess_{rate}"] = round(entry["spark"][rate] / entry["inprocess"][rate], 3)
         entry["gpu"] = ({**measured("train_inprocess", folder, profile, epochs, 4096, "cuda"), "batch_size": 4096}
                         if gpu else None)
         result["profiles"][profile] = entry
@@ -457,21 +457,15 @@ def run_train(json_path: Optional[Path] = None, windows: int = 100_000, pyod_siz
     p = result["profiles"][first]
     result.update({"inprocess_windows_per_s": p["inprocess"]["windows_per_s"],
                    "spark_windows_per_s": (p["spark"] or {}).get("windows_per_s"),
+                   "inprocess_epoch_windows_per_s": p["inprocess"]["epoch_windows_per_s"],
+                   "spark_epoch_windows_per_s": (p["spark"] or {}).get("epoch_windows_per_s"),
                    "gpu_windows_per_s": (p["gpu"] or {}).get("windows_per_s"),
                    "peak_rss_mb": p["inprocess"]["peak_rss_mb"],
                    "spark_peak_rss_mb": (p["spark"] or {}).get("peak_rss_mb"),
                    "pyod_windows_per_s": result["pyod_growth"][0]["pyod_windows_per_s"] if pyod_sizes else None,
                    "pyod_peak_rss_mb": result["pyod_growth"][0]["pyod_peak_rss_mb"] if pyod_sizes else None,
                    "archive": archive})
-    return _finish(result, json_path)
-
-
-def _finish(result: dict, json_path: Optional[Path]) -> dict:
-    result["machine"] = machine()
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2, default=str))
-    return result
+    return finish_json(result, json_path)
 
 
 if __name__ == "__main__":
