@@ -83,3 +83,26 @@ def test_prepare_bench_archive_and_pandas_baseline_agree_with_prepare(tmp_path, 
     assert baseline["rows_read"] == summary["rows_read"]
     assert baseline["rows_quarantined"] == summary["rows_quarantined"]
     assert baseline["grid_rows"] == summary["grid_rows"]
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_speed_bench_scores_every_window_in_process_in_spark_and_with_pyod(tmp_path):
+    """lstmad bench score on a tiny archive: each path scores exactly the archive's windows, counted here by
+    hand, and the JSON has the keys the issue names."""
+    from lstmad.benchmarks import speed
+
+    result = speed.run_score(tmp_path / "score.json", windows=3000, pyod_sizes=(3000,),
+                             profiles=("lstm_forecaster",), workdir=tmp_path)
+    # ceil(3000 / (8 assets × 144 rows)) = 3 days of one gap-free segment per asset: 8 × (3·144 − 25) windows
+    expected = 8 * (3 * 144 - 25)
+    entry = result["profiles"]["lstm_forecaster"]
+    assert result["archive"]["windows"] == entry["inprocess"]["windows"] == entry["spark"]["windows"] == expected
+    assert result["pyod_growth"][0]["windows"] == expected and result["pyod_growth"][0]["pyod_error"] is None
+    # 25 steps × (layer 1: 2·4·64·(4 + 64) + 512; layer 2: 2·4·64·128 + 512) + the 64 → 4 head: 2·64·4
+    assert entry["flops_per_window"] == 25 * (2 * 4 * 64 * 68 + 512 + 2 * 4 * 64 * 128 + 512) + 2 * 64 * 4
+    for key in ("inprocess_windows_per_s", "spark_windows_per_s", "pyod_windows_per_s", "peak_rss_mb",
+                "pyod_peak_rss_mb"):
+        assert result[key] > 0, key
+    assert result["gpu_windows_per_s"] is None or result["device"] != "cpu"
+    assert (tmp_path / "score.json").exists()
