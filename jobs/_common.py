@@ -19,10 +19,13 @@ def parser(description: str, dated: bool = True) -> argparse.ArgumentParser:
 
 
 def log_to_stderr() -> None:
-    """Logs to stderr, stdout only for the result line. force: under spark-submit the root logger already
-    has a stdout handler by the time the job starts. Called by the scripts' __main__, not by main(), so a
-    test calling main() keeps its own logging."""
+    """Logs to stderr, stdout only for the result line. Under spark-submit PySpark merges the Python driver's
+    stderr into stdout (PythonRunner), so there the result line is simply the last line. Called by the
+    scripts' __main__, not by main(), so a test calling main() keeps its own logging."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
+    # py4j says "Closing down clientserver connection" at exit, after the result line, through whatever
+    # handler Spark's start-up attached: keep its chatter out
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def emit(summary: dict) -> None:

@@ -91,7 +91,7 @@ def prepared(tmp_path_factory, spark):
 
 
 def last_json_line(stdout: str):
-    """The JSON line a job prints (py4j may log its shutdown to stdout after it)."""
+    """The last JSON line of a script's stdout (py4j may log its shutdown after it)."""
     return json.loads([line for line in stdout.splitlines() if line.startswith(("{", "["))][-1])
 
 
@@ -106,7 +106,8 @@ def spark_submit(url: str, job: str, args: list[str], py_files: Path, logs: Path
     (logs / f"{job}.stderr").write_text(done.stderr)
     assert done.returncode == 0, done.stderr[-4000:]
     (logs / f"{job}.stdout").write_text(done.stdout)
-    return last_json_line(done.stdout)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    return json.loads(lines[-1])  # a job's stdout ends with its result line, whatever Spark logs
 
 
 def test_train_and_score_through_spark_submit_on_a_standalone_cluster_equal_local_mode(cluster, prepared, spark):
