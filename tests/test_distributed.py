@@ -149,3 +149,21 @@ def test_one_rank_in_process_resumes_a_killed_run_to_the_uninterrupted_model(ten
                                rtol=1e-6)
     for name, value in whole.network_.state_dict().items():
         torch.testing.assert_close(resumed.network_.state_dict()[name], value)
+
+
+@pytest.mark.spark
+def test_two_ranks_resume_from_a_checkpoint_to_the_uninterrupted_model(spark, tensor_root, tmp_path):
+    """Both ranks read the checkpoint and continue after its epoch. A 2-epoch run leaves the checkpoint a
+    4-epoch run killed after epoch 2 would (constant learning rate, no early stop)."""
+    data = data_of(tensor_root)
+    settings = dict(hidden_sizes=(8, 8), dropout=0.3)  # dropout on: its per-(epoch, rank) seeds must repeat
+    whole, _ = fit_distributed(detector(epochs=4, **settings), data, processes=2, threads=1)
+    fit_distributed(detector(epochs=2, checkpoint_dir=str(tmp_path), **settings), data, processes=2, threads=1)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 2
+    resumed, _ = fit_distributed(detector(epochs=4, checkpoint_dir=str(tmp_path), **settings), data, processes=2,
+                                 threads=1)
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4]
+    np.testing.assert_allclose([h["val_loss"] for h in resumed.history_], [h["val_loss"] for h in whole.history_],
+                               rtol=1e-6)
+    for name, value in whole.network_.state_dict().items():
+        torch.testing.assert_close(resumed.network_.state_dict()[name], value)
