@@ -254,6 +254,7 @@ def _worker_score_pyod(folder: str, windows: str, batch_size: str) -> dict:
     model.fit(np.asarray(values[:4096 + window_size]))
     target = np.asarray(values[:int(windows) + window_size], dtype=np.float64)
     started = time.perf_counter()
+    # LSTMAD.decision_function has no batch size: it builds every window (float64) and runs one forward pass
     scores = model.decision_function(target)
     seconds = time.perf_counter() - started
     n = int(windows)
