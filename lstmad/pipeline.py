@@ -318,10 +318,10 @@ def training_key(config: PipelineConfig) -> str:
     from lstmad.distributed import block_files
 
     # where and how fast it runs does not shape the model; what it is trained on does
-    model = {k: v for k, v in dataclasses.asdict(config.model).items()
-             if k not in ("device", "threads", "compile", "pin_memory")}
+    model = {k: v for k, v in dataclasses.asdict(config.model).items() if k not in ("threads", "compile", "pin_memory")}
     train = dataclasses.asdict(config.train)
-    train["distributed"] = {k: v for k, v in train["distributed"].items() if k in ("processes", "shuffle_files")}
+    train["distributed"] = {k: v for k, v in train["distributed"].items()
+                            if k in ("processes", "shuffle_files", "use_gpu")}
     data = [(Path(f).parent.name, Path(f).name, Path(f).stat().st_size)
             for f in block_files(Paths.of(config).tensors, _train_dates(config))]
     shaping = {"pipeline": config.pipeline, "model": model, "train": train,
@@ -397,14 +397,21 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         torch.set_num_threads(m.threads)
     stats = _training_stats(config)
     tags = {"pipeline": config.pipeline, "detector": config.model.detector}
-    run_id, resumed = tracking.open_training_run(config.tracking_uri, config.experiment_name, training_key(config),
-                                                 tags, config.artifact_location)
+    key = training_key(config)
+    # locked before the run is looked up: two trainings with the same settings must not both find (or both
+    # create) the unfinished run
+    lock = _TrainingLock(paths.home / "locks" / f"train-{key}.lock", key)
+    try:
+        run_id, resumed = tracking.open_training_run(config.tracking_uri, config.experiment_name, key, tags,
+                                                     config.artifact_location)
+    except BaseException:
+        lock.release()
+        raise
     artifacts = tracking.local_artifact_dir(config.tracking_uri, run_id)
     checkpoints = (artifacts / tracking.CHECKPOINT_ARTIFACT if artifacts is not None
                    else paths.home / "checkpoints" / run_id)
     if resumed:
         log.info("train: resuming unfinished MLflow run %s from %s", run_id, checkpoints)
-    lock = _TrainingLock(paths.home / "locks" / f"train-{run_id}.lock", run_id)
     try:
         started = time.time()
         detector = build_detector(config, str(checkpoints))
@@ -445,8 +452,11 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                                                 "value": threshold}},
                                   checkpoints=None if artifacts is not None else checkpoints)
         name = config.registered_model_name
-        version = tracking.register_model(config.tracking_uri, name, run_id)
-        shutil.move(str(model_dir), str(paths.models / f"v{version}"))
+        version = tracking.register_model(config.tracking_uri, name, run_id)  # the run's version if it has one
+        if (paths.models / f"v{version}").exists():
+            shutil.rmtree(model_dir)  # registered and cached by an attempt that crashed after it
+        else:
+            shutil.move(str(model_dir), str(paths.models / f"v{version}"))
         # finished only now: a crash before this point leaves the run resumable, and its completed
         # checkpoint makes the rerun go straight to logging and registering
         tracking.finish_run(config.tracking_uri, run_id)
@@ -463,11 +473,12 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
 
 
 class _TrainingLock:
-    """An exclusive lock per training run (a file under the pipeline home): a second training with the same
+    """An exclusive lock per training key (a file under the pipeline home): a second training with the same
     settings while the first is still alive would otherwise adopt its unfinished run and write the same
-    checkpoint. The OS releases it when the process dies, so a killed run's successor gets it."""
+    checkpoint. The OS releases it when the process dies, so a killed run's successor gets it. It guards one
+    machine; trainings on several machines need the orchestrator to serialise them."""
 
-    def __init__(self, path: Path, run_id: str):
+    def __init__(self, path: Path, key: str):
         import fcntl
 
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -476,8 +487,8 @@ class _TrainingLock:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise RuntimeError(f"MLflow run {run_id} is being trained by another process right now (lock "
-                               f"{path}); wait for it or change the settings") from None
+            raise RuntimeError(f"a training with the same settings (key {key}) is running in another process "
+                               f"(lock {path}); wait for it or change the settings") from None
 
     def release(self) -> None:
         import fcntl
@@ -603,15 +614,15 @@ def champion_bundle(config: PipelineConfig):
 # ---------------------------------------------------------------------------------------------- score
 
 
-def score(config: PipelineConfig, day: dt.date, spark=None) -> dict:
-    """Score one date's tensor blocks with the champion through Spark; replace that date in anomaly_scores and
-    anomaly_intervals."""
+def score(config: PipelineConfig, day: dt.date, spark=None, champion: Optional[tuple] = None) -> dict:
+    """Score one date's tensor blocks with the champion (or ``champion``: (registered, bundle) from
+    champion_bundle) through Spark; replace that date in anomaly_scores and anomaly_intervals."""
     from lstmad.metrics import score_metrics
     from lstmad.spark import score as transforms
     from lstmad.spark.session import get_session
 
     paths = Paths.of(config)
-    registered, bundle = champion_bundle(config)
+    registered, bundle = champion or champion_bundle(config)
     bundle.check_compatible(tuple(config.source.channel_names), config.prepare.window, config.prepare.step_s)
     date = day.isoformat()
     partition = paths.tensors / f"{names.DATE}={date}"
@@ -657,9 +668,9 @@ def score(config: PipelineConfig, day: dt.date, spark=None) -> dict:
 
 
 def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None) -> dict:
-    """Score every date of a backfill range with the champion, one Spark job per date on one session (each
-    date replaced alone, as the nightly run does). Every date's tensor blocks are checked before any is
-    scored."""
+    """Score every date of a backfill range with the champion of its start, one Spark job per date on one
+    session (each date replaced alone, as the nightly run does). Every date's tensor blocks are checked
+    before any is scored."""
     from lstmad.spark.session import get_session
 
     paths = Paths.of(config)
@@ -670,7 +681,8 @@ def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None
                            f"--start {start} --end {end} first")
     spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
     started = time.time()
-    summaries = [score(config, day, spark) for day in days]
+    champion = champion_bundle(config)  # one model for the whole range, even if a promotion happens meanwhile
+    summaries = [score(config, day, spark, champion) for day in days]
     return {"start": start.isoformat(), "end": end.isoformat(), "dates": summaries,
             "n_scores": sum(s["n_scores"] for s in summaries), "n_intervals": sum(s["n_intervals"] for s in summaries),
             "seconds": round(time.time() - started, 3)}

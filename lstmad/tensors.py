@@ -21,6 +21,10 @@ from lstmad import names
 MICROS = 1_000_000
 DAY_US = 86_400 * MICROS
 
+# Row groups of this many blocks: a reader can decode part of a date's file (Spark scoring cuts a single
+# date into pieces for all cores) without decoding the whole of it.
+BLOCKS_PER_ROW_GROUP = 32
+
 BLOCK_SCHEMA = pa.schema([
     (names.ASSET, pa.string()),
     (names.SEGMENT, pa.int64()),

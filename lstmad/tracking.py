@@ -86,7 +86,7 @@ def log_training_run(tracking_uri: str, run_id: str, params: dict, history: list
     now = int(time.time() * 1000)
     batch_params = [Param(k, str(v)[:500]) for k, v in params.items() if k not in logged]
     batch_metrics = [Metric(k, float(record[k]), now, record["epoch"]) for record in history
-                     for k in ("train_loss", "val_loss", "learning_rate", "seconds") if k in record]
+                     for k in ("train_loss", "val_loss", "learning_rate", "windows", "seconds") if k in record]
     batch_metrics += [Metric(k, float(v), now, 0) for k, v in metrics.items()
                       if isinstance(v, (int, float)) and math.isfinite(v)]
     for lo in range(0, max(len(batch_metrics), len(batch_params), 1), 100):  # MLflow's per-call limits
@@ -105,8 +105,12 @@ def finish_run(tracking_uri: str, run_id: str) -> None:
 
 
 def register_model(tracking_uri: str, name: str, run_id: str) -> str:
-    """A new version of registered model ``name`` pointing at the run's model folder; returns the version."""
+    """The version of registered model ``name`` that holds the run's model folder: the existing one when the
+    run was registered before (a rerun after a crash), else a new one."""
     client = _client(tracking_uri)
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        return str(max(int(v.version) for v in existing))
     try:
         client.get_registered_model(name)
     except MlflowException:

@@ -69,3 +69,29 @@ def test_a_killed_training_resumes_in_its_mlflow_run_and_ends_with_the_uninterru
     # a finished run is never resumed: the next training opens a new run
     again = pipeline.train(config, promote=False)
     assert not again["resumed"] and again["run_id"] not in (whole["run_id"], resumed["run_id"])
+
+
+def test_a_crash_after_registration_is_finished_by_the_rerun_without_a_second_version(prepared, monkeypatch):
+    conf, config = prepared
+    config = load_config(conf, {"model.epochs": 2})  # other settings: a run of its own
+    real = tracking.finish_run
+
+    def crash(*args):
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(tracking, "finish_run", crash)
+    with pytest.raises(ConnectionError):
+        pipeline.train(config, promote=False)
+    monkeypatch.setattr(tracking, "finish_run", real)
+    client = MlflowClient(config.tracking_uri)
+    failed = client.search_runs([client.get_experiment_by_name(config.experiment_name).experiment_id],
+                                filter_string="attributes.status = 'FAILED'")
+    assert len(failed) == 1
+    registered = client.search_model_versions(f"run_id = '{failed[0].info.run_id}'")
+    assert len(registered) == 1
+
+    rerun = pipeline.train(config, promote=False)
+    assert rerun["resumed"] and rerun["run_id"] == failed[0].info.run_id
+    assert rerun["model_version"] == str(registered[0].version)  # the same version, not a second one
+    assert len(client.search_model_versions(f"run_id = '{rerun['run_id']}'")) == 1
+    assert client.get_run(rerun["run_id"]).info.status == "FINISHED"

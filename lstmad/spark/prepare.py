@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 from lstmad import cleaning, names
 from lstmad.config import ChannelConfig, SourceConfig
 from lstmad.series import NormalisationStats, centered_moving_average, observed_moments, regular_grid
-from lstmad.tensors import BLOCK_SCHEMA, block_counts, build_blocks
+from lstmad.tensors import BLOCK_SCHEMA, BLOCKS_PER_ROW_GROUP, block_counts, build_blocks
 
 TS_US = "timestamp_us"
 OWN = "_own"  # the row lies in the dates being prepared (not history)
@@ -299,7 +299,7 @@ def write_blocks(blocks: DataFrame, folder: str, run_id: str) -> list[tuple[str,
             os.makedirs(target, exist_ok=True)
             name = f"part-{run_id}-{uuid.uuid4().hex[:12]}.zstd.parquet"
             tmp = os.path.join(target, f".{name}.tmp")
-            pq.write_table(pa.concat_tables(parts), tmp, compression="zstd")
+            pq.write_table(pa.concat_tables(parts), tmp, compression="zstd", row_group_size=BLOCKS_PER_ROW_GROUP)
             os.replace(tmp, os.path.join(target, name))
             yield pa.RecordBatch.from_pydict({names.DATE: [day], "file": [name]})
 

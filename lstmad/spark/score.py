@@ -76,21 +76,17 @@ def work_items(files: list[str], parallelism: int, per_core: int = 4) -> list[tu
 
 
 def _read_piece(file: str, first: int, count: int):
-    """Blocks [first, first + count) of a block file, decoding record batches of ``count`` blocks up to them
-    (never the whole file at once)."""
-    import pyarrow as pa
+    """Blocks [first, first + count) of a block file: only the row groups that hold them are decoded
+    (prepare writes row groups of tensors.BLOCKS_PER_ROW_GROUP blocks)."""
     import pyarrow.parquet as pq
 
-    parts, at = [], 0
     with pq.ParquetFile(file) as handle:
-        for record_batch in handle.iter_batches(batch_size=count, use_threads=False):
-            lo, hi = max(first - at, 0), min(first + count - at, record_batch.num_rows)
-            if lo < hi:
-                parts.append(record_batch.slice(lo, hi - lo))
-            at += record_batch.num_rows
-            if at >= first + count:
-                break
-    return pa.Table.from_batches(parts, schema=handle.schema_arrow) if parts else handle.schema_arrow.empty_table()
+        sizes = [handle.metadata.row_group(i).num_rows for i in range(handle.metadata.num_row_groups)]
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        groups = [i for i in range(len(sizes)) if starts[i] < first + count and starts[i + 1] > first]
+        if not groups:
+            return handle.schema_arrow.empty_table()
+        return handle.read_row_groups(groups, use_threads=False).slice(first - int(starts[groups[0]]), count)
 
 
 def file_scores(spark, files: list[str], model_key: str, payload_broadcast, stats_dicts: dict[str, dict],
