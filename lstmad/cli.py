@@ -158,14 +158,18 @@ def drift(conf: Path = ConfOption, date: str = typer.Option(..., help="scored da
 
 @app.command()
 def sql(statement: str = typer.Argument(..., help="a read-only SQL query"), conf: Path = ConfOption,
-        output: str = typer.Option("table", "--format", help="table, csv or json")) -> None:
+        output: str = typer.Option("table", "--format", help="table, csv or json"),
+        as_of: Optional[str] = typer.Option(None, "--as-of", help="time travel: VERSION, an ISO 8601 time, or "
+                                            "table=VERSION[,table=VERSION]")) -> None:
     """Read-only SQL (DuckDB) over anomaly_scores, anomaly_intervals, drift_metrics and quarantine."""
     from lstmad.pipeline import Paths
-    from lstmad.sql import SqlError, format_table, query
+    from lstmad.sql import SqlError, format_table, parse_as_of, query
 
+    if output not in ("table", "csv", "json"):
+        _fail(f"--format must be table, csv or json, got {output!r}")
     config = _config(conf)
     try:
-        result = query(Paths.of(config).lake, statement)
+        result = query(Paths.of(config).lake, statement, parse_as_of(as_of, statement) if as_of else None)
     except SqlError as error:
         _fail(str(error))
     if output == "json":
@@ -178,6 +182,27 @@ def sql(statement: str = typer.Argument(..., help="a read-only SQL query"), conf
         typer.echo(sink.getvalue().decode().rstrip())
     else:
         typer.echo(format_table(result))
+
+
+@app.command()
+def tables(conf: Path = ConfOption, output: str = typer.Option("table", "--format", help="table or json")) -> None:
+    """The Delta tables: version, rows, files, bytes, partitioning, last commit and columns."""
+    from lstmad.lakehouse import describe
+    from lstmad.pipeline import Paths
+
+    if output not in ("table", "json"):
+        _fail(f"--format must be table or json, got {output!r}")
+    described = describe(Paths.of(_config(conf)).lake)
+    if output == "json":
+        _print_json({"tables": described})
+        return
+    if not described:
+        typer.echo("no tables yet: run lstmad score (or lstmad demo) first")
+    for t in described:
+        typer.echo(f"{t['table']}: version {t['version']}, {t['rows']} rows in {t['files']} files ({t['bytes']} bytes), "
+                   f"partitioned by {', '.join(t['partition_columns']) or 'nothing'}; last commit {t['last_commit']} "
+                   f"({t['last_operation']})")
+        typer.echo("  " + ", ".join(f"{name} {kind}" for name, kind in t["columns"]))
 
 
 @app.command()

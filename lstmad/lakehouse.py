@@ -6,10 +6,12 @@ the Delta Lake jars, which must be on the classpath (a cluster setting).
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lstmad import names
 
@@ -112,16 +114,58 @@ def read_table(lake: Path, table: str, version: Optional[int] = None) -> pa.Tabl
     return DeltaTable(str(path), version=version).to_pyarrow_table()
 
 
-def datasets(lake: Path) -> dict[str, "pa.dataset.Dataset"]:
-    """Arrow datasets of every existing lstmad table, for SQL engines to scan."""
+AsOf = Union[int, dt.datetime]
+
+
+def datasets(lake: Path, as_of: Optional[dict[str, AsOf]] = None) -> dict[str, "pa.dataset.Dataset"]:
+    """Arrow datasets of every existing lstmad table, for SQL engines to scan: the current snapshot, or for
+    the tables in ``as_of`` the snapshot of that version (int) or at that time (aware datetime)."""
     from deltalake import DeltaTable
 
+    as_of = as_of or {}
+    unknown = sorted(set(as_of) - set(names.DELTA_TABLES))
+    if unknown:
+        raise LakehouseError(f"no table {unknown[0]!r}; tables: {', '.join(names.DELTA_TABLES)}")
     found = {}
     for table in names.DELTA_TABLES:
         path = table_path(lake, table)
-        if DeltaTable.is_deltatable(str(path)):
-            found[table] = DeltaTable(str(path)).to_pyarrow_dataset()
+        if not DeltaTable.is_deltatable(str(path)):
+            if table in as_of:
+                raise LakehouseError(f"{table}: no such table yet in {lake}, so no version {as_of[table]}")
+            continue
+        delta = DeltaTable(str(path))
+        if table in as_of:
+            current = delta.version()
+            try:
+                delta.load_as_version(as_of[table])
+            except Exception as error:  # delta-rs raises its own errors for versions and times it lacks
+                raise LakehouseError(f"{table}: cannot read as of {as_of[table]} (versions 0..{current} exist): "
+                                     f"{str(error).splitlines()[0]}") from None
+        found[table] = delta.to_pyarrow_dataset()
     return found
+
+
+def describe(lake: Path) -> list[dict]:
+    """Per existing table: name, version, rows, data files and bytes, partition columns, columns
+    [(name, Arrow type)], and the last commit's time and operation."""
+    from deltalake import DeltaTable
+
+    out = []
+    for table in names.DELTA_TABLES:
+        path = table_path(lake, table)
+        if not DeltaTable.is_deltatable(str(path)):
+            continue
+        delta = DeltaTable(str(path))
+        files = pa.table(delta.get_add_actions(flatten=True))
+        last = delta.history(1)[0]
+        schema = pa.schema(delta.schema())
+        out.append({"table": table, "version": delta.version(), "rows": int(pc.sum(files.column("num_records")).as_py() or 0),
+                    "files": files.num_rows, "bytes": int(pc.sum(files.column("size_bytes")).as_py() or 0),
+                    "partition_columns": list(delta.metadata().partition_columns),
+                    "columns": [(f.name, str(f.type)) for f in schema],
+                    "last_commit": dt.datetime.fromtimestamp(last["timestamp"] / 1000, dt.timezone.utc).isoformat(),
+                    "last_operation": last.get("operation")})
+    return out
 
 
 def table_version(lake: Path, table: str) -> Optional[int]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
+from typing import Optional
+
 import duckdb
 import pyarrow as pa
 
-from lstmad import lakehouse
+from lstmad import lakehouse, names
 
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
 
@@ -15,17 +19,51 @@ class SqlError(ValueError):
     """A statement that is not a read-only query, or one that fails."""
 
 
-def query(lake: Path, sql: str) -> pa.Table:
-    """Run one read-only statement (SELECT / WITH … SELECT / EXPLAIN) over the lake's tables."""
+def referenced_tables(sql: str) -> list[str]:
+    """The lstmad tables a statement names (as whole words)."""
+    return [t for t in names.DELTA_TABLES if re.search(rf"\b{t}\b", sql, flags=re.IGNORECASE)]
+
+
+def parse_as_of(text: str, sql: str) -> dict[str, lakehouse.AsOf]:
+    """``--as-of`` for a statement: ``N`` (every table the statement names at its version N), ``TIME``
+    (ISO 8601; naive means UTC: every named table as it was then) or ``table=N,table=N``."""
+    text = text.strip()
+    if "=" in text:
+        pairs = {}
+        for part in text.split(","):
+            table, _, version = part.partition("=")
+            if not version.strip().isdigit():
+                raise SqlError(f"--as-of {part!r}: expected table=VERSION with a whole number")
+            pairs[table.strip()] = int(version)
+        return pairs
+    tables = referenced_tables(sql)
+    if not tables:
+        raise SqlError(f"--as-of {text}: the statement names none of the tables {', '.join(names.DELTA_TABLES)}")
+    if text.isdigit():
+        return {t: int(text) for t in tables}
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SqlError(f"--as-of {text!r}: expected a version number, an ISO 8601 time or table=VERSION") from None
+    return {t: when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc) for t in tables}
+
+
+def query(lake: Path, sql: str, as_of: Optional[dict[str, lakehouse.AsOf]] = None) -> pa.Table:
+    """Run one read-only statement (SELECT / WITH … SELECT / EXPLAIN) over the lake's tables: their current
+    snapshots, or those in ``as_of`` (parse_as_of) at a version or time."""
     statements = duckdb.extract_statements(sql)
     if len(statements) != 1:
         raise SqlError(f"expected one SQL statement, got {len(statements)}")
     kind = statements[0].type.name
     if kind not in READ_ONLY_STATEMENTS:
         raise SqlError(f"only read-only queries are allowed (SELECT, EXPLAIN); got a {kind} statement")
+    try:
+        tables = lakehouse.datasets(lake, as_of)
+    except lakehouse.LakehouseError as error:
+        raise SqlError(str(error)) from None
     connection = duckdb.connect(":memory:")
     try:
-        for name, dataset in lakehouse.datasets(lake).items():
+        for name, dataset in tables.items():
             connection.register(name, dataset)
         # After registering: no file system access from SQL (COPY … TO, read_csv on arbitrary paths).
         connection.execute("SET enable_external_access = false")
