@@ -79,13 +79,41 @@ def replace_partitions(lake: Path, table: str, data: pa.Table, partition_values:
     if engine == "delta-spark":
         _write_with_spark(spark, path, data, column, predicate)
         return
+    _with_commit_retries(lambda: _replace_with_delta_rs(path, data, column, predicate), table)
+
+
+def _replace_with_delta_rs(path: Path, data: pa.Table, column: str, predicate: str) -> None:
     from deltalake import DeltaTable, write_deltalake
 
     if not DeltaTable.is_deltatable(str(path)):
         path.mkdir(parents=True, exist_ok=True)
+        # a writer that created the table first turns this into a conflict (retried as an overwrite of these
+        # dates) or an append of these dates only: other dates are untouched either way
         write_deltalake(str(path), data, mode="append", partition_by=[column])
         return
     write_deltalake(str(path), data, mode="overwrite", predicate=predicate, partition_by=[column])
+
+
+COMMIT_ATTEMPTS = 6
+
+
+def _with_commit_retries(write, table: str) -> None:
+    """Run ``write``, again after a commit conflict (another writer committed the version it wanted, e.g. two
+    nights scored at once): delta-rs retries some conflicts itself; these are the ones it gives up on."""
+    import random
+    import time
+
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            write()
+            return
+        except CommitFailedError as error:
+            if attempt == COMMIT_ATTEMPTS:
+                raise LakehouseError(f"{table}: commit failed {attempt} times on conflicts with other writers: "
+                                     f"{str(error).splitlines()[0]}") from None
+            time.sleep(random.uniform(0.05, 0.2) * attempt)
 
 
 def _write_with_spark(spark, path: Path, data: pa.Table, column: str, predicate: str) -> None:

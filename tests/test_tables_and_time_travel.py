@@ -77,3 +77,34 @@ def test_tables_cli_lists_versions_rows_and_columns(lake):
     assert [c for c, _ in table["columns"]] == lakehouse.SCHEMAS[names.ANOMALY_SCORES].names
     sql = CliRunner().invoke(app, ["sql", SUM, "--conf", str(lake["conf"]), "--as-of", "1", "--format", "csv"])
     assert sql.exit_code == 0 and sql.output.strip().splitlines() == ['"n","total"', "5,2.5"]
+
+
+def _write_nights(lake, day, nights, start):
+    """One scoring writer: rewrite ``day`` ``nights`` times (score = night number), after ``start``."""
+    from lstmad import lakehouse, names
+
+    start.wait()
+    for night in range(nights):
+        lakehouse.replace_partitions(lake, names.ANOMALY_SCORES, scores(day, 5, float(night)), [day])
+
+
+def test_two_writers_of_different_dates_at_once_both_land(tmp_path):
+    """Two processes (delta-rs cannot be forked: spawned) start together on a lake without the table, so
+    they also race to create it; every write lands and each date ends with its last write only."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Manager().Barrier(2)
+    writers = [context.Process(target=_write_nights, args=(tmp_path, day, 12, start))
+               for day in ("2026-01-01", "2026-01-02")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+    assert [w.exitcode for w in writers] == [0, 0]
+    table = lakehouse.read_table(tmp_path, names.ANOMALY_SCORES)
+    by_date = {r["scored_date"]: (r["score_count"], r["score_max"], r["score_min"])
+               for r in table.group_by(names.SCORED_DATE).aggregate(
+                   [(names.SCORE, "count"), (names.SCORE, "max"), (names.SCORE, "min")]).to_pylist()}
+    assert by_date == {"2026-01-01": (5, 11.0, 11.0), "2026-01-02": (5, 11.0, 11.0)}
+    assert lakehouse.table_version(tmp_path, names.ANOMALY_SCORES) == 23  # 24 commits, none lost
