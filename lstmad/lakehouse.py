@@ -42,6 +42,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("alarm_rate", pa.float64()), ("expected_alarm_rate", pa.float64()), ("retrain", pa.bool_()),
         ("retrain_reasons", pa.string()),
     ]),
+    # one row per evaluation of a model version on a labelled data range; upserted on evaluation_id
+    names.MODEL_EVALUATIONS: pa.schema([
+        ("evaluation_id", pa.string()), ("model_name", pa.string()), (names.MODEL_VERSION, pa.string()),
+        ("mlflow_run_id", pa.string()), ("purpose", pa.string()), ("data_start", pa.string()),
+        ("data_end", pa.string()), ("evaluated_at", UTC_US), ("n_points", pa.int64()), ("n_anomalous", pa.int64()),
+        ("auroc", pa.float64()), ("pr_auc", pa.float64()), ("f1", pa.float64()), ("precision", pa.float64()),
+        ("recall", pa.float64()), (names.THRESHOLD, pa.float64()), ("metrics", pa.string()),
+    ]),
 }
 
 PARTITION_COLUMN = {
@@ -114,6 +122,27 @@ def _with_commit_retries(write, table: str) -> None:
                 raise LakehouseError(f"{table}: commit failed {attempt} times on conflicts with other writers: "
                                      f"{str(error).splitlines()[0]}") from None
             time.sleep(random.uniform(0.05, 0.2) * attempt)
+
+
+def upsert(lake: Path, table: str, data: pa.Table, key: str) -> None:
+    """Insert the rows of ``data``, replacing rows with the same ``key`` value, in one commit (delta-rs
+    MERGE); writing the same rows again changes nothing but the version."""
+    from deltalake import DeltaTable, write_deltalake
+
+    schema = SCHEMAS[table]
+    data = data.select(schema.names).cast(schema)
+    path = table_path(lake, table)
+
+    def write() -> None:
+        if not DeltaTable.is_deltatable(str(path)):
+            path.mkdir(parents=True, exist_ok=True)
+            write_deltalake(str(path), data, mode="append")
+            return
+        DeltaTable(str(path)).merge(data, predicate=f"target.{key} = source.{key}", source_alias="source",
+                                    target_alias="target").when_matched_update_all() \
+            .when_not_matched_insert_all().execute()
+
+    _with_commit_retries(write, table)
 
 
 def _write_with_spark(spark, path: Path, data: pa.Table, column: str, predicate: str) -> None:

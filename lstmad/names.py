@@ -5,7 +5,8 @@ QUARANTINE = "quarantine"
 ANOMALY_SCORES = "anomaly_scores"
 ANOMALY_INTERVALS = "anomaly_intervals"
 DRIFT_METRICS = "drift_metrics"
-DELTA_TABLES = (QUARANTINE, ANOMALY_SCORES, ANOMALY_INTERVALS, DRIFT_METRICS)
+MODEL_EVALUATIONS = "model_evaluations"
+DELTA_TABLES = (QUARANTINE, ANOMALY_SCORES, ANOMALY_INTERVALS, DRIFT_METRICS, MODEL_EVALUATIONS)
 
 # Tensor-block table (Parquet, partitioned by date) and its metadata folder
 TENSOR_BLOCKS = "tensor_blocks"

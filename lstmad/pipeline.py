@@ -457,6 +457,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
             shutil.rmtree(model_dir)  # registered and cached by an attempt that crashed after it
         else:
             shutil.move(str(model_dir), str(paths.models / f"v{version}"))
+        if t.eval_start and t.eval_end:
+            record_evaluation(config, version, run_id, "training", t.eval_start, t.eval_end,
+                              {k[len("eval_"):]: v for k, v in metrics.items() if k.startswith("eval_")}, threshold)
         # finished only now: a crash before this point leaves the run resumable, and its completed
         # checkpoint makes the rerun go straight to logging and registering
         tracking.finish_run(config.tracking_uri, run_id)
@@ -495,6 +498,26 @@ class _TrainingLock:
 
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
+
+
+def record_evaluation(config: PipelineConfig, version: str, run_id: str, purpose: str, start: dt.date,
+                      end: dt.date, metrics: dict, threshold: float) -> str:
+    """One model_evaluations row (upserted: the same evaluation recorded again replaces itself); returns its
+    evaluation_id, a digest of model, version, purpose and data range."""
+    import hashlib
+
+    name = config.registered_model_name
+    evaluation_id = hashlib.sha1(f"{name}|{version}|{purpose}|{start}|{end}".encode()).hexdigest()[:16]
+    finite = {k: (float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None) for k, v in metrics.items()}
+    row = {"evaluation_id": evaluation_id, "model_name": name, names.MODEL_VERSION: str(version),
+           "mlflow_run_id": run_id, "purpose": purpose, "data_start": start.isoformat(), "data_end": end.isoformat(),
+           "evaluated_at": dt.datetime.now(dt.timezone.utc), "n_points": int(metrics.get("n_points", 0)),
+           "n_anomalous": int(metrics.get("n_anomalous", 0)), names.THRESHOLD: float(threshold),
+           "metrics": json.dumps(finite, sort_keys=True),
+           **{k: finite.get(k) for k in ("auroc", "pr_auc", "f1", "precision", "recall")}}
+    lakehouse.upsert(Paths.of(config).lake, names.MODEL_EVALUATIONS,
+                     pa.Table.from_pylist([row], schema=lakehouse.SCHEMAS[names.MODEL_EVALUATIONS]), "evaluation_id")
+    return evaluation_id
 
 
 def _training_stats(config: PipelineConfig):

@@ -349,3 +349,25 @@ def test_a_backfill_range_is_checked_whole_then_scored_date_by_date(run):
         assert len(rows) == next(s["n_scores"] for s in backfill["dates"] if s["date"] == day) > 0
         assert rows.timestamp.dt.strftime("%Y-%m-%d").eq(day).all()
     assert backfill["n_scores"] == sum(s["n_scores"] for s in backfill["dates"])
+
+
+def test_every_trained_version_has_its_evaluation_row_matching_mlflow(run):
+    from mlflow import MlflowClient
+
+    rows = lakehouse.read_table(run["paths"].lake, names.MODEL_EVALUATIONS).to_pylist()
+    by_version = {r["model_version"]: r for r in rows}
+    assert set(by_version) == {"1", "2"}  # the champion and the IAE challenger
+    client = MlflowClient(run["config"].tracking_uri)
+    for version, trained in (("1", run["trained"]), ("2", run["challenger"])):
+        row = by_version[version]
+        logged = client.get_run(trained["run_id"]).data.metrics
+        assert row["mlflow_run_id"] == trained["run_id"] and row["purpose"] == "training"
+        assert (row["data_start"], row["data_end"]) == ("2026-01-05", "2026-01-06")
+        assert row["auroc"] == pytest.approx(logged["eval_auroc"]) and row["f1"] == pytest.approx(logged["eval_f1"])
+        assert row["n_points"] == logged["eval_n_points"] and row["threshold"] == pytest.approx(logged["threshold"])
+        assert json.loads(row["metrics"])["recall"] == pytest.approx(logged["eval_recall"])
+    # recording the same evaluation again replaces its row
+    again = pipeline.record_evaluation(run["config"], "1", run["trained"]["run_id"], "training", dt.date(2026, 1, 5),
+                                       dt.date(2026, 1, 6), {"auroc": 0.5, "n_points": 3}, 1.0)
+    rows = lakehouse.read_table(run["paths"].lake, names.MODEL_EVALUATIONS).to_pylist()
+    assert len(rows) == 2 and next(r for r in rows if r["evaluation_id"] == again)["auroc"] == 0.5
