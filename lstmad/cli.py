@@ -206,6 +206,15 @@ def tables(conf: Path = ConfOption, output: str = typer.Option("table", "--forma
 
 
 @app.command()
+def maintain(conf: Path = ConfOption, retention_hours: Optional[int] = typer.Option(
+        None, help="vacuum files older versions need beyond this many hours (default: delta.retention_hours)")) -> None:
+    """Compact and vacuum the Delta tables (query results unchanged); prints what each table went through."""
+    from lstmad import pipeline
+
+    _print_json(_run(pipeline.maintain, _config(conf), retention_hours))
+
+
+@app.command()
 def package(out: Path = typer.Option(Path("dist"), help="folder for the zip")) -> None:
     """Zip the lstmad package for spark-submit --py-files (airflow.py_files); prints its path."""
     from lstmad.packaging import py_files_zip

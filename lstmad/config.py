@@ -207,6 +207,7 @@ class DeltaConfig:
     """Which engine writes the Delta tables: delta-rs (embedded) or delta-spark (cluster jars)."""
 
     engine: str = "delta-rs"
+    retention_hours: int = 168  # maintenance keeps every file a version of the last week needs (time travel)
 
 
 @dataclasses.dataclass(frozen=True)

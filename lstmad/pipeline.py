@@ -711,6 +711,17 @@ def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None
             "seconds": round(time.time() - started, 3)}
 
 
+def maintain(config: PipelineConfig, retention_hours: Optional[int] = None) -> dict:
+    """Weekly upkeep of the Delta tables: compaction, then vacuum beyond ``retention_hours`` (default
+    delta.retention_hours)."""
+    hours = config.delta.retention_hours if retention_hours is None else retention_hours
+    if hours < 0:
+        raise ValueError(f"retention hours must be 0 or more, got {hours}")
+    tables = lakehouse.maintain(Paths.of(config).lake, hours)
+    log.info("maintain: %s", ", ".join(f"{t['table']} {t['files_before']}→{t['files_after']} files" for t in tables))
+    return {"retention_hours": hours, "tables": tables}
+
+
 def _utc(micros: pa.ChunkedArray) -> pa.ChunkedArray:
     return micros.cast(pa.timestamp("us", tz="UTC"))
 

@@ -51,6 +51,8 @@ def main() -> None:
     nightly = bag.dags["lstmad_nightly"].test(logical_date=logical)
     result["nightly_state"] = str(nightly.state)
     result["nightly_tasks"] = {ti.task_id: str(ti.state) for ti in nightly.get_task_instances()}
+    maintenance = bag.dags["lstmad_maintenance"].test()
+    result["maintenance_state"] = str(maintenance.state)
     with create_session() as session:
         runs = session.query(DagRun).filter(DagRun.dag_id == "lstmad_training").all()
         result["training_runs"] = [{"run_type": str(r.run_type), "state": str(r.state)} for r in runs]

@@ -1,4 +1,4 @@
-"""Both DAGs: integrity (imports, tags, retries, light parsing, task graph) and a full dag.test() run."""
+"""The DAGs: integrity (imports, tags, retries, light parsing, task graph) and full dag.test() runs."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def dag_run(tmp_path_factory):
 def test_dags_import_without_errors_with_tags_docs_and_retries(dag_run):
     result, _ = dag_run
     assert result["import_errors"] == {}
-    assert set(result["dags"]) == {"lstmad_nightly", "lstmad_training"}
+    assert set(result["dags"]) == {"lstmad_nightly", "lstmad_training", "lstmad_maintenance"}
+    assert result["dags"]["lstmad_maintenance"]["schedule"] != result["dags"]["lstmad_training"]["schedule"]
     for dag in result["dags"].values():
         assert "lstmad" in dag["tags"] and dag["doc_md"]
         assert all(task["retries"] >= 2 for task in dag["tasks"].values())
@@ -78,5 +79,7 @@ def test_training_then_nightly_run_end_to_end(dag_run):
     assert drift.scored_date.tolist() == [SCORED.isoformat()]
     assert bool(drift.retrain.iloc[0])
     assert result["nightly_tasks"]["trigger_training"] == "success"
+    assert result["maintenance_state"] == "success"  # after the nightly run: its scores survive compaction
+    assert len(lakehouse.read_table(paths.lake, names.ANOMALY_SCORES)) == 2 * 288
     triggered = [r for r in result["training_runs"] if r["run_type"] == "operator_triggered"]
     assert len(triggered) == 1

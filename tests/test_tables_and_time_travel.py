@@ -108,3 +108,27 @@ def test_two_writers_of_different_dates_at_once_both_land(tmp_path):
                    [(names.SCORE, "count"), (names.SCORE, "max"), (names.SCORE, "min")]).to_pylist()}
     assert by_date == {"2026-01-01": (5, 11.0, 11.0), "2026-01-02": (5, 11.0, 11.0)}
     assert lakehouse.table_version(tmp_path, names.ANOMALY_SCORES) == 23  # 24 commits, none lost
+
+
+def test_compaction_and_vacuum_leave_query_results_unchanged(tmp_path):
+    from deltalake import DeltaTable, write_deltalake
+
+    for night in range(4):  # each night rewrites both dates: 6 files become unreachable
+        for day in ("2026-01-01", "2026-01-02"):
+            lakehouse.replace_partitions(tmp_path, names.ANOMALY_SCORES, scores(day, 3 + night, float(night)), [day])
+    path = str(tmp_path / names.ANOMALY_SCORES)
+    for part in range(3):  # a third date written as three files (as executors would): compaction's work
+        write_deltalake(path, scores("2026-01-03", 2, 1.0).cast(lakehouse.SCHEMAS[names.ANOMALY_SCORES]),
+                        mode="append", partition_by=[names.SCORED_DATE])
+    ask = "select scored_date, count(*) n, sum(score) s from anomaly_scores group by 1 order by 1"
+    before = query(tmp_path, ask).to_pylist()
+    assert before == [{"scored_date": "2026-01-01", "n": 6, "s": 18.0}, {"scored_date": "2026-01-02", "n": 6, "s": 18.0},
+                      {"scored_date": "2026-01-03", "n": 6, "s": 6.0}]
+    (report,) = lakehouse.maintain(tmp_path, retention_hours=0)
+    assert query(tmp_path, ask).to_pylist() == before
+    assert (report["files_before"], report["files_after"], report["files_compacted"]) == (5, 3, 3)
+    assert report["files_vacuumed"] == 6 + 3  # the rewritten nights' files and the three compacted ones
+    operations = [h["operation"] for h in DeltaTable(path).history()][:report["version_after"] - report["version_before"]]
+    assert operations == ["VACUUM END", "VACUUM START", "OPTIMIZE"]  # newest first
+    lakehouse.replace_partitions(tmp_path, names.ANOMALY_SCORES, scores("2026-01-01", 1, 9.0), ["2026-01-01"])
+    assert query(tmp_path, ask).to_pylist()[0] == {"scored_date": "2026-01-01", "n": 1, "s": 9.0}
