@@ -202,6 +202,13 @@ def datasets(lake: Path, as_of: Optional[dict[str, AsOf]] = None) -> dict[str, "
     return found
 
 
+def existing_tables(lake: Path) -> list[tuple[str, Path]]:
+    """(name, path) of the lstmad tables that exist in ``lake``, in names.DELTA_TABLES order."""
+    from deltalake import DeltaTable
+
+    return [(t, table_path(lake, t)) for t in names.DELTA_TABLES if DeltaTable.is_deltatable(str(table_path(lake, t)))]
+
+
 def maintain(lake: Path, retention_hours: int) -> list[dict]:
     """Compact each table's small files (delta-rs optimize: a data-neutral commit per table, queries unchanged)
     and vacuum the files no version younger than ``retention_hours`` refers to (time travel further back
@@ -209,10 +216,7 @@ def maintain(lake: Path, retention_hours: int) -> list[dict]:
     from deltalake import DeltaTable
 
     report = []
-    for table in names.DELTA_TABLES:
-        path = table_path(lake, table)
-        if not DeltaTable.is_deltatable(str(path)):
-            continue
+    for table, path in existing_tables(lake):
         delta = DeltaTable(str(path))
         before = {"version": delta.version(), "files": len(delta.file_uris())}
         compacted: dict = {}
@@ -232,10 +236,7 @@ def describe(lake: Path) -> list[dict]:
     from deltalake import DeltaTable
 
     out = []
-    for table in names.DELTA_TABLES:
-        path = table_path(lake, table)
-        if not DeltaTable.is_deltatable(str(path)):
-            continue
+    for table, path in existing_tables(lake):
         delta = DeltaTable(str(path))
         files = pa.table(delta.get_add_actions(flatten=True))
         last = delta.history(1)[0]
