@@ -42,11 +42,6 @@ class ShardedData:
     shuffle_files: int = 4  # files pooled (and shuffled together) per read
 
 
-def block_files(root: str | Path, dates: Sequence[str]) -> list[str]:
-    """The Parquet files of the given dates of a tensor-block table, in date order."""
-    return [str(f) for day in dates for f in sorted((Path(root) / f"{names.DATE}={day}").glob("*.parquet"))]
-
-
 def split_by_date(files: Sequence[str], validation_share: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(training files, validation files): the latest ``validation_share`` of the dates validate (at least one
     date, and at least one left to train on). Whole dates, because neighbouring windows overlap by W−1 rows."""

@@ -315,7 +315,7 @@ def training_key(config: PipelineConfig) -> str:
     and size): a rerun with the same key resumes an unfinished run's checkpoints; any change starts afresh."""
     import hashlib
 
-    from lstmad.distributed import block_files
+    from lstmad.tensors import block_files
 
     # where and how fast it runs does not shape the model; what it is trained on does
     model = {k: v for k, v in dataclasses.asdict(config.model).items() if k not in ("threads", "compile", "pin_memory")}
@@ -356,7 +356,8 @@ def _fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, 
 def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict]:
     """Fit with train.distributed.processes ranks, each streaming its shard of the training dates' block
     files; the latest dates validate."""
-    from lstmad.distributed import ShardedData, block_files, fit_distributed, split_by_date
+    from lstmad.distributed import ShardedData, fit_distributed, split_by_date
+    from lstmad.tensors import block_files
 
     t, d = config.train, config.train.distributed
     train_files, validation_files = split_by_date(block_files(Paths.of(config).tensors, _train_dates(config)),
@@ -652,8 +653,7 @@ def score(config: PipelineConfig, day: dt.date, spark=None, champion: Optional[t
     if not partition.is_dir():
         raise PrepareError(f"{partition}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
     spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
-    from lstmad.distributed import block_files
-    from lstmad.tensors import read_blocks
+    from lstmad.tensors import block_files, read_blocks
 
     files = block_files(paths.tensors, [date])
     stats_ids = set(read_blocks(paths.tensors, [date], [names.STATS_ID]).column(names.STATS_ID).to_pylist())

@@ -237,6 +237,11 @@ def windows_from_blocks(blocks: pa.Table, window: int,
                    np.concatenate(label_last), np.concatenate(label_any), skipped)
 
 
+def block_files(root: str | Path, dates: Sequence[str]) -> list[str]:
+    """The Parquet files of the given dates of a tensor-block table, in date order."""
+    return [str(f) for day in dates for f in sorted((Path(root) / f"{names.DATE}={day}").glob("*.parquet"))]
+
+
 def stream_window_batches(path: str | Path, dates: Sequence[str], window: int, batch_size: int,
                           max_masked_share: float = 1.0, blocks_per_read: int = 32
                           ) -> Iterator[tuple[torch.Tensor, Windows, slice]]:
@@ -256,8 +261,7 @@ def stream_window_batches(path: str | Path, dates: Sequence[str], window: int, b
         raise FileNotFoundError(f"{root}: no tensor blocks yet; run prepare first")
     # One file at a time, opened and closed here: a pyarrow dataset keeps every file's footer once read, and
     # its scanner decodes files ahead of the consumer, so either grows with the archive.
-    files = [f for day in dates for f in sorted((root / f"{names.DATE}={day}").glob("*.parquet"))]
-    for file in files:
+    for file in block_files(root, dates):
         with pq.ParquetFile(file) as handle:
             for record_batch in handle.iter_batches(batch_size=blocks_per_read, use_threads=False):
                 if record_batch.num_rows == 0:

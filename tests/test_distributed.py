@@ -10,10 +10,10 @@ import torch
 import lstmad.distributed
 from lstmad import names
 from lstmad.detectors.lstm_forecaster import LSTMForecasterDetector
-from lstmad.distributed import (ShardedData, assign_shards, block_files, count_windows, file_rows, file_windows,
+from lstmad.distributed import (ShardedData, assign_shards, count_windows, file_rows, file_windows,
                                 fit_distributed, shard_batches, split_by_date)
 from lstmad.series import segment_ids
-from lstmad.tensors import BLOCK_SCHEMA, DAY_US, MICROS, build_blocks
+from lstmad.tensors import BLOCK_SCHEMA, DAY_US, MICROS, block_files, build_blocks
 
 STEP, W, C = 600, 8, 2  # 144 rows a day
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05", "2026-01-06"]

@@ -221,7 +221,8 @@ def _worker_score_spark(folder: str, profile: str, batch_size: str, master: str)
     from lstmad.bundle import ModelBundle
 
     model_dir = Path(folder) / "models" / profile
-    stats = {ModelBundle.load(model_dir).stats.stats_id: ModelBundle.load(model_dir).stats.to_dict()}
+    bundle_stats = ModelBundle.load(model_dir).stats
+    stats = {bundle_stats.stats_id: bundle_stats.to_dict()}
     tensors = Path(folder) / "tensors"
     payload = spark.sparkContext.broadcast(transforms.model_payload(model_dir))
     files = [str(f) for f in sorted(tensors.glob("date=*/*.parquet"))]
@@ -292,8 +293,9 @@ def _worker_train_spark(folder: str, profile: str, epochs: str, batch_size: str,
     """Fit ``profile`` with TorchDistributor (local mode, ``processes`` CPU ranks, gloo), each rank streaming
     its shard of the block files."""
     from lstmad.config import SparkConfig
-    from lstmad.distributed import ShardedData, block_files, fit_distributed, split_by_date
+    from lstmad.distributed import ShardedData, fit_distributed, split_by_date
     from lstmad.spark.session import get_session
+    from lstmad.tensors import block_files
 
     spark = get_session(SparkConfig(master=f"local[{processes}]", shuffle_partitions=2, driver_memory="1g"))
     tensors = Path(folder) / "tensors"
