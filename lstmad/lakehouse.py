@@ -16,6 +16,8 @@ import pyarrow.compute as pc
 from lstmad import names
 
 UTC_US = pa.timestamp("us", tz="UTC")
+# (channel, share) pairs, largest share first, every channel of the model listed (lstmad.scoring builds them)
+CHANNEL_SHARES_TYPE = pa.list_(pa.struct([("channel", pa.string()), ("share", pa.float64())]))
 
 SCHEMAS: dict[str, pa.Schema] = {
     names.QUARANTINE: pa.schema([
@@ -23,18 +25,21 @@ SCHEMAS: dict[str, pa.Schema] = {
         (names.TIMESTAMP, UTC_US), (names.REASON, pa.string()), ("channel", pa.string()),
         ("source_row", pa.string()), ("run_id", pa.string()),
     ]),
+    # one row per asset and scored timestamp; channel_shares only where flagged (and the detector attributes)
     names.ANOMALY_SCORES: pa.schema([
         (names.ASSET, pa.string()), (names.TIMESTAMP, UTC_US), (names.SCORE, pa.float64()),
         (names.THRESHOLD, pa.float64()), (names.FLAG, pa.bool_()), (names.LABEL, pa.int8()),
-        ("model_name", pa.string()), (names.MODEL_VERSION, pa.string()), ("mlflow_run_id", pa.string()),
-        (names.SCORED_DATE, pa.string()),
+        (names.CHANNEL_SHARES, CHANNEL_SHARES_TYPE), ("model_name", pa.string()), (names.MODEL_VERSION, pa.string()),
+        ("mlflow_run_id", pa.string()), (names.SOURCE_VERSION, pa.string()), (names.SCORED_DATE, pa.string()),
     ]),
+    # one row per interval, in the partition of the night that last extended it
     names.ANOMALY_INTERVALS: pa.schema([
         ("interval_id", pa.string()), (names.ASSET, pa.string()), ("start", UTC_US), ("end", UTC_US),
         ("duration_s", pa.int64()), ("n_points", pa.int64()), ("peak_score", pa.float64()),
-        ("mean_score", pa.float64()), ("severity", pa.float64()), (names.THRESHOLD, pa.float64()),
-        ("model_name", pa.string()), (names.MODEL_VERSION, pa.string()), ("mlflow_run_id", pa.string()),
-        (names.SCORED_DATE, pa.string()),
+        ("mean_score", pa.float64()), ("severity", pa.float64()), ("top_channel", pa.string()),
+        (names.CHANNEL_SHARES, CHANNEL_SHARES_TYPE), ("attribution", pa.string()), (names.THRESHOLD, pa.float64()),
+        ("threshold_rule", pa.string()), ("model_name", pa.string()), (names.MODEL_VERSION, pa.string()),
+        ("mlflow_run_id", pa.string()), (names.SOURCE_VERSION, pa.string()), (names.SCORED_DATE, pa.string()),
     ]),
     names.DRIFT_METRICS: pa.schema([
         (names.SCORED_DATE, pa.string()), (names.MODEL_VERSION, pa.string()), ("n_rows", pa.int64()),
@@ -64,6 +69,22 @@ class LakehouseError(RuntimeError):
     """A Delta table could not be written or read; the message says which and why."""
 
 
+def conformed(table: str, data: pa.Table) -> pa.Table:
+    """``data`` with exactly the table's columns, in its order and types; a missing column or a value that
+    does not fit is refused naming the table and the column, before anything is written."""
+    schema = SCHEMAS[table]
+    missing = [name for name in schema.names if name not in data.column_names]
+    if missing:
+        raise LakehouseError(f"{table}: rows to write lack the column(s) {', '.join(missing)}")
+    columns = []
+    for field in schema:
+        try:
+            columns.append(data.column(field.name).cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise LakehouseError(f"{table}: column {field.name} does not fit {field.type}: {error}") from None
+    return pa.table(columns, schema=schema)
+
+
 def table_path(lake: Path, table: str) -> Path:
     return Path(lake) / table
 
@@ -75,31 +96,7 @@ def replace_partitions(lake: Path, table: str, data: pa.Table, partition_values:
     Rows of other partitions are untouched; re-running with the same data leaves the same rows. ``data``
     must only hold rows of those partitions.
     """
-    schema = SCHEMAS[table]
-    column = PARTITION_COLUMN[table]
-    data = data.select(schema.names).cast(schema)
-    stray = set(data.column(column).to_pylist()) - set(partition_values)
-    if stray:
-        raise LakehouseError(f"{table}: rows for {sorted(stray)[:3]} outside the partitions being replaced")
-    quoted = ", ".join(f"'{value}'" for value in sorted(partition_values))
-    predicate = f"{column} IN ({quoted})"
-    path = table_path(lake, table)
-    if engine == "delta-spark":
-        _write_with_spark(spark, path, data, column, predicate)
-        return
-    _with_commit_retries(lambda: _replace_with_delta_rs(path, data, column, predicate), table)
-
-
-def _replace_with_delta_rs(path: Path, data: pa.Table, column: str, predicate: str) -> None:
-    from deltalake import DeltaTable, write_deltalake
-
-    if not DeltaTable.is_deltatable(str(path)):
-        path.mkdir(parents=True, exist_ok=True)
-        # a writer that created the table first turns this into a conflict (retried as an overwrite of these
-        # dates) or an append of these dates only: other dates are untouched either way
-        write_deltalake(str(path), data, mode="append", partition_by=[column])
-        return
-    write_deltalake(str(path), data, mode="overwrite", predicate=predicate, partition_by=[column])
+    replace_rows(lake, table, data, partition_values, "", (), engine, spark)
 
 
 COMMIT_ATTEMPTS = 6
@@ -129,8 +126,7 @@ def upsert(lake: Path, table: str, data: pa.Table, key: str) -> None:
     MERGE); writing the same rows again changes nothing but the version."""
     from deltalake import DeltaTable, write_deltalake
 
-    schema = SCHEMAS[table]
-    data = data.select(schema.names).cast(schema)
+    data = conformed(table, data)
     path = table_path(lake, table)
 
     def write() -> None:
@@ -145,10 +141,12 @@ def upsert(lake: Path, table: str, data: pa.Table, key: str) -> None:
     _with_commit_retries(write, table)
 
 
-def _write_with_spark(spark, path: Path, data: pa.Table, column: str, predicate: str) -> None:
+def _write_with_spark(spark, path: Path, data, column: str, predicate: str) -> None:
+    """Replace the rows matching ``predicate`` with ``data`` (Arrow table or Spark DataFrame) through
+    delta-spark (replaceWhere: one commit, written by the executors)."""
     if spark is None:
         raise LakehouseError("delta.engine is delta-spark but no Spark session was given to the writer")
-    frame = spark.createDataFrame(data)
+    frame = spark.createDataFrame(data) if isinstance(data, pa.Table) else data
     try:
         (frame.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
          .partitionBy(column).save(str(path)))
@@ -159,6 +157,24 @@ def _write_with_spark(spark, path: Path, data: pa.Table, column: str, predicate:
                 "(Spark: DATA_SOURCE_NOT_FOUND delta). Add io.delta:delta-spark_2.13:4.x to spark.jars or "
                 "spark.jars.packages on the cluster, or set delta.engine: delta-rs") from None
         raise
+
+
+def write_scores_with_spark(spark, lake: Path, rows, partition_values: Sequence[str], constants: dict,
+                            source_versions: dict[str, str]) -> None:
+    """anomaly_scores through delta-spark: ``rows`` (a Spark DataFrame of asset_id, timestamp_us, score,
+    label, flag, channel_shares, scored_date) plus the ``constants`` columns and each date's source version
+    replace the dates' partitions in one commit written by the executors."""
+    from pyspark.sql import functions as F
+
+    schema = SCHEMAS[names.ANOMALY_SCORES]
+    versions = F.create_map(*[F.lit(x) for pair in sorted(source_versions.items()) for x in pair])
+    frame = rows.withColumn(names.TIMESTAMP, F.timestamp_micros("timestamp_us")) \
+        .withColumn(names.SOURCE_VERSION, versions[F.col(names.SCORED_DATE)])
+    for name, value in constants.items():
+        frame = frame.withColumn(name, F.lit(value))
+    column = PARTITION_COLUMN[names.ANOMALY_SCORES]
+    _write_with_spark(spark, table_path(lake, names.ANOMALY_SCORES), frame.select(*schema.names), column,
+                      f"{column} IN ({_sql_list(partition_values)})")
 
 
 def read_table(lake: Path, table: str, version: Optional[int] = None) -> pa.Table:
@@ -255,3 +271,140 @@ def table_version(lake: Path, table: str) -> Optional[int]:
 
     path = table_path(lake, table)
     return DeltaTable(str(path)).version() if DeltaTable.is_deltatable(str(path)) else None
+
+
+# --- Data files written by Spark tasks, committed by the driver in one transaction (delta-rs) ---
+
+def write_data_file(lake: Path, table: str, data: pa.Table, partition_value: str) -> dict:
+    """Write ``data`` (rows of one partition of ``table``) as a new Parquet data file inside the table's folder
+    and return its add action (relative path, size, partition values, modification time, statistics JSON).
+
+    Called on the executors; the file is not part of the table until commit_files commits it, so a task or a
+    job that dies here leaves only an unreferenced file (vacuum removes it), never a partial table.
+    """
+    import json
+    import os
+    import time
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    schema = SCHEMAS[table]
+    column = PARTITION_COLUMN[table]
+    data_columns = [name for name in schema.names if name != column]  # Delta keeps partition values in the log
+    data = data.select(data_columns).cast(pa.schema([schema.field(n) for n in data_columns]))
+    relative = f"{column}={partition_value}/part-{uuid.uuid4().hex}.parquet"
+    target = table_path(lake, table) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(data, target, compression="zstd")
+    return {"path": relative, "size": os.path.getsize(target), "partition_values": {column: partition_value},
+            "modification_time": int(time.time() * 1000), "num_records": data.num_rows,
+            "stats": json.dumps(_file_stats(data))}
+
+
+def _file_stats(data: pa.Table) -> dict:
+    """Delta per-file statistics (numRecords, null counts, min/max of the flat columns): readers skip files by
+    them (a time-range query opens only the files whose timestamps overlap).
+
+    delta-rs reads a missing bound of a column that has values as null, and a filter on that column then
+    skips the file; so bounds go in for every flat column with values, or (a float column holding NaN, which
+    has no order) for none.
+    """
+    minimum, maximum, nulls = {}, {}, {}
+    for field in data.schema:
+        column = data.column(field.name)
+        nulls[field.name] = column.null_count
+        if pa.types.is_nested(field.type) or column.null_count == len(column):
+            continue
+        if pa.types.is_floating(field.type) and pc.any(pc.is_nan(column)).as_py():
+            return {"numRecords": data.num_rows, "nullCount": nulls}
+        low, high = pc.min_max(column).values()
+        if pa.types.is_timestamp(field.type):
+            # milliseconds as Delta writes them; the maximum rounded up so that it still bounds the data
+            minimum[field.name] = _iso_ms(low.value // 1000)
+            maximum[field.name] = _iso_ms(-(-high.value // 1000))
+        else:
+            minimum[field.name], maximum[field.name] = low.as_py(), high.as_py()
+    return {"numRecords": data.num_rows, "minValues": minimum, "maxValues": maximum, "nullCount": nulls}
+
+
+def _iso_ms(ms: int) -> str:
+    moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def commit_files(lake: Path, table: str, files: Sequence[dict], partition_values: Sequence[str]) -> None:
+    """One atomic commit: the partitions ``partition_values`` of ``table`` now hold exactly ``files`` (add
+    actions from write_data_file; their rows must belong to those partitions). Creates the table on the
+    first commit; retried on conflicts with concurrent writers (the files stay valid, only the commit is
+    redone). Readers see the old partitions or the new ones, nothing in between."""
+    from deltalake import DeltaTable, Schema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    column = PARTITION_COLUMN[table]
+    stray = {f["partition_values"][column] for f in files} - set(partition_values)
+    if stray:
+        raise LakehouseError(f"{table}: files for {sorted(stray)[:3]} outside the partitions being replaced")
+    path = table_path(lake, table)
+    actions = [AddAction(f["path"], f["size"], f["partition_values"], f["modification_time"], True, f["stats"])
+               for f in files]
+
+    def commit() -> None:
+        if not DeltaTable.is_deltatable(str(path)):
+            try:
+                create_table_with_add_actions(str(path), Schema.from_arrow(SCHEMAS[table]), actions, mode="error",
+                                              partition_by=[column])
+                return
+            except Exception as error:  # another writer created it first: commit to that table instead
+                if "already exists" not in str(error):
+                    raise
+        DeltaTable(str(path)).create_write_transaction(
+            actions, mode="overwrite", schema=SCHEMAS[table], partition_by=[column],
+            partition_filters=[(column, "in", sorted(set(partition_values)))])
+
+    _with_commit_retries(commit, table)
+
+
+def replace_rows(lake: Path, table: str, data: pa.Table, partition_values: Sequence[str], key: str,
+                 moved_keys: Sequence[str], engine: str = "delta-rs", spark=None) -> None:
+    """One atomic commit: the partitions ``partition_values`` hold exactly ``data``, and rows of other
+    partitions whose ``key`` is in ``moved_keys`` are removed (rows that moved into these partitions, such as
+    an interval continued from an earlier night into a later one)."""
+    from deltalake import DeltaTable, write_deltalake
+
+    column = PARTITION_COLUMN[table]
+    data = conformed(table, data)
+    stray = set(data.column(column).to_pylist()) - set(partition_values)
+    if stray:
+        raise LakehouseError(f"{table}: rows for {sorted(stray)[:3]} outside the partitions being replaced")
+    predicate = f"{column} IN ({_sql_list(partition_values)})"
+    if moved_keys:
+        predicate = f"({predicate}) OR {key} IN ({_sql_list(moved_keys)})"
+    path = table_path(lake, table)
+    if engine == "delta-spark":
+        _write_with_spark(spark, path, data, column, predicate)
+        return
+
+    def write() -> None:
+        if not DeltaTable.is_deltatable(str(path)):
+            path.mkdir(parents=True, exist_ok=True)
+            write_deltalake(str(path), data, mode="append", partition_by=[column])
+            return
+        write_deltalake(str(path), data, mode="overwrite", predicate=predicate, partition_by=[column])
+
+    _with_commit_retries(write, table)
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in sorted(set(values)))
+
+
+def scan(lake: Path, table: str, columns: Sequence[str], filter_expression=None) -> pa.Table:
+    """Columns of the current snapshot's rows matching a pyarrow ``filter_expression`` (partition values and
+    file statistics prune what is read); an absent table reads empty."""
+    from deltalake import DeltaTable
+
+    path = table_path(lake, table)
+    if not DeltaTable.is_deltatable(str(path)):
+        return SCHEMAS[table].empty_table().select(list(columns))
+    return DeltaTable(str(path)).to_pyarrow_dataset().to_table(columns=list(columns), filter=filter_expression)

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import shutil
 import time
 import uuid
@@ -231,6 +232,8 @@ def _replace_block_files(paths: Paths, dates: list[str], staging: Path, written:
     """Move the files this run wrote from ``staging`` into the folders of ``dates``, which then hold only
     them: earlier runs' files go, and a date left without usable rows loses its old blocks. Other dates are
     untouched. The tasks wrote to staging, so a run that fails never leaves its files beside the old ones."""
+    from lstmad.tensors import content_version
+
     keep: dict[str, set[str]] = {}
     for day, name in written:
         keep.setdefault(day, set()).add(name)
@@ -246,6 +249,8 @@ def _replace_block_files(paths: Paths, dates: list[str], staging: Path, written:
                     file.unlink()
             if not keep.get(day):
                 folder.rmdir()
+            else:
+                content_version(paths.tensors, day)  # hash now, while the files are fresh in the page cache
     shutil.rmtree(staging, ignore_errors=True)
     # staging folders of runs that failed a day or more ago (a younger one may belong to a run in progress)
     for leftover in (paths.tensors / "_staging").glob("*"):
@@ -640,75 +645,270 @@ def champion_bundle(config: PipelineConfig):
 
 def score(config: PipelineConfig, day: dt.date, spark=None, champion: Optional[tuple] = None) -> dict:
     """Score one date's tensor blocks with the champion (or ``champion``: (registered, bundle) from
-    champion_bundle) through Spark; replace that date in anomaly_scores and anomaly_intervals."""
-    from lstmad.metrics import score_metrics
-    from lstmad.spark import score as transforms
+    champion_bundle) through Spark; that date's partitions of anomaly_scores and anomaly_intervals are
+    replaced (an interval still open from the night before continues as the same interval)."""
+    summary = score_range(config, day, day, spark, champion)
+    return {**summary["dates"][0], "elapsed_s": summary["seconds"]}
+
+
+def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None,
+                champion: Optional[tuple] = None) -> dict:
+    """Score the dates start..end in one Spark pass with one model (the champion when the job starts).
+
+    The tasks write anomaly_scores data files themselves; the driver commits them in one transaction per
+    table (scores, then intervals), so a job that dies leaves every table at its previous version. The
+    result equals scoring each date on its own night by night: intervals are formed over the whole range,
+    carrying in the flagged tail of the night before ``start``, and each lands in the partition of the
+    date it ends on. Every date's tensor blocks are checked before anything is scored.
+    """
     from lstmad.spark.session import get_session
+    from lstmad.tensors import block_files, content_version, read_blocks
 
-    paths = Paths.of(config)
-    registered, bundle = champion or champion_bundle(config)
-    bundle.check_compatible(tuple(config.source.channel_names), config.prepare.window, config.prepare.step_s)
-    date = day.isoformat()
-    partition = paths.tensors / f"{names.DATE}={date}"
-    if not partition.is_dir():
-        raise PrepareError(f"{partition}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
-    spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
-    from lstmad.tensors import block_files, read_blocks
-
-    files = block_files(paths.tensors, [date])
-    stats_ids = set(read_blocks(paths.tensors, [date], [names.STATS_ID]).column(names.STATS_ID).to_pylist())
-    stats = {sid: load_stats(paths, sid).to_dict() for sid in stats_ids}
-    payload = spark.sparkContext.broadcast(transforms.model_payload(paths.models / f"v{registered['version']}"))
-    model_key = f"{config.registered_model_name}/{registered['version']}"
-    scores = transforms.file_scores(spark, files, model_key, payload, stats, config.score.batch_size,
-                                    config.prepare.max_masked_share, config.score.device)
-    flagged = transforms.flagged_scores(scores, bundle.threshold).cache()
-    intervals = transforms.anomaly_intervals(flagged, config.prepare.step_s, config.score.min_interval_s,
-                                             config.score.merge_gap_s, config.registered_model_name,
-                                             registered["version"])
-    lineage = {"model_name": config.registered_model_name, names.MODEL_VERSION: registered["version"],
-               "mlflow_run_id": registered["run_id"], names.SCORED_DATE: date}
-    score_table = _with_columns(flagged.toArrow(), lineage)
-    interval_table = _with_columns(intervals.toArrow(), {**lineage, names.THRESHOLD: bundle.threshold})
-    flagged.unpersist()
-    payload.unpersist()
-    score_table = score_table.append_column(names.TIMESTAMP, _utc(score_table.column("timestamp_us")))
-    interval_table = interval_table.append_column("start", _utc(interval_table.column("start_us"))) \
-        .append_column("end", _utc(interval_table.column("end_us"))) \
-        .append_column("severity", pc.divide(interval_table.column("peak_score"), bundle.threshold))
-    lakehouse.replace_partitions(paths.lake, names.ANOMALY_SCORES, score_table, [date], config.delta.engine, spark)
-    lakehouse.replace_partitions(paths.lake, names.ANOMALY_INTERVALS, interval_table, [date], config.delta.engine,
-                                 spark)
-    labels = score_table.column(names.LABEL).to_numpy(zero_copy_only=False)
-    metrics = score_metrics(labels, score_table.column(names.SCORE).to_numpy(), bundle.threshold)
-    summary = {"date": date, "model_version": registered["version"], "n_scores": score_table.num_rows,
-               "n_flags": int(pc.sum(score_table.column(names.FLAG)).as_py() or 0),
-               "n_intervals": interval_table.num_rows, "auroc": metrics["auroc"],
-               "anomalous_share": metrics["n_anomalous"] / max(metrics["n_points"], 1)}
-    log.info("score %s: %d timestamps, %d flagged, %d intervals (model v%s)", date, summary["n_scores"],
-             summary["n_flags"], summary["n_intervals"], registered["version"])
-    return summary
-
-
-def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None) -> dict:
-    """Score every date of a backfill range with the champion of its start, one Spark job per date on one
-    session (each date replaced alone, as the nightly run does). Every date's tensor blocks are checked
-    before any is scored."""
-    from lstmad.spark.session import get_session
-
+    started = time.time()
     paths = Paths.of(config)
     days = date_range(start, end)
-    missing = [d.isoformat() for d in days if not (paths.tensors / f"{names.DATE}={d.isoformat()}").is_dir()]
+    dates = [d.isoformat() for d in days]
+    registered, bundle = champion or champion_bundle(config)
+    missing = [d for d in dates if not block_files(paths.tensors, [d])]
     if missing:
+        span = f"--date {start}" if start == end else f"--start {start} --end {end}"
         raise PrepareError(f"{paths.tensors}: no tensor blocks for {', '.join(missing)}; run lstmad prepare "
-                           f"--start {start} --end {end} first")
+                           f"{span} first")
+    bundle.check_compatible(tuple(config.source.channel_names), config.prepare.window, config.prepare.step_s)
     spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
-    started = time.time()
-    champion = champion_bundle(config)  # one model for the whole range, even if a promotion happens meanwhile
-    summaries = [score(config, day, spark, champion) for day in days]
-    return {"start": start.isoformat(), "end": end.isoformat(), "dates": summaries,
-            "n_scores": sum(s["n_scores"] for s in summaries), "n_intervals": sum(s["n_intervals"] for s in summaries),
+    lineage = {"model_name": config.registered_model_name, names.MODEL_VERSION: registered["version"],
+               "mlflow_run_id": registered["run_id"]}
+    versions = {d: content_version(paths.tensors, d) for d in dates}
+    files = block_files(paths.tensors, dates)
+    stats_ids = set(read_blocks(paths.tensors, dates, [names.STATS_ID]).column(names.STATS_ID).to_pylist())
+    stats = {sid: load_stats(paths, sid).to_dict() for sid in stats_ids}
+    scoring = _scoring_pass(config, spark, files, registered, bundle, stats, lineage, versions)
+    try:
+        per_date = scoring.commit_scores(paths, dates)
+        intervals = _interval_rows(config, paths, scoring, bundle, lineage, dates)
+        _fault_point("before-intervals-commit")
+        n_intervals = _commit_intervals(config, paths, intervals, dates, spark)
+    finally:
+        scoring.release()
+    summaries = []
+    for date in dates:
+        got = per_date.get(date, {"n_scores": 0, "n_flags": 0, "auroc": math.nan, "anomalous_share": 0.0})
+        summaries.append({"date": date, "model_version": registered["version"], **got,
+                          "n_intervals": n_intervals.get(date, 0), names.SOURCE_VERSION: versions[date]})
+        log.info("score %s: %d timestamps, %d flagged, %d intervals (model v%s)", date, got["n_scores"],
+                 got["n_flags"], n_intervals.get(date, 0), registered["version"])
+    return {"start": start.isoformat(), "end": end.isoformat(), "model_version": registered["version"],
+            "dates": summaries, "n_scores": sum(s["n_scores"] for s in summaries),
+            "n_flags": sum(s["n_flags"] for s in summaries), "n_intervals": sum(n_intervals.values()),
             "seconds": round(time.time() - started, 3)}
+
+
+def _fault_point(name: str) -> None:
+    """Crash-test hook: LSTMAD_KILL_AT=<name> kills this process (SIGKILL, no cleanup) at that point, as a
+    lost executor host or an OOM kill would; tests use it to prove that no partial result is visible."""
+    import os
+    import signal
+
+    if os.environ.get("LSTMAD_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _ScoringPass:
+    """A cached Spark scoring pass: the anomaly_scores data files its tasks wrote (delta-rs) or its score
+    rows (delta-spark), and its flagged timestamps for the interval stage."""
+
+    def __init__(self, config: PipelineConfig, spark, frame, payload, lineage: dict, versions: dict[str, str],
+                 threshold: float):
+        from pyspark.sql import functions as F
+
+        self.config, self.spark, self.payload = config, spark, payload
+        self.lineage, self.versions, self.threshold = lineage, versions, threshold
+        self.frame = frame.cache()
+        kind = F.col("kind")
+        self.flagged = self.frame.filter((kind == "flag") | ((kind == "score") & F.col(names.FLAG)))
+
+    def commit_scores(self, paths: Paths, dates: list[str]) -> dict[str, dict]:
+        """Make the dates' anomaly_scores partitions hold this pass's rows (one commit); per date n_scores,
+        n_flags, auroc (labelled timestamps only) and anomalous_share, read back from what was committed."""
+        from pyspark.sql import functions as F
+
+        if self.config.delta.engine == "delta-spark":
+            lakehouse.write_scores_with_spark(self.spark, paths.lake, self.frame.filter(F.col("kind") == "score"),
+                                              dates, {**self.lineage, names.THRESHOLD: self.threshold}, self.versions)
+        else:
+            actions = [json.loads(r.file) for r in self.frame.filter(F.col("kind") == "file").select("file").collect()]
+            _fault_point("before-scores-commit")  # every data file written, none committed
+            lakehouse.commit_files(paths.lake, names.ANOMALY_SCORES, actions, dates)
+        return _score_summaries(paths, dates, self.lineage[names.MODEL_VERSION])
+
+    def release(self) -> None:
+        self.frame.unpersist()
+        self.payload.unpersist()
+
+
+def _scoring_pass(config: PipelineConfig, spark, files: list[str], registered: dict, bundle, stats: dict,
+                  lineage: dict, versions: dict[str, str]) -> _ScoringPass:
+    from lstmad.spark import score as transforms
+
+    paths = Paths.of(config)
+    payload = spark.sparkContext.broadcast(transforms.model_payload(paths.models / f"v{registered['version']}"))
+    model_key = f"{config.registered_model_name}/{registered['version']}"
+    to_lake = None if config.delta.engine == "delta-spark" else str(paths.lake)
+    frame = transforms.scored_pieces(spark, files, model_key, payload, stats, bundle.threshold,
+                                     config.score.batch_size, config.prepare.max_masked_share, config.score.device,
+                                     lake=to_lake, lineage=lineage, source_versions=versions)
+    return _ScoringPass(config, spark, frame, payload, lineage, versions, bundle.threshold)
+
+
+def _score_summaries(paths: Paths, dates: list[str], version: str) -> dict[str, dict]:
+    import pyarrow.dataset as ds
+    from sklearn.metrics import roc_auc_score
+
+    rows = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.SCORED_DATE, names.LABEL, names.SCORE, names.FLAG],
+                          ds.field(names.SCORED_DATE).isin(dates) & (ds.field(names.MODEL_VERSION) == version))
+    out = {}
+    for date in dates:
+        day = rows.filter(pc.equal(rows.column(names.SCORED_DATE), date))
+        if day.num_rows == 0:
+            continue
+        labels = day.column(names.LABEL).to_numpy(zero_copy_only=False)
+        known = labels >= 0
+        anomalous = int(np.sum(labels[known] == 1))
+        both = 0 < anomalous < int(known.sum())
+        out[date] = {"n_scores": day.num_rows, "n_flags": int(pc.sum(day.column(names.FLAG)).as_py() or 0),
+                     "auroc": float(roc_auc_score(labels[known], day.column(names.SCORE).to_numpy()[known]))
+                     if both else math.nan,
+                     "anomalous_share": anomalous / max(int(known.sum()), 1)}
+    return out
+
+
+def _carried_tails(config: PipelineConfig, paths: Paths, lineage: dict, channels: tuple[str, ...],
+                   new_from_us: int) -> dict[str, dict]:
+    """Per asset, the flagged timestamps before ``new_from_us`` (same model) that an interval of this pass may
+    continue: all those of an interval that ends close enough to the pass's start to merge with it, else the
+    last min_interval + merge_gap + step seconds (a run too short to be an interval yet)."""
+    import pyarrow.dataset as ds
+
+    step, gap = config.prepare.step_s, config.score.merge_gap_s
+    same_model = (ds.field("model_name") == lineage["model_name"]) & \
+        (ds.field(names.MODEL_VERSION) == lineage[names.MODEL_VERSION])
+    new_from = pa.scalar(new_from_us, lakehouse.UTC_US)
+    reach = pa.scalar(new_from_us - (step + gap) * MICROS, lakehouse.UTC_US)
+    still_open = lakehouse.scan(paths.lake, names.ANOMALY_INTERVALS, [names.ASSET, "start"],
+                                same_model & (ds.field("end") >= reach) & (ds.field("start") < new_from))
+    carry_from = {}
+    for asset, begun in zip(still_open.column(names.ASSET).to_pylist(),
+                            still_open.column("start").cast(pa.int64()).to_pylist()):
+        carry_from[asset] = min(begun, carry_from.get(asset, begun))
+    default_from = new_from_us - (config.score.min_interval_s + gap + step) * MICROS
+    earliest = min([default_from, *carry_from.values()])
+    tail = lakehouse.scan(paths.lake, names.ANOMALY_SCORES,
+                          [names.ASSET, names.TIMESTAMP, names.SCORE, names.CHANNEL_SHARES],
+                          same_model & (ds.field(names.FLAG) == True) & (ds.field(names.TIMESTAMP) >= pa.scalar(earliest, lakehouse.UTC_US))
+                          & (ds.field(names.TIMESTAMP) < new_from)
+                          & (ds.field(names.SCORED_DATE) >= _utc_date(earliest)))
+    out: dict[str, dict] = {}
+    position = {c: i for i, c in enumerate(channels)}
+    for asset, moment, value, shares in zip(tail.column(names.ASSET).to_pylist(),
+                                            tail.column(names.TIMESTAMP).cast(pa.int64()).to_pylist(),
+                                            tail.column(names.SCORE).to_pylist(),
+                                            tail.column(names.CHANNEL_SHARES).to_pylist()):
+        if moment < carry_from.get(asset, default_from):
+            continue
+        entry = out.setdefault(asset, {"timestamp_us": [], "score": [], "shares": []})
+        entry["timestamp_us"].append(moment)
+        entry["score"].append(value)
+        if shares is None or entry["shares"] is None:
+            entry["shares"] = None
+        else:
+            row = [0.0] * len(channels)
+            for pair in shares:
+                row[position[pair["channel"]]] = pair["share"]
+            entry["shares"].append(row)
+    return out
+
+
+def _utc_date(micros: int) -> str:
+    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)).date().isoformat()
+
+
+def _interval_rows(config: PipelineConfig, paths: Paths, scoring: _ScoringPass, bundle, lineage: dict,
+                   dates: list[str]) -> pa.Table:
+    """anomaly_intervals rows of the pass (Spark: grouped by asset), with every lineage column."""
+    from lstmad.scoring import shares_array
+    from lstmad.spark import score as transforms
+    from lstmad.tensors import content_version
+
+    new_from_us = _micros(dt.date.fromisoformat(dates[0]))
+    carried = _carried_tails(config, paths, lineage, bundle.channels, new_from_us)
+    found = transforms.anomaly_intervals(scoring.flagged, config.prepare.step_s, config.score.min_interval_s,
+                                         config.score.merge_gap_s, lineage["model_name"],
+                                         lineage[names.MODEL_VERSION], new_from_us, carried).toArrow()
+    found = found.sort_by([(names.ASSET, "ascending"), ("start_us", "ascending")])
+    n = found.num_rows
+    starts, ends = found.column("start_us").to_pylist(), found.column("end_us").to_pylist()
+    versions = dict(scoring.versions)
+
+    def version_of(day: str) -> str:
+        if day not in versions:  # an earlier night an interval began on
+            try:
+                versions[day] = content_version(paths.tensors, day)
+            except FileNotFoundError:
+                versions[day] = "unknown"
+        return versions[day]
+
+    def source_version(first_us: int, last_us: int) -> str:
+        covered = [d.isoformat() for d in date_range(dt.date.fromisoformat(_utc_date(first_us)),
+                                                     dt.date.fromisoformat(_utc_date(last_us)))]
+        if len(covered) == 1:
+            return version_of(covered[0])
+        import hashlib
+        return "sha256:" + hashlib.sha256("\n".join(f"{d}={version_of(d)}" for d in covered).encode()).hexdigest()
+
+    share_rows = found.column("shares").to_pylist()
+    attributed = n > 0 and all(row is not None for row in share_rows)
+    channel_shares = (shares_array(np.asarray(share_rows, dtype=np.float64).reshape(n, -1), np.arange(n), n,
+                                   bundle.channels) if attributed else pa.nulls(n, lakehouse.CHANNEL_SHARES_TYPE))
+    top = [row[0]["channel"] if row else None for row in channel_shares.to_pylist()] if attributed else [None] * n
+    return pa.table({
+        "interval_id": found.column("interval_id"), names.ASSET: found.column(names.ASSET),
+        "start": _utc(found.column("start_us")), "end": _utc(found.column("end_us")),
+        "duration_s": found.column("duration_s"), "n_points": found.column("n_points"),
+        "peak_score": found.column("peak_score"), "mean_score": found.column("mean_score"),
+        "severity": pc.divide(found.column("peak_score"), bundle.threshold),
+        "top_channel": pa.array(top, pa.string()), names.CHANNEL_SHARES: channel_shares,
+        "attribution": pa.array([getattr(bundle.detector, "attribution_method", "none")] * n, pa.string()),
+        names.THRESHOLD: pa.array([bundle.threshold] * n, pa.float64()),
+        "threshold_rule": pa.array([bundle.threshold_rule] * n, pa.string()),
+        **{k: pa.array([v] * n, pa.string()) for k, v in lineage.items()},
+        names.SOURCE_VERSION: pa.array([source_version(a, b) for a, b in zip(starts, ends)], pa.string()),
+        names.SCORED_DATE: pa.array([_utc_date(e) for e in ends], pa.string()),
+    })
+
+
+def _commit_intervals(config: PipelineConfig, paths: Paths, intervals: pa.Table, dates: list[str],
+                      spark) -> dict[str, int]:
+    """Replace the dates' anomaly_intervals partitions with ``intervals`` in one commit, moving intervals
+    continued from an earlier night out of that night's partition; an interval already continued by a later
+    night than these (a re-run of an earlier date) stays with that night. Returns intervals per date."""
+    import pyarrow.dataset as ds
+
+    ids = intervals.column("interval_id").to_pylist()
+    later = set(lakehouse.scan(paths.lake, names.ANOMALY_INTERVALS, ["interval_id"],
+                               ds.field("interval_id").isin(ids or [""]) & (ds.field(names.SCORED_DATE) > dates[-1]))
+                .column("interval_id").to_pylist())
+    if later:
+        log.info("%d interval(s) continue into nights after %s and stay there", len(later), dates[-1])
+        intervals = intervals.filter(pc.invert(pc.is_in(intervals.column("interval_id"), pa.array(sorted(later)))))
+    first_us = _micros(dt.date.fromisoformat(dates[0]))
+    moved = [i for i, s in zip(intervals.column("interval_id").to_pylist(),
+                               intervals.column("start").cast(pa.int64()).to_pylist()) if s < first_us]
+    lakehouse.replace_rows(paths.lake, names.ANOMALY_INTERVALS, intervals, dates, "interval_id", moved,
+                           config.delta.engine, spark)
+    counts: dict[str, int] = {}
+    for day in intervals.column(names.SCORED_DATE).to_pylist():
+        counts[day] = counts.get(day, 0) + 1
+    return counts
 
 
 def maintain(config: PipelineConfig, retention_hours: Optional[int] = None) -> dict:

@@ -10,11 +10,14 @@ import pyarrow as pa
 
 from lstmad import names
 from lstmad.bundle import ModelBundle
+from lstmad.lakehouse import CHANNEL_SHARES_TYPE
 from lstmad.series import NormalisationStats
 from lstmad.tensors import Windows, windows_from_blocks
 
 SCORE_SCHEMA = pa.schema([(names.ASSET, pa.string()), ("timestamp_us", pa.int64()), (names.SCORE, pa.float64()),
                           (names.LABEL, pa.int8())])
+FLAGGED_SCORE_SCHEMA = pa.schema(list(SCORE_SCHEMA) + [(names.FLAG, pa.bool_()),
+                                                       (names.CHANNEL_SHARES, CHANNEL_SHARES_TYPE)])
 
 
 def model_windows(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, NormalisationStats],
@@ -33,18 +36,66 @@ def model_windows(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
 
 
 def score_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, NormalisationStats],
-                 batch_size: int = 4096, max_masked_share: float = 1.0) -> pa.Table:
+                 batch_size: int = 4096, max_masked_share: float = 1.0,
+                 threshold: Optional[float] = None) -> pa.Table:
     """Per-timestamp scores of a table of blocks: one row (asset_id, timestamp_us, score, label) per window,
     placed at the window's last timestamp (the detectors here score the last row). Windows with too many
-    filled-in values get no score."""
+    filled-in values get no score. With a ``threshold``, also flag (score > threshold) and channel_shares
+    of the flagged rows (FLAGGED_SCORE_SCHEMA)."""
+    return scored_blocks(bundle, blocks, stats_by_id, batch_size, max_masked_share, threshold)[0]
+
+
+def scored_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, NormalisationStats],
+                  batch_size: int = 4096, max_masked_share: float = 1.0, threshold: Optional[float] = None
+                  ) -> tuple[pa.Table, Optional[np.ndarray]]:
+    """score_blocks' table and, with a threshold, the flagged rows' shares (K, C) in the model's channel
+    order (None without a threshold or an attribution)."""
     windows = model_windows(bundle, blocks, stats_by_id, max_masked_share)
     scores = bundle.detector.score(windows, batch_size=batch_size) if len(windows) else np.zeros(0)
-    return pa.table({
+    columns = {
         names.ASSET: pa.array([windows.assets[i] for i in windows.asset], pa.string()),
         "timestamp_us": pa.array(windows.end_us, pa.int64()),
         names.SCORE: pa.array(scores, pa.float64()),
         names.LABEL: pa.array(windows.label_last, pa.int8()),
-    }, schema=SCORE_SCHEMA)
+    }
+    if threshold is None:
+        return pa.table(columns, schema=SCORE_SCHEMA), None
+    flags, share_rows = flag_and_attribute(bundle, windows, scores, threshold, batch_size)
+    channel_shares = (pa.nulls(len(flags), CHANNEL_SHARES_TYPE) if share_rows is None
+                      else shares_array(share_rows, np.flatnonzero(flags), len(flags), bundle.channels))
+    table = pa.table({**columns, names.FLAG: pa.array(flags), names.CHANNEL_SHARES: channel_shares},
+                     schema=FLAGGED_SCORE_SCHEMA)
+    return table, share_rows
+
+
+def flag_and_attribute(bundle: ModelBundle, windows: Windows, scores: np.ndarray, threshold: float,
+                       batch_size: int = 4096) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Flags (N,) = score > threshold, and the flagged windows' channel shares (K, C) in the model's channel
+    order (detector.channel_shares, run on the K flagged windows only), or None when the detector has no
+    attribution."""
+    flags = np.asarray(scores > threshold, dtype=bool)
+    shares_of = getattr(bundle.detector, "channel_shares", None)
+    if shares_of is None:
+        return flags, None
+    flagged = np.flatnonzero(flags)
+    if flagged.size == 0:
+        return flags, np.zeros((0, len(bundle.channels)))
+    return flags, shares_of(windows.subset(flagged), batch_size=batch_size)
+
+
+def shares_array(rows: np.ndarray, positions: np.ndarray, length: int, channels: tuple[str, ...]) -> pa.Array:
+    """(K, C) shares of the rows at ``positions`` (K,) of an array of ``length`` → CHANNEL_SHARES_TYPE array
+    (null elsewhere), each list sorted by share, largest first; built without a Python loop per row."""
+    rows = np.asarray(rows, dtype=np.float64)
+    n_channels = rows.shape[1]
+    order = np.argsort(-rows, axis=1, kind="stable")
+    values = pa.StructArray.from_arrays(
+        [pa.array(np.asarray(channels, dtype=object)[order].ravel(), pa.string()),
+         pa.array(np.take_along_axis(rows, order, axis=1).ravel(), pa.float64())], names=["channel", "share"])
+    present = np.zeros(length, dtype=bool)
+    present[positions] = True
+    offsets = np.concatenate([[0], np.cumsum(present * n_channels)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~present), type=CHANNEL_SHARES_TYPE)
 
 
 def interval_id(asset: str, start_us: int, model_name: str, model_version: str) -> str:

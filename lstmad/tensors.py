@@ -300,3 +300,42 @@ def _block_dataset(path: Path) -> ds.Dataset:
         raise FileNotFoundError(f"{path}: no tensor blocks yet; run prepare first")
     return ds.dataset(path, format="parquet", partitioning=ds.partitioning(
         pa.schema([(names.DATE, pa.string())]), flavor="hive"))
+
+
+CONTENT_VERSION_FILE = "_content_version.json"
+
+
+def content_version(root: str | Path, day: str) -> str:
+    """The source data version of one date of a tensor-block table: "sha256:<hex>" of its block files'
+    names and bytes, in name order. Cached beside the files (keyed by their names and sizes, so a re-prepared
+    date gets a fresh hash); results carry it as their lineage."""
+    import hashlib
+    import json
+    import os
+
+    folder = Path(root) / f"{names.DATE}={day}"
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no tensor blocks for {day}")
+    listing = {f.name: f.stat().st_size for f in files}
+    cache = folder / CONTENT_VERSION_FILE
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("files") == listing:
+            return cached["version"]
+    except (OSError, ValueError):
+        pass
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    version = f"sha256:{digest.hexdigest()}"
+    try:  # a read-only archive still gets its version, just not cached
+        staged = cache.with_name(f".{cache.name}.{os.getpid()}")
+        staged.write_text(json.dumps({"files": listing, "version": version}))
+        staged.replace(cache)
+    except OSError:
+        pass
+    return version

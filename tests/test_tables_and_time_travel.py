@@ -21,6 +21,7 @@ def scores(day: str, n: int, score: float) -> pa.Table:
         names.ASSET: ["T1"] * n, names.TIMESTAMP: [start + dt.timedelta(minutes=i) for i in range(n)],
         names.SCORE: [score] * n, names.THRESHOLD: [1.0] * n, names.FLAG: [score > 1.0] * n, names.LABEL: [0] * n,
         "model_name": ["m"] * n, names.MODEL_VERSION: ["1"] * n, "mlflow_run_id": ["r"] * n,
+        names.CHANNEL_SHARES: pa.nulls(n, lakehouse.CHANNEL_SHARES_TYPE), names.SOURCE_VERSION: ["sha256:0"] * n,
         names.SCORED_DATE: [day] * n})
 
 
@@ -118,7 +119,7 @@ def test_compaction_and_vacuum_leave_query_results_unchanged(tmp_path):
             lakehouse.replace_partitions(tmp_path, names.ANOMALY_SCORES, scores(day, 3 + night, float(night)), [day])
     path = str(tmp_path / names.ANOMALY_SCORES)
     for part in range(3):  # a third date written as three files (as executors would): compaction's work
-        write_deltalake(path, scores("2026-01-03", 2, 1.0).cast(lakehouse.SCHEMAS[names.ANOMALY_SCORES]),
+        write_deltalake(path, lakehouse.conformed(names.ANOMALY_SCORES, scores("2026-01-03", 2, 1.0)),
                         mode="append", partition_by=[names.SCORED_DATE])
     ask = "select scored_date, count(*) n, sum(score) s from anomaly_scores group by 1 order by 1"
     before = query(tmp_path, ask).to_pylist()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from lstmad.iae_variants import PROFILES, VARIANTS  # noqa: F401 (re-exported)
+from lstmad import attribution
 from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.iae_lstm_kl import IAELSTMKLNet
 from lstmad.tensors import Windows
@@ -186,6 +187,32 @@ class IAELSTMKLDetector:
             _, x_hat = self.network_(x)
             out.append(torch.mean((x_hat - x.clamp(0.0, 1.0)) ** 2, dim=(1, 2)).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
+
+    @property
+    def attribution_method(self) -> str:
+        return "latent_distance_gradient" if self.params.svdd != "none" else "reconstruction_error_share"
+
+    def channel_shares(self, windows: Windows, batch_size: int = 1024) -> np.ndarray:
+        """(N, C) share of each channel in each window's score. With an SVDD term: Σ_t |∂‖ẑ − c‖²/∂x_tc|,
+        the gradient of the latent distance with respect to the (scaled) input, summed over the W steps;
+        without: the channel's squared reconstruction errors summed over the steps."""
+        device = next(self.network_.parameters()).device
+        self.network_.eval()
+        centre = torch.as_tensor(self.centre_, dtype=torch.float32, device=device)
+        out = []
+        for batch in windows.iter_batches(batch_size):
+            x = self._scaled(batch.to(device)).detach()
+            if self.params.svdd != "none":
+                x.requires_grad_(True)
+                distance = torch.sum((self.network_.encode(x) - centre) ** 2)
+                (gradient,) = torch.autograd.grad(distance, x)
+                terms = gradient.abs().sum(dim=1)
+            else:
+                with torch.no_grad():
+                    _, x_hat = self.network_(x)
+                    terms = ((x_hat - x.clamp(0.0, 1.0)) ** 2).sum(dim=1)
+            out.append(terms.double().cpu().numpy())
+        return attribution.shares(np.concatenate(out)) if out else np.zeros((0, self.n_channels_))
 
     def to(self, device) -> "IAELSTMKLDetector":
         self.network_.to(device)

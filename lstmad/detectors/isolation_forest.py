@@ -26,6 +26,7 @@ class IsolationForestDetector:
     """fit(windows) → self; score(windows) → (N,) negated sklearn score_samples (higher = more anomalous)."""
 
     kind = "isolation_forest"
+    attribution_method = "none"  # path lengths have no per-channel decomposition: no channel_shares
     score_alignment = "last"
 
     def __init__(self, params: Optional[ForestParams] = None, **overrides):

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lstmad.detectors.gaussian_error import GaussianErrorModel
+from lstmad import attribution
 from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_autoencoder import LSTMAutoencoder
 from lstmad.tensors import Windows
@@ -76,6 +77,15 @@ class LSTMAutoencoderDetector:
         errors = self._errors(windows, batch_size)
         per_step = self.error_model_.score(errors.reshape(-1, self.n_channels_)).reshape(errors.shape[:2])
         return per_step.mean(axis=1)
+
+    attribution_method = "reconstruction_error_share"
+
+    def channel_shares(self, windows: Windows, batch_size: int = 2048) -> np.ndarray:
+        """(N, C) share of each channel in each window's score: its terms of the per-step Mahalanobis
+        distances of the reconstruction error, summed over the window's W steps."""
+        errors = self._errors(windows, batch_size)
+        terms = attribution.mahalanobis_terms(errors - self.error_model_.mean_, self.error_model_.precision_)
+        return attribution.shares(terms.sum(axis=1))
 
     def to(self, device) -> "LSTMAutoencoderDetector":
         self.network_.to(device)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from lstmad.detectors.gaussian_error import GaussianErrorModel
+from lstmad import attribution
 from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
 from lstmad.tensors import Windows
@@ -102,6 +103,17 @@ class LSTMForecasterDetector:
         if getattr(self, "error_model_", None) is not None:
             return self.error_model_.score(errors)
         return np.mean(errors ** 2, axis=1)
+
+    attribution_method = "forecast_error_share"
+
+    def channel_shares(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
+        """(N, C) share of each channel in each window's score: its squared forecast error over the sum, or
+        with the Mahalanobis error model its term of the distance (lstmad.attribution)."""
+        errors = self._errors(windows, batch_size)
+        if getattr(self, "error_model_", None) is not None:
+            return attribution.shares(attribution.mahalanobis_terms(errors - self.error_model_.mean_,
+                                                                    self.error_model_.precision_))
+        return attribution.shares(errors ** 2)
 
     def to(self, device: str | torch.device) -> "LSTMForecasterDetector":
         self._check_fitted()

@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from lstmad import attribution
 from lstmad.detectors.persistence import read_config, write_config
 from lstmad.tensors import Windows
 
@@ -59,6 +60,20 @@ class PCAT2QDetector:
     def score(self, windows: Windows, batch_size: int = 0) -> np.ndarray:
         t2, q = self._statistics(self._rows(windows))
         return np.maximum(t2 / self.t2_limit_, q / self.q_limit_)
+
+    attribution_method = "t2_or_q_term_share"
+
+    def channel_shares(self, windows: Windows, batch_size: int = 0) -> np.ndarray:
+        """(N, C) share of each channel in the statistic that sets the score: Q's squared residuals where
+        Q/limit ≥ T²/limit, else T²'s terms |x̃_c · (P Λ⁻¹ Pᵀ x̃)_c| (x̃ the centred row)."""
+        x = self._rows(windows)
+        centred = x - self.mean_
+        t = centred @ self.components_.T
+        t2, q = self._statistics(x)
+        q_terms = (centred - t @ self.components_) ** 2
+        t2_terms = np.abs(centred * ((t / self.variance_) @ self.components_))
+        by_q = (q / self.q_limit_ >= t2 / self.t2_limit_)[:, None]
+        return attribution.shares(np.where(by_q, q_terms, t2_terms))
 
     def to(self, device) -> "PCAT2QDetector":
         return self

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lstmad import names
 from lstmad.intervals import merge_flags
-from lstmad.scoring import interval_id, score_blocks
+from lstmad.lakehouse import CHANNEL_SHARES_TYPE
+from lstmad.scoring import interval_id, score_blocks, scored_blocks
 from lstmad.series import NormalisationStats
 
 # One loaded model per Python worker process, keyed by model version: Spark reuses its Python workers
@@ -99,48 +102,169 @@ def file_scores(spark, files: list[str], model_key: str, payload_broadcast, stat
     must to write them in prepare). Each Python worker loads the model once (per version and device) and
     scores ``batch_size`` windows at a time on the task's GPU where Spark assigned one (worker_device).
     """
-    tasks = max(1, spark.sparkContext.defaultParallelism * per_core)
     items = work_items(files, spark.sparkContext.defaultParallelism, per_core)
     stats_by_id = {k: NormalisationStats.from_dict(v) for k, v in stats_dicts.items()}
 
-    def score_items(batches):
+    def score_pieces(pieces):
         bundle = _bundle_from_payload(model_key, payload_broadcast.value, worker_device(device))
-        for batch in batches:
-            for index in batch.column(0).to_pylist():
-                file, first, count = items[index]
-                yield from score_blocks(bundle, _read_piece(file, first, count), stats_by_id, batch_size,
-                                        max_masked_share).to_batches()
+        for file, blocks in pieces:
+            yield from score_blocks(bundle, blocks, stats_by_id, batch_size, max_masked_share).to_batches()
 
-    # contiguous runs of items per task: consecutive pieces of one file stay together
-    return spark.range(0, len(items), numPartitions=max(1, min(len(items), tasks))).mapInArrow(score_items,
-                                                                                           SCORE_STRUCT)
+    return _over_items(spark, items, per_core, score_pieces, SCORE_STRUCT)
 
 
-def flagged_scores(scores: DataFrame, threshold: float) -> DataFrame:
-    return scores.withColumn(names.THRESHOLD, F.lit(float(threshold))) \
-        .withColumn(names.FLAG, F.col(names.SCORE) > F.lit(float(threshold)))
+def _over_items(spark, items: list[tuple[str, int, int]], per_core: int, score_pieces, schema) -> DataFrame:
+    """Run ``score_pieces`` over the block pieces ``items`` in Spark tasks: each task gets a contiguous run
+    of items (consecutive pieces of one file stay together) and reads only its pieces."""
+    tasks = max(1, spark.sparkContext.defaultParallelism * per_core)
+
+    def run(batches):
+        def pieces():
+            for batch in batches:
+                for index in batch.column(0).to_pylist():
+                    file, first, count = items[index]
+                    yield file, _read_piece(file, first, count)
+        yield from score_pieces(pieces())
+
+    return spark.range(0, len(items), numPartitions=max(1, min(len(items), tasks))).mapInArrow(run, schema)
+
+
+# Rows of a scoring pass (scored_pieces): "file" rows carry the add action (JSON) of an anomaly_scores data
+# file a task wrote; "flag" rows one flagged timestamp with its channel shares in the model's channel order;
+# "score" rows (no lake to write to: delta-spark) every timestamp with its anomaly_scores columns.
+PASS_STRUCT = T.StructType([
+    T.StructField("kind", T.StringType()), T.StructField(names.ASSET, T.StringType()),
+    T.StructField("timestamp_us", T.LongType()), T.StructField(names.SCORE, T.DoubleType()),
+    T.StructField(names.LABEL, T.ByteType()), T.StructField(names.FLAG, T.BooleanType()),
+    T.StructField("shares", T.ArrayType(T.DoubleType())),
+    T.StructField(names.CHANNEL_SHARES, T.ArrayType(T.StructType([T.StructField("channel", T.StringType()),
+                                                                  T.StructField("share", T.DoubleType())]))),
+    T.StructField(names.SCORED_DATE, T.StringType()), T.StructField("file", T.StringType()),
+])
+
+
+_ARROW_PASS = pa.schema([
+    ("kind", pa.string()), (names.ASSET, pa.string()), ("timestamp_us", pa.int64()), (names.SCORE, pa.float64()),
+    (names.LABEL, pa.int8()), (names.FLAG, pa.bool_()), ("shares", pa.list_(pa.float64())),
+    (names.CHANNEL_SHARES, CHANNEL_SHARES_TYPE), (names.SCORED_DATE, pa.string()), ("file", pa.string()),
+])
+
+
+def date_of_block_file(file: str) -> str:
+    """The date partition a tensor-block file belongs to (its folder is date=YYYY-MM-DD)."""
+    folder = Path(file).parent.name
+    if not folder.startswith(f"{names.DATE}="):
+        raise ValueError(f"{file}: not inside a {names.DATE}=YYYY-MM-DD folder of a tensor-block table")
+    return folder.split("=", 1)[1]
+
+
+def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, stats_dicts: dict[str, dict],
+                  threshold: float, batch_size: int, max_masked_share: float = 1.0, device: str = "auto",
+                  lake: Optional[str] = None, lineage: Optional[dict] = None,
+                  source_versions: Optional[dict[str, str]] = None, per_core: int = 4) -> DataFrame:
+    """One scoring pass over the block ``files`` (PASS_STRUCT rows), flagging score > ``threshold`` and
+    attributing flagged timestamps to channels.
+
+    With ``lake``, each task writes its piece's anomaly_scores rows (with the constant ``lineage`` columns
+    and the date's ``source_versions``) as a Delta data file of that table and returns the file's add action
+    ("file") plus its flagged timestamps ("flag"): the scores never travel to the driver, which only commits
+    the files (lakehouse.commit_files). Without ``lake``, every timestamp comes back ("score").
+    """
+    from lstmad import lakehouse
+
+    items = work_items(files, spark.sparkContext.defaultParallelism, per_core)
+    stats_by_id = {k: NormalisationStats.from_dict(v) for k, v in stats_dicts.items()}
+    lineage, source_versions = lineage or {}, source_versions or {}
+
+    def score_pieces(pieces):
+        bundle = _bundle_from_payload(model_key, payload_broadcast.value, worker_device(device))
+        for file, blocks in pieces:
+            day = date_of_block_file(file)
+            table, share_rows = scored_blocks(bundle, blocks, stats_by_id, batch_size, max_masked_share, threshold)
+            flags = table.column(names.FLAG).to_numpy(zero_copy_only=False)
+            n = table.num_rows
+            if lake is None:
+                yield _pass_rows("score", table, np.ones(n, dtype=bool), None, day, None)
+                continue
+            rows = table.append_column(names.TIMESTAMP, pa.array(table.column("timestamp_us").to_numpy(),
+                                                                 lakehouse.UTC_US).cast(lakehouse.UTC_US))
+            constants = {**lineage, names.THRESHOLD: float(threshold), names.SOURCE_VERSION: source_versions.get(day)}
+            for name, value in constants.items():
+                rows = rows.append_column(name, pa.array([value] * n, lakehouse.SCHEMAS[names.ANOMALY_SCORES]
+                                                         .field(name).type))
+            action = lakehouse.write_data_file(Path(lake), names.ANOMALY_SCORES, rows, day)
+            yield _pass_rows("file", table.slice(0, 0), np.zeros(0, dtype=bool), None, day, json.dumps(action))
+            yield _pass_rows("flag", table, flags, share_rows, day, None)
+
+    return _over_items(spark, items, per_core, score_pieces, PASS_STRUCT)
+
+
+def _pass_rows(kind: str, table: pa.Table, keep: np.ndarray, share_rows: Optional[np.ndarray], day: str,
+               file: Optional[str]) -> pa.RecordBatch:
+    """PASS_STRUCT rows of the ``keep`` rows of a scored table (one "file" row when ``file`` is given)."""
+    if file is not None:
+        nulls = {f.name: pa.nulls(1, _ARROW_PASS.field(f.name).type) for f in _ARROW_PASS}
+        return pa.RecordBatch.from_pydict({**nulls, "kind": pa.array([kind]), names.SCORED_DATE: pa.array([day]),
+                                           "file": pa.array([file])}, schema=_ARROW_PASS)
+    kept = table.filter(pa.array(keep))
+    n = kept.num_rows
+    if share_rows is None or kind == "score":
+        shares = pa.nulls(n, pa.list_(pa.float64()))
+    else:  # share_rows are the flagged rows, in order: exactly the kept ones
+        offsets = pa.array(np.arange(0, n * share_rows.shape[1] + 1, share_rows.shape[1], dtype=np.int32))
+        shares = pa.ListArray.from_arrays(offsets, pa.array(np.asarray(share_rows, np.float64).ravel()))
+    channel_shares = kept.column(names.CHANNEL_SHARES).combine_chunks() if kind == "score" else \
+        pa.nulls(n, CHANNEL_SHARES_TYPE)
+    return pa.RecordBatch.from_pydict({
+        "kind": pa.array([kind] * n, pa.string()), names.ASSET: kept.column(names.ASSET).combine_chunks(),
+        "timestamp_us": kept.column("timestamp_us").combine_chunks(), names.SCORE: kept.column(names.SCORE).combine_chunks(),
+        names.LABEL: kept.column(names.LABEL).combine_chunks(), names.FLAG: kept.column(names.FLAG).combine_chunks(),
+        "shares": shares, names.CHANNEL_SHARES: channel_shares,
+        names.SCORED_DATE: pa.array([day] * n, pa.string()), "file": pa.nulls(n, pa.string())}, schema=_ARROW_PASS)
 
 
 def anomaly_intervals(flagged: DataFrame, step_s: int, min_duration_s: int, merge_gap_s: int,
-                      model_name: str, model_version: str) -> DataFrame:
-    """Intervals per asset from flagged per-timestamp scores (lstmad.intervals.merge_flags)."""
+                      model_name: str, model_version: str, new_from_us: Optional[int] = None,
+                      carried: Optional[dict[str, dict]] = None) -> DataFrame:
+    """Intervals per asset (lstmad.intervals.merge_flags) from the flagged timestamps of a scoring pass
+    (asset_id, timestamp_us, score, shares): interval_id, asset_id, start_us, end_us, duration_s, n_points,
+    peak_score, mean_score, shares (mean channel shares in the model's channel order, null without
+    attribution).
+
+    ``carried``: per asset, the flagged tail of earlier nights ({"timestamp_us": [...], "score": [...],
+    "shares": [[...], ...] or None}) that may continue into this pass, which starts at ``new_from_us``; an
+    interval that began in it keeps its start and id.
+    """
+    carried = carried or {}
 
     def merge(pdf: pd.DataFrame) -> pd.DataFrame:
-        pdf = pdf.sort_values("timestamp_us", kind="stable")
         asset = str(pdf[names.ASSET].iloc[0])
-        rows = merge_flags(pdf["timestamp_us"].to_numpy(np.int64), pdf[names.FLAG].to_numpy(bool),
-                           pdf[names.SCORE].to_numpy(np.float64), step_s, min_duration_s, merge_gap_s)
+        tail = carried.get(asset)
+        times = pdf["timestamp_us"].to_numpy(np.int64)
+        scores = pdf[names.SCORE].to_numpy(np.float64)
+        shares = None if pdf["shares"].isna().any() else np.stack(pdf["shares"].to_numpy())
+        if tail:
+            times = np.concatenate([np.asarray(tail["timestamp_us"], np.int64), times])
+            scores = np.concatenate([np.asarray(tail["score"], np.float64), scores])
+            shares = None if shares is None or tail["shares"] is None else \
+                np.concatenate([np.asarray(tail["shares"], np.float64).reshape(-1, shares.shape[1]), shares])
+        order = np.argsort(times, kind="stable")
+        rows = merge_flags(times[order], np.ones(times.size, dtype=bool), scores[order], step_s, min_duration_s,
+                           merge_gap_s, None if shares is None else shares[order], new_from_us)
         for row in rows:
             row["interval_id"] = interval_id(asset, row["start_us"], model_name, model_version)
             row[names.ASSET] = asset
-        return pd.DataFrame(rows, columns=["interval_id", names.ASSET, "start_us", "end_us", "duration_s",
-                                           "n_points", "peak_score", "mean_score"])
+            row["shares"] = row["shares"].tolist() if "shares" in row else None
+        return pd.DataFrame(rows, columns=INTERVAL_STRUCT.fieldNames())
 
-    schema = T.StructType([
-        T.StructField("interval_id", T.StringType()), T.StructField(names.ASSET, T.StringType()),
-        T.StructField("start_us", T.LongType()), T.StructField("end_us", T.LongType()),
-        T.StructField("duration_s", T.LongType()), T.StructField("n_points", T.LongType()),
-        T.StructField("peak_score", T.DoubleType()), T.StructField("mean_score", T.DoubleType()),
-    ])
-    return flagged.select(names.ASSET, "timestamp_us", names.SCORE, names.FLAG) \
-        .groupBy(names.ASSET).applyInPandas(merge, schema)
+    return flagged.select(names.ASSET, "timestamp_us", names.SCORE, "shares") \
+        .groupBy(names.ASSET).applyInPandas(merge, INTERVAL_STRUCT)
+
+
+INTERVAL_STRUCT = T.StructType([
+    T.StructField("interval_id", T.StringType()), T.StructField(names.ASSET, T.StringType()),
+    T.StructField("start_us", T.LongType()), T.StructField("end_us", T.LongType()),
+    T.StructField("duration_s", T.LongType()), T.StructField("n_points", T.LongType()),
+    T.StructField("peak_score", T.DoubleType()), T.StructField("mean_score", T.DoubleType()),
+    T.StructField("shares", T.ArrayType(T.DoubleType())),
+])
