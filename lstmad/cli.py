@@ -70,24 +70,27 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="log ever
 @app.command()
 def demo(conf: Path = ConfOption) -> None:
     """Generate a wind farm, train, score it night by night, print a summary and query the results."""
-    from lstmad.demo import DEMO_QUERY, run_demo
+    from lstmad import example_queries
+    from lstmad.demo import run_demo
+    from lstmad.pipeline import Paths
     from lstmad.sql import format_table, query
 
     config = _config(conf)
     summary = _run(run_demo, config, typer.echo)
     typer.echo("\n== summary ==")
-    typer.echo(f"scored {summary['scored_days']} days ({summary['scored_timestamps']} timestamps): "
-               f"AUROC {summary['auroc']:.3f}, PR-AUC {summary['pr_auc']:.3f}, F1 {summary['f1']:.3f}; "
-               f"{summary['n_intervals']} anomaly intervals; {summary['elapsed_s']:.0f} s")
+    typer.echo(f"scored {summary['scored_days']} days ({summary['scored_timestamps']} timestamps) with "
+               f"v{summary['model_version']}: AUROC {summary['auroc']:.3f}, PR-AUC {summary['pr_auc']:.3f}, "
+               f"F1 {summary['f1']:.3f}; {summary['n_intervals']} anomaly intervals; {summary['elapsed_s']:.0f} s")
     typer.echo("top intervals by peak score:")
     for row in summary["top_intervals"]:
         typer.echo(f"  {row['asset_id']} {row['start']} → {row['end']} ({row['duration_s'] // 60} min, "
-                   f"severity {row['severity']})")
+                   f"severity {row['severity']}, mostly {row['top_channel']})")
     typer.echo(f"summary written to {summary['home']}/summary.json; MLflow run {summary['mlflow_run_id']}")
-    typer.echo(f"\n$ lstmad sql \"{DEMO_QUERY}\"")
-    from lstmad.pipeline import Paths
-
-    typer.echo(format_table(query(Paths.of(config).lake, DEMO_QUERY)))
+    for name in example_queries.EXAMPLES:
+        sql = example_queries.render(name, **summary["query_parameters"])
+        typer.echo(f"\n-- {example_queries.describe(name, **summary['query_parameters'])}")
+        typer.echo(sql)
+        typer.echo(format_table(query(Paths.of(config).lake, sql)))
     if not math.isfinite(summary["auroc"]):
         _fail("the scored period has a single class: AUROC is undefined")
 
@@ -137,15 +140,19 @@ def train(conf: Path = ConfOption) -> None:
 
 @app.command()
 def score(conf: Path = ConfOption, date: str = typer.Option(..., help="date to score, YYYY-MM-DD"),
-          end: Optional[str] = typer.Option(None, help="last date of a backfill range starting at --date")) -> None:
-    """Score one date (or --date … --end …) with the champion model; replace those dates' scores and
-    intervals."""
+          end: Optional[str] = typer.Option(None, help="last date of a backfill range starting at --date"),
+          model_version: Optional[str] = typer.Option(None, help="score with this registered version instead "
+                                                      "of the champion (compare before promoting; roll back)")) -> None:
+    """Score one date (or --date … --end …, in one pass) with the champion model; replace those dates'
+    scores and intervals."""
     from lstmad import pipeline
 
+    config = _config(conf)
+    chosen = _run(pipeline.version_bundle, config, model_version) if model_version else None
     if end is None:
-        _print_json(_run(pipeline.score, _config(conf), _date(date)))
+        _print_json(_run(pipeline.score, config, _date(date), None, chosen))
     else:
-        _print_json(_run(pipeline.score_range, _config(conf), _date(date), _date(end, "--end")))
+        _print_json(_run(pipeline.score_range, config, _date(date), _date(end, "--end"), None, chosen))
 
 
 @app.command()
@@ -338,6 +345,21 @@ def bench_train(json_path: Optional[Path] = typer.Option(None, "--json", help="w
 
     _print_json(speed.run_train(json_path, windows, _sizes(pyod_sizes), _profiles(profiles), epochs, batch_size,
                                 processes, workdir, progress=lambda line: typer.echo(line, err=True)))
+
+
+@bench_app.command("queries")
+def bench_queries(json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
+                  assets: int = typer.Option(100), days: int = typer.Option(365),
+                  step_s: int = typer.Option(600, help="seconds between scored timestamps"),
+                  repeats: int = typer.Option(5, help="runs of each query (the median is reported)"),
+                  workdir: Optional[Path] = typer.Option(None, help="folder for the generated lake (temp)")) -> None:
+    """Latency of the example analyst queries on a year of results for 100 synthetic assets."""
+    from lstmad.benchmarks import queries
+
+    if days < 30 or assets < 1:
+        _fail("--days must be at least 30 (the queries read the last month) and --assets at least 1")
+    _print_json(queries.run(json_path, assets, days, step_s, repeats, workdir,
+                            progress=lambda line: typer.echo(line, err=True)))
 
 
 if __name__ == "__main__":

@@ -57,12 +57,21 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
 }
 
-PARTITION_COLUMN = {
+# The date column whose values a write replaces (one night, or a backfill's nights)
+DATE_COLUMN = {
     names.QUARANTINE: names.DATE,
     names.ANOMALY_SCORES: names.SCORED_DATE,
     names.ANOMALY_INTERVALS: names.SCORED_DATE,
     names.DRIFT_METRICS: names.SCORED_DATE,
 }
+# Tables partitioned by that column: those with thousands of rows or more a night. The small ones (intervals,
+# drift) are not: a partition a night would mean a file a night, and queries over a year would open
+# hundreds of tiny files; a replace rewrites only the files holding the replaced rows either way.
+PARTITIONED = {names.QUARANTINE, names.ANOMALY_SCORES}
+
+
+def partition_columns(table: str) -> list[str]:
+    return [DATE_COLUMN[table]] if table in PARTITIONED else []
 
 
 class LakehouseError(RuntimeError):
@@ -141,7 +150,7 @@ def upsert(lake: Path, table: str, data: pa.Table, key: str) -> None:
     _with_commit_retries(write, table)
 
 
-def _write_with_spark(spark, path: Path, data, column: str, predicate: str) -> None:
+def _write_with_spark(spark, path: Path, data, partition_by: list[str], predicate: str) -> None:
     """Replace the rows matching ``predicate`` with ``data`` (Arrow table or Spark DataFrame) through
     delta-spark (replaceWhere: one commit, written by the executors)."""
     if spark is None:
@@ -149,7 +158,7 @@ def _write_with_spark(spark, path: Path, data, column: str, predicate: str) -> N
     frame = spark.createDataFrame(data) if isinstance(data, pa.Table) else data
     try:
         (frame.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-         .partitionBy(column).save(str(path)))
+         .partitionBy(*partition_by).save(str(path)))
     except Exception as error:  # py4j/pyspark raise several types for a missing data source
         if "DATA_SOURCE_NOT_FOUND" in str(error):
             raise LakehouseError(
@@ -172,9 +181,9 @@ def write_scores_with_spark(spark, lake: Path, rows, partition_values: Sequence[
         .withColumn(names.SOURCE_VERSION, versions[F.col(names.SCORED_DATE)])
     for name, value in constants.items():
         frame = frame.withColumn(name, F.lit(value))
-    column = PARTITION_COLUMN[names.ANOMALY_SCORES]
-    _write_with_spark(spark, table_path(lake, names.ANOMALY_SCORES), frame.select(*schema.names), column,
-                      f"{column} IN ({_sql_list(partition_values)})")
+    column = DATE_COLUMN[names.ANOMALY_SCORES]
+    _write_with_spark(spark, table_path(lake, names.ANOMALY_SCORES), frame.select(*schema.names),
+                      partition_columns(names.ANOMALY_SCORES), f"{column} IN ({_sql_list(partition_values)})")
 
 
 def read_table(lake: Path, table: str, version: Optional[int] = None) -> pa.Table:
@@ -190,32 +199,46 @@ def read_table(lake: Path, table: str, version: Optional[int] = None) -> pa.Tabl
 AsOf = Union[int, dt.datetime]
 
 
-def datasets(lake: Path, as_of: Optional[dict[str, AsOf]] = None) -> dict[str, "pa.dataset.Dataset"]:
-    """Arrow datasets of every existing lstmad table, for SQL engines to scan: the current snapshot, or for
-    the tables in ``as_of`` the snapshot of that version (int) or at that time (aware datetime)."""
+def datasets(lake: Path, as_of: Optional[dict[str, AsOf]] = None,
+             tables: Optional[Sequence[str]] = None) -> dict[str, "pa.dataset.Dataset"]:
+    """Arrow datasets of the existing lstmad tables (all, or those in ``tables``), for SQL engines to scan:
+    the current snapshot, or for the tables in ``as_of`` the snapshot of that version (int) or at that time
+    (aware datetime)."""
     from deltalake import DeltaTable
 
     as_of = as_of or {}
-    unknown = sorted(set(as_of) - set(names.DELTA_TABLES))
-    if unknown:
-        raise LakehouseError(f"no table {unknown[0]!r}; tables: {', '.join(names.DELTA_TABLES)}")
+    for table in as_of:
+        _check_table_name(table)
     found = {}
-    for table in names.DELTA_TABLES:
-        path = table_path(lake, table)
-        if not DeltaTable.is_deltatable(str(path)):
-            if table in as_of:
-                raise LakehouseError(f"{table}: no such table yet in {lake}, so no version {as_of[table]}")
-            continue
-        delta = DeltaTable(str(path))
+    for table in (names.DELTA_TABLES if tables is None else [t for t in names.DELTA_TABLES if t in tables]):
         if table in as_of:
-            current = delta.version()
-            try:
-                delta.load_as_version(as_of[table])
-            except Exception as error:  # delta-rs raises its own errors for versions and times it lacks
-                raise LakehouseError(f"{table}: cannot read as of {as_of[table]} (versions 0..{current} exist): "
-                                     f"{str(error).splitlines()[0]}") from None
-        found[table] = delta.to_pyarrow_dataset()
+            found[table] = snapshot_dataset(lake, table, as_of[table])
+        elif DeltaTable.is_deltatable(str(table_path(lake, table))):
+            found[table] = DeltaTable(str(table_path(lake, table))).to_pyarrow_dataset()
     return found
+
+
+def _check_table_name(table: str) -> None:
+    if table not in names.DELTA_TABLES:
+        raise LakehouseError(f"no table {table!r}; tables: {', '.join(names.DELTA_TABLES)}")
+
+
+def snapshot_dataset(lake: Path, table: str, as_of: AsOf) -> "pa.dataset.Dataset":
+    """The Arrow dataset of ``table`` as of a version (int) or a time (aware datetime)."""
+    from deltalake import DeltaTable
+
+    _check_table_name(table)
+    path = table_path(lake, table)
+    if not DeltaTable.is_deltatable(str(path)):
+        raise LakehouseError(f"{table}: no such table yet in {lake}, so no version {as_of}")
+    delta = DeltaTable(str(path))
+    current = delta.version()
+    try:
+        delta.load_as_version(as_of)
+    except Exception as error:  # delta-rs raises its own errors for versions and times it lacks
+        raise LakehouseError(f"{table}: cannot read as of {as_of} (versions 0..{current} exist): "
+                             f"{str(error).splitlines()[0]}") from None
+    return delta.to_pyarrow_dataset()
 
 
 def existing_tables(lake: Path) -> list[tuple[str, Path]]:
@@ -290,7 +313,7 @@ def write_data_file(lake: Path, table: str, data: pa.Table, partition_value: str
     import pyarrow.parquet as pq
 
     schema = SCHEMAS[table]
-    column = PARTITION_COLUMN[table]
+    column = DATE_COLUMN[table]
     data_columns = [name for name in schema.names if name != column]  # Delta keeps partition values in the log
     data = data.select(data_columns).cast(pa.schema([schema.field(n) for n in data_columns]))
     relative = f"{column}={partition_value}/part-{uuid.uuid4().hex}.parquet"
@@ -341,7 +364,9 @@ def commit_files(lake: Path, table: str, files: Sequence[dict], partition_values
     from deltalake import DeltaTable, Schema
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
-    column = PARTITION_COLUMN[table]
+    if table not in PARTITIONED:
+        raise LakehouseError(f"{table}: data files are committed by partition, and this table has none")
+    column = DATE_COLUMN[table]
     stray = {f["partition_values"][column] for f in files} - set(partition_values)
     if stray:
         raise LakehouseError(f"{table}: files for {sorted(stray)[:3]} outside the partitions being replaced")
@@ -372,7 +397,7 @@ def replace_rows(lake: Path, table: str, data: pa.Table, partition_values: Seque
     an interval continued from an earlier night into a later one)."""
     from deltalake import DeltaTable, write_deltalake
 
-    column = PARTITION_COLUMN[table]
+    column = DATE_COLUMN[table]
     data = conformed(table, data)
     stray = set(data.column(column).to_pylist()) - set(partition_values)
     if stray:
@@ -382,15 +407,16 @@ def replace_rows(lake: Path, table: str, data: pa.Table, partition_values: Seque
         predicate = f"({predicate}) OR {key} IN ({_sql_list(moved_keys)})"
     path = table_path(lake, table)
     if engine == "delta-spark":
-        _write_with_spark(spark, path, data, column, predicate)
+        _write_with_spark(spark, path, data, partition_columns(table), predicate)
         return
 
     def write() -> None:
         if not DeltaTable.is_deltatable(str(path)):
             path.mkdir(parents=True, exist_ok=True)
-            write_deltalake(str(path), data, mode="append", partition_by=[column])
+            write_deltalake(str(path), data, mode="append", partition_by=partition_columns(table) or None)
             return
-        write_deltalake(str(path), data, mode="overwrite", predicate=predicate, partition_by=[column])
+        write_deltalake(str(path), data, mode="overwrite", predicate=predicate,
+                        partition_by=partition_columns(table) or None)
 
     _with_commit_retries(write, table)
 

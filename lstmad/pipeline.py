@@ -630,6 +630,15 @@ def retrain_needed(config: PipelineConfig, day: dt.date) -> bool:
     return bool(rows and rows[-1])
 
 
+def version_bundle(config: PipelineConfig, version: str):
+    """(registered, bundle) of one registered version, as champion_bundle gives the champion's: to re-score
+    with a chosen model (a comparison before a promotion, or a roll-back)."""
+    from lstmad import tracking
+
+    registered = tracking.registered_version(config.tracking_uri, config.registered_model_name, version)
+    return registered, load_bundle(config, registered)
+
+
 def champion_bundle(config: PipelineConfig):
     from lstmad import tracking
 
@@ -958,8 +967,8 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     values = np.concatenate(parts)
     psi = population_stability_index(bundle.drift_reference, values)
     scores_path = lakehouse.table_path(paths.lake, names.ANOMALY_SCORES)
-    flags = lakehouse.read_table(paths.lake, names.ANOMALY_SCORES)
-    flags = flags.filter(ds.field(names.SCORED_DATE) == date).column(names.FLAG).to_numpy(zero_copy_only=False)
+    flags = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG], ds.field(names.SCORED_DATE) == date) \
+        .column(names.FLAG).to_numpy(zero_copy_only=False)
     if flags.size == 0:
         raise PrepareError(f"{scores_path}: no scores for {date}; run lstmad score --date {date} first")
     alarm_rate = float(flags.mean())

@@ -19,6 +19,30 @@ class SqlError(ValueError):
     """A statement that is not a read-only query, or one that fails."""
 
 
+# "anomaly_intervals@12" or "anomaly_intervals@2026-01-20T00:00Z" (a quoted name): that table as of a
+# version or a time, beside its current snapshot in the same statement
+SNAPSHOT_REFERENCE = re.compile(r'"(' + "|".join(names.DELTA_TABLES) + r')@([^"]+)"', flags=re.IGNORECASE)
+
+
+def snapshot_references(sql: str) -> dict[str, tuple[str, lakehouse.AsOf]]:
+    """The ``"table@VERSION"`` / ``"table@TIME"`` names a statement uses: {name: (table, version or time)}."""
+    found = {}
+    for match in SNAPSHOT_REFERENCE.finditer(sql):
+        table, spec = match.group(1).lower(), match.group(2).strip()
+        found[f"{match.group(1)}@{match.group(2)}"] = (table, _version_or_time(spec, f'"{match.group(0)[1:-1]}"'))
+    return found
+
+
+def _version_or_time(text: str, where: str) -> lakehouse.AsOf:
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SqlError(f"{where}: expected a version number or an ISO 8601 time after @") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
 def referenced_tables(sql: str) -> list[str]:
     """The lstmad tables a statement names (as whole words)."""
     return [t for t in names.DELTA_TABLES if re.search(rf"\b{t}\b", sql, flags=re.IGNORECASE)]
@@ -48,9 +72,11 @@ def parse_as_of(text: str, sql: str) -> dict[str, lakehouse.AsOf]:
     return {t: when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc) for t in tables}
 
 
+
 def query(lake: Path, sql: str, as_of: Optional[dict[str, lakehouse.AsOf]] = None) -> pa.Table:
     """Run one read-only statement (SELECT / WITH … SELECT / EXPLAIN) over the lake's tables: their current
-    snapshots, or those in ``as_of`` (parse_as_of) at a version or time."""
+    snapshots, or those in ``as_of`` (parse_as_of) at a version or time; a quoted ``"table@VERSION"`` or
+    ``"table@TIME"`` names that table's older snapshot in the same statement (comparing two versions)."""
     statements = duckdb.extract_statements(sql)
     if len(statements) != 1:
         raise SqlError(f"expected one SQL statement, got {len(statements)}")
@@ -58,9 +84,14 @@ def query(lake: Path, sql: str, as_of: Optional[dict[str, lakehouse.AsOf]] = Non
     if kind not in READ_ONLY_STATEMENTS:
         raise SqlError(f"only read-only queries are allowed (SELECT, EXPLAIN); got a {kind} statement")
     try:
-        tables = lakehouse.datasets(lake, as_of)
+        tables = lakehouse.datasets(lake, as_of, referenced_tables(sql))
     except lakehouse.LakehouseError as error:
         raise SqlError(str(error)) from None
+    for name, (table, when) in snapshot_references(sql).items():
+        try:
+            tables[name] = lakehouse.snapshot_dataset(lake, table, when)
+        except lakehouse.LakehouseError as error:
+            raise SqlError(f'"{name}": {error}') from None
     connection = duckdb.connect(":memory:")
     try:
         for name, dataset in tables.items():

@@ -135,6 +135,16 @@ def champion(tracking_uri: str, name: str) -> Optional[dict]:
     return {"version": str(version.version), "run_id": version.run_id, "source": version.source}
 
 
+def registered_version(tracking_uri: str, name: str, version: str) -> dict:
+    """{"version", "run_id", "source"} of one registered version; an unknown version is refused naming it."""
+    client = _client(tracking_uri)
+    try:
+        found = client.get_model_version(name, str(version))
+    except MlflowException:
+        raise NoChampionError(f"model registry {tracking_uri} has no version {version} of {name}") from None
+    return {"version": str(found.version), "run_id": found.run_id, "source": found.source}
+
+
 def download_model(tracking_uri: str, source: str, destination: Optional[Path] = None) -> Path:
     """Copy a registered model folder to a local directory and return its path."""
     _client(tracking_uri)
