@@ -219,3 +219,15 @@ def test_two_jobs_for_different_dates_at_once_both_land(farm):
     for table in TABLES:
         assert lakehouse.table_version(paths.lake, table) == versions[table] + 2
     assert_same_tables(snapshot(paths.lake), before)
+
+
+def test_scoring_with_an_unknown_model_version_is_refused_before_anything_is_written(farm):
+    from typer.testing import CliRunner
+
+    from lstmad.cli import app
+
+    versions = {t: lakehouse.table_version(farm["paths"].lake, t) for t in TABLES}
+    result = CliRunner().invoke(app, ["score", "--conf", str(farm["conf"]), "--date", "2026-01-20",
+                                      "--model-version", "9"])
+    assert result.exit_code == 2 and "has no version 9 of lstmad-tiny" in result.output
+    assert {t: lakehouse.table_version(farm["paths"].lake, t) for t in TABLES} == versions
