@@ -6,8 +6,14 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import pyarrow as pa
 
 MICROS = 1_000_000
+# Intervals as found, before lineage is added (the Spark interval stage returns these columns)
+FOUND_SCHEMA = pa.schema([("interval_id", pa.string()), ("asset_id", pa.string()), ("start_us", pa.int64()),
+                          ("end_us", pa.int64()), ("duration_s", pa.int64()), ("n_points", pa.int64()),
+                          ("peak_score", pa.float64()), ("mean_score", pa.float64()),
+                          ("shares", pa.list_(pa.float64()))])
 
 
 def merge_flags(timestamps_us: np.ndarray, flags: np.ndarray, scores: np.ndarray, step_s: int,
@@ -23,8 +29,8 @@ def merge_flags(timestamps_us: np.ndarray, flags: np.ndarray, scores: np.ndarray
     ones are ignored) ``shares``: the mean share of each channel over the flagged timestamps, (C,).
 
     Continuation: with ``new_from_us``, timestamps before it are the flagged tail of earlier nights (carried
-    in) and only intervals holding at least one timestamp at or after it are returned; an interval that
-    began in the carried-in tail gets its true start, so the same interval is found whichever night ends it.
+    in); an interval that began in that tail gets its true start, so the same interval is found whichever
+    night ends it. Intervals wholly inside the tail are earlier nights' results and are left out.
     """
     timestamps_us = np.asarray(timestamps_us, dtype=np.int64)
     flags = np.asarray(flags, dtype=bool)

@@ -137,6 +137,7 @@ def upsert(lake: Path, table: str, data: pa.Table, key: str) -> None:
 
     data = conformed(table, data)
     path = table_path(lake, table)
+    _check_layout(path, table)
 
     def write() -> None:
         if not DeltaTable.is_deltatable(str(path)):
@@ -322,7 +323,7 @@ def write_data_file(lake: Path, table: str, data: pa.Table, partition_value: str
     pq.write_table(data, target, compression="zstd")
     return {"path": relative, "size": os.path.getsize(target), "partition_values": {column: partition_value},
             "modification_time": int(time.time() * 1000), "num_records": data.num_rows,
-            "stats": json.dumps(_file_stats(data))}
+            "stats": json.dumps(_file_stats(data), allow_nan=False)}
 
 
 def _file_stats(data: pa.Table) -> dict:
@@ -331,7 +332,7 @@ def _file_stats(data: pa.Table) -> dict:
 
     delta-rs reads a missing bound of a column that has values as null, and a filter on that column then
     skips the file; so bounds go in for every flat column with values, or (a float column holding NaN, which
-    has no order) for none.
+    has no order, or ±inf, which JSON cannot hold) for none.
     """
     minimum, maximum, nulls = {}, {}, {}
     for field in data.schema:
@@ -339,8 +340,8 @@ def _file_stats(data: pa.Table) -> dict:
         nulls[field.name] = column.null_count
         if pa.types.is_nested(field.type) or column.null_count == len(column):
             continue
-        if pa.types.is_floating(field.type) and pc.any(pc.is_nan(column)).as_py():
-            return {"numRecords": data.num_rows, "nullCount": nulls}
+        if pa.types.is_floating(field.type) and not pc.all(pc.is_finite(column.drop_null())).as_py():
+            return {"numRecords": data.num_rows, "nullCount": nulls}  # NaN has no order; ±inf is not JSON
         low, high = pc.min_max(column).values()
         if pa.types.is_timestamp(field.type):
             # milliseconds as Delta writes them; the maximum rounded up so that it still bounds the data
@@ -371,6 +372,7 @@ def commit_files(lake: Path, table: str, files: Sequence[dict], partition_values
     if stray:
         raise LakehouseError(f"{table}: files for {sorted(stray)[:3]} outside the partitions being replaced")
     path = table_path(lake, table)
+    _check_layout(path, table)
     actions = [AddAction(f["path"], f["size"], f["partition_values"], f["modification_time"], True, f["stats"])
                for f in files]
 
@@ -399,13 +401,18 @@ def replace_rows(lake: Path, table: str, data: pa.Table, partition_values: Seque
 
     column = DATE_COLUMN[table]
     data = conformed(table, data)
-    stray = set(data.column(column).to_pylist()) - set(partition_values)
+    moving = pc.is_in(data.column(key), pa.array(sorted(set(moved_keys)), pa.string())) if moved_keys else None
+    outside = pc.invert(pc.is_in(data.column(column), pa.array(sorted(set(partition_values)), pa.string())))
+    if moving is not None:
+        outside = pc.and_(outside, pc.invert(moving))
+    stray = set(data.filter(outside).column(column).to_pylist())
     if stray:
-        raise LakehouseError(f"{table}: rows for {sorted(stray)[:3]} outside the partitions being replaced")
+        raise LakehouseError(f"{table}: rows for {sorted(stray)[:3]} outside the dates being replaced")
     predicate = f"{column} IN ({_sql_list(partition_values)})"
     if moved_keys:
         predicate = f"({predicate}) OR {key} IN ({_sql_list(moved_keys)})"
     path = table_path(lake, table)
+    _check_layout(path, table)
     if engine == "delta-spark":
         _write_with_spark(spark, path, data, partition_columns(table), predicate)
         return
@@ -419,6 +426,23 @@ def replace_rows(lake: Path, table: str, data: pa.Table, partition_values: Seque
                         partition_by=partition_columns(table) or None)
 
     _with_commit_retries(write, table)
+
+
+def _check_layout(path: Path, table: str) -> None:
+    """Refuse to write to an existing table whose columns or partitioning differ from what this lstmad
+    writes (a table an older version created), naming what differs, before anything is written."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(str(path)):
+        return
+    delta = DeltaTable(str(path))
+    found = [f.name for f in pa.schema(delta.schema())]
+    partitions = list(delta.metadata().partition_columns)
+    if found != SCHEMAS[table].names or partitions != partition_columns(table):
+        raise LakehouseError(
+            f"{table} at {path} has columns {found} partitioned by {partitions or 'nothing'}, but this lstmad "
+            f"writes {SCHEMAS[table].names} partitioned by {partition_columns(table) or 'nothing'} (a table from "
+            f"an older version): move the folder aside and re-score the dates it held")
 
 
 def _sql_list(values: Sequence[str]) -> str:

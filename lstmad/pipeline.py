@@ -395,7 +395,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     from lstmad.bundle import ModelBundle
     from lstmad.metrics import score_metrics
     from lstmad.scoring import score_blocks
-    from lstmad.thresholds import threshold_from_rule
+    from lstmad.thresholds import describe_rule, threshold_from_rule
 
     t, m = config.train, config.model
     paths = Paths.of(config)
@@ -432,7 +432,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                         config.threshold.percentile)
         drift_reference = _drift_reference(paths, _train_dates(config), config.drift.psi_bins)
         bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
-                             config.prepare.step_s, stats, threshold, config.threshold.rule,
+                             config.prepare.step_s, stats, threshold,
+                             describe_rule(config.threshold.rule, config.threshold.percentile),
                              float(np.mean(detector.validation_scores_ > threshold)), drift_reference)
         metrics: dict[str, float] = {**counts, "threshold": threshold, "train_seconds": train_seconds,
                                      "resumed": float(resumed)}
@@ -504,6 +505,32 @@ class _TrainingLock:
 
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
+
+
+class _ScoringLocks:
+    """Exclusive locks on the dates a scoring job writes (files under the pipeline home), taken in date order
+    so two jobs never deadlock: a second job for a date waits for the first and then replaces its rows.
+    Without them two jobs that both find a date unscored would both add its rows (a commit that adds files
+    to a partition another commit also filled does not conflict in Delta). They guard one machine, or
+    hosts sharing the pipeline home on a file system with POSIX locks."""
+
+    def __init__(self, paths: Paths, dates: list[str]):
+        import fcntl
+
+        folder = paths.home / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._files = []
+        for date in sorted(dates):
+            handle = open(folder / f"score-{date}.lock", "w")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._files.append(handle)
+
+    def release(self) -> None:
+        import fcntl
+
+        for handle in reversed(self._files):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def record_evaluation(config: PipelineConfig, version: str, run_id: str, purpose: str, start: dt.date,
@@ -691,14 +718,16 @@ def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None
     files = block_files(paths.tensors, dates)
     stats_ids = set(read_blocks(paths.tensors, dates, [names.STATS_ID]).column(names.STATS_ID).to_pylist())
     stats = {sid: load_stats(paths, sid).to_dict() for sid in stats_ids}
+    locks = _ScoringLocks(paths, dates)
     scoring = _scoring_pass(config, spark, files, registered, bundle, stats, lineage, versions)
     try:
         per_date = scoring.commit_scores(paths, dates)
-        intervals = _interval_rows(config, paths, scoring, bundle, lineage, dates)
+        intervals, sources = _interval_rows(config, paths, scoring, bundle, lineage, dates)
         _fault_point("before-intervals-commit")
-        n_intervals = _commit_intervals(config, paths, intervals, dates, spark)
+        n_intervals = _commit_intervals(config, paths, intervals, sources, dates, spark)
     finally:
         scoring.release()
+        locks.release()
     summaries = []
     for date in dates:
         got = per_date.get(date, {"n_scores": 0, "n_flags": 0, "auroc": math.nan, "anomalous_share": 0.0})
@@ -760,8 +789,11 @@ def _scoring_pass(config: PipelineConfig, spark, files: list[str], registered: d
     from lstmad.spark import score as transforms
 
     paths = Paths.of(config)
-    payload = spark.sparkContext.broadcast(transforms.model_payload(paths.models / f"v{registered['version']}"))
-    model_key = f"{config.registered_model_name}/{registered['version']}"
+    files_of_model = transforms.model_payload(paths.models / f"v{registered['version']}")
+    payload = spark.sparkContext.broadcast(files_of_model)
+    # Python workers outlive jobs and keep loaded models by this key: the weights' digest, not just name and
+    # version, so that another pipeline (or a re-created registry) reusing a name never gets a stale model
+    model_key = f"{config.registered_model_name}/{registered['version']}/{transforms.payload_digest(files_of_model)}"
     to_lake = None if config.delta.engine == "delta-spark" else str(paths.lake)
     frame = transforms.scored_pieces(spark, files, model_key, payload, stats, bundle.threshold,
                                      config.score.batch_size, config.prepare.max_masked_share, config.score.device,
@@ -841,12 +873,69 @@ def _utc_date(micros: int) -> str:
     return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)).date().isoformat()
 
 
-def _interval_rows(config: PipelineConfig, paths: Paths, scoring: _ScoringPass, bundle, lineage: dict,
-                   dates: list[str]) -> pa.Table:
-    """anomaly_intervals rows of the pass (Spark: grouped by asset), with every lineage column."""
+class _SourceVersions:
+    """source_version of a span of nights: one night's content_version, or the SHA-256 of the lines
+    DATE=<version> of every night the span touches (computed once per night)."""
+
+    def __init__(self, paths: Paths, known: dict[str, str]):
+        self.paths, self.known = paths, dict(known)
+
+    def night(self, day: str) -> str:
+        from lstmad.tensors import content_version
+
+        if day not in self.known:  # an earlier night an interval began on
+            try:
+                self.known[day] = content_version(self.paths.tensors, day)
+            except FileNotFoundError:
+                self.known[day] = "unknown"
+        return self.known[day]
+
+    def span(self, first_us: int, last_us: int) -> str:
+        import hashlib
+
+        covered = [d.isoformat() for d in date_range(dt.date.fromisoformat(_utc_date(first_us)),
+                                                     dt.date.fromisoformat(_utc_date(last_us)))]
+        if len(covered) == 1:
+            return self.night(covered[0])
+        return "sha256:" + hashlib.sha256("\n".join(f"{d}={self.night(d)}" for d in covered).encode()).hexdigest()
+
+
+def _interval_table(found: pa.Table, model: dict, channels: tuple[str, ...], sources: _SourceVersions) -> pa.Table:
+    """anomaly_intervals rows from found intervals (spark.score.INTERVAL_STRUCT columns; shares in
+    ``channels`` order or null) of one model: {model_name, model_version, mlflow_run_id, threshold,
+    threshold_rule, attribution}."""
     from lstmad.scoring import shares_array
+
+    n = found.num_rows
+    starts, ends = found.column("start_us").to_pylist(), found.column("end_us").to_pylist()
+    share_rows = found.column("shares").to_pylist()
+    attributed = np.array([row is not None for row in share_rows], dtype=bool)
+    channel_shares = (shares_array(np.asarray([r for r in share_rows if r is not None], dtype=np.float64)
+                                   .reshape(int(attributed.sum()), len(channels)), np.flatnonzero(attributed), n,
+                                   channels)
+                      if attributed.any() else pa.nulls(n, lakehouse.CHANNEL_SHARES_TYPE))
+    top = [row[0]["channel"] if row else None for row in channel_shares.to_pylist()]
+    return pa.table({
+        "interval_id": found.column("interval_id"), names.ASSET: found.column(names.ASSET),
+        "start": _utc(found.column("start_us")), "end": _utc(found.column("end_us")),
+        "duration_s": found.column("duration_s"), "n_points": found.column("n_points"),
+        "peak_score": found.column("peak_score"), "mean_score": found.column("mean_score"),
+        "severity": pc.divide(found.column("peak_score"), model[names.THRESHOLD]),
+        "top_channel": pa.array(top, pa.string()), names.CHANNEL_SHARES: channel_shares,
+        "attribution": pa.array([model["attribution"]] * n, pa.string()),
+        names.THRESHOLD: pa.array([model[names.THRESHOLD]] * n, pa.float64()),
+        "threshold_rule": pa.array([model["threshold_rule"]] * n, pa.string()),
+        **{k: pa.array([model[k]] * n, pa.string()) for k in ("model_name", names.MODEL_VERSION, "mlflow_run_id")},
+        names.SOURCE_VERSION: pa.array([sources.span(a, b) for a, b in zip(starts, ends)], pa.string()),
+        names.SCORED_DATE: pa.array([_utc_date(e) for e in ends], pa.string()),
+    })
+
+
+def _interval_rows(config: PipelineConfig, paths: Paths, scoring: _ScoringPass, bundle, lineage: dict,
+                   dates: list[str]) -> tuple[pa.Table, _SourceVersions]:
+    """anomaly_intervals rows of the pass (Spark: grouped by asset, continuing the night before's open
+    intervals), with every lineage column."""
     from lstmad.spark import score as transforms
-    from lstmad.tensors import content_version
 
     new_from_us = _micros(dt.date.fromisoformat(dates[0]))
     carried = _carried_tails(config, paths, lineage, bundle.channels, new_from_us)
@@ -854,61 +943,81 @@ def _interval_rows(config: PipelineConfig, paths: Paths, scoring: _ScoringPass, 
                                          config.score.merge_gap_s, lineage["model_name"],
                                          lineage[names.MODEL_VERSION], new_from_us, carried).toArrow()
     found = found.sort_by([(names.ASSET, "ascending"), ("start_us", "ascending")])
-    n = found.num_rows
-    starts, ends = found.column("start_us").to_pylist(), found.column("end_us").to_pylist()
-    versions = dict(scoring.versions)
-
-    def version_of(day: str) -> str:
-        if day not in versions:  # an earlier night an interval began on
-            try:
-                versions[day] = content_version(paths.tensors, day)
-            except FileNotFoundError:
-                versions[day] = "unknown"
-        return versions[day]
-
-    def source_version(first_us: int, last_us: int) -> str:
-        covered = [d.isoformat() for d in date_range(dt.date.fromisoformat(_utc_date(first_us)),
-                                                     dt.date.fromisoformat(_utc_date(last_us)))]
-        if len(covered) == 1:
-            return version_of(covered[0])
-        import hashlib
-        return "sha256:" + hashlib.sha256("\n".join(f"{d}={version_of(d)}" for d in covered).encode()).hexdigest()
-
-    share_rows = found.column("shares").to_pylist()
-    attributed = n > 0 and all(row is not None for row in share_rows)
-    channel_shares = (shares_array(np.asarray(share_rows, dtype=np.float64).reshape(n, -1), np.arange(n), n,
-                                   bundle.channels) if attributed else pa.nulls(n, lakehouse.CHANNEL_SHARES_TYPE))
-    top = [row[0]["channel"] if row else None for row in channel_shares.to_pylist()] if attributed else [None] * n
-    return pa.table({
-        "interval_id": found.column("interval_id"), names.ASSET: found.column(names.ASSET),
-        "start": _utc(found.column("start_us")), "end": _utc(found.column("end_us")),
-        "duration_s": found.column("duration_s"), "n_points": found.column("n_points"),
-        "peak_score": found.column("peak_score"), "mean_score": found.column("mean_score"),
-        "severity": pc.divide(found.column("peak_score"), bundle.threshold),
-        "top_channel": pa.array(top, pa.string()), names.CHANNEL_SHARES: channel_shares,
-        "attribution": pa.array([getattr(bundle.detector, "attribution_method", "none")] * n, pa.string()),
-        names.THRESHOLD: pa.array([bundle.threshold] * n, pa.float64()),
-        "threshold_rule": pa.array([bundle.threshold_rule] * n, pa.string()),
-        **{k: pa.array([v] * n, pa.string()) for k, v in lineage.items()},
-        names.SOURCE_VERSION: pa.array([source_version(a, b) for a, b in zip(starts, ends)], pa.string()),
-        names.SCORED_DATE: pa.array([_utc_date(e) for e in ends], pa.string()),
-    })
+    model = {**lineage, names.THRESHOLD: bundle.threshold, "threshold_rule": bundle.threshold_rule,
+             "attribution": getattr(bundle.detector, "attribution_method", "none")}
+    sources = _SourceVersions(paths, scoring.versions)
+    return _interval_table(found, model, bundle.channels, sources), sources
 
 
-def _commit_intervals(config: PipelineConfig, paths: Paths, intervals: pa.Table, dates: list[str],
-                      spark) -> dict[str, int]:
-    """Replace the dates' anomaly_intervals partitions with ``intervals`` in one commit, moving intervals
-    continued from an earlier night out of that night's partition; an interval already continued by a later
-    night than these (a re-run of an earlier date) stays with that night. Returns intervals per date."""
+def _handed_back(config: PipelineConfig, paths: Paths, dates: list[str], rederived: set[str],
+                 sources: _SourceVersions) -> pa.Table:
+    """Intervals stored with these dates that began on an earlier night and that this run does not derive
+    again (these nights no longer continue them, or another model version scores them now): each goes back
+    to the night it ends on, as the flagged timestamps of its own model before these dates make it (or goes,
+    when those no longer make an interval)."""
+    import pyarrow.dataset as ds
+
+    from lstmad.intervals import FOUND_SCHEMA, merge_flags
+
+    first_us = _micros(dt.date.fromisoformat(dates[0]))
+    stored = lakehouse.scan(paths.lake, names.ANOMALY_INTERVALS, lakehouse.SCHEMAS[names.ANOMALY_INTERVALS].names,
+                            ds.field(names.SCORED_DATE).isin(dates)
+                            & (ds.field("start") < pa.scalar(first_us, lakehouse.UTC_US)))
+    tables = []
+    for row in stored.to_pylist():
+        if row["interval_id"] in rederived:
+            continue
+        start_us = int(pa.scalar(row["start"], lakehouse.UTC_US).cast(pa.int64()).as_py())
+        points = lakehouse.scan(
+            paths.lake, names.ANOMALY_SCORES, [names.TIMESTAMP, names.SCORE, names.CHANNEL_SHARES],
+            (ds.field(names.ASSET) == row[names.ASSET]) & (ds.field("model_name") == row["model_name"])
+            & (ds.field(names.MODEL_VERSION) == row[names.MODEL_VERSION]) & (ds.field(names.FLAG) == True)  # noqa: E712
+            & (ds.field(names.TIMESTAMP) >= row["start"]) & (ds.field(names.TIMESTAMP) < pa.scalar(first_us, lakehouse.UTC_US))
+            & (ds.field(names.SCORED_DATE) >= _utc_date(start_us))).sort_by(names.TIMESTAMP)
+        channels = tuple(pair["channel"] for pair in row[names.CHANNEL_SHARES] or ())
+        listed = points.column(names.CHANNEL_SHARES).to_pylist()
+        shares = None
+        if channels and all(p is not None for p in listed):
+            shares = np.array([[dict((q["channel"], q["share"]) for q in p).get(c, 0.0) for c in channels]
+                               for p in listed]).reshape(len(listed), len(channels))
+        times = points.column(names.TIMESTAMP).cast(pa.int64()).to_numpy()
+        again = [f for f in merge_flags(times, np.ones(times.size, dtype=bool), points.column(names.SCORE).to_numpy(),
+                                        config.prepare.step_s, config.score.min_interval_s, config.score.merge_gap_s,
+                                        shares) if f["start_us"] == start_us]
+        if not again:
+            continue
+        found = {**again[0], "interval_id": row["interval_id"], names.ASSET: row[names.ASSET]}
+        found["shares"] = found["shares"].tolist() if "shares" in found else None
+        model = {k: row[k] for k in ("model_name", names.MODEL_VERSION, "mlflow_run_id", names.THRESHOLD,
+                                     "threshold_rule", "attribution")}
+        tables.append(_interval_table(pa.Table.from_pylist([found], schema=FOUND_SCHEMA), model, channels,
+                                      sources))
+    return pa.concat_tables(tables) if tables else None
+
+
+def _commit_intervals(config: PipelineConfig, paths: Paths, intervals: pa.Table, sources: _SourceVersions,
+                      dates: list[str], spark) -> dict[str, int]:
+    """Replace the dates' anomaly_intervals rows with ``intervals`` (from _interval_rows) in one commit.
+
+    An interval continued from an earlier night moves out of that night's rows; one already continued by a
+    later night than these (a re-run of an earlier date) stays with that night; one these dates held that
+    began earlier and is not derived again goes back to its own night (_handed_back). Returns intervals per
+    date of these dates.
+    """
     import pyarrow.dataset as ds
 
     ids = intervals.column("interval_id").to_pylist()
-    later = set(lakehouse.scan(paths.lake, names.ANOMALY_INTERVALS, ["interval_id"],
-                               ds.field("interval_id").isin(ids or [""]) & (ds.field(names.SCORED_DATE) > dates[-1]))
-                .column("interval_id").to_pylist())
-    if later:
-        log.info("%d interval(s) continue into nights after %s and stay there", len(later), dates[-1])
-        intervals = intervals.filter(pc.invert(pc.is_in(intervals.column("interval_id"), pa.array(sorted(later)))))
+    stored = lakehouse.scan(paths.lake, names.ANOMALY_INTERVALS, ["interval_id", names.SCORED_DATE],
+                            ds.field("interval_id").isin(ids or [""]))
+    stored_on = dict(zip(stored.column("interval_id").to_pylist(), stored.column(names.SCORED_DATE).to_pylist()))
+    keep = [not (stored_on.get(i, "") > dates[-1]) for i in ids]
+    if not all(keep):
+        log.info("%d interval(s) continue into nights after %s and stay there", keep.count(False), dates[-1])
+    intervals = intervals.filter(pa.array(keep, pa.bool_()))
+    handed = _handed_back(config, paths, dates, set(ids), sources)
+    if handed is not None:
+        log.info("%d interval(s) these nights no longer continue go back to the night they end on", handed.num_rows)
+        intervals = pa.concat_tables([intervals, handed.cast(intervals.schema)])
     first_us = _micros(dt.date.fromisoformat(dates[0]))
     moved = [i for i, s in zip(intervals.column("interval_id").to_pylist(),
                                intervals.column("start").cast(pa.int64()).to_pylist()) if s < first_us]
@@ -916,7 +1025,8 @@ def _commit_intervals(config: PipelineConfig, paths: Paths, intervals: pa.Table,
                            config.delta.engine, spark)
     counts: dict[str, int] = {}
     for day in intervals.column(names.SCORED_DATE).to_pylist():
-        counts[day] = counts.get(day, 0) + 1
+        if day in dates:
+            counts[day] = counts.get(day, 0) + 1
     return counts
 
 

@@ -306,9 +306,10 @@ CONTENT_VERSION_FILE = "_content_version.json"
 
 
 def content_version(root: str | Path, day: str) -> str:
-    """The source data version of one date of a tensor-block table: "sha256:<hex>" of its block files'
-    names and bytes, in name order. Cached beside the files (keyed by their names and sizes, so a re-prepared
-    date gets a fresh hash); results carry it as their lineage."""
+    """The source data version of one date of a tensor-block table: "sha256:<hex>", the SHA-256 of the sorted
+    SHA-256 digests (hex, one per line) of its block files' bytes, so the same blocks give the same version
+    whatever their files are called. Cached beside the files (keyed by their names and sizes, so a
+    re-prepared date is hashed afresh); results carry it as their lineage."""
     import hashlib
     import json
     import os
@@ -325,13 +326,14 @@ def content_version(root: str | Path, day: str) -> str:
             return cached["version"]
     except (OSError, ValueError):
         pass
-    digest = hashlib.sha256()
+    digests = []
     for file in files:
-        digest.update(file.name.encode() + b"\0")
+        digest = hashlib.sha256()
         with open(file, "rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
-    version = f"sha256:{digest.hexdigest()}"
+        digests.append(digest.hexdigest())
+    version = "sha256:" + hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
     try:  # a read-only archive still gets its version, just not cached
         staged = cache.with_name(f".{cache.name}.{os.getpid()}")
         staged.write_text(json.dumps({"files": listing, "version": version}))

@@ -31,6 +31,15 @@ def threshold_from_rule(rule: str, scores: np.ndarray, percentile: float = 95.0,
     raise ValueError(f"unknown threshold rule {rule!r}")
 
 
+def describe_rule(rule: str, percentile: float = 95.0, k: float = 3.0) -> str:
+    """The rule with its parameter, as result rows record it: "percentile 95 of validation scores"."""
+    if rule == "percentile":
+        return f"percentile {percentile:g} of validation scores"
+    if rule == "mean_std":
+        return f"mean + {k:g} std of validation scores"
+    return f"{rule} of validation scores"
+
+
 def _finite(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     scores = scores[np.isfinite(scores)]

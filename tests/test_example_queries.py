@@ -31,7 +31,7 @@ def intervals_table(rows: list[tuple[str, str, str]], version: str = "1") -> pa.
         "n_points": [1] * n, "peak_score": [3.0] * n, "mean_score": [2.0] * n, "severity": [1.5] * n,
         "top_channel": ["b"] * n,
         names.CHANNEL_SHARES: shares_array(np.array([[0.3, 0.5, 0.2]] * n), np.arange(n), n, ("a", "b", "c")),
-        "attribution": ["forecast_error_share"] * n, names.THRESHOLD: [2.0] * n, "threshold_rule": ["percentile"] * n,
+        "attribution": ["forecast_error_share"] * n, names.THRESHOLD: [2.0] * n, "threshold_rule": ["percentile 95 of validation scores"] * n,
         "model_name": ["m"] * n, names.MODEL_VERSION: [version] * n, "mlflow_run_id": ["r"] * n,
         names.SOURCE_VERSION: ["sha256:x"] * n, names.SCORED_DATE: [e.date().isoformat() for e in ends]}))
 

@@ -33,3 +33,21 @@ def test_gap_longer_than_merge_gap_splits():
 
 def test_no_flags_no_intervals():
     assert merge_flags(ts([0, 1, 2]), np.zeros(3, bool), np.zeros(3), 60, 0, 0) == []
+
+
+def test_a_short_run_carried_in_from_the_night_before_starts_the_interval():
+    # minute 0 is midnight: the night before flagged minute -1 only (too short alone), tonight 0..2
+    minutes = np.array([-1, 0, 1, 2])
+    shares = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [0.5, 0.5]])
+    got = merge_flags(ts(minutes), np.ones(4, bool), np.array([5.0, 1.0, 2.0, 3.0]), step_s=60,
+                      min_duration_s=180, merge_gap_s=0, shares=shares, new_from_us=0)
+    assert len(got) == 1 and got[0]["start_us"] == -60 * US and got[0]["n_points"] == 4
+    assert got[0]["peak_score"] == 5.0 and got[0]["duration_s"] == 240
+    np.testing.assert_allclose(got[0]["shares"], [0.5, 0.5])
+
+
+def test_intervals_wholly_in_the_carried_in_tail_belong_to_the_night_before():
+    minutes = np.array([-30, -29, -28, 10, 11])  # a closed interval before midnight, a new one after
+    got = merge_flags(ts(minutes), np.ones(5, bool), np.ones(5), step_s=60, min_duration_s=60, merge_gap_s=60,
+                      new_from_us=0)
+    assert [(g["start_us"] // (60 * US), g["end_us"] // (60 * US)) for g in got] == [(10, 11)]

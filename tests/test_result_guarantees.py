@@ -101,7 +101,8 @@ def test_an_interval_open_at_midnight_continues_as_the_same_interval(farm):
     assert len(fault) == 1, fault
     row = fault.iloc[0]
     assert row.start < pd.Timestamp("2026-01-11", tz="UTC") <= row.end  # spans midnight
-    assert row.scored_date == "2026-01-11"  # lands with the night that ended it
+    assert row.scored_date == row.end.date().isoformat()  # lands with the night that ended it
+    assert (intervals.interval_id == row.interval_id).sum() == 1  # and nowhere else
     scores = farm["nightly"][names.ANOMALY_SCORES]
     inside = scores[(scores.asset_id == FAULT_ASSET) & scores.timestamp.between(row.start, row.end)]
     assert row.n_points == int(inside.flag.sum())  # the points of both nights
@@ -119,15 +120,14 @@ def test_every_interval_carries_its_lineage(farm):
     assert (intervals.model_name == config.registered_model_name).all()
     assert (intervals.model_version == trained["model_version"]).all()
     assert (intervals.mlflow_run_id == trained["run_id"]).all()
-    assert (intervals.threshold_rule == "percentile").all() and (intervals.attribution == "forecast_error_share").all()
+    assert (intervals.threshold_rule == "percentile 95 of validation scores").all() and (intervals.attribution == "forecast_error_share").all()
     assert np.allclose(intervals.severity, intervals.peak_score / intervals.threshold)
     assert (intervals.duration_s == (intervals.end - intervals.start).dt.total_seconds() + config.prepare.step_s).all()
 
-    def blocks_hash(day: str) -> str:  # recomputed here from the block files' names and bytes
-        digest = hashlib.sha256()
-        for file in sorted((paths.tensors / f"date={day}").glob("*.parquet")):
-            digest.update(file.name.encode() + b"\0" + file.read_bytes())
-        return "sha256:" + digest.hexdigest()
+    def blocks_hash(day: str) -> str:  # recomputed here from the block files' bytes
+        digests = sorted(hashlib.sha256(f.read_bytes()).hexdigest()
+                         for f in (paths.tensors / f"date={day}").glob("*.parquet"))
+        return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
     for row in intervals.itertuples():
         days = pd.date_range(row.start.normalize(), row.end.normalize(), freq="D").strftime("%Y-%m-%d")
@@ -203,7 +203,7 @@ def test_a_job_killed_while_writing_leaves_the_previous_version_and_the_rerun_co
     assert_same_tables(snapshot(paths.lake), before)
 
 
-def test_two_jobs_for_different_dates_at_once_both_land(farm):
+def test_jobs_at_once_all_land_and_a_night_scored_twice_at_once_has_no_duplicates(farm):
     conf, paths = farm["conf"], farm["paths"]
     before = snapshot(paths.lake)
     days = ["2026-01-05", "2026-01-25"]
@@ -212,12 +212,14 @@ def test_two_jobs_for_different_dates_at_once_both_land(farm):
                                  lakehouse.SCHEMAS[names.ANOMALY_INTERVALS].empty_table(), days)
     assert not set(days) & set(lakehouse.read_table(paths.lake, names.ANOMALY_SCORES).column(names.SCORED_DATE).to_pylist())
     versions = {t: lakehouse.table_version(paths.lake, t) for t in TABLES}
-    jobs = [cli(conf, "--date", day, wait=False) for day in days]
+    assert len(before[names.ANOMALY_INTERVALS].query("scored_date in @days")) > 0
+    # two jobs for different nights, and a third for one of them (it waits for the first: no duplicate rows)
+    jobs = [cli(conf, "--date", day, wait=False) for day in days + days[:1]]
     for job in jobs:
         _, err = job.communicate(timeout=300)
         assert job.returncode == 0, err[-2000:]
     for table in TABLES:
-        assert lakehouse.table_version(paths.lake, table) == versions[table] + 2
+        assert lakehouse.table_version(paths.lake, table) == versions[table] + 3
     assert_same_tables(snapshot(paths.lake), before)
 
 
@@ -231,3 +233,56 @@ def test_scoring_with_an_unknown_model_version_is_refused_before_anything_is_wri
                                       "--model-version", "9"])
     assert result.exit_code == 2 and "has no version 9 of lstmad-tiny" in result.output
     assert {t: lakehouse.table_version(farm["paths"].lake, t) for t in TABLES} == versions
+
+
+def test_a_backfill_starting_after_scored_nights_carries_their_open_intervals_in(farm):
+    config, paths = farm["config"], farm["paths"]
+    before = snapshot(paths.lake)
+    pipeline.score_range(config, dt.date(2026, 1, 11), dt.date(2026, 1, 15))  # the fault began on the 10th
+    assert_same_tables(snapshot(paths.lake), before)
+
+
+def test_a_night_rescored_by_another_model_hands_the_interval_it_continued_back(farm):
+    """Night 11 re-scored by an isolation forest (another version, no attribution) no longer continues the
+    fault interval begun on the 10th: that interval goes back to the 10th, ending at its last flagged
+    timestamp there; scoring night 11 with the first model again restores the tables exactly."""
+    config, paths = farm["config"], farm["paths"]
+    before = snapshot(paths.lake)
+    forest = pipeline.train(load_config(farm["conf"], {"model.detector": "isolation_forest"}), promote=False)
+    pipeline.score(config, dt.date(2026, 1, 11), champion=pipeline.version_bundle(config, forest["model_version"]))
+    intervals = snapshot(paths.lake)[names.ANOMALY_INTERVALS]
+    continued = before[names.ANOMALY_INTERVALS]
+    continued = continued[(continued.asset_id == FAULT_ASSET) & (continued.start < FAULT_END)
+                          & (continued.end >= FAULT_START)].iloc[0]
+    back = intervals[intervals.interval_id == continued.interval_id]
+    assert len(back) == 1 and back.iloc[0].scored_date == "2026-01-10"
+    scores = before[names.ANOMALY_SCORES]
+    first_part = scores[(scores.asset_id == FAULT_ASSET) & (scores.timestamp >= continued.start)
+                        & (scores.timestamp < pd.Timestamp("2026-01-11", tz="UTC")) & scores.flag]
+    assert back.iloc[0].end == first_part.timestamp.max() and back.iloc[0].n_points == len(first_part)
+    assert back.iloc[0].peak_score == pytest.approx(first_part.score.max())
+    assert back.iloc[0].model_version == continued.model_version
+    night = intervals[intervals.scored_date == "2026-01-11"]
+    assert len(night) > 0 and (night.model_version == forest["model_version"]).all()
+    assert (night.attribution == "none").all() and night.channel_shares.isna().all() and night.top_channel.isna().all()
+    pipeline.score(config, dt.date(2026, 1, 11))  # the champion again
+    assert_same_tables(snapshot(paths.lake), before)
+
+
+def test_scores_come_from_the_model_the_rows_name(farm):
+    """Spark's Python workers outlive jobs and cache loaded models: another module's model with the same
+    name and version (tests share the session) must not score this farm."""
+    from lstmad.scoring import score_blocks
+    from lstmad.tensors import read_blocks
+
+    config, paths = farm["config"], farm["paths"]
+    written = farm["nightly"][names.ANOMALY_SCORES]
+    written = written[written.scored_date == "2026-01-20"]
+    bundle = pipeline.load_bundle(config, {"version": written.model_version.iloc[0], "source": None})
+    blocks = read_blocks(paths.tensors, ["2026-01-20"])
+    stats = {sid: pipeline.load_stats(paths, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
+    local = score_blocks(bundle, blocks, stats, max_masked_share=config.prepare.max_masked_share).to_pandas()
+    local[names.TIMESTAMP] = pd.to_datetime(local.timestamp_us, unit="us", utc=True)
+    merged = local.merge(written, on=[names.ASSET, names.TIMESTAMP], suffixes=("_local", "_spark"))
+    assert len(merged) == len(local) == len(written) > 0
+    np.testing.assert_allclose(merged.score_spark, merged.score_local, rtol=0, atol=1e-6)

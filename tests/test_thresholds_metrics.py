@@ -76,3 +76,10 @@ def test_pot_threshold_on_exponential_tail():
     # exceeded with probability 1e-4 is −ln(1e-4) = 9.21.
     scores = np.random.default_rng(0).exponential(size=200_000)
     assert pot_threshold(scores, risk=1e-4, initial_level=0.98) == pytest.approx(-np.log(1e-4), rel=0.05)
+
+
+def test_rules_are_recorded_with_their_parameter():
+    from lstmad.thresholds import describe_rule
+
+    assert describe_rule("percentile", 99.5) == "percentile 99.5 of validation scores"
+    assert describe_rule("mean_std", k=3.0) == "mean + 3 std of validation scores"

@@ -75,7 +75,7 @@ def _interval_table(found: list[dict], rng: np.random.Generator, version: str, d
         "peak_score": peak, "mean_score": [f["mean_score"] for f in found], "severity": peak / THRESHOLD,
         "top_channel": [row[0]["channel"] for row in shares.to_pylist()], names.CHANNEL_SHARES: shares,
         "attribution": ["forecast_error_share"] * n, names.THRESHOLD: [THRESHOLD] * n,
-        "threshold_rule": ["percentile"] * n, "model_name": ["bench"] * n, names.MODEL_VERSION: [version] * n,
+        "threshold_rule": ["percentile 95 of validation scores"] * n, "model_name": ["bench"] * n, names.MODEL_VERSION: [version] * n,
         "mlflow_run_id": ["bench-run"] * n, names.SOURCE_VERSION: ["sha256:bench"] * n,
         names.SCORED_DATE: [day_of(f["end_us"]) for f in found]}))
 

@@ -32,6 +32,16 @@ def model_payload(model_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in Path(model_dir).iterdir() if p.is_file()}
 
 
+def payload_digest(payload: dict[str, bytes]) -> str:
+    """A short digest of a model payload's files: part of the key workers cache loaded models under."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(payload):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(payload[name]).digest())
+    return digest.hexdigest()[:16]
+
+
 def worker_device(preference: str = "auto") -> str:
     """Where a scoring task runs its model: the GPU Spark assigned to the task (its ``gpu`` resource), any
     visible GPU in local mode, else the CPU."""
@@ -184,7 +194,7 @@ def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, st
             flags = table.column(names.FLAG).to_numpy(zero_copy_only=False)
             n = table.num_rows
             if lake is None:
-                yield _pass_rows("score", table, np.ones(n, dtype=bool), None, day, None)
+                yield _pass_rows("score", table, np.ones(n, dtype=bool), share_rows, day, None)
                 continue
             rows = table.append_column(names.TIMESTAMP, pa.array(table.column("timestamp_us").to_numpy(),
                                                                  lakehouse.UTC_US).cast(lakehouse.UTC_US))
@@ -208,11 +218,14 @@ def _pass_rows(kind: str, table: pa.Table, keep: np.ndarray, share_rows: Optiona
                                            "file": pa.array([file])}, schema=_ARROW_PASS)
     kept = table.filter(pa.array(keep))
     n = kept.num_rows
-    if share_rows is None or kind == "score":
+    if share_rows is None:
         shares = pa.nulls(n, pa.list_(pa.float64()))
-    else:  # share_rows are the flagged rows, in order: exactly the kept ones
-        offsets = pa.array(np.arange(0, n * share_rows.shape[1] + 1, share_rows.shape[1], dtype=np.int32))
-        shares = pa.ListArray.from_arrays(offsets, pa.array(np.asarray(share_rows, np.float64).ravel()))
+    else:  # share_rows belong to the flagged rows, in order; every flagged row is kept
+        flagged = kept.column(names.FLAG).to_numpy(zero_copy_only=False).astype(bool)
+        width = share_rows.shape[1]
+        offsets = pa.array(np.concatenate([[0], np.cumsum(flagged * width)]).astype(np.int32))
+        shares = pa.ListArray.from_arrays(offsets, pa.array(np.asarray(share_rows, np.float64).ravel()),
+                                          mask=pa.array(~flagged))
     channel_shares = kept.column(names.CHANNEL_SHARES).combine_chunks() if kind == "score" else \
         pa.nulls(n, CHANNEL_SHARES_TYPE)
     return pa.RecordBatch.from_pydict({
@@ -228,8 +241,8 @@ def anomaly_intervals(flagged: DataFrame, step_s: int, min_duration_s: int, merg
                       carried: Optional[dict[str, dict]] = None) -> DataFrame:
     """Intervals per asset (lstmad.intervals.merge_flags) from the flagged timestamps of a scoring pass
     (asset_id, timestamp_us, score, shares): interval_id, asset_id, start_us, end_us, duration_s, n_points,
-    peak_score, mean_score, shares (mean channel shares in the model's channel order, null without
-    attribution).
+    peak_score, mean_score, shares (mean channel shares in the model's channel order; null where a timestamp
+    inside has none).
 
     ``carried``: per asset, the flagged tail of earlier nights ({"timestamp_us": [...], "score": [...],
     "shares": [[...], ...] or None}) that may continue into this pass, which starts at ``new_from_us``; an
@@ -239,23 +252,23 @@ def anomaly_intervals(flagged: DataFrame, step_s: int, min_duration_s: int, merg
 
     def merge(pdf: pd.DataFrame) -> pd.DataFrame:
         asset = str(pdf[names.ASSET].iloc[0])
-        tail = carried.get(asset)
-        times = pdf["timestamp_us"].to_numpy(np.int64)
-        scores = pdf[names.SCORE].to_numpy(np.float64)
-        shares = None if pdf["shares"].isna().any() else np.stack(pdf["shares"].to_numpy())
-        if tail:
-            times = np.concatenate([np.asarray(tail["timestamp_us"], np.int64), times])
-            scores = np.concatenate([np.asarray(tail["score"], np.float64), scores])
-            shares = None if shares is None or tail["shares"] is None else \
-                np.concatenate([np.asarray(tail["shares"], np.float64).reshape(-1, shares.shape[1]), shares])
+        tail = carried.get(asset) or {"timestamp_us": [], "score": [], "shares": []}
+        times = np.concatenate([np.asarray(tail["timestamp_us"], np.int64), pdf["timestamp_us"].to_numpy(np.int64)])
+        scores = np.concatenate([np.asarray(tail["score"], np.float64), pdf[names.SCORE].to_numpy(np.float64)])
+        # shares (n, C) with NaN rows where a timestamp has none (no attribution, or written without it)
+        rows = list(tail["shares"]) + list(pdf["shares"])
+        width = next((len(r) for r in rows if r is not None), 0)
+        shares = np.array([np.full(width, np.nan) if r is None else np.asarray(r, np.float64) for r in rows]) \
+            .reshape(len(rows), width) if width else None
         order = np.argsort(times, kind="stable")
-        rows = merge_flags(times[order], np.ones(times.size, dtype=bool), scores[order], step_s, min_duration_s,
-                           merge_gap_s, None if shares is None else shares[order], new_from_us)
-        for row in rows:
+        found = merge_flags(times[order], np.ones(times.size, dtype=bool), scores[order], step_s, min_duration_s,
+                            merge_gap_s, None if shares is None else shares[order], new_from_us)
+        for row in found:
             row["interval_id"] = interval_id(asset, row["start_us"], model_name, model_version)
             row[names.ASSET] = asset
-            row["shares"] = row["shares"].tolist() if "shares" in row else None
-        return pd.DataFrame(rows, columns=INTERVAL_STRUCT.fieldNames())
+            mean = row.pop("shares", None)
+            row["shares"] = None if mean is None or np.isnan(mean).any() else mean.tolist()
+        return pd.DataFrame(found, columns=INTERVAL_STRUCT.fieldNames())
 
     return flagged.select(names.ASSET, "timestamp_us", names.SCORE, "shares") \
         .groupBy(names.ASSET).applyInPandas(merge, INTERVAL_STRUCT)
@@ -266,5 +279,5 @@ INTERVAL_STRUCT = T.StructType([
     T.StructField("start_us", T.LongType()), T.StructField("end_us", T.LongType()),
     T.StructField("duration_s", T.LongType()), T.StructField("n_points", T.LongType()),
     T.StructField("peak_score", T.DoubleType()), T.StructField("mean_score", T.DoubleType()),
-    T.StructField("shares", T.ArrayType(T.DoubleType())),
+    T.StructField("shares", T.ArrayType(T.DoubleType()))
 ])
