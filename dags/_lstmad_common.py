@@ -39,3 +39,16 @@ def spark_submit(task_id: str, job: str, args: list[str]):
                                application_args=["--conf", CONF, *args], conn_id=SETTINGS["spark_conn_id"],
                                name=f"lstmad-{job}", py_files=",".join(
                                    [str(JOBS / "_common.py"), *filter(None, SETTINGS["py_files"].split(","))]))
+
+
+def json_safe(value):
+    """A task result XCom can store: NaN and infinities (an AUROC on one class) become None."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

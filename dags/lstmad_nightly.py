@@ -7,7 +7,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from _lstmad_common import CONF, DEFAULT_ARGS, SETTINGS, spark_submit
+from _lstmad_common import CONF, DEFAULT_ARGS, SETTINGS, json_safe, spark_submit
 
 DOC = """
 ### lstmad nightly scoring
@@ -45,21 +45,21 @@ def lstmad_nightly():
             from lstmad.config import load_config
 
             d = dt.date.fromisoformat(day)
-            return pipeline.prepare(load_config(CONF), d, d)
+            return json_safe(pipeline.prepare(load_config(CONF), d, d))
 
         @task
         def score(day: str) -> dict:
             from lstmad import pipeline
             from lstmad.config import load_config
 
-            return pipeline.score(load_config(CONF), dt.date.fromisoformat(day))
+            return json_safe(pipeline.score(load_config(CONF), dt.date.fromisoformat(day)))
 
         @task
         def drift(day: str) -> dict:
             from lstmad import pipeline
             from lstmad.config import load_config
 
-            return pipeline.drift(load_config(CONF), dt.date.fromisoformat(day))
+            return json_safe(pipeline.drift(load_config(CONF), dt.date.fromisoformat(day)))
 
         prepared, scored, drifted = prepare(date), score(date), drift(date)
         prepared >> scored >> drifted
@@ -75,7 +75,9 @@ def lstmad_nightly():
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
     needed = retrain_needed(date)
+    # the training DAG retrains on the window of recent data ending at this night (train.window_days)
     last >> needed >> TriggerDagRunOperator(task_id="trigger_training", trigger_dag_id="lstmad_training",
+                                            conf={"end": "{{ ti.xcom_pull(task_ids='target_date') }}"},
                                             wait_for_completion=False)
 
 

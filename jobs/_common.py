@@ -18,6 +18,11 @@ def parser(description: str, dated: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def optional_date(text: str) -> Optional[dt.date]:
+    """YYYY-MM-DD, or empty for none (an Airflow template that rendered an unset param)."""
+    return dt.date.fromisoformat(text) if text else None
+
+
 def log_to_stderr() -> None:
     """Logs to stderr, stdout only for the result line. Under spark-submit PySpark merges the Python driver's
     stderr into stdout (PythonRunner), so there the result line is simply the last line. Called by the

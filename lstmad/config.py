@@ -37,6 +37,10 @@ class SyntheticConfig:
     start: dt.date = dt.date(2026, 1, 1)
     seed: int = 7
     icing_episodes_per_turbine: float = 1.5
+    change_day: int = 0  # a regime change from this day on (0: none), see lstmad.data.synthetic.FarmSpec
+    recalibrated_channels: tuple[str, ...] = ()
+    recalibration_offset_sd: float = 0.0
+    ambient_shift_c: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +166,17 @@ class TrainConfig:
     eval_end: Optional[dt.date] = None
     exclude_labelled_anomalies: bool = True
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    # Retraining on recent data (the training DAG with an end date): the last ``eval_days`` up to that date
+    # evaluate, the ``window_days`` before them train; 0 keeps the fixed ranges above.
+    window_days: int = 0
+    eval_days: int = 0
+    # Leave out training windows that end inside a flagged interval at least this severe (0: keep all): the
+    # champion's own findings, so that a retrained model does not learn the anomalies as normal.
+    exclude_severity: float = 0.0
+    # A challenger is promoted when its evaluation AUROC is at most this much below the champion's on the same
+    # range; without labels, when its alarm rate there over its expected rate is at most this much above the
+    # champion's ratio.
+    promotion_tolerance: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +205,9 @@ class DriftConfig:
     psi_threshold: float = 0.25
     drifted_channel_share: float = 0.5
     alarm_rate_factor: float = 3.0
+    ks_threshold: float = 0.0     # two-sample KS per channel against the training reference (0: not a signal)
+    score_ks_threshold: float = 0.0  # KS of the night's scores against the validation scores (0: not a signal)
+    max_age_days: int = 0         # retrain when the champion's training data end this long before the night (0: never)
 
 
 @dataclasses.dataclass(frozen=True)

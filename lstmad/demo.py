@@ -18,6 +18,21 @@ RESCORED_NIGHTS = 7
 SECOND_MODEL = {"seed": 1, "epochs": 4}  # a quick second version of the same detector, for the comparison
 
 
+def _start_afresh(paths: pipeline.Paths) -> None:
+    """Remove what an earlier demo run left in this pipeline's home (its farm, blocks, tables, models and
+    MLflow store), so that every run tells the same story from version 1 (tables from an older lstmad
+    version included)."""
+    import shutil
+
+    for name in ("raw", "tensor_blocks", "lake", "models", "mlruns", "checkpoints", "locks", "mlflow.db",
+                 "summary.json", "source_schema.json"):
+        target = paths.home / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
 def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dict:
     """Generate → prepare training data → train → for each remaining day: prepare, score, drift.
 
@@ -25,6 +40,7 @@ def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dic
     """
     started = time.time()
     paths = pipeline.Paths.of(config)
+    _start_afresh(paths)
     generated = pipeline.generate(config)
     echo(f"generated {generated['rows']} rows ({generated['anomalous_share']:.1%} icing) in {paths.raw}")
     for summary in pipeline.prepare_training_data(config):

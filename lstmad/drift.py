@@ -1,4 +1,5 @@
-"""Input and score drift against the training reference: population stability index and alarm rate."""
+"""Input and score drift against the training reference: population stability index, two-sample KS,
+alarm rate and model age."""
 
 from __future__ import annotations
 
@@ -38,21 +39,59 @@ def population_stability_index(reference: dict[str, list], values: np.ndarray) -
     return out
 
 
+QUANTILES = 101
+
+
+def reference_quantiles(values: np.ndarray, k: int = QUANTILES) -> list[list[float]]:
+    """k evenly spaced quantiles (0 … 1) per channel of reference rows (n, C): the reference distribution
+    for two-sample KS without keeping the rows."""
+    return np.quantile(np.asarray(values, dtype=np.float64), np.linspace(0, 1, k), axis=0).T.tolist()
+
+
+def ks_statistic(quantiles: list[list[float]], values: np.ndarray) -> np.ndarray:
+    """Two-sample Kolmogorov-Smirnov statistic per channel, sup |F_night − F_reference|, with the reference
+    CDF interpolated between its stored quantiles; values (n, C) → (C,) in [0, 1]."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    out = np.zeros(values.shape[1])
+    if n == 0:
+        return out
+    for c, q in enumerate(quantiles):
+        x = np.sort(values[:, c])
+        reference = np.interp(x, np.asarray(q), np.linspace(0, 1, len(q)), left=0.0, right=1.0)
+        above = np.arange(1, n + 1) / n - reference  # the night's CDF just at and just before each point
+        below = reference - np.arange(0, n) / n
+        out[c] = float(max(above.max(), below.max(), 0.0))
+    return out
+
+
 def retrain_signal(psi: np.ndarray, alarm_rate: float, expected_alarm_rate: float, psi_threshold: float | np.ndarray,
-                   drifted_channel_share: float, alarm_rate_factor: float,
-                   channels: tuple[str, ...]) -> tuple[bool, list[str]]:
+                   drifted_channel_share: float, alarm_rate_factor: float, channels: tuple[str, ...],
+                   ks: np.ndarray | None = None, ks_threshold: float = 0.0, score_ks: float = 0.0,
+                   score_ks_threshold: float = 0.0, age_days: float = 0.0,
+                   max_age_days: int = 0) -> tuple[bool, list[str]]:
     """Whether drift calls for retraining, and why.
 
     ``psi_threshold`` is one value or one per channel (C,). Weather-driven channels wander from day to day,
     so one channel over its threshold is not a signal: the data have moved when at least
-    ``drifted_channel_share`` of the channels are over theirs, or when the alarm rate exceeds
-    ``alarm_rate_factor`` × the rate expected from validation.
+    ``drifted_channel_share`` of the channels are over their PSI threshold or (with ``ks_threshold``) their
+    KS threshold, when the alarm rate exceeds ``alarm_rate_factor`` × the rate expected from validation,
+    when (with ``score_ks_threshold``) the night's scores stray that far from the validation scores, or when
+    (with ``max_age_days``) the champion's training data end that many days before the night.
     """
     limits = np.broadcast_to(np.asarray(psi_threshold, dtype=np.float64), psi.shape)
-    drifted = [f"{channels[i]} {psi[i]:.2f}>{limits[i]:.2f}" for i in np.flatnonzero(psi > limits)]
+    psi_over = psi > limits
+    ks_over = (np.asarray(ks) > ks_threshold) if ks is not None and ks_threshold > 0 else np.zeros_like(psi_over)
+    drifted = [" ".join([channels[i]] + ([f"PSI {psi[i]:.2f}>{limits[i]:.2f}"] if psi_over[i] else [])
+                        + ([f"KS {ks[i]:.2f}>{ks_threshold}"] if ks_over[i] else []))
+               for i in np.flatnonzero(psi_over | ks_over)]
     reasons = []
     if drifted and len(drifted) >= drifted_channel_share * len(channels):
-        reasons.append(f"{len(drifted)}/{len(channels)} channels over their PSI threshold: {', '.join(drifted)}")
+        reasons.append(f"{len(drifted)}/{len(channels)} channels drifted: {', '.join(drifted)}")
     if alarm_rate > alarm_rate_factor * expected_alarm_rate:
         reasons.append(f"alarm_rate={alarm_rate:.4f}>{alarm_rate_factor}x{expected_alarm_rate:.4f}")
+    if score_ks_threshold > 0 and score_ks > score_ks_threshold:
+        reasons.append(f"score KS {score_ks:.2f}>{score_ks_threshold}")
+    if max_age_days > 0 and age_days > max_age_days:
+        reasons.append(f"champion trained on data ending {age_days:.0f} days before (> {max_age_days})")
     return bool(reasons), reasons

@@ -44,7 +44,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     names.DRIFT_METRICS: pa.schema([
         (names.SCORED_DATE, pa.string()), (names.MODEL_VERSION, pa.string()), ("n_rows", pa.int64()),
         ("max_psi", pa.float64()), ("max_psi_channel", pa.string()), ("psi_by_channel", pa.string()),
-        ("alarm_rate", pa.float64()), ("expected_alarm_rate", pa.float64()), ("retrain", pa.bool_()),
+        ("max_ks", pa.float64()), ("max_ks_channel", pa.string()), ("score_ks", pa.float64()),
+        ("model_age_days", pa.float64()), ("alarm_rate", pa.float64()), ("expected_alarm_rate", pa.float64()), ("retrain", pa.bool_()),
         ("retrain_reasons", pa.string()),
     ]),
     # one row per evaluation of a model version on a labelled data range; upserted on evaluation_id

@@ -272,6 +272,19 @@ def source_files_or_fail(src, location: Path, history_dates: list[str], dates: l
     return files
 
 
+def training_window(config: PipelineConfig, end: dt.date) -> PipelineConfig:
+    """The config with its training and evaluation ranges slid to end at ``end``: the last
+    ``train.eval_days`` evaluate, the ``train.window_days`` before them train (retraining on recent data)."""
+    t = config.train
+    if t.window_days <= 0:
+        raise ValueError("train.window_days must be set (> 0) to train on a window of recent dates")
+    train_end = end - dt.timedelta(days=t.eval_days)
+    window = dict(start=train_end - dt.timedelta(days=t.window_days - 1), end=train_end,
+                  eval_start=end - dt.timedelta(days=t.eval_days - 1) if t.eval_days else None,
+                  eval_end=end if t.eval_days else None)
+    return dataclasses.replace(config, train=dataclasses.replace(t, **window))
+
+
 def prepare_training_data(config: PipelineConfig, spark=None) -> list[dict]:
     """Prepare the training range (fitting the normalisation) and the evaluation range."""
     t = config.train
@@ -349,13 +362,38 @@ def _fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, 
         keep = np.flatnonzero(windows.label_any != 1)
         excluded = n_total - keep.size
         windows = windows.subset(keep)
+    severe = 0
+    if t.exclude_severity > 0:
+        inside = _inside_severe_intervals(config, windows)
+        severe = int(inside.sum())
+        windows = windows.subset(np.flatnonzero(~inside))
     if m.max_train_windows and len(windows) > m.max_train_windows:
         windows = windows.subset(np.linspace(0, len(windows) - 1, m.max_train_windows).astype(np.int64))
-    log.info("train: %d windows (%d excluded as labelled anomalous) from %s..%s", len(windows), excluded,
-             t.start, t.end)
+    log.info("train: %d windows (%d excluded as labelled anomalous, %d inside intervals of severity >= %s) "
+             "from %s..%s", len(windows), excluded, severe, t.exclude_severity, t.start, t.end)
     detector.fit(windows, on_epoch=on_epoch)
     return detector, {"train_windows": len(windows), "excluded_windows": excluded,
-                      "skipped_masked_windows": skipped_masked, "processes": 0}
+                      "excluded_severe_windows": severe, "skipped_masked_windows": skipped_masked, "processes": 0}
+
+
+def _inside_severe_intervals(config: PipelineConfig, windows) -> np.ndarray:
+    """(N,) whether each window's last timestamp lies inside an anomaly interval (any model) of at least
+    train.exclude_severity on its asset: [start, end + step)."""
+    import pyarrow.dataset as ds
+
+    t = config.train
+    severe = lakehouse.scan(Paths.of(config).lake, names.ANOMALY_INTERVALS, [names.ASSET, "start", "end"],
+                            (ds.field("severity") >= t.exclude_severity)
+                            & (ds.field("end") >= pa.scalar(_micros(t.start), lakehouse.UTC_US))
+                            & (ds.field("start") < pa.scalar(_micros(t.end + dt.timedelta(days=1)), lakehouse.UTC_US)))
+    inside = np.zeros(len(windows), dtype=bool)
+    step_us = config.prepare.step_s * MICROS
+    assets = np.asarray(windows.assets, dtype=object)[windows.asset] if len(windows) else np.array([], dtype=object)
+    for asset, start, end in zip(severe.column(names.ASSET).to_pylist(),
+                                 severe.column("start").cast(pa.int64()).to_pylist(),
+                                 severe.column("end").cast(pa.int64()).to_pylist()):
+        inside |= (assets == asset) & (windows.end_us >= start) & (windows.end_us < end + step_us)
+    return inside
 
 
 def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict]:
@@ -431,6 +469,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         threshold = threshold_from_rule(config.threshold.rule, detector.validation_scores_,
                                         config.threshold.percentile)
         drift_reference = _drift_reference(paths, _train_dates(config), config.drift.psi_bins)
+        drift_reference["score_quantiles"] = np.quantile(detector.validation_scores_, np.linspace(0, 1, 101)).tolist()
+        drift_reference["trained_until"] = config.train.end.isoformat()
         bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
                              config.prepare.step_s, stats, threshold,
                              describe_rule(config.threshold.rule, config.threshold.percentile),
@@ -570,7 +610,7 @@ def _drift_reference(paths: Paths, dates: list[str], bins: int) -> dict:
     """Histogram of the training rows per channel, plus each channel's largest PSI of a single training day
     against it: how far one ordinary day already strays (weather channels stray far). Reads one date at a
     time (twice): the reference from every k-th row, at most 200,000 rows."""
-    from lstmad.drift import population_stability_index, reference_histogram
+    from lstmad.drift import population_stability_index, reference_histogram, reference_quantiles
     from lstmad.tensors import block_rows_of, read_blocks
 
     counts = read_blocks(paths.tensors, dates, [names.N_ROWS, names.N_HISTORY])
@@ -581,7 +621,9 @@ def _drift_reference(paths: Paths, dates: list[str], bins: int) -> dict:
         rows = block_rows_of(read_blocks(paths.tensors, [day]))
         sample.append(rows[(-seen) % stride::stride])
         seen += rows.shape[0]
-    reference = reference_histogram(np.concatenate(sample), bins)
+    rows = np.concatenate(sample)
+    reference = reference_histogram(rows, bins)
+    reference["quantiles"] = reference_quantiles(rows)
     daily = [population_stability_index(reference, block_rows_of(read_blocks(paths.tensors, [day])))
              for day in present]
     reference["daily_psi_max"] = np.max(daily, axis=0).tolist()
@@ -598,7 +640,8 @@ def promote_model(config: PipelineConfig, run_id: str, version: str) -> dict:
     if t.eval_start and t.eval_end:
         eval_blocks, _ = _windows_of(config, t.eval_start, t.eval_end)
     new_auroc = tracking.run_metrics(config.tracking_uri, run_id).get("eval_auroc", float("nan"))
-    decision = _promotion_decision(config, new_auroc, eval_blocks, Paths.of(config))
+    challenger = {"bundle": version_bundle(config, version)[1]}
+    decision = _promotion_decision(config, new_auroc, eval_blocks, Paths.of(config), challenger)
     alias = tracking.CHAMPION if decision["decision"] == "promoted" else tracking.CHALLENGER
     name = config.registered_model_name
     tracking.set_alias(config.tracking_uri, name, alias, version, decision["reason"])
@@ -608,8 +651,11 @@ def promote_model(config: PipelineConfig, run_id: str, version: str) -> dict:
 
 
 def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: Optional[pa.Table],
-                        paths: Paths) -> dict:
-    """Champion when there is none, or when not worse than the champion on the same evaluation windows."""
+                        paths: Paths, challenger: Optional[dict] = None) -> dict:
+    """Champion when there is none, or when not worse than the champion on the same evaluation windows:
+    AUROC at most train.promotion_tolerance below the champion's where the range has both classes; else its
+    alarm rate over its expected rate at most that much above the champion's ratio (the champion of a drifted
+    fleet alarms far more than it expected)."""
     from lstmad import tracking
     from lstmad.metrics import score_metrics
     from lstmad.scoring import score_blocks
@@ -617,19 +663,34 @@ def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: O
     current = tracking.champion(config.tracking_uri, config.registered_model_name)
     if current is None:
         return {"decision": "promoted", "reason": "no champion yet", "champion_auroc": None}
-    if eval_blocks is None or not np.isfinite(new_auroc):
-        return {"decision": "challenger", "reason": "no labelled evaluation data to compare with the champion",
+    if eval_blocks is None or eval_blocks.num_rows == 0:
+        return {"decision": "challenger", "reason": "no evaluation data to compare with the champion",
                 "champion_auroc": None}
+    tolerance = config.train.promotion_tolerance
     bundle = load_bundle(config, current)
     stats = {sid: load_stats(paths, sid) for sid in set(eval_blocks.column(names.STATS_ID).to_pylist())}
     scored = score_blocks(bundle, eval_blocks, stats, max_masked_share=config.prepare.max_masked_share)
-    champion_auroc = score_metrics(scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(),
-                                   bundle.threshold)["auroc"]
-    if not np.isfinite(champion_auroc) or new_auroc >= champion_auroc:
-        return {"decision": "promoted", "champion_auroc": champion_auroc,
-                "reason": f"eval AUROC {new_auroc:.4f} >= champion v{current['version']} {champion_auroc:.4f}"}
-    return {"decision": "challenger", "champion_auroc": champion_auroc,
-            "reason": f"eval AUROC {new_auroc:.4f} < champion v{current['version']} {champion_auroc:.4f}"}
+    labels, scores = scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy()
+    champion_auroc = score_metrics(labels, scores, bundle.threshold)["auroc"]
+    if np.isfinite(new_auroc) and np.isfinite(champion_auroc):
+        verdict = "promoted" if new_auroc >= champion_auroc - tolerance else "challenger"
+        sign = ">=" if verdict == "promoted" else "<"
+        return {"decision": verdict, "criterion": "auroc", "champion_auroc": champion_auroc,
+                "reason": f"eval AUROC {new_auroc:.4f} {sign} champion v{current['version']} {champion_auroc:.4f} "
+                          f"- tolerance {tolerance}"}
+    if challenger is None:
+        return {"decision": "challenger", "reason": "no labelled evaluation data and no challenger to compare",
+                "champion_auroc": None}
+    new_scores = score_blocks(challenger["bundle"], eval_blocks, stats,
+                              max_masked_share=config.prepare.max_masked_share).column(names.SCORE).to_numpy()
+    ratio = float(np.mean(new_scores > challenger["bundle"].threshold)) / max(challenger["bundle"].expected_alarm_rate, 1e-9)
+    champion_ratio = float(np.mean(scores > bundle.threshold)) / max(bundle.expected_alarm_rate, 1e-9)
+    verdict = "promoted" if ratio <= champion_ratio + tolerance else "challenger"
+    return {"decision": verdict, "criterion": "alarm_rate", "champion_auroc": None,
+            "challenger_alarm_ratio": ratio, "champion_alarm_ratio": champion_ratio,
+            "reason": f"no labels of both classes: alarm rate / expected {ratio:.2f} "
+                      f"{'<=' if verdict == 'promoted' else '>'} champion v{current['version']} {champion_ratio:.2f} "
+                      f"+ tolerance {tolerance}"}
 
 
 def load_bundle(config: PipelineConfig, registered: dict):
@@ -1059,7 +1120,7 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     against the expected one; one row in drift_metrics and a retraining signal."""
     import pyarrow.dataset as ds
 
-    from lstmad.drift import population_stability_index, retrain_signal
+    from lstmad.drift import ks_statistic, population_stability_index, retrain_signal
     from lstmad.tensors import read_blocks
 
     paths = Paths.of(config)
@@ -1075,22 +1136,33 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
         values = np.frombuffer(raw, dtype=np.float32).reshape(n_rows, n_ch)[n_hist:]
         parts.append(bundle.renormalise(values, load_stats(paths, sid), asset))
     values = np.concatenate(parts)
-    psi = population_stability_index(bundle.drift_reference, values)
+    reference = bundle.drift_reference
+    psi = population_stability_index(reference, values)
+    ks = ks_statistic(reference["quantiles"], values) if "quantiles" in reference else np.zeros_like(psi)
     scores_path = lakehouse.table_path(paths.lake, names.ANOMALY_SCORES)
-    flags = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG], ds.field(names.SCORED_DATE) == date) \
-        .column(names.FLAG).to_numpy(zero_copy_only=False)
+    night = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG, names.SCORE],
+                           ds.field(names.SCORED_DATE) == date)
+    flags = night.column(names.FLAG).to_numpy(zero_copy_only=False)
     if flags.size == 0:
         raise PrepareError(f"{scores_path}: no scores for {date}; run lstmad score --date {date} first")
     alarm_rate = float(flags.mean())
+    score_ks = float(ks_statistic([reference["score_quantiles"]], night.column(names.SCORE).to_numpy()[:, None])[0]) \
+        if "score_quantiles" in reference else 0.0
+    age_days = float((day - dt.date.fromisoformat(reference["trained_until"])).days) \
+        if "trained_until" in reference else 0.0
     # A channel drifts when it strays further than the configured PSI and than any training day did.
     thresholds = np.maximum(config.drift.psi_threshold,
                             bundle.drift_reference.get("daily_psi_max", np.zeros_like(psi)))
+    d = config.drift
     retrain, reasons = retrain_signal(psi, alarm_rate, bundle.expected_alarm_rate, thresholds,
-                                      config.drift.drifted_channel_share, config.drift.alarm_rate_factor, bundle.channels)
-    worst = int(np.argmax(psi))
+                                      d.drifted_channel_share, d.alarm_rate_factor, bundle.channels, ks,
+                                      d.ks_threshold, score_ks, d.score_ks_threshold, age_days, d.max_age_days)
+    worst, worst_ks = int(np.argmax(psi)), int(np.argmax(ks))
     row = {names.SCORED_DATE: date, names.MODEL_VERSION: registered["version"], "n_rows": int(values.shape[0]),
            "max_psi": float(psi[worst]), "max_psi_channel": bundle.channels[worst],
            "psi_by_channel": json.dumps(dict(zip(bundle.channels, np.round(psi, 6).tolist()))),
+           "max_ks": float(ks[worst_ks]), "max_ks_channel": bundle.channels[worst_ks], "score_ks": score_ks,
+           "model_age_days": age_days,
            "alarm_rate": alarm_rate, "expected_alarm_rate": bundle.expected_alarm_rate, "retrain": retrain,
            "retrain_reasons": "; ".join(reasons)}
     spark = None

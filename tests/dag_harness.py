@@ -55,7 +55,8 @@ def main() -> None:
     result["maintenance_state"] = str(maintenance.state)
     with create_session() as session:
         runs = session.query(DagRun).filter(DagRun.dag_id == "lstmad_training").all()
-        result["training_runs"] = [{"run_type": str(r.run_type), "state": str(r.state)} for r in runs]
+        result["training_runs"] = [{"run_type": str(r.run_type), "state": str(r.state), "conf": r.conf}
+                                   for r in runs]
     result["elapsed_s"] = time.time() - started
     Path(sys.argv[3]).write_text(json.dumps(result))
 

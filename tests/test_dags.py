@@ -83,3 +83,4 @@ def test_training_then_nightly_run_end_to_end(dag_run):
     assert len(lakehouse.read_table(paths.lake, names.ANOMALY_SCORES)) == 2 * 288
     triggered = [r for r in result["training_runs"] if r["run_type"] == "operator_triggered"]
     assert len(triggered) == 1
+    assert triggered[0]["conf"] == {"end": SCORED.isoformat()}  # the window of recent data ends at that night

@@ -39,4 +39,31 @@ def test_per_channel_thresholds_from_training_days():
     retrain, reasons = retrain_signal(np.array([2.5, 0.1]), 0.05, 0.05, limits, 0.5, 3.0, channels)
     assert not retrain and reasons == []
     retrain, reasons = retrain_signal(np.array([2.5, 2.5]), 0.05, 0.05, limits, 0.5, 3.0, channels)
-    assert retrain and "sensor 2.50>0.25" in reasons[0] and "weather" not in reasons[0]
+    assert retrain and "sensor PSI 2.50>0.25" in reasons[0] and "weather" not in reasons[0]
+
+
+def test_ks_against_stored_quantiles_matches_scipy_two_sample_ks():
+    from scipy.stats import ks_2samp
+
+    from lstmad.drift import ks_statistic, reference_quantiles
+
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(50_000, 2))
+    night = np.column_stack([rng.normal(size=2000), rng.normal(size=2000) + 0.5])
+    got = ks_statistic(reference_quantiles(reference), night)
+    expected = [ks_2samp(reference[:, c], night[:, c]).statistic for c in range(2)]
+    np.testing.assert_allclose(got, expected, atol=0.01)  # 101 stored quantiles instead of 50,000 rows
+    assert got[1] > 0.15 > got[0]
+
+
+def test_retrain_rule_counts_ks_channels_score_drift_and_model_age():
+    channels = ("a", "b")
+    psi = np.zeros(2)
+    retrain, reasons = retrain_signal(psi, 0.05, 0.05, 0.25, 0.5, 3.0, channels, ks=np.array([0.4, 0.0]),
+                                      ks_threshold=0.3)
+    assert retrain and "1/2 channels drifted: a KS 0.40>0.3" in reasons[0]
+    assert retrain_signal(psi, 0.05, 0.05, 0.25, 0.5, 3.0, channels, ks=np.array([0.4, 0.0]))[0] is False  # off
+    retrain, reasons = retrain_signal(psi, 0.05, 0.05, 0.25, 0.5, 3.0, channels, score_ks=0.5, score_ks_threshold=0.3)
+    assert reasons == ["score KS 0.50>0.3"]
+    retrain, reasons = retrain_signal(psi, 0.05, 0.05, 0.25, 0.5, 3.0, channels, age_days=31, max_age_days=30)
+    assert retrain and "31 days before (> 30)" in reasons[0]

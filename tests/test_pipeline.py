@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -271,6 +272,63 @@ def test_promotion_gate_compares_with_the_champion_on_the_same_evaluation_data(r
     assert champion["version"] == ("2" if expected == "promoted" else "1")
     bundle = json.loads((run["paths"].models / "v2" / "detector.json").read_text())
     assert bundle["detector"] == "iae_lstm_kl" and bundle["params"]["svdd"] == "soft"
+
+
+def test_without_labels_the_gate_compares_alarm_rates_over_what_each_model_expects(run):
+    """No labels of both classes on the evaluation range: each model's alarm rate there over its expected
+    rate decides (the champion of a drifted fleet alarms far more than it expected)."""
+    import dataclasses
+
+    from lstmad.scoring import score_blocks
+
+    config, paths = run["config"], run["paths"]
+    blocks, _ = pipeline._windows_of(config, config.train.eval_start, config.train.eval_end)
+    n_rows = blocks.column(names.N_ROWS).to_pylist()
+    unlabelled = blocks.set_column(blocks.schema.get_field_index(names.LABELS), names.LABELS,
+                                   pa.array([bytes(np.full(n, -1, np.int8)) for n in n_rows], pa.binary()))
+    champion = pipeline.champion_bundle(config)[1]
+    stats = {sid: pipeline.load_stats(paths, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
+    scores = score_blocks(champion, blocks, stats, max_masked_share=config.prepare.max_masked_share)
+    scores = scores.column(names.SCORE).to_numpy()
+    champion_ratio = float(np.mean(scores > champion.threshold)) / champion.expected_alarm_rate
+    same = pipeline._promotion_decision(config, float("nan"), unlabelled, paths, {"bundle": champion})
+    assert same["criterion"] == "alarm_rate" and same["decision"] == "promoted"  # a tie is not worse
+    assert same["champion_alarm_ratio"] == pytest.approx(champion_ratio)
+    noisy = dataclasses.replace(champion, threshold=float(np.quantile(scores, 0.5)))  # alarms on half the rows
+    worse = pipeline._promotion_decision(config, float("nan"), unlabelled, paths, {"bundle": noisy})
+    assert worse["decision"] == "challenger"
+    assert worse["challenger_alarm_ratio"] == pytest.approx(float(np.mean(scores > noisy.threshold))
+                                                           / champion.expected_alarm_rate)
+
+
+def test_a_training_window_ends_at_the_drifted_night(run):
+    config = load_config(run["conf"], {"train.window_days": 5, "train.eval_days": 2})
+    window = pipeline.training_window(config, dt.date(2026, 1, 20)).train
+    assert (window.start, window.end, window.eval_start, window.eval_end) == (
+        dt.date(2026, 1, 14), dt.date(2026, 1, 18), dt.date(2026, 1, 19), dt.date(2026, 1, 20))
+    with pytest.raises(ValueError, match="train.window_days must be set"):
+        pipeline.training_window(run["config"], dt.date(2026, 1, 20))
+
+
+def test_training_leaves_out_windows_inside_severe_intervals(run):
+    """Windows ending inside an interval at least train.exclude_severity severe (of the scored night) are left
+    out of training; the count is in the result."""
+    from lstmad.tensors import Windows
+
+    config = load_config(run["conf"], {"train.exclude_severity": 2.0, "train.start": SCORED, "train.end": SCORED})
+    intervals = lakehouse.read_table(run["paths"].lake, names.ANOMALY_INTERVALS).to_pandas()
+    day = intervals[intervals.scored_date == SCORED.isoformat()]
+    assert len(day) > 0
+    # one window at the start of every interval, one a step after its end, on its asset
+    starts = (day.start - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")
+    ends = (day.end - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us") + config.prepare.step_s * 1_000_000
+    windows = Windows.from_array(np.zeros((2 * len(day), 2, 1), np.float32))
+    assets = sorted(set(day.asset_id))
+    windows = dataclasses.replace(windows, end_us=np.concatenate([starts, ends]), assets=assets,
+                                  asset=np.array([assets.index(a) for a in list(day.asset_id) * 2]))
+    inside = pipeline._inside_severe_intervals(config, windows)
+    expected = np.concatenate([day.severity.to_numpy() >= 2.0, np.zeros(len(day), bool)])
+    assert expected.any() and inside.tolist() == expected.tolist()
 
 
 def test_a_date_with_no_usable_rows_left_keeps_no_stale_blocks(run):

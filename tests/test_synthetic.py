@@ -1,6 +1,10 @@
 """The synthetic wind farm: deterministic, physically coupled, icing visible where labelled."""
 
+import dataclasses
+
+import numpy as np
 import pandas as pd
+import pytest
 
 from lstmad.data.synthetic import CHANNELS, FarmSpec, generate_farm, power_curve, write_landing_table
 
@@ -36,3 +40,20 @@ def test_landing_table_is_partitioned_by_date(tmp_path):
     files = write_landing_table(farm, tmp_path)
     assert [f.parent.name for f in files] == ["date=2026-01-01", "date=2026-01-02"]
     assert sum(len(pd.read_parquet(f)) for f in files) == 48
+
+
+def test_a_regime_change_moves_the_recalibrated_channels_and_warms_the_temperatures_from_its_day():
+    base = FarmSpec(turbines=1, days=4, step_s=600, seed=3)
+    before = generate_farm(base)
+    first = before.timestamp < pd.Timestamp(base.start, tz="UTC") + pd.Timedelta(days=2)
+    recalibrated = generate_farm(dataclasses.replace(base, change_day=2, recalibrated_channels=("acc_x",),
+                                                     recalibration_offset_sd=5.0))
+    pd.testing.assert_frame_equal(before[first], recalibrated[first])  # nothing moves before the change day
+    np.testing.assert_allclose((recalibrated.acc_x - before.acc_x)[~first], 5.0 * before.acc_x[first].std(ddof=0),
+                               rtol=1e-9)
+    assert recalibrated.drop(columns="acc_x").equals(before.drop(columns="acc_x"))
+    warmer = generate_farm(dataclasses.replace(base, change_day=2, ambient_shift_c=6.0))
+    warming = (warmer.environment_tmp - before.environment_tmp)
+    assert warming[first].abs().max() < 1e-9 and warming[~first].mean() == pytest.approx(6.0, abs=0.05)
+    with pytest.raises(ValueError, match="recalibrated_channels: no channel 'nope'"):
+        generate_farm(dataclasses.replace(base, change_day=1, recalibrated_channels=("nope",)))

@@ -40,6 +40,13 @@ class FarmSpec:
     start: dt.date = dt.date(2026, 1, 1)
     seed: int = 7
     icing_episodes_per_turbine: float = 1.5
+    # A regime change from day ``change_day`` on (0: none): the ``recalibrated_channels`` read
+    # ``recalibration_offset_sd`` of their earlier standard deviation higher (a sensor recalibration), and
+    # the ambient temperature is ``ambient_shift_c`` warmer (a season turning; every temperature follows).
+    change_day: int = 0
+    recalibrated_channels: tuple[str, ...] = ()
+    recalibration_offset_sd: float = 0.0
+    ambient_shift_c: float = 0.0
 
 
 def _ar1(rng: np.random.Generator, n: int, tau_steps: float, sigma: float, size: int = 1) -> np.ndarray:
@@ -102,6 +109,11 @@ def generate_farm(spec: FarmSpec) -> pd.DataFrame:
     # Weather shared by the farm: ambient temperature (synoptic swings + daily cycle), wind and direction.
     ambient = (1.5 + _ar1(rng, n, 36 * steps_per_hour, 4.0)[0]
                + 3.0 * np.sin(2 * np.pi * (hours % 24 - 9) / 24))
+    changed = np.arange(n) >= spec.change_day * 86400 // spec.step_s if spec.change_day else np.zeros(n, bool)
+    unknown = sorted(set(spec.recalibrated_channels) - set(CHANNELS))
+    if unknown:
+        raise ValueError(f"recalibrated_channels: no channel {unknown[0]!r}; channels: {', '.join(CHANNELS)}")
+    ambient = ambient + spec.ambient_shift_c * changed
     farm_wind = _ar1(rng, n, 8 * steps_per_hour, 2.6)[0]
     # Prevailing south-westerly wind: direction wanders for days around 220° but reverts to it.
     direction = 220 + _ar1(rng, n, 48 * steps_per_hour, 35.0)[0] + _ar1(rng, n, 3, 4.0)[0]
@@ -155,6 +167,8 @@ def generate_farm(spec: FarmSpec) -> pd.DataFrame:
             **{f"pitch{i + 1}_ng5_tmp": ng5_tmps[i] for i in range(3)},
             **{f"pitch{i + 1}_ng5_DC": ng5_dcs[i] for i in range(3)},
         }
+        for name in spec.recalibrated_channels:
+            channels[name] = channels[name] + spec.recalibration_offset_sd * np.std(channels[name][~changed]) * changed
         frame = pd.DataFrame({name: channels[name] for name in CHANNELS})
         frame.insert(0, "turbine_id", f"T{turbine + 1:02d}")
         frame.insert(0, "timestamp", timestamps)
