@@ -17,9 +17,22 @@ def airflow_settings() -> dict:
     """The config's ``airflow`` section (read with yaml only: the scheduler parses DAG files constantly)."""
     raw = yaml.safe_load(Path(CONF).read_text()) or {}
     settings = {"runner": "in_process", "spark_conn_id": "spark_default", "retries": 2, "retry_delay_s": 300,
-                "py_files": ""}
+                "py_files": "", "spark_packages": "", "spark_conf": "", "execution_timeout_min": 180,
+                "training_pool": "default_pool"}
     settings.update(raw.get("airflow") or {})
     return settings
+
+
+def log_failure(context) -> None:
+    """on_failure_callback: one line naming the DAG, task, logical date and error, for the alerting that
+    scrapes task logs (replace with a Slack or e-mail notifier in a deployment)."""
+    import logging
+
+    ti = context.get("task_instance")
+    logging.getLogger("lstmad").error("lstmad task failed: %s.%s (logical date %s, try %s): %s",
+                                      getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?"),
+                                      context.get("logical_date"), getattr(ti, "try_number", "?"),
+                                      context.get("exception"))
 
 
 SETTINGS = airflow_settings()
@@ -28,6 +41,8 @@ DEFAULT_ARGS = {
     "retries": int(SETTINGS["retries"]),
     "retry_delay": dt.timedelta(seconds=int(SETTINGS["retry_delay_s"])),
     "retry_exponential_backoff": True,
+    "execution_timeout": dt.timedelta(minutes=int(SETTINGS["execution_timeout_min"])),
+    "on_failure_callback": log_failure,
 }
 
 
@@ -35,10 +50,13 @@ def spark_submit(task_id: str, job: str, args: list[str]):
     """A SparkSubmitOperator running jobs/<job>.py with the pipeline config (the cluster runner)."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
+    conf = dict(pair.split("=", 1) for pair in filter(None, SETTINGS["spark_conf"].split(",")))
     return SparkSubmitOperator(task_id=task_id, application=str(JOBS / f"{job}.py"),
                                application_args=["--conf", CONF, *args], conn_id=SETTINGS["spark_conn_id"],
-                               name=f"lstmad-{job}", py_files=",".join(
-                                   [str(JOBS / "_common.py"), *filter(None, SETTINGS["py_files"].split(","))]))
+                               name=f"lstmad-{job}", conf=conf or None, packages=SETTINGS["spark_packages"] or None,
+                               pool=SETTINGS["training_pool"] if job == "train" else None,
+                               py_files=",".join([str(JOBS / "_common.py"),
+                                                  *filter(None, SETTINGS["py_files"].split(","))]))
 
 
 def json_safe(value):

@@ -50,7 +50,7 @@ def lstmad_training():
 
         return pipeline.prepare_training_data(_config(context))
 
-    @task
+    @task(pool=SETTINGS["training_pool"])
     def train(**context) -> dict:
         from lstmad import pipeline
 

@@ -247,6 +247,10 @@ class AirflowConfig:
     retries: int = 2
     retry_delay_s: int = 300
     py_files: str = ""  # shipped with every spark-submit besides jobs/_common.py: e.g. the zip of `lstmad package`
+    spark_packages: str = ""  # spark-submit --packages, e.g. io.delta:delta-spark_2.13:4.0.0 (delta.engine delta-spark)
+    spark_conf: str = ""  # spark-submit --conf pairs, "key=value,key=value"
+    execution_timeout_min: int = 180  # a task running longer is failed (and retried)
+    training_pool: str = "default_pool"  # an Airflow pool for the training task (e.g. one slot per GPU)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -477,13 +477,15 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                              float(np.mean(detector.validation_scores_ > threshold)), drift_reference)
         metrics: dict[str, float] = {**counts, "threshold": threshold, "train_seconds": train_seconds,
                                      "resumed": float(resumed)}
+        model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
+        figures = model_dir.with_name(model_dir.name + "-plots")
         if t.eval_start and t.eval_end:
             eval_blocks, _ = _windows_of(config, t.eval_start, t.eval_end)
             scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats},
                                   max_masked_share=config.prepare.max_masked_share)
             metrics.update({f"eval_{k}": v for k, v in score_metrics(
                 scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(), threshold).items()})
-        model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
+            _evaluation_figures(scored, threshold, figures)
         bundle.save(model_dir)
         params = {**dataclasses.asdict(m), "window": config.prepare.window, "step_s": config.prepare.step_s,
                   "smoothing_half_width": config.prepare.smoothing_half_width,
@@ -491,13 +493,26 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                   "threshold_percentile": config.threshold.percentile, "normalisation": stats.method,
                   "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
                   "eval_range": f"{t.eval_start}..{t.eval_end}",
-                  "distributed": json.dumps(dataclasses.asdict(t.distributed))}
-        tracking.log_training_run(config.tracking_uri, run_id, params, detector.history_, metrics, model_dir, tags,
+                  "distributed": json.dumps(dataclasses.asdict(t.distributed)),
+                  "tensor_table": str(paths.tensors),
+                  "training_data_version": _data_version(paths, _train_dates(config)),
+                  "eval_data_version": _data_version(paths, [d.isoformat() for d in date_range(t.eval_start, t.eval_end)])
+                  if t.eval_start and t.eval_end else "none"}
+        lineage_tags = {**tags, "git_commit": _git_commit(), "lstmad_version": _lstmad_version()}
+        signature = {"inputs": {"shape": [-1, config.prepare.window, len(config.source.channel_names)],
+                                "dtype": "float32", "window": config.prepare.window, "step_s": config.prepare.step_s,
+                                "channels": list(config.source.channel_names), "normalisation": stats.stats_id},
+                     "outputs": {"shape": [-1], "dtype": "float64", "meaning": "anomaly score of each window; "
+                                 f"flagged when > threshold {threshold}"}}
+        tracking.log_training_run(config.tracking_uri, run_id, params, detector.history_, metrics, model_dir,
+                                  lineage_tags,
                                   documents={"normalisation.json": stats.to_dict(),
                                              "threshold.json": {"rule": config.threshold.rule,
                                                                 "percentile": config.threshold.percentile,
-                                                                "value": threshold}},
-                                  checkpoints=None if artifacts is not None else checkpoints)
+                                                                "value": threshold},
+                                             "signature.json": signature},
+                                  checkpoints=None if artifacts is not None else checkpoints, figures=figures)
+        shutil.rmtree(figures, ignore_errors=True)
         name = config.registered_model_name
         version = tracking.register_model(config.tracking_uri, name, run_id)  # the run's version if it has one
         if (paths.models / f"v{version}").exists():
@@ -520,6 +535,55 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     if promote:
         result.update(promote_model(config, run_id, version))
     return result
+
+
+def _evaluation_figures(scored: pa.Table, threshold: float, folder: Path) -> None:
+    """roc.png and score_timeline.png of the evaluation range's per-timestamp scores into ``folder``."""
+    from lstmad.plots import roc_curve_png, score_timeline_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = scored.column(names.LABEL).to_numpy(zero_copy_only=False)
+    scores = scored.column(names.SCORE).to_numpy()
+    roc_curve_png(labels, scores, folder / "roc.png")
+    score_timeline_png(scored.column("timestamp_us").to_numpy(), np.asarray(scored.column(names.ASSET).to_pylist()),
+                       scores, labels, threshold, folder / "score_timeline.png")
+
+
+def _data_version(paths: Paths, dates: list[str]) -> str:
+    """One version for the tensor blocks of several dates: SHA-256 of the lines DATE=<content_version>."""
+    import hashlib
+
+    from lstmad.tensors import content_version
+
+    lines = []
+    for day in dates:
+        try:
+            lines.append(f"{day}={content_version(paths.tensors, day)}")
+        except FileNotFoundError:
+            lines.append(f"{day}=missing")
+    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _git_commit() -> str:
+    """The commit of the code that trained (with "+dirty" for uncommitted changes), or "unknown" outside a
+    git checkout (an installed package, a cluster's zip)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def _lstmad_version() -> str:
+    from lstmad import __version__
+
+    return __version__
 
 
 class _TrainingLock:

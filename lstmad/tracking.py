@@ -71,10 +71,11 @@ def fail_run(tracking_uri: str, run_id: str) -> None:
 
 def log_training_run(tracking_uri: str, run_id: str, params: dict, history: list[dict],
                      metrics: dict[str, float], model_dir: Path, tags: dict[str, str],
-                     documents: Optional[dict[str, dict]] = None, checkpoints: Optional[Path] = None) -> None:
+                     documents: Optional[dict[str, dict]] = None, checkpoints: Optional[Path] = None,
+                     figures: Optional[Path] = None) -> None:
     """Log into training run ``run_id`` (open_training_run), which stays open until finish_run: parameters,
-    per-epoch losses, evaluation metrics, JSON documents (file name → content), the model folder and, when
-    they were written outside the artifact store, the checkpoints. A resumed run keeps the parameters it was
+    per-epoch losses, evaluation metrics, JSON documents (file name → content), the model folder, a folder
+    of figures (under ``plots/``) and, when they were written outside the artifact store, the checkpoints. A resumed run keeps the parameters it was
     first logged with (MLflow refuses changed values); the others are added.
     """
     import time
@@ -95,6 +96,8 @@ def log_training_run(tracking_uri: str, run_id: str, params: dict, history: list
     for file_name, content in (documents or {}).items():
         client.log_dict(run_id, content, file_name)
     client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
+    if figures is not None and figures.is_dir():
+        client.log_artifacts(run_id, str(figures), artifact_path="plots")
     if checkpoints is not None and checkpoints.is_dir():
         client.log_artifacts(run_id, str(checkpoints), artifact_path=CHECKPOINT_ARTIFACT)
 

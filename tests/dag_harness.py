@@ -39,8 +39,12 @@ def main() -> None:
     for dag_id, dag in bag.dags.items():
         result["dags"][dag_id] = {
             "tags": sorted(dag.tags), "doc_md": bool(dag.doc_md), "schedule": type(dag.timetable).__name__,
-            "tasks": {t.task_id: {"retries": t.retries, "downstream": sorted(t.downstream_task_ids)}
+            "tasks": {t.task_id: {"retries": t.retries, "downstream": sorted(t.downstream_task_ids),
+                                  "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+                                  "on_failure": bool(t.on_failure_callback), "pool": t.pool,
+                                  "backoff": bool(t.retry_exponential_backoff)}
                       for t in dag.tasks},
+            "params": sorted(dag.params.keys()),
         }
     result["parse"] = parse_facts(dags)
     started = time.time()

@@ -47,7 +47,11 @@ def test_dags_import_without_errors_with_tags_docs_and_retries(dag_run):
     assert result["dags"]["lstmad_maintenance"]["schedule"] != result["dags"]["lstmad_training"]["schedule"]
     for dag in result["dags"].values():
         assert "lstmad" in dag["tags"] and dag["doc_md"]
-        assert all(task["retries"] >= 2 for task in dag["tasks"].values())
+        assert all(task["retries"] >= 2 and task["backoff"] for task in dag["tasks"].values())
+        assert all(task["timeout_s"] == 180 * 60 and task["on_failure"] for task in dag["tasks"].values())
+    assert result["dags"]["lstmad_training"]["tasks"]["train"]["pool"] == "default_pool"
+    assert result["dags"]["lstmad_training"]["params"] == ["end"]  # the recent-data window's last date
+    assert result["dags"]["lstmad_nightly"]["params"] == ["date"]  # backfills: any night by hand
 
 
 def test_task_graphs(dag_run):

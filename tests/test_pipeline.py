@@ -180,6 +180,46 @@ def test_training_logged_and_registered(run):
     assert bundle_json["stats"]["stats_id"] == pipeline.load_stats(run["paths"]).stats_id
 
 
+def test_training_run_logs_figures_signature_and_lineage(run):
+    """The run holds the ROC and score-timeline plots, the input signature, and lineage: the tensor table,
+    its content versions for the training and evaluation dates (recomputed here from the files' bytes), the
+    date ranges and the code's commit."""
+    import hashlib
+    import subprocess
+
+    import mlflow
+
+    from lstmad import tracking
+
+    config, trained, paths = run["config"], run["trained"], run["paths"]
+    mlflow.set_tracking_uri(config.tracking_uri)
+    client = tracking._client(config.tracking_uri)
+    listed = {a.path for a in client.list_artifacts(trained["run_id"], "plots")}
+    assert listed == {"plots/roc.png", "plots/score_timeline.png"}
+    for name in listed:
+        with open(mlflow.artifacts.download_artifacts(f"runs:/{trained['run_id']}/{name}"), "rb") as png:
+            assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    signature = mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/signature.json")
+    assert signature["inputs"]["shape"] == [-1, config.prepare.window, len(config.source.channel_names)]
+    assert signature["inputs"]["channels"] == list(config.source.channel_names)
+    data = client.get_run(trained["run_id"]).data
+
+    def version(days):
+        lines = []
+        for day in days:
+            digests = sorted(hashlib.sha256(f.read_bytes()).hexdigest()
+                             for f in (paths.tensors / f"date={day}").glob("*.parquet"))
+            lines.append(f"{day}=sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest())
+        return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+    t = config.train
+    assert data.params["tensor_table"] == str(paths.tensors)
+    assert data.params["train_range"] == f"{t.start}..{t.end}" and data.params["eval_range"] == f"{t.eval_start}..{t.eval_end}"
+    assert data.params["eval_data_version"] == version([d.isoformat() for d in pipeline.date_range(t.eval_start, t.eval_end)])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert data.tags["git_commit"].startswith(head) and data.tags["lstmad_version"]
+
+
 def test_scores_and_intervals_written(run):
     scores = run["snapshot"][names.ANOMALY_SCORES].to_pandas()
     assert len(scores) == 2 * 288 == run["first"]["n_scores"]
