@@ -1,0 +1,61 @@
+"""Runs inside a subprocess with a temporary AIRFLOW_HOME: the retraining simulation through the real DAGs.
+
+dag.test() of lstmad_training (the first champion), then of lstmad_nightly for each night in turn (a
+backfill); whenever a night's trigger_training task ran, dag.test() of lstmad_training with that run's conf
+(the end date of its recent-data window), as the scheduler would run the triggered run.
+
+Writes one JSON object to <result file>: per night the nightly tasks' states, whether training was
+triggered, the training run's promote result, and the champion version after the night.
+Usage: python tests/simulation_harness.py <dags folder> <first night> <last night> <result file>
+"""
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    dags, first, last = Path(sys.argv[1]), dt.date.fromisoformat(sys.argv[2]), dt.date.fromisoformat(sys.argv[3])
+    sys.path.insert(0, str(dags))
+    from airflow.dag_processing.dagbag import DagBag
+
+    from lstmad import tracking
+    from lstmad.config import load_config
+    from _lstmad_common import CONF
+
+    config = load_config(CONF)
+    client = tracking._client(config.tracking_uri)
+    bag = DagBag(dag_folder=str(dags))
+    nightly, training = bag.dags["lstmad_nightly"], bag.dags["lstmad_training"]
+    started = time.time()
+    first_training = training.test()
+    result = {"first_training": str(first_training.state), "nights": []}
+    night = first
+    while night <= last:
+        logical = dt.datetime.combine(night + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+        run = nightly.test(logical_date=logical)
+        tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+        record = {"night": night.isoformat(), "state": str(run.state), "tasks": tasks,
+                  "triggered": tasks.get("trigger_training") == "success"}
+        if record["triggered"]:
+            retrained = training.test(logical_date=logical, run_conf={"end": night.isoformat()})
+            record["training_state"] = str(retrained.state)
+            # the newest registered version is the one this run trained; its run carries the gate's decision
+            newest = max(client.search_model_versions(f"name='{config.registered_model_name}'"),
+                         key=lambda v: int(v.version))
+            run_data = client.get_run(newest.run_id).data
+            tags = run_data.tags
+            record["trained_version"] = str(newest.version)
+            record["train_range"] = run_data.params.get("train_range")
+            record["promotion"] = {"decision": tags.get("promotion"), "reason": tags.get("promotion_reason")}
+        record["champion"] = tracking.champion(config.tracking_uri, config.registered_model_name)["version"]
+        result["nights"].append(record)
+        night += dt.timedelta(days=1)
+    result["elapsed_s"] = time.time() - started
+    Path(sys.argv[4]).write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()
