@@ -46,11 +46,22 @@ DEFAULT_ARGS = {
 }
 
 
+def spark_conf_pairs(text: str) -> dict[str, str]:
+    """airflow.spark_conf "key=value,key=value" → {key: value}; a pair without "=" is refused by name."""
+    pairs = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{CONF}: airflow.spark_conf: {pair!r} is not key=value")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
 def spark_submit(task_id: str, job: str, args: list[str]):
     """A SparkSubmitOperator running jobs/<job>.py with the pipeline config (the cluster runner)."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-    conf = dict(pair.split("=", 1) for pair in filter(None, SETTINGS["spark_conf"].split(",")))
+    conf = spark_conf_pairs(SETTINGS["spark_conf"])
     return SparkSubmitOperator(task_id=task_id, application=str(JOBS / f"{job}.py"),
                                application_args=["--conf", CONF, *args], conn_id=SETTINGS["spark_conn_id"],
                                name=f"lstmad-{job}", conf=conf or None, packages=SETTINGS["spark_packages"] or None,

@@ -26,7 +26,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     config = load_config(args.conf)
     if args.training:
-        if args.window_end:
+        if args.window_end and config.train.window_days > 0:  # the DAG always sends the night
             config = pipeline.training_window(config, args.window_end)
         emit({"prepared": pipeline.prepare_training_data(config)})
         return

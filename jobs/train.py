@@ -16,7 +16,7 @@ def main(argv=None) -> None:
                    help="train on the sliding window (train.window_days, train.eval_days) ending at this date")
     args = p.parse_args(argv)
     config = load_config(args.conf)
-    if args.window_end:
+    if args.window_end and config.train.window_days > 0:  # the DAG always sends the night
         config = pipeline.training_window(config, args.window_end)
     result = pipeline.train(config)
     emit({k: v for k, v in result.items() if k != "history"})

@@ -174,7 +174,7 @@ class TrainConfig:
     # champion's own findings, so that a retrained model does not learn the anomalies as normal.
     exclude_severity: float = 0.0
     # A challenger is promoted when its evaluation AUROC is at most this much below the champion's on the same
-    # range; without labels, when its alarm rate there over its expected rate is at most this much above the
+    # range; without labels, when its alarm rate there over its expected rate is at most (1 + this) times the
     # champion's ratio.
     promotion_tolerance: float = 0.0
 

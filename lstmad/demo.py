@@ -18,11 +18,20 @@ RESCORED_NIGHTS = 7
 SECOND_MODEL = {"seed": 1, "epochs": 4}  # a quick second version of the same detector, for the comparison
 
 
-def _start_afresh(paths: pipeline.Paths) -> None:
+DEMO_MARKER = ".lstmad-demo"
+
+
+def _start_afresh(paths: pipeline.Paths, pipeline_name: str) -> None:
     """Remove what an earlier demo run left in this pipeline's home (its farm, blocks, tables, models and
     MLflow store), so that every run tells the same story from version 1 (tables from an older lstmad
-    version included)."""
+    version included). Only a home the demo made (its marker file) or the `demo` pipeline's is cleared;
+    another pipeline's home with data in it is refused, never emptied."""
     import shutil
+
+    made_by_demo = (paths.home / DEMO_MARKER).exists() or pipeline_name == "demo"
+    if paths.home.is_dir() and any(paths.home.iterdir()) and not made_by_demo:
+        raise FileExistsError(f"{paths.home} holds pipeline '{pipeline_name}' data the demo did not make: the "
+                              f"demo clears its home first, so give it a config of its own (conf/demo.yaml)")
 
     for name in ("raw", "tensor_blocks", "lake", "models", "mlruns", "checkpoints", "locks", "mlflow.db",
                  "summary.json", "source_schema.json"):
@@ -31,6 +40,8 @@ def _start_afresh(paths: pipeline.Paths) -> None:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+    paths.home.mkdir(parents=True, exist_ok=True)
+    (paths.home / DEMO_MARKER).write_text("made by lstmad demo: cleared at the start of every demo run\n")
 
 
 def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dict:
@@ -40,7 +51,7 @@ def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dic
     """
     started = time.time()
     paths = pipeline.Paths.of(config)
-    _start_afresh(paths)
+    _start_afresh(paths, config.pipeline)
     generated = pipeline.generate(config)
     echo(f"generated {generated['rows']} rows ({generated['anomalous_share']:.1%} icing) in {paths.raw}")
     for summary in pipeline.prepare_training_data(config):

@@ -48,19 +48,33 @@ def reference_quantiles(values: np.ndarray, k: int = QUANTILES) -> list[list[flo
     return np.quantile(np.asarray(values, dtype=np.float64), np.linspace(0, 1, k), axis=0).T.tolist()
 
 
+def _reference_cdf(quantiles: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
+    """The reference CDF at x, linear between the stored quantiles (levels 0 … 1): at (side="right") or just
+    below (side="left") each x, so that a value the reference holds many times (a clipped or idle
+    channel) counts as the step it is."""
+    levels = np.linspace(0.0, 1.0, quantiles.size)
+    k = np.searchsorted(quantiles, x, side=side)
+    lo, hi = np.clip(k - 1, 0, quantiles.size - 1), np.clip(k, 0, quantiles.size - 1)
+    span = quantiles[hi] - quantiles[lo]
+    fraction = np.where(span > 0, (x - quantiles[lo]) / np.where(span > 0, span, 1.0), 0.0)
+    inside = levels[lo] + fraction * (levels[hi] - levels[lo])
+    return np.where(k == 0, 0.0, np.where(k == quantiles.size, 1.0, inside))
+
+
 def ks_statistic(quantiles: list[list[float]], values: np.ndarray) -> np.ndarray:
     """Two-sample Kolmogorov-Smirnov statistic per channel, sup |F_night − F_reference|, with the reference
-    CDF interpolated between its stored quantiles; values (n, C) → (C,) in [0, 1]."""
+    CDF interpolated between its stored quantiles; values (n, C) → (C,) in [0, 1]. Non-finite values are
+    left out; a channel without finite values gets 0."""
     values = np.asarray(values, dtype=np.float64)
-    n = values.shape[0]
     out = np.zeros(values.shape[1])
-    if n == 0:
-        return out
     for c, q in enumerate(quantiles):
-        x = np.sort(values[:, c])
-        reference = np.interp(x, np.asarray(q), np.linspace(0, 1, len(q)), left=0.0, right=1.0)
-        above = np.arange(1, n + 1) / n - reference  # the night's CDF just at and just before each point
-        below = reference - np.arange(0, n) / n
+        x = np.sort(values[:, c][np.isfinite(values[:, c])])
+        n = x.size
+        if n == 0:
+            continue
+        q = np.asarray(q, dtype=np.float64)
+        above = np.arange(1, n + 1) / n - _reference_cdf(q, x, "right")  # the night's CDF at each point
+        below = _reference_cdf(q, x, "left") - np.arange(0, n) / n        # and just below it
         out[c] = float(max(above.max(), below.max(), 0.0))
     return out
 

@@ -365,8 +365,13 @@ def _fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, 
     severe = 0
     if t.exclude_severity > 0:
         inside = _inside_severe_intervals(config, windows)
-        severe = int(inside.sum())
-        windows = windows.subset(np.flatnonzero(~inside))
+        if inside.mean() > MAX_SEVERE_SHARE:
+            # a drifted champion flags most of the new regime: that is the data to learn, not to leave out
+            log.warning("train: %.0f%% of the windows lie inside severe intervals (more than %.0f%%): keeping "
+                        "them all", 100 * inside.mean(), 100 * MAX_SEVERE_SHARE)
+        else:
+            severe = int(inside.sum())
+            windows = windows.subset(np.flatnonzero(~inside))
     if m.max_train_windows and len(windows) > m.max_train_windows:
         windows = windows.subset(np.linspace(0, len(windows) - 1, m.max_train_windows).astype(np.int64))
     log.info("train: %d windows (%d excluded as labelled anomalous, %d inside intervals of severity >= %s) "
@@ -374,6 +379,9 @@ def _fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, 
     detector.fit(windows, on_epoch=on_epoch)
     return detector, {"train_windows": len(windows), "excluded_windows": excluded,
                       "excluded_severe_windows": severe, "skipped_masked_windows": skipped_masked, "processes": 0}
+
+
+MAX_SEVERE_SHARE = 0.5
 
 
 def _inside_severe_intervals(config: PipelineConfig, windows) -> np.ndarray:
@@ -399,6 +407,9 @@ def _inside_severe_intervals(config: PipelineConfig, windows) -> np.ndarray:
 def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict]:
     """Fit with train.distributed.processes ranks, each streaming its shard of the training dates' block
     files; the latest dates validate."""
+    if config.train.exclude_severity > 0:
+        raise ValueError("train.exclude_severity is not supported with train.distributed.processes > 0 yet: "
+                         "set one of them to 0")
     from lstmad.distributed import ShardedData, fit_distributed, split_by_date
     from lstmad.tensors import block_files
 
@@ -433,6 +444,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     from lstmad.bundle import ModelBundle
     from lstmad.metrics import score_metrics
     from lstmad.scoring import score_blocks
+    from lstmad.drift import reference_quantiles
     from lstmad.thresholds import describe_rule, threshold_from_rule
 
     t, m = config.train, config.model
@@ -469,7 +481,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         threshold = threshold_from_rule(config.threshold.rule, detector.validation_scores_,
                                         config.threshold.percentile)
         drift_reference = _drift_reference(paths, _train_dates(config), config.drift.psi_bins)
-        drift_reference["score_quantiles"] = np.quantile(detector.validation_scores_, np.linspace(0, 1, 101)).tolist()
+        drift_reference["score_quantiles"] = reference_quantiles(np.asarray(detector.validation_scores_)[:, None])[0]
         drift_reference["trained_until"] = config.train.end.isoformat()
         bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
                              config.prepare.step_s, stats, threshold,
@@ -485,7 +497,10 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                   max_masked_share=config.prepare.max_masked_share)
             metrics.update({f"eval_{k}": v for k, v in score_metrics(
                 scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(), threshold).items()})
-            _evaluation_figures(scored, threshold, figures)
+            try:
+                _evaluation_figures(scored, threshold, figures)
+            except Exception as error:  # a figure is never worth a training run
+                log.warning("train: evaluation figures not drawn: %s", error)
         bundle.save(model_dir)
         params = {**dataclasses.asdict(m), "window": config.prepare.window, "step_s": config.prepare.step_s,
                   "smoothing_half_width": config.prepare.smoothing_half_width,
@@ -571,6 +586,10 @@ def _git_commit() -> str:
 
     here = Path(__file__).resolve().parent
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        if Path(top).resolve() != here.parent:  # installed inside some other repository: not our commit
+            return "unknown"
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
@@ -704,7 +723,7 @@ def promote_model(config: PipelineConfig, run_id: str, version: str) -> dict:
     if t.eval_start and t.eval_end:
         eval_blocks, _ = _windows_of(config, t.eval_start, t.eval_end)
     new_auroc = tracking.run_metrics(config.tracking_uri, run_id).get("eval_auroc", float("nan"))
-    challenger = {"bundle": version_bundle(config, version)[1]}
+    challenger = {"bundle": lambda: version_bundle(config, version)[1]}  # loaded only without labels
     decision = _promotion_decision(config, new_auroc, eval_blocks, Paths.of(config), challenger)
     alias = tracking.CHAMPION if decision["decision"] == "promoted" else tracking.CHALLENGER
     name = config.registered_model_name
@@ -745,16 +764,18 @@ def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: O
     if challenger is None:
         return {"decision": "challenger", "reason": "no labelled evaluation data and no challenger to compare",
                 "champion_auroc": None}
-    new_scores = score_blocks(challenger["bundle"], eval_blocks, stats,
+    new_bundle = challenger["bundle"]() if callable(challenger["bundle"]) else challenger["bundle"]
+    new_scores = score_blocks(new_bundle, eval_blocks, stats,
                               max_masked_share=config.prepare.max_masked_share).column(names.SCORE).to_numpy()
-    ratio = float(np.mean(new_scores > challenger["bundle"].threshold)) / max(challenger["bundle"].expected_alarm_rate, 1e-9)
+    ratio = float(np.mean(new_scores > new_bundle.threshold)) / max(new_bundle.expected_alarm_rate, 1e-9)
     champion_ratio = float(np.mean(scores > bundle.threshold)) / max(bundle.expected_alarm_rate, 1e-9)
-    verdict = "promoted" if ratio <= champion_ratio + tolerance else "challenger"
+    # relative: the tolerance is a share of the champion's ratio, as it is a difference of AUROC above
+    verdict = "promoted" if ratio <= champion_ratio * (1 + tolerance) else "challenger"
     return {"decision": verdict, "criterion": "alarm_rate", "champion_auroc": None,
             "challenger_alarm_ratio": ratio, "champion_alarm_ratio": champion_ratio,
             "reason": f"no labels of both classes: alarm rate / expected {ratio:.2f} "
                       f"{'<=' if verdict == 'promoted' else '>'} champion v{current['version']} {champion_ratio:.2f} "
-                      f"+ tolerance {tolerance}"}
+                      f"x (1 + tolerance {tolerance})"}
 
 
 def load_bundle(config: PipelineConfig, registered: dict):

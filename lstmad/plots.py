@@ -17,11 +17,12 @@ def _pyplot():
 
 
 def roc_curve_png(labels: np.ndarray, scores: np.ndarray, path: Path) -> Path:
-    """ROC of scores (n,) against labels (n,) in {0, 1} (−1 unknown: left out), with its AUROC, as a PNG."""
+    """ROC of scores (n,) against labels (n,) in {0, 1} (−1 unknown, and non-finite scores: left out), with
+    its AUROC, as a PNG."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _pyplot()
-    known = labels >= 0
+    known = (labels >= 0) & np.isfinite(scores)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if known.any() and 0 < labels[known].sum() < known.sum():
         fpr, tpr, _ = roc_curve(labels[known], scores[known])

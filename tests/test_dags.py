@@ -88,3 +88,14 @@ def test_training_then_nightly_run_end_to_end(dag_run):
     triggered = [r for r in result["training_runs"] if r["run_type"] == "operator_triggered"]
     assert len(triggered) == 1
     assert triggered[0]["conf"] == {"end": SCORED.isoformat()}  # the window of recent data ends at that night
+
+
+def test_spark_conf_pairs_are_parsed_and_a_malformed_one_is_named():
+    sys.path.insert(0, str(REPO / "dags"))
+    from _lstmad_common import spark_conf_pairs
+
+    assert spark_conf_pairs(" spark.executor.memory=4g , spark.task.resource.gpu.amount=1,") == {
+        "spark.executor.memory": "4g", "spark.task.resource.gpu.amount": "1"}
+    assert spark_conf_pairs("") == {}
+    with pytest.raises(ValueError, match="airflow.spark_conf: 'spark.executor.memory' is not key=value"):
+        spark_conf_pairs("spark.executor.memory")

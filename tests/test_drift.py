@@ -67,3 +67,20 @@ def test_retrain_rule_counts_ks_channels_score_drift_and_model_age():
     assert reasons == ["score KS 0.50>0.3"]
     retrain, reasons = retrain_signal(psi, 0.05, 0.05, 0.25, 0.5, 3.0, channels, age_days=31, max_age_days=30)
     assert retrain and "31 days before (> 30)" in reasons[0]
+
+
+def test_ks_counts_repeated_values_as_steps_and_skips_non_finite_ones():
+    from scipy.stats import ks_2samp
+
+    from lstmad.drift import ks_statistic, reference_quantiles
+
+    rng = np.random.default_rng(2)
+    idle = np.zeros((1000, 1))
+    assert ks_statistic(reference_quantiles(idle), idle)[0] == 0.0  # an idle channel against itself
+    reference = np.round(rng.normal(size=(50_000, 1)), 1)  # a coarse sensor: many ties
+    night = np.round(rng.normal(size=(2000, 1)), 1)
+    expected = ks_2samp(reference[:, 0], night[:, 0]).statistic
+    assert ks_statistic(reference_quantiles(reference), night)[0] == pytest.approx(expected, abs=0.02)
+    with_nan = np.vstack([night, [[np.nan]], [[np.inf]]])
+    assert ks_statistic(reference_quantiles(reference), with_nan)[0] == pytest.approx(
+        ks_statistic(reference_quantiles(reference), night)[0])
