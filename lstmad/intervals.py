@@ -16,6 +16,13 @@ FOUND_SCHEMA = pa.schema([("interval_id", pa.string()), ("asset_id", pa.string()
                           ("shares", pa.list_(pa.float64()))])
 
 
+def utc_date(micros: int) -> str:
+    """The UTC date (YYYY-MM-DD) of a timestamp in microseconds since the epoch: the night it belongs to."""
+    import datetime as dt
+
+    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(micros))).date().isoformat()
+
+
 def merge_flags(timestamps_us: np.ndarray, flags: np.ndarray, scores: np.ndarray, step_s: int,
                 min_duration_s: int, merge_gap_s: int, shares: Optional[np.ndarray] = None,
                 new_from_us: Optional[int] = None) -> list[dict]:

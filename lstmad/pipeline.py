@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from lstmad import lakehouse, names
 from lstmad.config import PipelineConfig
+from lstmad.intervals import utc_date
 
 log = logging.getLogger("lstmad")
 
@@ -510,8 +511,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                   "eval_range": f"{t.eval_start}..{t.eval_end}",
                   "distributed": json.dumps(dataclasses.asdict(t.distributed)),
                   "tensor_table": str(paths.tensors),
-                  "training_data_version": _data_version(paths, _train_dates(config)),
-                  "eval_data_version": _data_version(paths, [d.isoformat() for d in date_range(t.eval_start, t.eval_end)])
+                  "training_data_version": _SourceVersions(paths, {}).of_dates(_train_dates(config)),
+                  "eval_data_version": _SourceVersions(paths, {}).of_dates(
+                      [d.isoformat() for d in date_range(t.eval_start, t.eval_end)])
                   if t.eval_start and t.eval_end else "none"}
         lineage_tags = {**tags, "git_commit": _git_commit(), "lstmad_version": _lstmad_version()}
         signature = {"inputs": {"shape": [-1, config.prepare.window, len(config.source.channel_names)],
@@ -562,21 +564,6 @@ def _evaluation_figures(scored: pa.Table, threshold: float, folder: Path) -> Non
     roc_curve_png(labels, scores, folder / "roc.png")
     score_timeline_png(scored.column("timestamp_us").to_numpy(), np.asarray(scored.column(names.ASSET).to_pylist()),
                        scores, labels, threshold, folder / "score_timeline.png")
-
-
-def _data_version(paths: Paths, dates: list[str]) -> str:
-    """One version for the tensor blocks of several dates: SHA-256 of the lines DATE=<content_version>."""
-    import hashlib
-
-    from lstmad.tensors import content_version
-
-    lines = []
-    for day in dates:
-        try:
-            lines.append(f"{day}={content_version(paths.tensors, day)}")
-        except FileNotFoundError:
-            lines.append(f"{day}=missing")
-    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def _git_commit() -> str:
@@ -993,9 +980,10 @@ def _carried_tails(config: PipelineConfig, paths: Paths, lineage: dict, channels
                           [names.ASSET, names.TIMESTAMP, names.SCORE, names.CHANNEL_SHARES],
                           same_model & (ds.field(names.FLAG) == True) & (ds.field(names.TIMESTAMP) >= pa.scalar(earliest, lakehouse.UTC_US))
                           & (ds.field(names.TIMESTAMP) < new_from)
-                          & (ds.field(names.SCORED_DATE) >= _utc_date(earliest)))
+                          & (ds.field(names.SCORED_DATE) >= utc_date(earliest)))
+    from lstmad.scoring import shares_row
+
     out: dict[str, dict] = {}
-    position = {c: i for i, c in enumerate(channels)}
     for asset, moment, value, shares in zip(tail.column(names.ASSET).to_pylist(),
                                             tail.column(names.TIMESTAMP).cast(pa.int64()).to_pylist(),
                                             tail.column(names.SCORE).to_pylist(),
@@ -1008,15 +996,8 @@ def _carried_tails(config: PipelineConfig, paths: Paths, lineage: dict, channels
         if shares is None or entry["shares"] is None:
             entry["shares"] = None
         else:
-            row = [0.0] * len(channels)
-            for pair in shares:
-                row[position[pair["channel"]]] = pair["share"]
-            entry["shares"].append(row)
+            entry["shares"].append(shares_row(shares, channels))
     return out
-
-
-def _utc_date(micros: int) -> str:
-    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)).date().isoformat()
 
 
 class _SourceVersions:
@@ -1036,14 +1017,16 @@ class _SourceVersions:
                 self.known[day] = "unknown"
         return self.known[day]
 
-    def span(self, first_us: int, last_us: int) -> str:
+    def of_dates(self, dates: list[str]) -> str:
+        """One version for several nights: SHA-256 of the lines DATE=<version>."""
         import hashlib
 
-        covered = [d.isoformat() for d in date_range(dt.date.fromisoformat(_utc_date(first_us)),
-                                                     dt.date.fromisoformat(_utc_date(last_us)))]
-        if len(covered) == 1:
-            return self.night(covered[0])
-        return "sha256:" + hashlib.sha256("\n".join(f"{d}={self.night(d)}" for d in covered).encode()).hexdigest()
+        return "sha256:" + hashlib.sha256("\n".join(f"{d}={self.night(d)}" for d in dates).encode()).hexdigest()
+
+    def span(self, first_us: int, last_us: int) -> str:
+        covered = [d.isoformat() for d in date_range(dt.date.fromisoformat(utc_date(first_us)),
+                                                     dt.date.fromisoformat(utc_date(last_us)))]
+        return self.night(covered[0]) if len(covered) == 1 else self.of_dates(covered)
 
 
 def _interval_table(found: pa.Table, model: dict, channels: tuple[str, ...], sources: _SourceVersions) -> pa.Table:
@@ -1073,7 +1056,7 @@ def _interval_table(found: pa.Table, model: dict, channels: tuple[str, ...], sou
         "threshold_rule": pa.array([model["threshold_rule"]] * n, pa.string()),
         **{k: pa.array([model[k]] * n, pa.string()) for k in ("model_name", names.MODEL_VERSION, "mlflow_run_id")},
         names.SOURCE_VERSION: pa.array([sources.span(a, b) for a, b in zip(starts, ends)], pa.string()),
-        names.SCORED_DATE: pa.array([_utc_date(e) for e in ends], pa.string()),
+        names.SCORED_DATE: pa.array([utc_date(e) for e in ends], pa.string()),
     })
 
 
@@ -1104,6 +1087,7 @@ def _handed_back(config: PipelineConfig, paths: Paths, dates: list[str], rederiv
     import pyarrow.dataset as ds
 
     from lstmad.intervals import FOUND_SCHEMA, merge_flags
+    from lstmad.scoring import shares_row
 
     first_us = _micros(dt.date.fromisoformat(dates[0]))
     stored = lakehouse.scan(paths.lake, names.ANOMALY_INTERVALS, lakehouse.SCHEMAS[names.ANOMALY_INTERVALS].names,
@@ -1119,13 +1103,12 @@ def _handed_back(config: PipelineConfig, paths: Paths, dates: list[str], rederiv
             (ds.field(names.ASSET) == row[names.ASSET]) & (ds.field("model_name") == row["model_name"])
             & (ds.field(names.MODEL_VERSION) == row[names.MODEL_VERSION]) & (ds.field(names.FLAG) == True)  # noqa: E712
             & (ds.field(names.TIMESTAMP) >= row["start"]) & (ds.field(names.TIMESTAMP) < pa.scalar(first_us, lakehouse.UTC_US))
-            & (ds.field(names.SCORED_DATE) >= _utc_date(start_us))).sort_by(names.TIMESTAMP)
+            & (ds.field(names.SCORED_DATE) >= utc_date(start_us))).sort_by(names.TIMESTAMP)
         channels = tuple(pair["channel"] for pair in row[names.CHANNEL_SHARES] or ())
         listed = points.column(names.CHANNEL_SHARES).to_pylist()
         shares = None
         if channels and all(p is not None for p in listed):
-            shares = np.array([[dict((q["channel"], q["share"]) for q in p).get(c, 0.0) for c in channels]
-                               for p in listed]).reshape(len(listed), len(channels))
+            shares = np.array([shares_row(p, channels) for p in listed]).reshape(len(listed), len(channels))
         times = points.column(names.TIMESTAMP).cast(pa.int64()).to_numpy()
         again = [f for f in merge_flags(times, np.ones(times.size, dtype=bool), points.column(names.SCORE).to_numpy(),
                                         config.prepare.step_s, config.score.min_interval_s, config.score.merge_gap_s,

@@ -98,6 +98,13 @@ def shares_array(rows: np.ndarray, positions: np.ndarray, length: int, channels:
     return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~present), type=CHANNEL_SHARES_TYPE)
 
 
+def shares_row(pairs: list[dict], channels: tuple[str, ...]) -> list[float]:
+    """One CHANNEL_SHARES_TYPE value ([{channel, share}, …], largest first) back in ``channels`` order (the
+    inverse of shares_array for one row; a channel not listed gets 0)."""
+    listed = {pair["channel"]: pair["share"] for pair in pairs}
+    return [listed.get(channel, 0.0) for channel in channels]
+
+
 def interval_id(asset: str, start_us: int, model_name: str, model_version: str) -> str:
     """Stable id of an interval: the same asset, start and model always give the same id."""
     return hashlib.sha1(f"{asset}|{start_us}|{model_name}|{model_version}".encode()).hexdigest()[:16]

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from lstmad import lakehouse, names
 from lstmad.benchmarks.common import finish_json
-from lstmad.intervals import merge_flags
+from lstmad.intervals import merge_flags, utc_date
 from lstmad.scoring import interval_id, shares_array
 
 CHANNELS = tuple(f"channel_{i:02d}" for i in range(10))
@@ -62,7 +62,7 @@ def _night(rng: np.random.Generator, day: dt.date, assets: int, step_s: int, ver
     return scores, intervals
 
 
-def _interval_table(found: list[dict], rng: np.random.Generator, version: str, day_of: Callable) -> pa.Table:
+def _interval_table(found: list[dict], rng: np.random.Generator, version: str) -> pa.Table:
     n = len(found)
     shares = shares_array(rng.dirichlet(np.full(len(CHANNELS), 0.5), size=n), np.arange(n), n, CHANNELS)
     peak = np.array([f["peak_score"] for f in found])
@@ -77,7 +77,7 @@ def _interval_table(found: list[dict], rng: np.random.Generator, version: str, d
         "attribution": ["forecast_error_share"] * n, names.THRESHOLD: [THRESHOLD] * n,
         "threshold_rule": ["percentile 95 of validation scores"] * n, "model_name": ["bench"] * n, names.MODEL_VERSION: [version] * n,
         "mlflow_run_id": ["bench-run"] * n, names.SOURCE_VERSION: ["sha256:bench"] * n,
-        names.SCORED_DATE: [day_of(f["end_us"]) for f in found]}))
+        names.SCORED_DATE: [utc_date(f["end_us"]) for f in found]}))
 
 
 def write_results(lake: Path, assets: int, days: int, step_s: int, rescored_days: int, seed: int = 0,
@@ -88,9 +88,6 @@ def write_results(lake: Path, assets: int, days: int, step_s: int, rescored_days
     first = dt.date(2025, 1, 1)
     nights = [first + dt.timedelta(days=i) for i in range(days)]
 
-    def day_of(micros: int) -> str:
-        return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)).date().isoformat()
-
     def write(dates: list[dt.date], version: str) -> tuple[int, int]:
         files, found = [], []
         for day in dates:
@@ -99,7 +96,7 @@ def write_results(lake: Path, assets: int, days: int, step_s: int, rescored_days
             found += intervals
         iso = [d.isoformat() for d in dates]
         lakehouse.commit_files(lake, names.ANOMALY_SCORES, files, iso)
-        table = _interval_table(found, rng, version, day_of)
+        table = _interval_table(found, rng, version)
         lakehouse.replace_rows(lake, names.ANOMALY_INTERVALS,
                                table.filter(pc.is_in(table.column(names.SCORED_DATE), pa.array(iso))),
                                iso, "interval_id", ())
