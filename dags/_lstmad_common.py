@@ -13,13 +13,24 @@ CONF = os.environ.get("LSTMAD_CONF", str(REPO / "conf" / "demo.yaml"))
 JOBS = REPO / "jobs"
 
 
-def airflow_settings() -> dict:
-    """The config's ``airflow`` section (read with yaml only: the scheduler parses DAG files constantly)."""
+RUNNERS = ("in_process", "spark_submit")
+
+
+def airflow_settings(environ=os.environ) -> dict:
+    """The config's ``airflow`` section (read with yaml only: the scheduler parses DAG files constantly), each
+    key overridable by a deployment through LSTMAD_AIRFLOW_<KEY> (LSTMAD_AIRFLOW_RUNNER=spark_submit), so one
+    pipeline config serves a laptop and a cluster."""
     raw = yaml.safe_load(Path(CONF).read_text()) or {}
     settings = {"runner": "in_process", "spark_conn_id": "spark_default", "retries": 2, "retry_delay_s": 300,
                 "py_files": "", "spark_packages": "", "spark_conf": "", "execution_timeout_min": 180,
                 "training_pool": "default_pool"}
     settings.update(raw.get("airflow") or {})
+    for key in settings:
+        if f"LSTMAD_AIRFLOW_{key.upper()}" in environ:
+            settings[key] = environ[f"LSTMAD_AIRFLOW_{key.upper()}"]
+    if settings["runner"] not in RUNNERS:
+        raise ValueError(f"{CONF}: airflow.runner (or LSTMAD_AIRFLOW_RUNNER) is {settings['runner']!r}; "
+                         f"expected one of {', '.join(RUNNERS)}")
     return settings
 
 

@@ -59,6 +59,26 @@ class ModelBundle:
             raise ModelMismatchError(f"model expects window {self.window} at {self.step_s}s steps, data have "
                                      f"window {window} at {step_s}s")
 
+    def check_normalisation(self, block_stats: dict[str, NormalisationStats], where: str) -> None:
+        """Refuse tensor blocks whose normalisation cannot be mapped onto the model's: statistics over other
+        channels or another channel order (mapping them would mix channels up), or a model whose own statistics
+        do not cover its channels. ``block_stats``: statistics id → statistics of the blocks to score;
+        ``where`` names the tensor table in the message."""
+        if tuple(self.stats.channels) != tuple(self.channels):
+            raise ModelMismatchError(f"model normalisation {self.stats.stats_id} covers {list(self.stats.channels)}, "
+                                     f"not the model's channels {list(self.channels)}: the model folder is damaged")
+        for stats_id, stats in sorted(block_stats.items()):
+            if tuple(stats.channels) == tuple(self.channels):
+                continue
+            missing = sorted(set(self.channels) - set(stats.channels))
+            extra = sorted(set(stats.channels) - set(self.channels))
+            differs = (f"missing {missing}, extra {extra}" if missing or extra
+                       else f"channel order {list(stats.channels)}")
+            raise ModelMismatchError(
+                f"{where}: tensor blocks normalised with statistics {stats_id} (fitted on {stats.fitted_on or '?'}) do "
+                f"not match the model's normalisation {self.stats.stats_id} over {list(self.channels)}: {differs}; "
+                f"re-prepare these dates with the model's channels")
+
     def renormalise(self, values: np.ndarray, block_stats: NormalisationStats, asset: str | None = None) -> np.ndarray:
         """Values of ``asset`` normalised with ``block_stats`` → normalised with the model's statistics; (n, C)."""
         if block_stats.stats_id == self.stats.stats_id:

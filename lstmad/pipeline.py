@@ -850,7 +850,9 @@ def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None
     versions = {d: content_version(paths.tensors, d) for d in dates}
     files = block_files(paths.tensors, dates)
     stats_ids = set(read_blocks(paths.tensors, dates, [names.STATS_ID]).column(names.STATS_ID).to_pylist())
-    stats = {sid: load_stats(paths, sid).to_dict() for sid in stats_ids}
+    block_stats = {sid: load_stats(paths, sid) for sid in stats_ids}
+    bundle.check_normalisation(block_stats, str(paths.tensors))  # before any Spark task: one clear message
+    stats = {sid: s.to_dict() for sid, s in block_stats.items()}
     locks = _ScoringLocks(paths, dates)
     scoring = _scoring_pass(config, spark, files, registered, bundle, stats, lineage, versions)
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from lstmad import names
-from lstmad.bundle import ModelBundle
+from lstmad.bundle import ModelBundle, ModelMismatchError
 from lstmad.lakehouse import CHANNEL_SHARES_TYPE
 from lstmad.series import NormalisationStats
 from lstmad.tensors import Windows, windows_from_blocks
@@ -26,11 +26,14 @@ def model_windows(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
     back to source units and normalised with the model's); windows with more than ``max_masked_share`` of
     filled-in values are skipped (counted in ``Windows.skipped_masked``)."""
     def renormalised(values: np.ndarray, stats_id: str, asset: str) -> np.ndarray:
-        if stats_id not in stats_by_id:
-            raise KeyError(f"tensor blocks use normalisation {stats_id}, whose statistics are missing")
         return bundle.renormalise(values, stats_by_id[stats_id], asset)
 
-    same = not blocks.num_rows or set(blocks.column(names.STATS_ID).to_pylist()) == {bundle.stats.stats_id}
+    used = set(blocks.column(names.STATS_ID).to_pylist()) if blocks.num_rows else set()
+    unknown = sorted(used - set(stats_by_id) - {bundle.stats.stats_id})
+    if unknown:
+        raise ModelMismatchError(f"tensor blocks use normalisation {', '.join(unknown)}, whose statistics are missing")
+    bundle.check_normalisation({sid: stats_by_id[sid] for sid in used if sid in stats_by_id}, "tensor blocks")
+    same = not used or used == {bundle.stats.stats_id}
     transform: Optional[Callable] = None if same else renormalised
     return windows_from_blocks(blocks, bundle.window, transform, max_masked_share)
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,60 +18,11 @@ import torch
 from lstmad import lakehouse, names, pipeline
 from lstmad.config import load_config
 from lstmad.packaging import py_files_zip
-from tests.conftest import REPO, tiny_config_dict, write_config
+from tests.conftest import REPO, cluster_env, spark_home, tiny_config_dict, write_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 SCORED = dt.date(2026, 1, 7)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spark_home() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).parent
-
-
-def cluster_env() -> dict:
-    return {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
-            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A standalone master and one 2-core worker, bound to 127.0.0.1; both stopped afterwards."""
-    logs = tmp_path_factory.mktemp("cluster")
-    port = free_port()
-    spark_class = str(spark_home() / "bin" / "spark-class")
-    master = subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                               "--port", str(port), "--webui-port", str(free_port())], env=cluster_env(),
-                              stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT)
-    url = f"spark://127.0.0.1:{port}"
-    worker = subprocess.Popen([spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-                               "--cores", "2", "--memory", "4g", "--webui-port", str(free_port()),
-                               "--work-dir", str(logs / "work")], env=cluster_env(),
-                              stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 90
-        while "Successfully registered with master" not in (logs / "worker.log").read_text():
-            if time.time() > deadline or worker.poll() is not None or master.poll() is not None:
-                pytest.fail(f"standalone cluster did not come up:\n{(logs / 'master.log').read_text()[-2000:]}\n"
-                            f"{(logs / 'worker.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url, logs
-    finally:
-        for process in (worker, master):
-            process.terminate()
-        for process in (worker, master):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +58,9 @@ def spark_submit(url: str, job: str, args: list[str], py_files: Path, logs: Path
     return json.loads(lines[-1])  # a job's stdout ends with its result line, whatever Spark logs
 
 
-def test_train_and_score_through_spark_submit_on_a_standalone_cluster_equal_local_mode(cluster, prepared, spark):
-    url, logs = cluster
+def test_train_and_score_through_spark_submit_on_a_standalone_cluster_equal_local_mode(standalone_cluster, prepared,
+                                                                                      spark):
+    url, logs = standalone_cluster
     home, conf, config = prepared
     package = py_files_zip(home / "dist")
 

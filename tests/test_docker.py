@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 import yaml
 
 from tests.conftest import REPO
@@ -60,3 +61,36 @@ def test_dockerfile_installs_java_and_copies_existing_paths():
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (REPO / source).exists(), source
+
+
+def test_every_long_running_service_has_a_health_check_and_waits_for_what_it_needs():
+    services = compose()["services"]
+    one_shot = {name for name, s in services.items() if s.get("restart") == "no"}
+    assert one_shot == {"airflow-init", "pipeline"}
+    for name, service in services.items():
+        if name in one_shot:
+            continue
+        check = service.get("healthcheck", {})
+        assert check.get("test") and check["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert check.get("interval") and check.get("timeout") and check.get("retries"), name
+        for dependency, condition in service.get("depends_on", {}).items():  # a dict: every wait has a condition
+            wanted = "service_completed_successfully" if dependency in one_shot else "service_healthy"
+            assert condition == {"condition": wanted}, (name, dependency)
+    assert {"mlflow", "spark-master"} <= set(services["airflow-scheduler"]["depends_on"])
+    assert "spark-master" in services["spark-worker"]["depends_on"]
+
+
+def test_the_stack_runs_the_dags_with_the_spark_submit_runner():
+    import sys
+
+    sys.path.insert(0, str(REPO / "dags"))
+    try:
+        from _lstmad_common import airflow_settings
+    finally:
+        sys.path.remove(str(REPO / "dags"))
+    environment = compose()["services"]["airflow-scheduler"]["environment"]
+    settings = airflow_settings({k: str(v) for k, v in environment.items()})
+    assert settings["runner"] == "spark_submit" and settings["spark_conf"] == "spark.executor.memory=2g"
+    assert environment["AIRFLOW_CONN_SPARK_DEFAULT"] == "spark://spark-master:7077"
+    with pytest.raises(ValueError, match="LSTMAD_AIRFLOW_RUNNER.*'spark-submit'"):
+        airflow_settings({"LSTMAD_AIRFLOW_RUNNER": "spark-submit"})

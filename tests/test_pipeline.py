@@ -432,6 +432,46 @@ def test_spark_scores_equal_in_process_scores(run):
     np.testing.assert_allclose(merged.score_spark, merged.score_local, rtol=0, atol=1e-6)
 
 
+def test_scoring_refuses_a_model_whose_channels_window_or_normalisation_differ_from_the_data(run, monkeypatch):
+    import dataclasses as dc
+
+    from lstmad.bundle import ModelMismatchError
+    from lstmad.scoring import score_blocks
+
+    config, paths = run["config"], run["paths"]
+    before = {t: lakehouse.table_version(paths.lake, t) for t in (names.ANOMALY_SCORES, names.ANOMALY_INTERVALS)}
+    with pytest.raises(ModelMismatchError, match="model expects window 12 at 300s steps, data have window 24"):
+        pipeline.score(load_config(run["conf"], {"prepare.window": 24}), SCORED)
+
+    registered, bundle = pipeline.champion_bundle(config)
+    channels = tuple(config.source.channel_names)
+    with pytest.raises(ModelMismatchError, match="model channel order differs"):
+        bundle.check_compatible(channels[::-1], 12, 300)
+    with pytest.raises(ModelMismatchError, match=r"missing \['power'\], extra \['power_kw'\]"):
+        bundle.check_compatible(tuple("power_kw" if c == "power" else c for c in channels), 12, 300)
+
+    # Blocks normalised over the same channels in another order: mapping them onto the model's statistics
+    # would silently mix channels up, so the driver refuses before any Spark task runs, naming both.
+    blocks = read_blocks(paths.tensors, [SCORED.isoformat()])
+    block_id = blocks.column(names.STATS_ID)[0].as_py()
+    real = pipeline.load_stats(paths, block_id)
+    reordered = dc.replace(real, channels=real.channels[::-1], offset=real.offset[::-1], scale=real.scale[::-1])
+    monkeypatch.setattr(pipeline, "load_stats", lambda p, sid="current": reordered)
+    with pytest.raises(ModelMismatchError, match=f"{paths.tensors}: tensor blocks normalised with statistics "
+                                                 f"{block_id}.*channel order"):
+        pipeline.score(config, SCORED)
+    assert {t: lakehouse.table_version(paths.lake, t) for t in before} == before  # nothing written
+    # the same check guards in-process scoring (evaluation, benchmarks), where block ids are the model's own
+    # only when nothing needs mapping
+    other = dc.replace(reordered, fitted_on="elsewhere")
+    relabelled = blocks.set_column(blocks.schema.get_field_index(names.STATS_ID), names.STATS_ID,
+                                   pa.array([other.stats_id] * blocks.num_rows))
+    with pytest.raises(ModelMismatchError, match="channel order"):
+        score_blocks(bundle, relabelled, {other.stats_id: other})
+    with pytest.raises(ModelMismatchError, match="whose statistics are missing"):
+        score_blocks(bundle, relabelled, {})
+
+
 def test_a_backfill_range_is_checked_whole_then_scored_date_by_date(run):
     """Kept last: it writes dates besides SCORED into the score tables."""
     config, paths = run["config"], run["paths"]

@@ -33,11 +33,12 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.appName(app_name)
-    # Under spark-submit the JVM already exists (PYSPARK_GATEWAY_PORT is set) and owns the master URL.
+    builder = SparkSession.builder
+    # Under spark-submit the JVM already exists (PYSPARK_GATEWAY_PORT is set) and owns the master URL and the
+    # application name (--name, which the Airflow operator sets per job).
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     if not submitted:
-        builder = builder.master(config.master)
+        builder = builder.master(config.master).appName(app_name)
     local = not submitted and config.master.startswith("local")
     if local:
         # Local workers must run the driver's interpreter (the project virtualenv), not a system python;
