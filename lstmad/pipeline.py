@@ -516,18 +516,19 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                       [d.isoformat() for d in date_range(t.eval_start, t.eval_end)])
                   if t.eval_start and t.eval_end else "none"}
         lineage_tags = {**tags, "git_commit": _git_commit(), "lstmad_version": _lstmad_version()}
-        signature = {"inputs": {"shape": [-1, config.prepare.window, len(config.source.channel_names)],
-                                "dtype": "float32", "window": config.prepare.window, "step_s": config.prepare.step_s,
-                                "channels": list(config.source.channel_names), "normalisation": stats.stats_id},
-                     "outputs": {"shape": [-1], "dtype": "float64", "meaning": "anomaly score of each window; "
-                                 f"flagged when > threshold {threshold}"}}
+        # the folder becomes an MLflow model with its input signature (mlflow.pyfunc.load_model scores windows)
+        tracking.write_mlflow_model(model_dir, config.prepare.window, list(config.source.channel_names),
+                                    {"step_s": config.prepare.step_s, "normalisation": stats.stats_id,
+                                     "normalisation_scope": stats.scope, "input_units": "source units",
+                                     "threshold": threshold, "threshold_rule": config.threshold.rule,
+                                     "detector": m.detector, "score": "anomaly score of each window's last "
+                                     "timestamp; flagged when above threshold"})
         tracking.log_training_run(config.tracking_uri, run_id, params, detector.history_, metrics, model_dir,
                                   lineage_tags,
                                   documents={"normalisation.json": stats.to_dict(),
                                              "threshold.json": {"rule": config.threshold.rule,
                                                                 "percentile": config.threshold.percentile,
-                                                                "value": threshold},
-                                             "signature.json": signature},
+                                                                "value": threshold}},
                                   checkpoints=None if artifacts is not None else checkpoints, figures=figures)
         shutil.rmtree(figures, ignore_errors=True)
         name = config.registered_model_name

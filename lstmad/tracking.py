@@ -69,6 +69,27 @@ def fail_run(tracking_uri: str, run_id: str) -> None:
         logging.getLogger("lstmad").warning("could not mark MLflow run %s FAILED: %s", run_id, error)
 
 
+def write_mlflow_model(folder: Path, window: int, channels: list[str], metadata: dict) -> None:
+    """Make a saved model folder an MLflow model: an MLmodel file with the pyfunc flavour (loader
+    lstmad.pyfunc, reading the folder as it is: weights + JSON config, nothing pickled), the input signature
+    (N, window, channels) float32 windows → (N,) float64 scores with an optional ``asset`` parameter, and
+    ``metadata`` (channel names and order, step, normalisation, threshold) that MLflow shows beside it."""
+    import numpy as np
+    from mlflow.models import Model
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, window, len(channels)), "windows")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float64), (-1,), "score")]),
+        params=ParamSchema([ParamSpec("asset", "string", "")]))
+    model = Model(signature=signature, metadata={**metadata, "window": window, "channels": list(channels)})
+    import mlflow.pyfunc
+
+    mlflow.pyfunc.add_to_model(model, loader_module="lstmad.pyfunc")
+    model.save(str(Path(folder) / "MLmodel"))
+
+
 def log_training_run(tracking_uri: str, run_id: str, params: dict, history: list[dict],
                      metrics: dict[str, float], model_dir: Path, tags: dict[str, str],
                      documents: Optional[dict[str, dict]] = None, checkpoints: Optional[Path] = None,

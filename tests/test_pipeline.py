@@ -199,9 +199,33 @@ def test_training_run_logs_figures_signature_and_lineage(run):
     for name in listed:
         with open(mlflow.artifacts.download_artifacts(f"runs:/{trained['run_id']}/{name}"), "rb") as png:
             assert png.read(8) == b"\x89PNG\r\n\x1a\n"
-    signature = mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/signature.json")
-    assert signature["inputs"]["shape"] == [-1, config.prepare.window, len(config.source.channel_names)]
-    assert signature["inputs"]["channels"] == list(config.source.channel_names)
+    # The registered version is an MLflow model: its signature and metadata state window and channel order,
+    # and mlflow.pyfunc scores windows of the prepared series in source units as the Spark job scored them.
+    uri = f"models:/{config.registered_model_name}/{trained['model_version']}"
+    info = mlflow.models.get_model_info(uri)
+    window, channels = config.prepare.window, list(config.source.channel_names)
+    assert info.signature.inputs.inputs[0].shape == (-1, window, len(channels))
+    assert info.signature.outputs.inputs[0].shape == (-1,) and info.signature.params.params[0].name == "asset"
+    assert info.metadata["channels"] == channels and info.metadata["window"] == window
+    assert info.metadata["normalisation"] == client.get_run(trained["run_id"]).data.params["stats_id"]
+    model = mlflow.pyfunc.load_model(uri)
+    blocks = read_blocks(paths.tensors, [SCORED.isoformat()]).to_pylist()
+    block = min((b for b in blocks if b[names.ASSET] == "T01"), key=lambda b: b[names.BLOCK_START])
+    n_rows, n_ch = block[names.N_ROWS], block[names.N_CHANNELS]
+    normalised = np.frombuffer(block[names.VALUES], np.float32).reshape(n_rows, n_ch)
+    source = pipeline.load_stats(paths, block[names.STATS_ID]).invert(normalised.astype(np.float64), "T01")
+    windows = np.stack([source[i:i + window] for i in range(n_rows - window + 1)]).astype(np.float32)
+    ends = block[names.BLOCK_START] + (np.arange(window - 1, n_rows) * block[names.STEP_S]) * 1_000_000
+    written = lakehouse.read_table(paths.lake, names.ANOMALY_SCORES).to_pandas()
+    written = written[(written.scored_date == SCORED.isoformat()) & (written[names.ASSET] == "T01")
+                      & (written.model_version == trained["model_version"])]
+    by_time = dict(zip((written.timestamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us"), written.score))
+    predicted = model.predict(windows, params={"asset": "T01"})
+    pairs = [(predicted[i], by_time[t]) for i, t in enumerate(ends) if t in by_time]
+    assert len(pairs) >= n_rows - window - 5
+    np.testing.assert_allclose(*np.array(pairs).T, rtol=1e-4, atol=1e-6)
+    with pytest.raises(Exception, match=rf"does not match expected shape \(-1, {window}, {len(channels)}\)"):
+        model.predict(windows[:, :5])  # MLflow enforces the signature before lstmad sees the input
     data = client.get_run(trained["run_id"]).data
 
     def version(days):

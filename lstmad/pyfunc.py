@@ -1,0 +1,52 @@
+"""The model folder as MLflow's pyfunc sees it: mlflow.pyfunc.load_model("models:/<name>@champion") calls
+``_load_pyfunc`` here (the MLmodel file that tracking.write_mlflow_model puts beside the weights names this
+module as its loader), and ``predict`` scores windows outside the pipeline, e.g. in a notebook or a service.
+
+No mlflow import here: the pyfunc flavour only needs a module with ``_load_pyfunc``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from lstmad.bundle import ModelBundle
+from lstmad.tensors import Windows
+
+
+class WindowScorer:
+    """predict((N, W, C) windows in source units, params={"asset": name}) → (N,) float64 anomaly scores.
+
+    Windows are normalised with the model's statistics (an asset's own under per-asset statistics; the
+    global ones for an asset the statistics never saw) and scored as the pipeline scores them: a window's
+    score belongs to its last timestamp, flagged when it exceeds ``threshold``.
+    """
+
+    def __init__(self, bundle: ModelBundle):
+        self.bundle = bundle
+        self.threshold = bundle.threshold
+
+    def predict(self, model_input, params: Optional[dict] = None) -> np.ndarray:
+        bundle = self.bundle
+        if isinstance(model_input, dict):  # MLflow hands named tensor inputs over as {name: array}
+            model_input = model_input["windows"]
+        windows = np.asarray(model_input, dtype=np.float64)
+        expected = (bundle.window, len(bundle.channels))
+        if windows.ndim != 3 or windows.shape[1:] != expected:
+            raise ValueError(f"model input must be windows of shape (N, {expected[0]}, {expected[1]}) over channels "
+                             f"{list(bundle.channels)}; got shape {windows.shape}")
+        n, w, c = windows.shape
+        asset = (params or {}).get("asset") or None
+        series = bundle.stats.apply(windows.reshape(n * w, c), asset).astype(np.float32)
+        batch = Windows(series=torch.from_numpy(np.ascontiguousarray(series)), starts=np.arange(n) * w, window=w,
+                        end_us=np.zeros(n, np.int64), asset=np.zeros(n, np.int64), assets=[asset or ""],
+                        label_last=np.full(n, -1, np.int8), label_any=np.zeros(n, np.int8))
+        return bundle.detector.score(batch) if n else np.zeros(0)
+
+
+def _load_pyfunc(data_path: str) -> WindowScorer:
+    """MLflow's pyfunc loader hook: ``data_path`` is the downloaded model folder."""
+    return WindowScorer(ModelBundle.load(Path(data_path)))
