@@ -177,6 +177,9 @@ class TrainConfig:
     # range; without labels, when its alarm rate there over its expected rate is at most (1 + this) times the
     # champion's ratio.
     promotion_tolerance: float = 0.0
+    # Without labels a challenger must also be stable: the two-sample KS between its scores on the evaluation
+    # range and its own validation scores at most this (0: no stability criterion).
+    promotion_max_score_ks: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,9 @@ class ShardedData:
     max_masked_share: float = 1.0
     exclude_labelled: bool = False
     shuffle_files: int = 4  # files pooled (and shuffled together) per read
+    # (asset, from_us, to_us): windows of that asset whose last timestamp lies in [from_us, to_us) are left out
+    # (the severe intervals of train.exclude_severity)
+    excluded_spans: tuple[tuple[str, int, int], ...] = ()
 
 
 def split_by_date(files: Sequence[str], validation_share: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -73,15 +76,29 @@ def assign_shards(files: Sequence[str], rows: Sequence[int], world_size: int) ->
     return [sorted(shard, key=position.__getitem__) for shard in shards]
 
 
+def inside_spans(windows: Windows, spans: Sequence[tuple[str, int, int]]) -> np.ndarray:
+    """(N,) whether each window's last timestamp lies in one of its asset's spans (asset, from_us, to_us),
+    to_us exclusive."""
+    inside = np.zeros(len(windows), dtype=bool)
+    if not len(windows) or not spans:
+        return inside
+    assets = np.asarray(windows.assets, dtype=object)[windows.asset]
+    for asset, start, end in spans:
+        inside |= (assets == asset) & (windows.end_us >= start) & (windows.end_us < end)
+    return inside
+
+
 def file_windows(files: Sequence[str], data: ShardedData) -> Windows:
-    """The windows of ``files`` that training uses: not too masked, and (with exclude_labelled) no labelled
-    anomalous row."""
+    """The windows of ``files`` that training uses: not too masked, (with exclude_labelled) no labelled
+    anomalous row, and none ending inside ``data.excluded_spans``."""
     if not files:
         raise ValueError("no tensor-block files to read windows from")
     table = pa.concat_tables([pq.read_table(f) for f in files])
     windows = windows_from_blocks(table, data.window, max_masked_share=data.max_masked_share)
     if data.exclude_labelled:
         windows = windows.subset(np.flatnonzero(windows.label_any != 1))
+    if data.excluded_spans:
+        windows = windows.subset(np.flatnonzero(~inside_spans(windows, data.excluded_spans)))
     return windows
 
 

@@ -388,6 +388,14 @@ MAX_SEVERE_SHARE = 0.5
 def _inside_severe_intervals(config: PipelineConfig, windows) -> np.ndarray:
     """(N,) whether each window's last timestamp lies inside an anomaly interval (any model) of at least
     train.exclude_severity on its asset: [start, end + step)."""
+    from lstmad.distributed import inside_spans
+
+    return inside_spans(windows, _severe_spans(config))
+
+
+def _severe_spans(config: PipelineConfig) -> tuple[tuple[str, int, int], ...]:
+    """(asset, from_us, to_us) of every anomaly interval (any model) of at least train.exclude_severity that
+    overlaps the training range: [start, end + step)."""
     import pyarrow.dataset as ds
 
     t = config.train
@@ -395,23 +403,16 @@ def _inside_severe_intervals(config: PipelineConfig, windows) -> np.ndarray:
                             (ds.field("severity") >= t.exclude_severity)
                             & (ds.field("end") >= pa.scalar(_micros(t.start), lakehouse.UTC_US))
                             & (ds.field("start") < pa.scalar(_micros(t.end + dt.timedelta(days=1)), lakehouse.UTC_US)))
-    inside = np.zeros(len(windows), dtype=bool)
     step_us = config.prepare.step_s * MICROS
-    assets = np.asarray(windows.assets, dtype=object)[windows.asset] if len(windows) else np.array([], dtype=object)
-    for asset, start, end in zip(severe.column(names.ASSET).to_pylist(),
-                                 severe.column("start").cast(pa.int64()).to_pylist(),
-                                 severe.column("end").cast(pa.int64()).to_pylist()):
-        inside |= (assets == asset) & (windows.end_us >= start) & (windows.end_us < end + step_us)
-    return inside
+    return tuple((asset, start, end + step_us) for asset, start, end in zip(
+        severe.column(names.ASSET).to_pylist(), severe.column("start").cast(pa.int64()).to_pylist(),
+        severe.column("end").cast(pa.int64()).to_pylist()))
 
 
 def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict]:
     """Fit with train.distributed.processes ranks, each streaming its shard of the training dates' block
     files; the latest dates validate."""
-    if config.train.exclude_severity > 0:
-        raise ValueError("train.exclude_severity is not supported with train.distributed.processes > 0 yet: "
-                         "set one of them to 0")
-    from lstmad.distributed import ShardedData, fit_distributed, split_by_date
+    from lstmad.distributed import ShardedData, count_windows, fit_distributed, split_by_date
     from lstmad.tensors import block_files
 
     t, d = config.train, config.train.distributed
@@ -419,6 +420,17 @@ def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, 
                                                   config.model.validation_share)
     data = ShardedData(train_files, validation_files, config.prepare.window, config.prepare.max_masked_share,
                        t.exclude_labelled_anomalies, d.shuffle_files)
+    severe = 0
+    spans = _severe_spans(config) if t.exclude_severity > 0 else ()
+    if spans:
+        # one counting pass over the files, as the in-memory path decides on all windows at once
+        every = count_windows(train_files + validation_files, data)
+        kept = count_windows(train_files + validation_files, dataclasses.replace(data, excluded_spans=spans))
+        if every - kept > MAX_SEVERE_SHARE * every:
+            log.warning("train: %.0f%% of the windows lie inside severe intervals (more than %.0f%%): keeping "
+                        "them all", 100 * (every - kept) / max(every, 1), 100 * MAX_SEVERE_SHARE)
+        else:
+            severe, data = every - kept, dataclasses.replace(data, excluded_spans=spans)
     if (d.processes > 1 or not d.local_mode) and spark is None:
         from lstmad.spark.session import get_session
 
@@ -426,7 +438,7 @@ def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, 
     detector, summary = fit_distributed(detector, data, d.processes, d.local_mode, d.use_gpu,
                                         d.threads_per_process, config.model.max_train_windows)
     return detector, {"train_windows": summary["windows_per_epoch"], "shard_windows": summary["shard_windows"],
-                      "validation_windows": summary["validation_windows"],
+                      "validation_windows": summary["validation_windows"], "excluded_severe_windows": severe,
                       "steps_per_epoch": summary["steps_per_epoch"], "processes": summary["world_size"]}
 
 
@@ -726,7 +738,8 @@ def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: O
     """Champion when there is none, or when not worse than the champion on the same evaluation windows:
     AUROC at most train.promotion_tolerance below the champion's where the range has both classes; else its
     alarm rate over its expected rate at most that much above the champion's ratio (the champion of a drifted
-    fleet alarms far more than it expected)."""
+    fleet alarms far more than it expected), and its scores stable: their KS against its own validation
+    scores at most train.promotion_max_score_ks."""
     from lstmad import tracking
     from lstmad.metrics import score_metrics
     from lstmad.scoring import score_blocks
@@ -758,12 +771,30 @@ def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: O
     ratio = float(np.mean(new_scores > new_bundle.threshold)) / max(new_bundle.expected_alarm_rate, 1e-9)
     champion_ratio = float(np.mean(scores > bundle.threshold)) / max(bundle.expected_alarm_rate, 1e-9)
     # relative: the tolerance is a share of the champion's ratio, as it is a difference of AUROC above
-    verdict = "promoted" if ratio <= champion_ratio * (1 + tolerance) else "challenger"
+    calmer = ratio <= champion_ratio * (1 + tolerance)
+    new_ks, champion_ks = _own_score_ks(new_bundle, new_scores), _own_score_ks(bundle, scores)
+    limit = config.train.promotion_max_score_ks
+    stable = limit <= 0 or not np.isfinite(new_ks) or new_ks <= limit
+    verdict = "promoted" if calmer and stable else "challenger"
+    stability = (f"; score KS against its validation scores {new_ks:.2f} {'<=' if stable else '>'} {limit} "
+                 f"(champion's {champion_ks:.2f})" if limit > 0 and np.isfinite(new_ks) else "")
     return {"decision": verdict, "criterion": "alarm_rate", "champion_auroc": None,
             "challenger_alarm_ratio": ratio, "champion_alarm_ratio": champion_ratio,
+            "challenger_score_ks": new_ks, "champion_score_ks": champion_ks,
             "reason": f"no labels of both classes: alarm rate / expected {ratio:.2f} "
-                      f"{'<=' if verdict == 'promoted' else '>'} champion v{current['version']} {champion_ratio:.2f} "
-                      f"x (1 + tolerance {tolerance})"}
+                      f"{'<=' if calmer else '>'} champion v{current['version']} {champion_ratio:.2f} "
+                      f"x (1 + tolerance {tolerance}){stability}"}
+
+
+def _own_score_ks(bundle, scores: np.ndarray) -> float:
+    """Two-sample KS of (N,) scores against the model's own validation scores (NaN for a model saved without
+    them)."""
+    from lstmad.drift import ks_statistic
+
+    quantiles = bundle.drift_reference.get("score_quantiles")
+    if quantiles is None or not len(scores):
+        return math.nan
+    return float(ks_statistic([quantiles], np.asarray(scores, np.float64)[:, None])[0])
 
 
 def load_bundle(config: PipelineConfig, registered: dict):

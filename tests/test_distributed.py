@@ -167,3 +167,21 @@ def test_two_ranks_resume_from_a_checkpoint_to_the_uninterrupted_model(spark, te
                                rtol=1e-6)
     for name, value in whole.network_.state_dict().items():
         torch.testing.assert_close(resumed.network_.state_dict()[name], value)
+
+
+def test_windows_ending_inside_excluded_spans_are_left_out_of_the_shards(tensor_root):
+    """train.exclude_severity on the sharded path: windows of asset A ending in [t0, t0 + 10 steps) go (A is
+    continuous, so exactly 10); B's windows at the same times stay."""
+    import dataclasses
+
+    data = data_of(tensor_root)
+    files = list(data.train_files)
+    t0 = 20455 * DAY_US + 30 * STEP * MICROS  # 2026-01-02 05:00
+    spans = (("A", t0, t0 + 10 * STEP * MICROS),)
+    excluded = dataclasses.replace(data, excluded_spans=spans)
+    assert count_windows(files, data) - count_windows(files, excluded) == 10
+    kept = file_windows(files, excluded)
+    ends_a = kept.end_us[np.asarray(kept.assets, dtype=object)[kept.asset] == "A"]
+    assert not ((ends_a >= t0) & (ends_a < t0 + 10 * STEP * MICROS)).any()
+    ends_b = kept.end_us[np.asarray(kept.assets, dtype=object)[kept.asset] == "B"]
+    assert ((ends_b >= t0) & (ends_b < t0 + 10 * STEP * MICROS)).sum() == 10

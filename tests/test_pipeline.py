@@ -355,9 +355,21 @@ def test_without_labels_the_gate_compares_alarm_rates_over_what_each_model_expec
     scores = score_blocks(champion, blocks, stats, max_masked_share=config.prepare.max_masked_share)
     scores = scores.column(names.SCORE).to_numpy()
     champion_ratio = float(np.mean(scores > champion.threshold)) / champion.expected_alarm_rate
-    same = pipeline._promotion_decision(config, float("nan"), unlabelled, paths, {"bundle": champion})
+    lenient = dataclasses.replace(config, train=dataclasses.replace(config.train, promotion_max_score_ks=1.0))
+    same = pipeline._promotion_decision(lenient, float("nan"), unlabelled, paths, {"bundle": champion})
     assert same["criterion"] == "alarm_rate" and same["decision"] == "promoted"  # a tie is not worse
     assert same["champion_alarm_ratio"] == pytest.approx(champion_ratio)
+    assert 0 <= same["challenger_score_ks"] == same["champion_score_ks"] <= 1
+    # Score stability: a challenger whose validation scores all lie above every evaluation score has drifted
+    # away from what it learnt (KS 1): not promoted however calm its alarms, unless the criterion is off.
+    reference = {**champion.drift_reference, "score_quantiles": [float(scores.max()) + 1.0 + q for q in range(101)]}
+    unstable = dataclasses.replace(champion, drift_reference=reference)
+    refused = pipeline._promotion_decision(config, float("nan"), unlabelled, paths, {"bundle": unstable})
+    assert refused["decision"] == "challenger" and refused["challenger_score_ks"] == pytest.approx(1.0)
+    assert "score KS against its validation scores 1.00 > 0.5" in refused["reason"]
+    off = dataclasses.replace(config, train=dataclasses.replace(config.train, promotion_max_score_ks=0.0))
+    assert pipeline._promotion_decision(off, float("nan"), unlabelled, paths, {"bundle": unstable})["decision"] \
+        == "promoted"
     noisy = dataclasses.replace(champion, threshold=float(np.quantile(scores, 0.5)))  # alarms on half the rows
     worse = pipeline._promotion_decision(config, float("nan"), unlabelled, paths, {"bundle": noisy})
     assert worse["decision"] == "challenger"
@@ -393,6 +405,18 @@ def test_training_leaves_out_windows_inside_severe_intervals(run):
     inside = pipeline._inside_severe_intervals(config, windows)
     expected = np.concatenate([day.severity.to_numpy() >= 2.0, np.zeros(len(day), bool)])
     assert expected.any() and inside.tolist() == expected.tolist()
+
+
+def test_sharded_training_leaves_out_the_same_severe_windows_as_in_memory_training(run):
+    overrides = {"train.exclude_severity": 2.0, "train.start": SCORED - dt.timedelta(days=1), "train.end": SCORED}
+    config = load_config(run["conf"], overrides)
+    _, windows = pipeline._windows_of(config, config.train.start, config.train.end)
+    windows = windows.subset(np.flatnonzero(windows.label_any != 1))  # exclude_labelled_anomalies comes first
+    inside = pipeline._inside_severe_intervals(config, windows)
+    assert 0 < inside.mean() <= pipeline.MAX_SEVERE_SHARE
+    sharded = load_config(run["conf"], {**overrides, "train.distributed.processes": 1, "model.epochs": 1})
+    _, counts = pipeline._fit_sharded(sharded, pipeline.build_detector(sharded))
+    assert counts["excluded_severe_windows"] == int(inside.sum())
 
 
 def test_a_date_with_no_usable_rows_left_keeps_no_stale_blocks(run):

@@ -86,7 +86,8 @@ def test_challengers_are_trained_on_the_recent_window_and_promoted_after_the_cha
     for night in (n for n in nights if n["triggered"]):  # each on the 8 days before the eval night
         end = dt.date.fromisoformat(night["night"])
         assert night["train_range"] == f"{end - dt.timedelta(days=8)}..{end - dt.timedelta(days=1)}"
-    decisions = {n["night"]: (n["trained_version"], n["promotion"]["decision"]) for n in nights if n["triggered"]}
+    decisions = {n["night"]: (n["trained_version"], n["promotion"]["decision"], n["promotion"]["reason"])
+                 for n in nights if n["triggered"]}
     print(json.dumps({"last_promotion": last["night"], "decisions": decisions}))
 
 
