@@ -107,6 +107,17 @@ def count_windows(files: Sequence[str], data: ShardedData) -> int:
     return sum(len(file_windows([f], data)) for f in files)
 
 
+def count_windows_inside(files: Sequence[str], data: ShardedData, spans: Sequence[tuple[str, int, int]]
+                         ) -> tuple[int, int]:
+    """(training windows in ``files``, how many of them end inside ``spans``), in one read of each file."""
+    every = inside = 0
+    for f in files:
+        windows = file_windows([f], data)
+        every += len(windows)
+        inside += int(inside_spans(windows, spans).sum())
+    return every, inside
+
+
 def shard_batches(files: Sequence[str], data: ShardedData, local_batch: int, steps: int, seed: int, epoch: int,
                   rank: int) -> Iterator[torch.Tensor]:
     """Exactly ``steps`` batches (local_batch, W, C) float32 from this rank's files, in a random order of

@@ -412,7 +412,7 @@ def _severe_spans(config: PipelineConfig) -> tuple[tuple[str, int, int], ...]:
 def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict]:
     """Fit with train.distributed.processes ranks, each streaming its shard of the training dates' block
     files; the latest dates validate."""
-    from lstmad.distributed import ShardedData, count_windows, fit_distributed, split_by_date
+    from lstmad.distributed import ShardedData, count_windows_inside, fit_distributed, split_by_date
     from lstmad.tensors import block_files
 
     t, d = config.train, config.train.distributed
@@ -424,13 +424,12 @@ def _fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, 
     spans = _severe_spans(config) if t.exclude_severity > 0 else ()
     if spans:
         # one counting pass over the files, as the in-memory path decides on all windows at once
-        every = count_windows(train_files + validation_files, data)
-        kept = count_windows(train_files + validation_files, dataclasses.replace(data, excluded_spans=spans))
-        if every - kept > MAX_SEVERE_SHARE * every:
+        every, inside = count_windows_inside(train_files + validation_files, data, spans)
+        if inside > MAX_SEVERE_SHARE * every:
             log.warning("train: %.0f%% of the windows lie inside severe intervals (more than %.0f%%): keeping "
-                        "them all", 100 * (every - kept) / max(every, 1), 100 * MAX_SEVERE_SHARE)
+                        "them all", 100 * inside / max(every, 1), 100 * MAX_SEVERE_SHARE)
         else:
-            severe, data = every - kept, dataclasses.replace(data, excluded_spans=spans)
+            severe, data = inside, dataclasses.replace(data, excluded_spans=spans)
     if (d.processes > 1 or not d.local_mode) and spark is None:
         from lstmad.spark.session import get_session
 
@@ -774,10 +773,18 @@ def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: O
     calmer = ratio <= champion_ratio * (1 + tolerance)
     new_ks, champion_ks = _own_score_ks(new_bundle, new_scores), _own_score_ks(bundle, scores)
     limit = config.train.promotion_max_score_ks
-    stable = limit <= 0 or not np.isfinite(new_ks) or new_ks <= limit
+    no_scores = not np.isfinite(new_scores).any()
+    stable = limit <= 0 or (not no_scores and (not np.isfinite(new_ks) or new_ks <= limit))
     verdict = "promoted" if calmer and stable else "challenger"
-    stability = (f"; score KS against its validation scores {new_ks:.2f} {'<=' if stable else '>'} {limit} "
-                 f"(champion's {champion_ks:.2f})" if limit > 0 and np.isfinite(new_ks) else "")
+    if limit <= 0:
+        stability = ""
+    elif no_scores:
+        stability = "; no finite scores on the evaluation range: not stable"
+    elif not np.isfinite(new_ks):
+        stability = "; score stability not checked (the model has no validation score quantiles)"
+    else:
+        stability = (f"; score KS against its validation scores {new_ks:.2f} {'<=' if stable else '>'} {limit} "
+                     f"(champion's {champion_ks:.2f})")
     return {"decision": verdict, "criterion": "alarm_rate", "champion_auroc": None,
             "challenger_alarm_ratio": ratio, "champion_alarm_ratio": champion_ratio,
             "challenger_score_ks": new_ks, "champion_score_ks": champion_ks,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
 from lstmad.bundle import ModelBundle
 from lstmad.tensors import Windows
@@ -38,13 +37,16 @@ class WindowScorer:
         if windows.ndim != 3 or windows.shape[1:] != expected:
             raise ValueError(f"model input must be windows of shape (N, {expected[0]}, {expected[1]}) over channels "
                              f"{list(bundle.channels)}; got shape {windows.shape}")
+        if not np.isfinite(windows).all():
+            # the pipeline fills gaps and skips mostly filled-in windows before scoring; a NaN here would
+            # come out as a NaN score
+            bad = sorted({int(i) for i in np.argwhere(~np.isfinite(windows))[:, 0]})
+            raise ValueError(f"model input has non-finite values in windows {bad[:10]}"
+                             f"{' ...' if len(bad) > 10 else ''}: fill gaps first, as lstmad prepare does")
         n, w, c = windows.shape
         asset = (params or {}).get("asset") or None
-        series = bundle.stats.apply(windows.reshape(n * w, c), asset).astype(np.float32)
-        batch = Windows(series=torch.from_numpy(np.ascontiguousarray(series)), starts=np.arange(n) * w, window=w,
-                        end_us=np.zeros(n, np.int64), asset=np.zeros(n, np.int64), assets=[asset or ""],
-                        label_last=np.full(n, -1, np.int8), label_any=np.zeros(n, np.int8))
-        return bundle.detector.score(batch) if n else np.zeros(0)
+        normalised = bundle.stats.apply(windows.reshape(n * w, c), asset).reshape(n, w, c)
+        return bundle.detector.score(Windows.from_array(normalised)) if n else np.zeros(0)
 
 
 def _load_pyfunc(data_path: str) -> WindowScorer:

@@ -73,14 +73,15 @@ def standalone_cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("cluster")
     port = free_port()
     spark_class = str(spark_home() / "bin" / "spark-class")
+    master_log, worker_log = open(logs / "master.log", "w"), open(logs / "worker.log", "w")
     master = subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                                "--port", str(port), "--webui-port", str(free_port())], env=cluster_env(),
-                              stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT)
+                              stdout=master_log, stderr=subprocess.STDOUT)
     url = f"spark://127.0.0.1:{port}"
     worker = subprocess.Popen([spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
                                "--cores", "2", "--memory", "4g", "--webui-port", str(free_port()),
                                "--work-dir", str(logs / "work")], env=cluster_env(),
-                              stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
+                              stdout=worker_log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 90
         while "Successfully registered with master" not in (logs / "worker.log").read_text():
@@ -97,3 +98,5 @@ def standalone_cluster(tmp_path_factory):
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        master_log.close()
+        worker_log.close()

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -136,11 +137,18 @@ def nightly_run(root, conf, name: str, **env_extra) -> dict:
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **env_extra}
     subprocess.run([os.path.join(bin_dir, "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
     result = root / f"{name}.json"
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "simulation_harness.py"), str(REPO / "dags"),
-                           SCORED.isoformat(), SCORED.isoformat(), str(result), "--nightly-only"], env=env,
-                          capture_output=True, text=True, timeout=900, cwd=root)
-    (root / f"{name}.log").write_text(done.stdout + done.stderr)
-    assert done.returncode == 0, done.stderr[-4000:]
+    # its own process group: on a timeout the spark-submits it started go too, not only the harness
+    harness = subprocess.Popen([sys.executable, str(REPO / "tests" / "simulation_harness.py"), str(REPO / "dags"),
+                                SCORED.isoformat(), SCORED.isoformat(), str(result), "--nightly-only"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root,
+                               start_new_session=True)
+    try:
+        output, _ = harness.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(harness.pid, signal.SIGKILL)
+        output, _ = harness.communicate()
+    (root / f"{name}.log").write_text(output)
+    assert harness.returncode == 0, output[-4000:]
     return json.loads(result.read_text())["nights"][0]
 
 

@@ -180,6 +180,7 @@ def test_windows_ending_inside_excluded_spans_are_left_out_of_the_shards(tensor_
     spans = (("A", t0, t0 + 10 * STEP * MICROS),)
     excluded = dataclasses.replace(data, excluded_spans=spans)
     assert count_windows(files, data) - count_windows(files, excluded) == 10
+    assert lstmad.distributed.count_windows_inside(files, data, spans) == (count_windows(files, data), 10)
     kept = file_windows(files, excluded)
     ends_a = kept.end_us[np.asarray(kept.assets, dtype=object)[kept.asset] == "A"]
     assert not ((ends_a >= t0) & (ends_a < t0 + 10 * STEP * MICROS)).any()

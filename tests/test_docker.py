@@ -76,18 +76,27 @@ def test_every_long_running_service_has_a_health_check_and_waits_for_what_it_nee
         for dependency, condition in service.get("depends_on", {}).items():  # a dict: every wait has a condition
             wanted = "service_completed_successfully" if dependency in one_shot else "service_healthy"
             assert condition == {"condition": wanted}, (name, dependency)
-    assert {"mlflow", "spark-master"} <= set(services["airflow-scheduler"]["depends_on"])
+    assert {"airflow-apiserver", "mlflow", "spark-master"} <= set(services["airflow-scheduler"]["depends_on"])
+    # the tasks and jobs reach MLflow by its service name, which MLflow 3's host check must accept
+    command = services["mlflow"]["command"]
+    assert "mlflow:5000" in command[command.index("--allowed-hosts") + 1].split(",")
+    assert services["airflow-scheduler"]["environment"]["LSTMAD_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert "spark-master" in services["spark-worker"]["depends_on"]
 
 
-def test_the_stack_runs_the_dags_with_the_spark_submit_runner():
-    import sys
+def test_the_stack_runs_the_dags_with_the_spark_submit_runner(monkeypatch):
+    import importlib.util
+    import os
 
-    sys.path.insert(0, str(REPO / "dags"))
-    try:
-        from _lstmad_common import airflow_settings
-    finally:
-        sys.path.remove(str(REPO / "dags"))
+    # a fresh copy of the module, loaded without any LSTMAD_AIRFLOW_* of the developer's environment
+    for key in [k for k in os.environ if k.startswith("LSTMAD_AIRFLOW_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("LSTMAD_CONF", str(REPO / "conf" / "demo.yaml"))
+    spec = importlib.util.spec_from_file_location("lstmad_common_under_test", REPO / "dags" / "_lstmad_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    airflow_settings = common.airflow_settings
+    assert common.SETTINGS["runner"] == "in_process"  # the demo config itself runs in process
     environment = compose()["services"]["airflow-scheduler"]["environment"]
     settings = airflow_settings({k: str(v) for k, v in environment.items()})
     assert settings["runner"] == "spark_submit" and settings["spark_conf"] == "spark.executor.memory=2g"

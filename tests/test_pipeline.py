@@ -180,6 +180,28 @@ def test_training_logged_and_registered(run):
     assert bundle_json["stats"]["stats_id"] == pipeline.load_stats(run["paths"]).stats_id
 
 
+def test_the_pyfunc_model_normalises_each_asset_with_its_own_statistics_and_refuses_gaps(run):
+    from lstmad.pyfunc import WindowScorer
+    from lstmad.tensors import Windows
+
+    _, bundle = pipeline.champion_bundle(run["config"])
+    s = bundle.stats
+    offset, scale = np.asarray(s.offset), np.asarray(s.scale)
+    own_offset, own_scale = offset + 1.0, scale * 2.0
+    per_asset = dataclasses.replace(s, per_asset=(("T01", tuple(own_offset), tuple(own_scale)),))
+    scorer = WindowScorer(dataclasses.replace(bundle, stats=per_asset))
+    x = offset + np.random.default_rng(0).normal(size=(5, bundle.window, len(s.channels))) * scale
+    expected_t01 = bundle.detector.score(Windows.from_array((x - own_offset) / own_scale))
+    expected_global = bundle.detector.score(Windows.from_array((x - offset) / scale))
+    assert not np.allclose(expected_t01, expected_global)
+    np.testing.assert_allclose(scorer.predict(x, {"asset": "T01"}), expected_t01, rtol=1e-6)
+    np.testing.assert_allclose(scorer.predict(x, {"asset": "T09"}), expected_global, rtol=1e-6)  # unseen: global
+    np.testing.assert_allclose(scorer.predict({"windows": x}), expected_global, rtol=1e-6)
+    x[2, 3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"non-finite values in windows \[2\]"):
+        scorer.predict(x)
+
+
 def test_training_run_logs_figures_signature_and_lineage(run):
     """The run holds the ROC and score-timeline plots, the input signature, and lineage: the tensor table,
     its content versions for the training and evaluation dates (recomputed here from the files' bytes), the
