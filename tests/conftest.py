@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import socket
 import subprocess
@@ -36,6 +37,49 @@ def tiny_config_dict(home: Path, **sections) -> dict:
 def write_config(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+SIMULATION_FIRST, SIMULATION_LAST = dt.date(2026, 1, 11), dt.date(2026, 1, 29)
+SIMULATION_CHANGE = dt.date(2026, 1, 16)  # the recalibration: day index 15 of a farm starting on the 1st
+SIMULATION_RECALIBRATED = ["pitch1_moto_tmp", "pitch2_moto_tmp", "pitch3_moto_tmp", "int_tmp", "pitch1_ng5_tmp",
+                           "pitch2_ng5_tmp", "pitch3_ng5_tmp", "acc_x"]
+
+
+@pytest.fixture(scope="session")
+def retraining_simulation(tmp_path_factory):
+    """The DAGs through dag.test() (tests/simulation_harness.py): the training DAG (first champion), the nightly
+    DAG backfilled night by night over SIMULATION_FIRST..SIMULATION_LAST on a farm recalibrated on
+    SIMULATION_CHANGE with each triggered training run after its night, then the maintenance DAG; with the DAG
+    integrity facts. Shared by the DAG tests and the retraining simulation, which would otherwise each run the
+    DAGs."""
+    from lstmad import lakehouse, names, pipeline
+    from lstmad.config import load_config
+
+    root = tmp_path_factory.mktemp("simulation")
+    raw = tiny_config_dict(
+        root / "home",
+        synthetic={"days": 30, "change_day": (SIMULATION_CHANGE - dt.date(2026, 1, 1)).days,
+                   "recalibrated_channels": SIMULATION_RECALIBRATED, "recalibration_offset_sd": 4.0},
+        train={"start": dt.date(2026, 1, 1), "end": dt.date(2026, 1, 8), "eval_start": dt.date(2026, 1, 9),
+               "eval_end": dt.date(2026, 1, 10), "window_days": 8, "eval_days": 1, "exclude_severity": 3.0},
+        drift={"alarm_rate_factor": 4.0})
+    conf = write_config(root / "tiny.yaml", raw)
+    config = load_config(conf)
+    pipeline.generate(config)
+    env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow_home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "LSTMAD_CONF": str(conf), "PYTHONPATH": str(REPO)}
+    bin_dir = os.path.dirname(sys.executable)
+    subprocess.run([os.path.join(bin_dir, "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "simulation_harness.py"), str(REPO / "dags"),
+                           SIMULATION_FIRST.isoformat(), SIMULATION_LAST.isoformat(), str(root / "result.json")],
+                          env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads((root / "result.json").read_text())
+    paths = pipeline.Paths.of(config)
+    scores = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.SCORED_DATE, names.FLAG, names.LABEL,
+                                                               names.MODEL_VERSION]).to_pandas()
+    drift = lakehouse.read_table(paths.lake, names.DRIFT_METRICS).to_pandas().set_index(names.SCORED_DATE)
+    return dict(result=result, config=config, paths=paths, scores=scores, drift=drift)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,9 @@
-"""Runs inside a subprocess with a temporary AIRFLOW_HOME: DAG integrity facts and dag.test() of both DAGs.
+"""DAG integrity facts, gathered inside the Airflow subprocess of tests/simulation_harness.py (which has a temporary
+AIRFLOW_HOME): what the DagBag says about each DAG and task, and each DAG file's parse time and heavy imports."""
 
-Writes one JSON object to <result file>. Usage: python tests/dag_harness.py <dags folder> <scored date> <result file>
-"""
-
-import datetime as dt
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HEAVY = ("torch", "pyspark", "mlflow", "deltalake", "sklearn", "duckdb", "lstmad.pipeline")
@@ -27,14 +23,9 @@ def parse_facts(dags: Path) -> dict:
     return facts
 
 
-def main() -> None:
-    dags, scored = Path(sys.argv[1]), dt.date.fromisoformat(sys.argv[2])
-    sys.path.insert(0, str(dags))
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.models import DagRun
-    from airflow.utils.session import create_session
-
-    bag = DagBag(dag_folder=str(dags))
+def dag_facts(bag) -> dict:
+    """Import errors, and per DAG its tags, docs, schedule, params and per task its retries, downstream tasks,
+    timeout, failure callback, pool and back-off."""
     result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
     for dag_id, dag in bag.dags.items():
         result["dags"][dag_id] = {
@@ -46,24 +37,4 @@ def main() -> None:
                       for t in dag.tasks},
             "params": sorted(dag.params.keys()),
         }
-    result["parse"] = parse_facts(dags)
-    started = time.time()
-    training = bag.dags["lstmad_training"].test()
-    result["training_state"] = str(training.state)
-    result["training_tasks"] = {ti.task_id: str(ti.state) for ti in training.get_task_instances()}
-    logical = dt.datetime.combine(scored + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
-    nightly = bag.dags["lstmad_nightly"].test(logical_date=logical)
-    result["nightly_state"] = str(nightly.state)
-    result["nightly_tasks"] = {ti.task_id: str(ti.state) for ti in nightly.get_task_instances()}
-    maintenance = bag.dags["lstmad_maintenance"].test()
-    result["maintenance_state"] = str(maintenance.state)
-    with create_session() as session:
-        runs = session.query(DagRun).filter(DagRun.dag_id == "lstmad_training").all()
-        result["training_runs"] = [{"run_type": str(r.run_type), "state": str(r.state), "conf": r.conf}
-                                   for r in runs]
-    result["elapsed_s"] = time.time() - started
-    Path(sys.argv[3]).write_text(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()
+    return result

@@ -5,7 +5,9 @@ backfill); whenever a night's trigger_training task ran, dag.test() of lstmad_tr
 (the end date of its recent-data window), as the scheduler would run the triggered run.
 
 Writes one JSON object to <result file>: per night the nightly tasks' states, whether training was
-triggered, the training run's promote result, and the champion version after the night.
+triggered, the training run's promote result, and the champion version after the night. Unless
+--nightly-only: also the DAG integrity facts (dag_harness), the maintenance DAG run after the last night with
+the score rows before and after it, and the training runs the nightly runs triggered, with their conf.
 Usage: python tests/simulation_harness.py <dags folder> <first night> <last night> <result file> [--nightly-only]
 With --nightly-only there is no first training (the registry has a champion already) and a triggered
 training run is recorded but not run.
@@ -16,6 +18,27 @@ import json
 import sys
 import time
 from pathlib import Path
+
+
+def _after_the_nights(bag, dags: Path, config) -> dict:
+    """The DAG integrity facts, the maintenance DAG (its compaction must keep every score row) and the training
+    runs the nightly DAG's TriggerDagRunOperator created."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    from dag_harness import dag_facts, parse_facts
+    from lstmad import lakehouse, names, pipeline
+
+    lake = pipeline.Paths.of(config).lake
+    facts = {**dag_facts(bag), "parse": parse_facts(dags),
+             "scores_before_maintenance": lakehouse.read_table(lake, names.ANOMALY_SCORES).num_rows}
+    facts["maintenance_state"] = str(bag.dags["lstmad_maintenance"].test().state)
+    facts["scores_after_maintenance"] = lakehouse.read_table(lake, names.ANOMALY_SCORES).num_rows
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == "lstmad_training").all()
+        facts["training_runs"] = [{"run_type": str(r.run_type), "state": str(r.state), "conf": r.conf}
+                                  for r in runs]
+    return facts
 
 
 def main() -> None:
@@ -55,6 +78,8 @@ def main() -> None:
         record["champion"] = tracking.champion(config.tracking_uri, config.registered_model_name)["version"]
         result["nights"].append(record)
         night += dt.timedelta(days=1)
+    if not nightly_only:
+        result.update(_after_the_nights(bag, dags, config))
     result["elapsed_s"] = time.time() - started
     Path(sys.argv[4]).write_text(json.dumps(result, default=str))
 

@@ -1,43 +1,23 @@
-"""The DAGs: integrity (imports, tags, retries, light parsing, task graph) and full dag.test() runs."""
+"""The DAGs: integrity (imports, tags, retries, light parsing, task graph) and full dag.test() runs (those of the
+retraining simulation: the training DAG, nineteen nightly runs with their triggered trainings, maintenance)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
-import subprocess
 import sys
 
 import pytest
 
 from lstmad import lakehouse, names
-from lstmad.config import load_config
-from lstmad.pipeline import Paths, generate
-from tests.conftest import REPO, tiny_config_dict, write_config
+from lstmad.pipeline import Paths
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-SCORED = dt.date(2026, 1, 7)
-
 
 @pytest.fixture(scope="module")
-def dag_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("airflow")
-    # Drift thresholds that every night crosses, so that the run exercises the training trigger.
-    conf = write_config(root / "tiny.yaml", tiny_config_dict(root / "home", drift={"psi_threshold": -1.0,
-                                                                                    "drifted_channel_share": 0.0}))
-    config = load_config(conf)
-    generate(config)
-    env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow_home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "LSTMAD_CONF": str(conf),
-           "PYTHONPATH": str(REPO)}
-    bin_dir = os.path.dirname(sys.executable)
-    subprocess.run([os.path.join(bin_dir, "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "dag_harness.py"), str(REPO / "dags"),
-                           SCORED.isoformat(), str(root / "result.json")], env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads((root / "result.json").read_text()), config
+def dag_run(retraining_simulation):
+    """The DAG runs of the retraining simulation (conftest): its result, with the DAG facts, and config."""
+    return retraining_simulation["result"], retraining_simulation["config"]
 
 
 def test_dags_import_without_errors_with_tags_docs_and_retries(dag_run):
@@ -72,22 +52,23 @@ def test_dag_files_parse_fast_without_heavy_imports(dag_run):
         assert facts["parse_s"] < 1.0
 
 
-def test_training_then_nightly_run_end_to_end(dag_run):
+def test_training_then_nightly_runs_end_to_end(dag_run, retraining_simulation):
     result, config = dag_run
-    assert result["training_state"] == "success", result["training_tasks"]
-    assert result["nightly_state"] == "success", result["nightly_tasks"]
-    paths = Paths.of(config)
-    scores = lakehouse.read_table(paths.lake, names.ANOMALY_SCORES).to_pandas()
-    assert set(scores.scored_date) == {SCORED.isoformat()} and len(scores) == 2 * 288
-    drift = lakehouse.read_table(paths.lake, names.DRIFT_METRICS).to_pandas()
-    assert drift.scored_date.tolist() == [SCORED.isoformat()]
-    assert bool(drift.retrain.iloc[0])
-    assert result["nightly_tasks"]["trigger_training"] == "success"
-    assert result["maintenance_state"] == "success"  # after the nightly run: its scores survive compaction
-    assert len(lakehouse.read_table(paths.lake, names.ANOMALY_SCORES)) == 2 * 288
+    assert result["first_training"] == "success"
+    nights = [n["night"] for n in result["nights"]]
+    assert all(n["state"] == "success" for n in result["nights"]), result["nights"]
+    scores = retraining_simulation["scores"]
+    assert sorted(set(scores.scored_date)) == nights
+    assert (scores.groupby(names.SCORED_DATE).size() == 2 * 288).all()  # 2 turbines × 288 five-minute steps
+    drift = lakehouse.read_table(Paths.of(config).lake, names.DRIFT_METRICS).to_pandas()
+    assert sorted(drift.scored_date) == nights  # one row a night
+    assert result["maintenance_state"] == "success"  # after the nights: their scores survive compaction
+    assert result["scores_before_maintenance"] == result["scores_after_maintenance"] == len(scores)
+    # each drifted night triggered one training run, whose recent-data window ends at that night
+    retrained = sorted(d for d, row in drift.set_index(names.SCORED_DATE).iterrows() if row.retrain)
     triggered = [r for r in result["training_runs"] if r["run_type"] == "operator_triggered"]
-    assert len(triggered) == 1
-    assert triggered[0]["conf"] == {"end": SCORED.isoformat()}  # the window of recent data ends at that night
+    assert retrained and sorted(r["conf"]["end"] for r in triggered) == retrained
+    assert retrained == [n["night"] for n in result["nights"] if n["triggered"]]
 
 
 def test_spark_conf_pairs_are_parsed_and_a_malformed_one_is_named():

@@ -6,23 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from lstmad import lakehouse, names, pipeline
-from lstmad.config import load_config
-from tests.conftest import REPO, tiny_config_dict, write_config
+from lstmad import names, pipeline
+from tests.conftest import SIMULATION_CHANGE as CHANGE
 
 pytestmark = pytest.mark.slow
-
-FIRST, LAST = dt.date(2026, 1, 11), dt.date(2026, 1, 29)
-CHANGE = dt.date(2026, 1, 16)  # the recalibration: day index 15 of a farm starting on the 1st
-RECALIBRATED = ["pitch1_moto_tmp", "pitch2_moto_tmp", "pitch3_moto_tmp", "int_tmp", "pitch1_ng5_tmp",
-                "pitch2_ng5_tmp", "pitch3_ng5_tmp", "acc_x"]
 
 
 def false_alarm_rate(flags: np.ndarray, labels: np.ndarray) -> float:
@@ -30,37 +21,8 @@ def false_alarm_rate(flags: np.ndarray, labels: np.ndarray) -> float:
     return float(flags[normal].mean()) if normal.any() else float("nan")
 
 
-@pytest.fixture(scope="module")
-def simulation(tmp_path_factory):
-    root = tmp_path_factory.mktemp("simulation")
-    raw = tiny_config_dict(
-        root / "home",
-        synthetic={"days": 30, "change_day": (CHANGE - dt.date(2026, 1, 1)).days,
-                   "recalibrated_channels": RECALIBRATED, "recalibration_offset_sd": 4.0},
-        train={"start": dt.date(2026, 1, 1), "end": dt.date(2026, 1, 8), "eval_start": dt.date(2026, 1, 9),
-               "eval_end": dt.date(2026, 1, 10), "window_days": 8, "eval_days": 1, "exclude_severity": 3.0},
-        drift={"alarm_rate_factor": 4.0})
-    conf = write_config(root / "tiny.yaml", raw)
-    config = load_config(conf)
-    pipeline.generate(config)
-    env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow_home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "LSTMAD_CONF": str(conf), "PYTHONPATH": str(REPO)}
-    bin_dir = os.path.dirname(sys.executable)
-    subprocess.run([os.path.join(bin_dir, "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "simulation_harness.py"), str(REPO / "dags"),
-                           FIRST.isoformat(), LAST.isoformat(), str(root / "result.json")], env=env,
-                          capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads((root / "result.json").read_text())
-    paths = pipeline.Paths.of(config)
-    scores = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.SCORED_DATE, names.FLAG, names.LABEL,
-                                                               names.MODEL_VERSION]).to_pandas()
-    drift = lakehouse.read_table(paths.lake, names.DRIFT_METRICS).to_pandas().set_index(names.SCORED_DATE)
-    return dict(result=result, config=config, paths=paths, scores=scores, drift=drift)
-
-
-def test_every_night_and_every_triggered_training_ran(simulation):
-    result = simulation["result"]
+def test_every_night_and_every_triggered_training_ran(retraining_simulation):
+    result = retraining_simulation["result"]
     assert result["first_training"] == "success"
     assert [n["state"] for n in result["nights"]] == ["success"] * len(result["nights"])
     assert all(n["training_state"] == "success" for n in result["nights"] if n["triggered"])
@@ -68,8 +30,8 @@ def test_every_night_and_every_triggered_training_ran(simulation):
                       for n in result["nights"]}, indent=1))
 
 
-def test_drift_is_detected_within_two_nights_of_the_change(simulation):
-    drift = simulation["drift"]
+def test_drift_is_detected_within_two_nights_of_the_change(retraining_simulation):
+    drift = retraining_simulation["drift"]
     first_two = [CHANGE.isoformat(), (CHANGE + dt.timedelta(days=1)).isoformat()]
     assert drift.loc[first_two, "retrain"].any(), drift.loc[first_two, "retrain_reasons"]
 
@@ -79,8 +41,8 @@ def _last_promotion(nights: list[dict]) -> dict:
     return [n for n in nights if n.get("promotion", {}).get("decision") == "promoted"][-1]
 
 
-def test_challengers_are_trained_on_the_recent_window_and_promoted_after_the_change(simulation):
-    nights = simulation["result"]["nights"]
+def test_challengers_are_trained_on_the_recent_window_and_promoted_after_the_change(retraining_simulation):
+    nights = retraining_simulation["result"]["nights"]
     last = _last_promotion(nights)
     assert last["night"] >= CHANGE.isoformat() and nights[-1]["champion"] == last["trained_version"]
     for night in (n for n in nights if n["triggered"]):  # each on the 8 days before the eval night
@@ -91,9 +53,9 @@ def test_challengers_are_trained_on_the_recent_window_and_promoted_after_the_cha
     print(json.dumps({"last_promotion": last["night"], "decisions": decisions}))
 
 
-def test_false_alarms_return_to_their_level_after_promotion_and_stay_high_without(simulation):
-    config, paths, scores = simulation["config"], simulation["paths"], simulation["scores"]
-    promoted_on = _last_promotion(simulation["result"]["nights"])["night"]
+def test_false_alarms_return_to_their_level_after_promotion_and_stay_high_without(retraining_simulation):
+    config, paths, scores = retraining_simulation["config"], retraining_simulation["paths"], retraining_simulation["scores"]
+    promoted_on = _last_promotion(retraining_simulation["result"]["nights"])["night"]
     before = scores[scores.scored_date < CHANGE.isoformat()]
     after = scores[scores.scored_date > promoted_on]
     assert after.scored_date.nunique() >= 2 and (after.model_version != "1").all()
