@@ -61,6 +61,15 @@ def _reference_cdf(quantiles: np.ndarray, x: np.ndarray, side: str) -> np.ndarra
     return np.where(k == 0, 0.0, np.where(k == quantiles.size, 1.0, inside))
 
 
+def score_ks(reference: dict, scores: np.ndarray) -> float:
+    """Two-sample KS of (N,) scores against a model's validation scores (``reference["score_quantiles"]`` of
+    its drift reference); NaN for a model saved without them or for no scores."""
+    quantiles = reference.get("score_quantiles")
+    if quantiles is None or not len(scores):
+        return float("nan")
+    return float(ks_statistic([quantiles], np.asarray(scores, np.float64)[:, None])[0])
+
+
 def ks_statistic(quantiles: list[list[float]], values: np.ndarray) -> np.ndarray:
     """Two-sample Kolmogorov-Smirnov statistic per channel, sup |F_night − F_reference|, with the reference
     CDF interpolated between its stored quantiles; values (n, C) → (C,) in [0, 1]. Non-finite values are

@@ -740,6 +740,7 @@ def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: O
     fleet alarms far more than it expected), and its scores stable: their KS against its own validation
     scores at most train.promotion_max_score_ks."""
     from lstmad import tracking
+    from lstmad.drift import score_ks
     from lstmad.metrics import score_metrics
     from lstmad.scoring import score_blocks
 
@@ -771,7 +772,8 @@ def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: O
     champion_ratio = float(np.mean(scores > bundle.threshold)) / max(bundle.expected_alarm_rate, 1e-9)
     # relative: the tolerance is a share of the champion's ratio, as it is a difference of AUROC above
     calmer = ratio <= champion_ratio * (1 + tolerance)
-    new_ks, champion_ks = _own_score_ks(new_bundle, new_scores), _own_score_ks(bundle, scores)
+    new_ks = score_ks(new_bundle.drift_reference, new_scores)
+    champion_ks = score_ks(bundle.drift_reference, scores)
     limit = config.train.promotion_max_score_ks
     no_scores = not np.isfinite(new_scores).any()
     stable = limit <= 0 or (not no_scores and (not np.isfinite(new_ks) or new_ks <= limit))
@@ -791,17 +793,6 @@ def _promotion_decision(config: PipelineConfig, new_auroc: float, eval_blocks: O
             "reason": f"no labels of both classes: alarm rate / expected {ratio:.2f} "
                       f"{'<=' if calmer else '>'} champion v{current['version']} {champion_ratio:.2f} "
                       f"x (1 + tolerance {tolerance}){stability}"}
-
-
-def _own_score_ks(bundle, scores: np.ndarray) -> float:
-    """Two-sample KS of (N,) scores against the model's own validation scores (NaN for a model saved without
-    them)."""
-    from lstmad.drift import ks_statistic
-
-    quantiles = bundle.drift_reference.get("score_quantiles")
-    if quantiles is None or not len(scores):
-        return math.nan
-    return float(ks_statistic([quantiles], np.asarray(scores, np.float64)[:, None])[0])
 
 
 def load_bundle(config: PipelineConfig, registered: dict):
@@ -1229,7 +1220,7 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     against the expected one; one row in drift_metrics and a retraining signal."""
     import pyarrow.dataset as ds
 
-    from lstmad.drift import ks_statistic, population_stability_index, retrain_signal
+    from lstmad.drift import ks_statistic, population_stability_index, retrain_signal, score_ks
     from lstmad.tensors import read_blocks
 
     paths = Paths.of(config)
@@ -1255,8 +1246,8 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     if flags.size == 0:
         raise PrepareError(f"{scores_path}: no scores for {date}; run lstmad score --date {date} first")
     alarm_rate = float(flags.mean())
-    score_ks = float(ks_statistic([reference["score_quantiles"]], night.column(names.SCORE).to_numpy()[:, None])[0]) \
-        if "score_quantiles" in reference else 0.0
+    night_ks = score_ks(reference, night.column(names.SCORE).to_numpy())
+    night_ks = 0.0 if math.isnan(night_ks) else night_ks  # a model saved without validation score quantiles
     age_days = float((day - dt.date.fromisoformat(reference["trained_until"])).days) \
         if "trained_until" in reference else 0.0
     # A channel drifts when it strays further than the configured PSI and than any training day did.
@@ -1265,12 +1256,12 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     d = config.drift
     retrain, reasons = retrain_signal(psi, alarm_rate, bundle.expected_alarm_rate, thresholds,
                                       d.drifted_channel_share, d.alarm_rate_factor, bundle.channels, ks,
-                                      d.ks_threshold, score_ks, d.score_ks_threshold, age_days, d.max_age_days)
+                                      d.ks_threshold, night_ks, d.score_ks_threshold, age_days, d.max_age_days)
     worst, worst_ks = int(np.argmax(psi)), int(np.argmax(ks))
     row = {names.SCORED_DATE: date, names.MODEL_VERSION: registered["version"], "n_rows": int(values.shape[0]),
            "max_psi": float(psi[worst]), "max_psi_channel": bundle.channels[worst],
            "psi_by_channel": json.dumps(dict(zip(bundle.channels, np.round(psi, 6).tolist()))),
-           "max_ks": float(ks[worst_ks]), "max_ks_channel": bundle.channels[worst_ks], "score_ks": score_ks,
+           "max_ks": float(ks[worst_ks]), "max_ks_channel": bundle.channels[worst_ks], "score_ks": night_ks,
            "model_age_days": age_days,
            "alarm_rate": alarm_rate, "expected_alarm_rate": bundle.expected_alarm_rate, "retrain": retrain,
            "retrain_reasons": "; ".join(reasons)}
