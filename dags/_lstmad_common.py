@@ -17,13 +17,16 @@ RUNNERS = ("in_process", "spark_submit")
 
 
 def airflow_settings(environ=os.environ) -> dict:
-    """The config's ``airflow`` section (read with yaml only: the scheduler parses DAG files constantly), each
-    key overridable by a deployment through LSTMAD_AIRFLOW_<KEY> (LSTMAD_AIRFLOW_RUNNER=spark_submit), so one
-    pipeline config serves a laptop and a cluster."""
+    """The config's ``airflow`` section (read with yaml only: the scheduler parses DAG files constantly) over
+    lstmad.config.AirflowConfig's defaults, each key overridable by a deployment through
+    LSTMAD_AIRFLOW_<KEY> (LSTMAD_AIRFLOW_RUNNER=spark_submit), so one pipeline config serves a laptop and a
+    cluster."""
+    import dataclasses
+
+    from lstmad.config import AirflowConfig
+
     raw = yaml.safe_load(Path(CONF).read_text()) or {}
-    settings = {"runner": "in_process", "spark_conn_id": "spark_default", "retries": 2, "retry_delay_s": 300,
-                "py_files": "", "spark_packages": "", "spark_conf": "", "execution_timeout_min": 180,
-                "training_pool": "default_pool"}
+    settings = dataclasses.asdict(AirflowConfig())
     settings.update(raw.get("airflow") or {})
     for key in settings:
         if f"LSTMAD_AIRFLOW_{key.upper()}" in environ:
@@ -79,6 +82,16 @@ def spark_submit(task_id: str, job: str, args: list[str]):
                                pool=SETTINGS["training_pool"] if job == "train" else None,
                                py_files=",".join([str(JOBS / "_common.py"),
                                                   *filter(None, SETTINGS["py_files"].split(","))]))
+
+
+def stage_task(task_id: str, job: str, args: list[str], in_process, after=()):
+    """One task of a DAG, the same for both runners (the runner changes how a task runs, not which tasks
+    exist): ``in_process()`` makes the @task call the worker runs, or jobs/<job>.py runs through spark-submit
+    with ``args`` (templated); either way after the tasks in ``after``."""
+    made = spark_submit(task_id, job, args) if SETTINGS["runner"] == "spark_submit" else in_process()
+    for before in after:
+        before >> made
+    return made
 
 
 def json_safe(value):

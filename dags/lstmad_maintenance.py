@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pendulum
+from _lstmad_common import CONF, DEFAULT_ARGS, json_safe, stage_task
 from airflow.sdk import dag, task
-
-from _lstmad_common import CONF, DEFAULT_ARGS, SETTINGS, spark_submit
 
 DOC = """
 ### lstmad maintenance
@@ -15,21 +14,18 @@ returns what it returned before) and vacuums files that no version younger than 
 """
 
 
+@task
+def compact_and_vacuum() -> dict:
+    from lstmad import stages
+    from lstmad.config import load_config
+
+    return json_safe(stages.maintain(load_config(CONF)))
+
+
 @dag(dag_id="lstmad_maintenance", schedule="@weekly", start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
      catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS, tags=["lstmad", "maintenance"], doc_md=DOC)
 def lstmad_maintenance():
-    if SETTINGS["runner"] == "spark_submit":
-        spark_submit("compact_and_vacuum", "maintain", [])
-        return
-
-    @task
-    def compact_and_vacuum() -> dict:
-        from lstmad import pipeline
-        from lstmad.config import load_config
-
-        return pipeline.maintain(load_config(CONF))
-
-    compact_and_vacuum()
+    stage_task("compact_and_vacuum", "maintain", [], compact_and_vacuum)
 
 
 lstmad_maintenance()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pendulum
+from _lstmad_common import CONF, DEFAULT_ARGS, SETTINGS, json_safe, stage_task
 from airflow.sdk import Param, dag, task
-
-from _lstmad_common import CONF, DEFAULT_ARGS, SETTINGS, json_safe, spark_submit
 
 DOC = """
 ### lstmad training
@@ -15,22 +14,48 @@ is not worse than the current champion on the same evaluation data (else it stay
 Triggered by `lstmad_nightly` when drift is detected, with `params.end` the drifted night: with
 `train.window_days` set, the challenger trains on the window of recent data ending there (the last
 `train.eval_days` evaluate it), leaving out windows inside intervals of severity >= `train.exclude_severity`.
-Can also be run by hand.
+Can also be run by hand. Both runners run the same three tasks; under spark-submit the trained version
+reaches the promote task through `<pipeline home>/results/<run id>.json`.
 """
+
+WINDOW = ["--window-end", "{{ params.end or '' }}"]  # empty: the fixed ranges
+RESULT = "{{ run_id }}"
 
 
 def _config(context):
     """The pipeline config, its training ranges slid to end at params.end when given."""
     import datetime as dt
 
-    from lstmad import pipeline
+    from lstmad import stages
     from lstmad.config import load_config
 
     config = load_config(CONF)
     end = context["params"].get("end")
     if end and config.train.window_days > 0:
-        config = pipeline.training_window(config, dt.date.fromisoformat(end))
+        config = stages.training_window(config, dt.date.fromisoformat(end))
     return config
+
+
+@task
+def prepare_training_range(**context) -> list:
+    from lstmad import stages
+
+    return json_safe(stages.prepare_training_data(_config(context)))
+
+
+@task(pool=SETTINGS["training_pool"])
+def train(**context) -> dict:
+    from lstmad import stages
+
+    result = stages.train(_config(context), promote=False)
+    return json_safe({k: v for k, v in result.items() if k != "history"})
+
+
+@task
+def promote(trained: dict, **context) -> dict:
+    from lstmad import stages
+
+    return json_safe(stages.promote_model(_config(context), trained["run_id"], trained["model_version"]))
 
 
 @dag(dag_id="lstmad_training", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
@@ -38,34 +63,10 @@ def _config(context):
      params={"end": Param(None, type=["null", "string"], description="last date of the recent-data window "
                                                                       "(train.window_days); none: the fixed ranges")})
 def lstmad_training():
-    if SETTINGS["runner"] == "spark_submit":
-        window = ["--window-end", "{{ params.end or '' }}"]  # empty: the fixed ranges
-        spark_submit("prepare_training_range", "prepare", ["--training", *window]) \
-            >> spark_submit("train", "train", window)
-        return
-
-    @task
-    def prepare_training_range(**context) -> list:
-        from lstmad import pipeline
-
-        return pipeline.prepare_training_data(_config(context))
-
-    @task(pool=SETTINGS["training_pool"])
-    def train(**context) -> dict:
-        from lstmad import pipeline
-
-        result = pipeline.train(_config(context), promote=False)
-        return json_safe({k: v for k, v in result.items() if k != "history"})
-
-    @task
-    def promote(trained: dict, **context) -> dict:
-        from lstmad import pipeline
-
-        return json_safe(pipeline.promote_model(_config(context), trained["run_id"], trained["model_version"]))
-
-    trained = train()
-    prepare_training_range() >> trained
-    promote(trained)
+    prepared = stage_task("prepare_training_range", "prepare", ["--training", *WINDOW], prepare_training_range)
+    trained = stage_task("train", "train", ["--no-promote", "--result-name", RESULT, *WINDOW], train,
+                         after=[prepared])
+    stage_task("promote", "promote", ["--trained", RESULT, *WINDOW], lambda: promote(trained), after=[trained])
 
 
 lstmad_training()

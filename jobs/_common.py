@@ -1,26 +1,11 @@
-"""Argument parsing shared by the spark-submit entry points in this folder."""
+"""What the spark-submit entry points in this folder share: each is `lstmad <command>` (same options, parsed
+by lstmad.cli, the one argument layer) with its result as one JSON line on stdout."""
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
 import logging
 import sys
-from typing import Callable, Optional
-
-
-def parser(description: str, dated: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--conf", required=True, help="pipeline YAML, e.g. conf/demo.yaml")
-    if dated:
-        p.add_argument("--date", type=dt.date.fromisoformat, help="date to process, YYYY-MM-DD")
-    return p
-
-
-def optional_date(text: str) -> Optional[dt.date]:
-    """YYYY-MM-DD, or empty for none (an Airflow template that rendered an unset param)."""
-    return dt.date.fromisoformat(text) if text else None
+from typing import Optional
 
 
 def log_to_stderr() -> None:
@@ -33,17 +18,8 @@ def log_to_stderr() -> None:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
-def emit(summary: dict) -> None:
-    """The job's result as one JSON line on stdout (what Airflow and wrappers read)."""
-    print(json.dumps(summary, default=str))
+def run(command: str, argv: Optional[list[str]] = None) -> None:
+    """``lstmad <command> <argv>`` (argv: the script's own arguments when None), result as one JSON line."""
+    from lstmad.cli import run_job
 
-
-def run_dated_step(step: Callable, description: str, argv: Optional[list[str]] = None) -> None:
-    """Parse --conf and a required --date, run ``step(config, date)`` and emit its summary."""
-    from lstmad.config import load_config
-
-    p = parser(description)
-    args = p.parse_args(argv)
-    if args.date is None:
-        p.error("--date is required")
-    emit(step(load_config(args.conf), args.date))
+    run_job(command, argv)

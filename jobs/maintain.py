@@ -1,17 +1,15 @@
-"""Compact and vacuum the pipeline's Delta tables (query results unchanged).
+"""Compact and vacuum the pipeline's Delta tables; query results unchanged (lstmad maintain).
+
+Options are those of `lstmad maintain --help`:
 
     spark-submit jobs/maintain.py --conf conf/demo.yaml
 """
 
-from _common import emit, log_to_stderr, parser
-
-from lstmad import pipeline
-from lstmad.config import load_config
+from _common import log_to_stderr, run
 
 
 def main(argv=None) -> None:
-    args = parser(__doc__.splitlines()[0], dated=False).parse_args(argv)
-    emit(pipeline.maintain(load_config(args.conf)))
+    run("maintain", argv)
 
 
 if __name__ == "__main__":

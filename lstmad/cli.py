@@ -44,11 +44,11 @@ def _date(value: Optional[str], name: str = "--date") -> Optional[dt.date]:
 
 def _run(step, *args, **kwargs):
     """Run a pipeline step; expected failures (bad input, missing model) become one line, not a trace."""
-    from lstmad.bundle import ModelMismatchError
-    from lstmad.lakehouse import LakehouseError
-    from lstmad.pipeline import PrepareError
-    from lstmad.spark.ingest import SourceReadError
-    from lstmad.tracking import NoChampionError
+    from lstmad.io.lakehouse import LakehouseError
+    from lstmad.io.sources import SourceReadError
+    from lstmad.io.tracking import NoChampionError
+    from lstmad.layout import PrepareError
+    from lstmad.serving.bundle import ModelMismatchError
 
     try:
         return step(*args, **kwargs)
@@ -57,8 +57,42 @@ def _run(step, *args, **kwargs):
         _fail(str(error))
 
 
+# Under jobs/ (spark-submit) the result is one JSON line, the last line of stdout (what Airflow and wrappers
+# read); at a terminal it is indented.
+_JOB_MODE = {"on": False}
+
+
 def _print_json(data: dict) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str, allow_nan=True))
+    typer.echo(json.dumps(data, default=str) if _JOB_MODE["on"]
+               else json.dumps(data, indent=2, default=str, allow_nan=True))
+
+
+def run_job(command: str, argv: Optional[list[str]] = None) -> None:
+    """The spark-submit entry points (jobs/<command>.py): the same command and options as ``lstmad
+    <command>``, with the result as one JSON line; a failure exits non-zero after its one-line message."""
+    _JOB_MODE["on"] = True
+    try:
+        code = app([command, *(sys.argv[1:] if argv is None else argv)], standalone_mode=False)
+    finally:
+        _JOB_MODE["on"] = False
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
+def _window_end(config, window_end: Optional[str]):
+    """The config with its training ranges slid to end at --window-end (with train.window_days set; the DAG
+    always sends the night, empty when none)."""
+    from lstmad.stages import training_window
+
+    end = _date(window_end or None, "--window-end")
+    return training_window(config, end) if end and config.train.window_days > 0 else config
+
+
+def _results_file(config, name: str) -> Path:
+    """Where ``lstmad train --result-name NAME`` leaves its result for ``lstmad promote --trained NAME``."""
+    import re
+
+    return config.pipeline_home / "results" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.json"
 
 
 @app.callback()
@@ -70,10 +104,10 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="log ever
 @app.command()
 def demo(conf: Path = ConfOption) -> None:
     """Generate a wind farm, train, score it night by night, print a summary and query the results."""
-    from lstmad import example_queries
+    from lstmad.analytics import example_queries
+    from lstmad.analytics.sql import format_table, query
     from lstmad.demo import run_demo
-    from lstmad.pipeline import Paths
-    from lstmad.sql import format_table, query
+    from lstmad.layout import Paths
 
     config = _config(conf)
     summary = _run(run_demo, config, typer.echo)
@@ -98,7 +132,7 @@ def demo(conf: Path = ConfOption) -> None:
 @app.command()
 def generate(conf: Path = ConfOption) -> None:
     """Write the synthetic wind farm of the config's ``synthetic`` section as the raw landing table."""
-    from lstmad.pipeline import generate as generate_farm
+    from lstmad.stages import generate as generate_farm
 
     _print_json(generate_farm(_config(conf)))
 
@@ -109,19 +143,21 @@ def prepare(conf: Path = ConfOption, date: Optional[str] = typer.Option(None, he
             end: Optional[str] = typer.Option(None, help="last date of a range"),
             fit_stats: bool = typer.Option(False, "--fit-stats", help="fit normalisation on these dates"),
             training: bool = typer.Option(False, "--training", help="the config's training + evaluation range"),
+            window_end: Optional[str] = typer.Option(None, "--window-end", help="with --training: the sliding "
+                                                     "window (train.window_days) ending at this date"),
             accept_schema: bool = typer.Option(False, "--accept-schema",
                                                help="record a changed source schema instead of failing")) -> None:
     """Clean, regrid, smooth, normalise and block raw rows into tensor blocks; quarantine bad rows and values."""
-    from lstmad import pipeline
+    from lstmad import stages
 
     config = _config(conf)
     if training:
-        _print_json({"prepared": _run(pipeline.prepare_training_data, config)})
+        _print_json({"prepared": _run(stages.prepare_training_data, _window_end(config, window_end))})
         return
     first, last = _date(date) or _date(start, "--start"), _date(date) or _date(end, "--end")
     if first is None or last is None:
         _fail("give --date, or --start and --end, or --training")
-    summary = _run(pipeline.prepare, config, first, last, fit_stats, accept_schema=accept_schema)
+    summary = _run(stages.prepare, config, first, last, fit_stats, accept_schema=accept_schema)
     typer.echo(f"rows read {summary['rows_read']} = kept {summary['rows_kept']} + quarantined "
                f"{summary['rows_quarantined']} + exact duplicates dropped {summary['exact_duplicates_dropped']}; "
                f"values masked {summary['values_masked_by_reason'] or 'none'}", err=True)
@@ -129,13 +165,47 @@ def prepare(conf: Path = ConfOption, date: Optional[str] = typer.Option(None, he
 
 
 @app.command()
-def train(conf: Path = ConfOption) -> None:
+def train(conf: Path = ConfOption,
+          window_end: Optional[str] = typer.Option(None, "--window-end", help="train on the sliding window "
+                                                   "(train.window_days, train.eval_days) ending at this date"),
+          promote: bool = typer.Option(True, "--promote/--no-promote", help="run the promotion gate after "
+                                       "registering (--no-promote: lstmad promote does it)"),
+          result_name: Optional[str] = typer.Option(None, "--result-name", help="also keep the result under "
+                                                    "this name for lstmad promote --trained")) -> None:
     """Train on the prepared training range, evaluate, log to MLflow, register and maybe promote."""
-    from lstmad import pipeline
+    from lstmad import stages
 
-    result = _run(pipeline.train, _config(conf), on_epoch=lambda r: typer.echo(
+    config = _window_end(_config(conf), window_end)
+    result = _run(stages.train, config, promote=promote, on_epoch=lambda r: typer.echo(
         f"epoch {r['epoch']:>2}: train loss {r['train_loss']:.4f}, validation loss {r['val_loss']:.4f}", err=True))
-    _print_json({k: v for k, v in result.items() if k != "history"})
+    result = {k: v for k, v in result.items() if k != "history"}
+    if result_name:
+        file = _results_file(config, result_name)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(result, default=str))
+    _print_json(result)
+
+
+@app.command()
+def promote(conf: Path = ConfOption,
+            trained: Optional[str] = typer.Option(None, help="the --result-name of a lstmad train --no-promote"),
+            run_id: Optional[str] = typer.Option(None, "--run-id", help="MLflow run of the registered version"),
+            version: Optional[str] = typer.Option(None, help="registered version to put through the gate"),
+            window_end: Optional[str] = typer.Option(None, "--window-end", help="the evaluation range of the "
+                                                     "sliding window ending at this date")) -> None:
+    """Put a registered version through the promotion gate: champion if not worse than the current one."""
+    from lstmad import stages
+
+    config = _window_end(_config(conf), window_end)
+    if trained:
+        file = _results_file(config, trained)
+        if not file.exists():
+            _fail(f"{file}: no training result named {trained!r}; run lstmad train --result-name {trained}")
+        result = json.loads(file.read_text())
+        run_id, version = result["run_id"], result["model_version"]
+    if not run_id or not version:
+        _fail("give --trained NAME, or --run-id and --version")
+    _print_json(_run(stages.promote_model, config, run_id, version))
 
 
 @app.command()
@@ -145,22 +215,23 @@ def score(conf: Path = ConfOption, date: str = typer.Option(..., help="date to s
                                                       "of the champion (compare before promoting; roll back)")) -> None:
     """Score one date (or --date … --end …, in one pass) with the champion model; replace those dates'
     scores and intervals."""
-    from lstmad import pipeline
+    from lstmad import stages
+    from lstmad.io.model_store import version_bundle
 
     config = _config(conf)
-    chosen = _run(pipeline.version_bundle, config, model_version) if model_version else None
+    chosen = _run(version_bundle, config, model_version) if model_version else None
     if end is None:
-        _print_json(_run(pipeline.score, config, _date(date), None, chosen))
+        _print_json(_run(stages.score, config, _date(date), None, chosen))
     else:
-        _print_json(_run(pipeline.score_range, config, _date(date), _date(end, "--end"), None, chosen))
+        _print_json(_run(stages.score_range, config, _date(date), _date(end, "--end"), None, chosen))
 
 
 @app.command()
 def drift(conf: Path = ConfOption, date: str = typer.Option(..., help="scored date, YYYY-MM-DD")) -> None:
     """Input and alarm-rate drift of one scored date against the champion's training reference."""
-    from lstmad import pipeline
+    from lstmad import stages
 
-    _print_json(_run(pipeline.drift, _config(conf), _date(date)))
+    _print_json(_run(stages.drift, _config(conf), _date(date)))
 
 
 @app.command()
@@ -169,8 +240,8 @@ def sql(statement: str = typer.Argument(..., help="a read-only SQL query"), conf
         as_of: Optional[str] = typer.Option(None, "--as-of", help="time travel: VERSION, an ISO 8601 time, or "
                                             "table=VERSION[,table=VERSION]")) -> None:
     """Read-only SQL (DuckDB) over anomaly_scores, anomaly_intervals, drift_metrics and quarantine."""
-    from lstmad.pipeline import Paths
-    from lstmad.sql import SqlError, format_table, parse_as_of, query
+    from lstmad.analytics.sql import SqlError, format_table, parse_as_of, query
+    from lstmad.layout import Paths
 
     if output not in ("table", "csv", "json"):
         _fail(f"--format must be table, csv or json, got {output!r}")
@@ -194,8 +265,8 @@ def sql(statement: str = typer.Argument(..., help="a read-only SQL query"), conf
 @app.command()
 def tables(conf: Path = ConfOption, output: str = typer.Option("table", "--format", help="table or json")) -> None:
     """The Delta tables: version, rows, files, bytes, partitioning, last commit and columns."""
-    from lstmad.lakehouse import describe
-    from lstmad.pipeline import Paths
+    from lstmad.io.lakehouse import describe
+    from lstmad.layout import Paths
 
     if output not in ("table", "json"):
         _fail(f"--format must be table or json, got {output!r}")
@@ -216,9 +287,9 @@ def tables(conf: Path = ConfOption, output: str = typer.Option("table", "--forma
 def maintain(conf: Path = ConfOption, retention_hours: Optional[int] = typer.Option(
         None, help="vacuum files older versions need beyond this many hours (default: delta.retention_hours)")) -> None:
     """Compact and vacuum the Delta tables (query results unchanged); prints what each table went through."""
-    from lstmad import pipeline
+    from lstmad import stages
 
-    _print_json(_run(pipeline.maintain, _config(conf), retention_hours))
+    _print_json(_run(stages.maintain, _config(conf), retention_hours))
 
 
 @app.command()
@@ -238,8 +309,6 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing or contamination
               seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda"),
               track: bool = typer.Option(True, help="log the evaluation to MLflow under $LSTMAD_HOME/benchmarks")) -> None:
     """Run a benchmark on its published protocol; writes JSON, a Markdown table and PNG plots."""
-    import os
-
     from lstmad.benchmarks.common import DataMissingError
 
     chosen = models.split(",") if models else None
@@ -264,16 +333,17 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing or contamination
         _fail(str(error))
     typer.echo(Path(result["files"]["markdown"]).read_text())
     if track:
-        from lstmad import tracking
+        from lstmad.config import PipelineConfig
+        from lstmad.io import tracking
 
-        home = Path(os.environ.get("LSTMAD_HOME", ".lstmad")).resolve() / "benchmarks"
-        home.mkdir(parents=True, exist_ok=True)
+        benchmarks = PipelineConfig(pipeline="benchmarks")  # its home and tracking store, as any pipeline's
+        benchmarks.pipeline_home.mkdir(parents=True, exist_ok=True)
         flat = {f"{model}.{key}": value for model, values in result["models"].items()
                 for key, value in values.items() if isinstance(value, (int, float))}
-        run_id = tracking.log_evaluation(f"sqlite:///{home / 'mlflow.db'}", "lstmad-benchmarks", name,
+        run_id = tracking.log_evaluation(benchmarks.tracking_uri, "lstmad-benchmarks", name,
                                          {**result.get("protocol", {}), "benchmark": name}, flat,
-                                         [f for k, f in result["files"].items()], (home / "mlruns").as_uri())
-        typer.echo(f"logged to MLflow run {run_id} ({home / 'mlflow.db'})", err=True)
+                                         [f for k, f in result["files"].items()], benchmarks.artifact_location)
+        typer.echo(f"logged to MLflow run {run_id} ({benchmarks.tracking_uri})", err=True)
 
 
 bench_app = typer.Typer(help="Speed and memory benchmarks (JSON).", no_args_is_help=True)

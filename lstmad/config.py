@@ -16,6 +16,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from lstmad.training.params import LR_SCHEDULES, PRECISIONS, TrainingParams
+
 
 class ConfigError(ValueError):
     """A pipeline configuration that cannot be used; the message names the file and the key."""
@@ -28,8 +30,8 @@ def data_dir() -> Path:
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticConfig:
-    """Size and seed of the generated wind farm (lstmad.data.synthetic)."""
+class FarmSpec:
+    """The synthetic wind farm to generate (lstmad.data.synthetic): farm size, time axis and seed."""
 
     turbines: int = 4
     days: int = 30
@@ -37,7 +39,10 @@ class SyntheticConfig:
     start: dt.date = dt.date(2026, 1, 1)
     seed: int = 7
     icing_episodes_per_turbine: float = 1.5
-    change_day: int = 0  # a regime change from this day on (0: none), see lstmad.data.synthetic.FarmSpec
+    # A regime change from day ``change_day`` on (0: none): the ``recalibrated_channels`` read
+    # ``recalibration_offset_sd`` of their earlier standard deviation higher (a sensor recalibration), and
+    # the ambient temperature is ``ambient_shift_c`` warmer (a season turning; every temperature follows).
+    change_day: int = 0
     recalibrated_channels: tuple[str, ...] = ()
     recalibration_offset_sd: float = 0.0
     ambient_shift_c: float = 0.0
@@ -113,8 +118,10 @@ class PrepareConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The detector and its training settings."""
+class ModelConfig(TrainingParams):
+    """The detector, its shape, and its training settings (the TrainingParams fields every trained detector
+    shares: epochs, batch_size, learning_rate, patience, validation_share, seed, device, lr_schedule,
+    precision, compile, pin_memory)."""
 
     detector: str = "lstm_forecaster"
     variant: str = "iae_lstm_kl_soft"  # iae_lstm_kl only: which model of the paper's tables
@@ -122,30 +129,19 @@ class ModelConfig:
     error_model: str = "squared"  # lstm_forecaster: squared or mahalanobis
     hidden_sizes: tuple[int, ...] = (64, 32)
     dropout: float = 0.2
-    epochs: int = 20
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    patience: int = 3
-    validation_share: float = 0.2
     max_train_windows: int = 0
-    seed: int = 0
-    device: str = "auto"
     threads: int = 0
-    lr_schedule: str = "constant"  # or cosine
-    precision: str = "auto"  # auto: bf16 autocast on CUDA devices that support it, else fp32; fp32; bf16
-    compile: bool = False  # torch.compile the network for training
-    pin_memory: bool = True  # page-locked batches when training on CUDA
 
 
-# Detectors whose training is one loop of lstmad.training.fit_batches (new_network → batch_loss → adopt), which
-# lstmad.distributed spreads over processes. IAE-LSTM-KL has two phases with a centre and a radius computed
+# Detectors whose training is one loop of lstmad.training.loop.fit_batches (new_network → batch_loss → adopt), which
+# lstmad.training.distributed spreads over processes. IAE-LSTM-KL has two phases with a centre and a radius computed
 # between them over all training windows.
 DISTRIBUTABLE = ("lstm_forecaster", "lstm_autoencoder")
 
 
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
-    """How training spreads over processes (lstmad.distributed); processes 0 trains in the calling process on
+    """How training spreads over processes (lstmad.training.distributed); processes 0 trains in the calling process on
     windows held in memory, 1 or more stream per-rank shards of block files (more than 1 through Spark's
     TorchDistributor and DistributedDataParallel)."""
 
@@ -263,17 +259,18 @@ class PipelineConfig:
     pipeline: str
     home: str = ""
     source: SourceConfig = SourceConfig()
-    synthetic: SyntheticConfig = SyntheticConfig()
+    synthetic: FarmSpec = FarmSpec()
     prepare: PrepareConfig = PrepareConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     threshold: ThresholdConfig = ThresholdConfig()
     score: ScoreConfig = ScoreConfig()
     drift: DriftConfig = DriftConfig()
-    spark: SparkConfig = SparkConfig()
-    delta: DeltaConfig = DeltaConfig()
-    mlflow: MlflowConfig = MlflowConfig()
-    airflow: AirflowConfig = AirflowConfig()
+    # where it runs: the same stages on a laptop or a cluster
+    spark: SparkConfig = dataclasses.field(default_factory=SparkConfig)
+    delta: DeltaConfig = dataclasses.field(default_factory=DeltaConfig)
+    mlflow: MlflowConfig = dataclasses.field(default_factory=MlflowConfig)
+    airflow: AirflowConfig = dataclasses.field(default_factory=AirflowConfig)
 
     @property
     def pipeline_home(self) -> Path:
@@ -312,13 +309,13 @@ class PipelineConfig:
 
 _CHOICES = {
     "prepare.normalisation": ("zscore", "minmax"),
-    "model.detector": ("lstm_forecaster", "lstm_autoencoder", "iae_lstm_kl", "pca_t2q", "isolation_forest"),
+    "model.detector": ("lstm_forecaster", "lstm_autoencoder", "iae_lstm_kl", "pca_t2q", "isolation_forest"),  # lstmad.detectors.DETECTORS
     "model.profile": ("small", "paper"),
     "model.error_model": ("squared", "mahalanobis"),
     "model.device": ("auto", "cpu", "cuda"),
-    "model.lr_schedule": ("constant", "cosine"),
+    "model.lr_schedule": LR_SCHEDULES,
     "score.device": ("auto", "cpu", "cuda"),
-    "model.precision": ("auto", "fp32", "bf16"),
+    "model.precision": PRECISIONS,
     "threshold.rule": ("percentile", "mean_std"),
     "delta.engine": ("delta-rs", "delta-spark"),
     "airflow.runner": ("in_process", "spark_submit"),
@@ -390,7 +387,7 @@ def _check_choices(config: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'prepare.max_gap_steps' must be 0 or more")
     if not 0 <= config.prepare.max_masked_share <= 1:
         raise ConfigError(f"{source}: key 'prepare.max_masked_share' must lie in [0, 1]")
-    from lstmad.iae_variants import VARIANTS
+    from lstmad.detectors.variants import VARIANTS
 
     if config.model.variant not in VARIANTS:
         raise ConfigError(f"{source}: key 'model.variant' must be one of {sorted(VARIANTS)}, "

@@ -10,9 +10,13 @@ from typing import Callable
 
 import numpy as np
 
-from lstmad import lakehouse, names, pipeline
+from lstmad import names, stages
 from lstmad.config import PipelineConfig
-from lstmad.metrics import score_metrics
+from lstmad.dates import date_range
+from lstmad.evaluation.metrics import score_metrics
+from lstmad.io import lakehouse
+from lstmad.io.model_store import version_bundle
+from lstmad.layout import Paths
 
 RESCORED_NIGHTS = 7
 SECOND_MODEL = {"seed": 1, "epochs": 4}  # a quick second version of the same detector, for the comparison
@@ -21,7 +25,7 @@ SECOND_MODEL = {"seed": 1, "epochs": 4}  # a quick second version of the same de
 DEMO_MARKER = ".lstmad-demo"
 
 
-def _start_afresh(paths: pipeline.Paths, pipeline_name: str) -> None:
+def start_afresh(paths: Paths, pipeline_name: str) -> None:
     """Remove what an earlier demo run left in this pipeline's home (its farm, blocks, tables, models and
     MLflow store), so that every run tells the same story from version 1 (tables from an older lstmad
     version included). Only a home the demo made (its marker file) or the `demo` pipeline's is cleared;
@@ -50,25 +54,25 @@ def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dic
     Writes <pipeline home>/summary.json and returns the summary.
     """
     started = time.time()
-    paths = pipeline.Paths.of(config)
-    _start_afresh(paths, config.pipeline)
-    generated = pipeline.generate(config)
+    paths = Paths.of(config)
+    start_afresh(paths, config.pipeline)
+    generated = stages.generate(config)
     echo(f"generated {generated['rows']} rows ({generated['anomalous_share']:.1%} icing) in {paths.raw}")
-    for summary in pipeline.prepare_training_data(config):
+    for summary in stages.prepare_training_data(config):
         echo(f"prepared {summary['dates'][0]}..{summary['dates'][1]}: {summary['rows_read']} rows read, "
              f"{summary['rows_kept']} kept, {summary['rows_quarantined']} quarantined, {summary['windows']} windows")
-    trained = pipeline.train(config, on_epoch=lambda r: echo(
+    trained = stages.train(config, on_epoch=lambda r: echo(
         f"  epoch {r['epoch']:>2}: train loss {r['train_loss']:.4f}, validation loss {r['val_loss']:.4f}"))
     m = trained["metrics"]
     echo(f"trained {trained['model_name']} v{trained['model_version']}: eval AUROC {m.get('eval_auroc', float('nan')):.3f}, "
          f"threshold {m['threshold']:.4f}, {trained['decision']} ({trained['reason']})")
 
     last_day = config.synthetic.start + dt.timedelta(days=config.synthetic.days - 1)
-    nights = pipeline.date_range(config.train.eval_end + dt.timedelta(days=1), last_day)
+    nights = date_range(config.train.eval_end + dt.timedelta(days=1), last_day)
     for day in nights:
-        prepared = pipeline.prepare(config, day, day)
-        scored = pipeline.score(config, day)
-        drifted = pipeline.drift(config, day)
+        prepared = stages.prepare(config, day, day)
+        scored = stages.score(config, day)
+        drifted = stages.drift(config, day)
         echo(f"{day}: {prepared['rows_read']} rows ({prepared['rows_quarantined']} quarantined), "
              f"{scored['n_flags']} flagged, {scored['n_intervals']} intervals, max PSI {drifted['max_psi']:.2f} "
              f"({drifted['max_psi_channel']}), retrain signal {drifted['retrain']}")
@@ -88,11 +92,11 @@ def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dic
     # A second version of the model re-scores the last nights in one backfill pass; time travel keeps what the
     # first version wrote, so the two can be compared in SQL (the last example query).
     old_table_version = lakehouse.table_version(paths.lake, names.ANOMALY_SCORES)
-    second = pipeline.train(dataclasses.replace(config, model=dataclasses.replace(config.model, **SECOND_MODEL)),
+    second = stages.train(dataclasses.replace(config, model=dataclasses.replace(config.model, **SECOND_MODEL)),
                             promote=False)
     week = nights[-RESCORED_NIGHTS:]
-    rescored = pipeline.score_range(config, week[0], week[-1],
-                                    champion=pipeline.version_bundle(config, second["model_version"]))
+    rescored = stages.score_range(config, week[0], week[-1],
+                                    champion=version_bundle(config, second["model_version"]))
     echo(f"re-scored {week[0]}..{week[-1]} with v{second['model_version']} (not promoted) in one pass: "
          f"{rescored['n_flags']} flagged, {rescored['n_intervals']} intervals, {rescored['seconds']:.0f} s")
 

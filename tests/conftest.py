@@ -52,8 +52,10 @@ def retraining_simulation(tmp_path_factory):
     SIMULATION_CHANGE with each triggered training run after its night, then the maintenance DAG; with the DAG
     integrity facts. Shared by the DAG tests and the retraining simulation, which would otherwise each run the
     DAGs."""
-    from lstmad import lakehouse, names, pipeline
+    from lstmad import names, stages
     from lstmad.config import load_config
+    from lstmad.io import lakehouse
+    from lstmad.layout import Paths
 
     root = tmp_path_factory.mktemp("simulation")
     raw = tiny_config_dict(
@@ -65,7 +67,7 @@ def retraining_simulation(tmp_path_factory):
         drift={"alarm_rate_factor": 4.0})
     conf = write_config(root / "tiny.yaml", raw)
     config = load_config(conf)
-    pipeline.generate(config)
+    stages.generate(config)
     env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow_home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "LSTMAD_CONF": str(conf), "PYTHONPATH": str(REPO)}
     bin_dir = os.path.dirname(sys.executable)
@@ -75,7 +77,7 @@ def retraining_simulation(tmp_path_factory):
                           env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads((root / "result.json").read_text())
-    paths = pipeline.Paths.of(config)
+    paths = Paths.of(config)
     scores = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.SCORED_DATE, names.FLAG, names.LABEL,
                                                                names.MODEL_VERSION]).to_pandas()
     drift = lakehouse.read_table(paths.lake, names.DRIFT_METRICS).to_pandas().set_index(names.SCORED_DATE)

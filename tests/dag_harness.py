@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("torch", "pyspark", "mlflow", "deltalake", "sklearn", "duckdb", "lstmad.pipeline")
+HEAVY = ("torch", "pyspark", "mlflow", "deltalake", "sklearn", "duckdb", "lstmad.stages")
 
 
 def parse_facts(dags: Path) -> dict:

@@ -25,11 +25,13 @@ def _after_the_nights(bag, dags: Path, config) -> dict:
     runs the nightly DAG's TriggerDagRunOperator created."""
     from airflow.models import DagRun
     from airflow.utils.session import create_session
-
     from dag_harness import dag_facts, parse_facts
-    from lstmad import lakehouse, names, pipeline
 
-    lake = pipeline.Paths.of(config).lake
+    from lstmad import names
+    from lstmad.io import lakehouse
+    from lstmad.layout import Paths
+
+    lake = Paths.of(config).lake
     facts = {**dag_facts(bag), "parse": parse_facts(dags),
              "scores_before_maintenance": lakehouse.read_table(lake, names.ANOMALY_SCORES).num_rows}
     facts["maintenance_state"] = str(bag.dags["lstmad_maintenance"].test().state)
@@ -44,14 +46,14 @@ def _after_the_nights(bag, dags: Path, config) -> dict:
 def main() -> None:
     dags, first, last = Path(sys.argv[1]), dt.date.fromisoformat(sys.argv[2]), dt.date.fromisoformat(sys.argv[3])
     sys.path.insert(0, str(dags))
+    from _lstmad_common import CONF
     from airflow.dag_processing.dagbag import DagBag
 
-    from lstmad import tracking
     from lstmad.config import load_config
-    from _lstmad_common import CONF
+    from lstmad.io import tracking
 
     config = load_config(CONF)
-    client = tracking._client(config.tracking_uri)
+    client = tracking.mlflow_client(config.tracking_uri)
     bag = DagBag(dag_folder=str(dags))
     nightly, training = bag.dags["lstmad_nightly"], bag.dags["lstmad_training"]
     nightly_only = "--nightly-only" in sys.argv[5:]

@@ -8,14 +8,14 @@ import pyarrow as pa
 import pytest
 import torch
 
-from lstmad import attribution
 from lstmad.detectors.iae_lstm_kl import IAELSTMKLDetector
 from lstmad.detectors.isolation_forest import IsolationForestDetector
 from lstmad.detectors.lstm_autoencoder import LSTMAutoencoderDetector
 from lstmad.detectors.lstm_forecaster import LSTMForecasterDetector
 from lstmad.detectors.pca_t2q import PCAT2QDetector
-from lstmad.scoring import shares_array
-from lstmad.tensors import Windows
+from lstmad.serving.scoring import shares_array
+from lstmad.transforms import attribution
+from lstmad.transforms.blocks import Windows
 
 W, C = 8, 3
 

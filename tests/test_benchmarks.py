@@ -64,7 +64,7 @@ def test_prepare_bench_archive_and_pandas_baseline_agree_with_prepare(tmp_path, 
     import pyarrow.dataset as ds
     import yaml
 
-    from lstmad import pipeline
+    from lstmad import stages
     from lstmad.benchmarks import prepare as bench
     from lstmad.config import load_config
 
@@ -78,8 +78,8 @@ def test_prepare_bench_archive_and_pandas_baseline_agree_with_prepare(tmp_path, 
     conf.write_text(yaml.safe_dump(raw))
     config = load_config(conf)
     start, end = dt.date(2014, 1, 1), dt.date(2014, 1, 31)
-    summary = pipeline.prepare(config, start, end, fit_stats=True, spark=spark)
-    baseline = bench._worker_pandas(str(conf), start.isoformat(), end.isoformat(), str(tmp_path / "b.parquet"))
+    summary = stages.prepare(config, start, end, fit_stats=True, spark=spark)
+    baseline = bench.worker_pandas(str(conf), start.isoformat(), end.isoformat(), str(tmp_path / "b.parquet"))
     assert baseline["rows_read"] == summary["rows_read"]
     assert baseline["rows_quarantined"] == summary["rows_quarantined"]
     assert baseline["grid_rows"] == summary["grid_rows"]

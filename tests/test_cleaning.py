@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from lstmad.cleaning import account, classify_duplicates
+from lstmad.transforms.cleaning import account, classify_duplicates
 
 
 def test_duplicates_split_into_conflicting_groups_and_extra_exact_copies_like_pandas():

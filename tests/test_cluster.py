@@ -22,10 +22,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lstmad import lakehouse, names, pipeline
+from lstmad import names, stages
 from lstmad.config import load_config
+from lstmad.io import lakehouse, model_store
+from lstmad.io.tensor_store import content_version
+from lstmad.layout import Paths
 from lstmad.packaging import py_files_zip
-from lstmad.tensors import content_version
 from tests.conftest import REPO, cluster_env, spark_home, tiny_config_dict, write_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -51,8 +53,8 @@ def prepared(tmp_path_factory, spark):
                            airflow=airflow)
     conf = write_config(home / "cluster.yaml", raw)
     config = load_config(conf)
-    pipeline.generate(config)
-    pipeline.prepare_training_data(config, spark=spark)
+    stages.generate(config)
+    stages.prepare_training_data(config, spark=spark)
     return home, conf, config, package
 
 
@@ -98,13 +100,13 @@ def cluster_trained(standalone_cluster, prepared):
 def test_training_through_spark_submit_on_a_standalone_cluster_equals_local_mode(cluster_trained, prepared, spark):
     home, conf, config, _ = prepared
     assert cluster_trained["metrics"]["processes"] == 2  # two DDP ranks ran as barrier tasks on the executor
-    cluster_model = pipeline.Paths.of(config).models / f"v{cluster_trained['model_version']}"
+    cluster_model = Paths.of(config).models / f"v{cluster_trained['model_version']}"
     # Local mode: the same training (TorchDistributor on the driver) gives the same weights
     local_config = load_config(conf, {"train.distributed.local_mode": True})
     assert local_config.train.distributed.local_mode
-    local = pipeline.train(local_config, spark=spark, promote=False)
-    local_model = pipeline.Paths.of(config).models / f"v{local['model_version']}"
-    from lstmad.bundle import ModelBundle
+    local = stages.train(local_config, spark=spark, promote=False)
+    local_model = Paths.of(config).models / f"v{local['model_version']}"
+    from lstmad.serving.bundle import ModelBundle
 
     cluster_weights = ModelBundle.load(cluster_model).detector.network_.state_dict()
     for name, value in ModelBundle.load(local_model).detector.network_.state_dict().items():
@@ -113,7 +115,7 @@ def test_training_through_spark_submit_on_a_standalone_cluster_equals_local_mode
 
 def night_tables(config) -> dict[str, pd.DataFrame]:
     """The scored night's rows of every table the nightly DAG writes, in a stable row order."""
-    lake = pipeline.Paths.of(config).lake
+    lake = Paths.of(config).lake
     frames = {}
     for table in TABLES:
         frame = lakehouse.read_table(lake, table).to_pandas()
@@ -156,8 +158,8 @@ def nightly_run(root, conf, name: str, **env_extra) -> dict:
 def both_runners(tmp_path_factory, standalone_cluster, prepared, cluster_trained, spark):
     url, cluster_logs = standalone_cluster
     home, conf, config, _ = prepared
-    paths = pipeline.Paths.of(config)
-    champion = pipeline.champion_bundle(config)[0]["version"]
+    paths = Paths.of(config)
+    champion = model_store.champion_bundle(config)[0]["version"]
     assert champion == cluster_trained["model_version"]  # the local-mode comparison was not promoted
     root = tmp_path_factory.mktemp("cluster_dag")
     night = nightly_run(root, conf, "spark_submit", AIRFLOW_CONN_SPARK_DEFAULT=url)
@@ -168,9 +170,9 @@ def both_runners(tmp_path_factory, standalone_cluster, prepared, cluster_trained
     for table in TABLES:
         shutil.rmtree(lakehouse.table_path(paths.lake, table))
     shutil.rmtree(paths.tensors / f"{names.DATE}={SCORED.isoformat()}")
-    pipeline.prepare(config, SCORED, SCORED, spark=spark)
-    pipeline.score(config, SCORED, spark=spark)
-    pipeline.drift(config, SCORED)
+    stages.prepare(config, SCORED, SCORED, spark=spark)
+    stages.score(config, SCORED, spark=spark)
+    stages.drift(config, SCORED)
     return dict(night=night, got=got, got_version=got_version, expected=night_tables(config), champion=champion,
                 expected_version=content_version(paths.tensors, SCORED.isoformat()), cluster_logs=cluster_logs)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lstmad.detectors import IAELSTMKLDetector, LSTMForecasterDetector
-from lstmad.tensors import Windows
+from lstmad.transforms.blocks import Windows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -38,7 +38,7 @@ def test_bf16_training_on_cuda_scores_like_the_same_model_on_cpu():
 
 
 def test_auto_precision_picks_bf16_on_cuda_and_compile_trains():
-    from lstmad.training import resolve_device, uses_bf16
+    from lstmad.training.loop import resolve_device, uses_bf16
 
     assert uses_bf16("auto", resolve_device("cuda")) == torch.cuda.is_bf16_supported()
     settings = dict(hidden_sizes=(16,), dropout=0.0, epochs=2, batch_size=512, seed=0, device="cuda",
@@ -63,8 +63,8 @@ def test_spark_tasks_score_on_the_gpu_like_the_cpu(spark, tmp_path):
     import pyarrow.parquet as pq
 
     from lstmad.benchmarks.speed import build_archive, train_model
-    from lstmad.bundle import ModelBundle
-    from lstmad.scoring import score_blocks
+    from lstmad.serving.bundle import ModelBundle
+    from lstmad.serving.scoring import score_blocks
     from lstmad.spark import score as transforms
 
     build_archive(5000, tmp_path)

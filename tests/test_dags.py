@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from lstmad import lakehouse, names
-from lstmad.pipeline import Paths
+from lstmad import names
+from lstmad.io import lakehouse
+from lstmad.layout import Paths
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -80,3 +81,48 @@ def test_spark_conf_pairs_are_parsed_and_a_malformed_one_is_named():
     assert spark_conf_pairs("") == {}
     with pytest.raises(ValueError, match="airflow.spark_conf: 'spark.executor.memory' is not key=value"):
         spark_conf_pairs("spark.executor.memory")
+
+
+GRAPH = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+print(json.dumps({d: {t.task_id: {"upstream": sorted(t.upstream_task_ids), "operator": type(t).__name__,
+                                  "args": list(getattr(t, "application_args", None) or [])}
+                      for t in dag.tasks} for d, dag in bag.dags.items()}))
+"""
+
+
+def dag_graphs(runner: str, home) -> dict:
+    """Per DAG, per task: upstream task ids, operator class and spark-submit arguments, as the DagBag parses
+    them with ``airflow.runner`` set to ``runner`` (a fresh interpreter: the DAG files read it at import)."""
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "LSTMAD_AIRFLOW_RUNNER": runner}
+    out = subprocess.run([sys.executable, "-c", GRAPH, str(REPO / "dags")], env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_both_runners_give_the_same_tasks_and_dependencies(tmp_path):
+    local, cluster = dag_graphs("in_process", tmp_path / "a"), dag_graphs("spark_submit", tmp_path / "b")
+    edges = {runner: {dag: {task: facts["upstream"] for task, facts in tasks.items()} for dag, tasks in graph.items()}
+             for runner, graph in (("local", local), ("cluster", cluster))}
+    assert edges["local"] == edges["cluster"]
+    assert edges["local"]["lstmad_training"] == {"prepare_training_range": [], "train": ["prepare_training_range"],
+                                                 "promote": ["train"]}
+    assert edges["local"]["lstmad_nightly"]["drift"] == ["score", "target_date"]
+    # the runner changes how a stage runs: through spark-submit on the cluster, in the worker locally
+    stages = {"prepare", "score", "drift", "prepare_training_range", "train", "promote", "compact_and_vacuum"}
+    for dag, tasks in cluster.items():
+        for task, facts in tasks.items():
+            assert (facts["operator"] == "SparkSubmitOperator") == (task in stages), (dag, task)
+            assert (local[dag][task]["operator"] == "SparkSubmitOperator") is False
+    # the trained version reaches the promote job by the DAG run's name
+    train_args, promote_args = cluster["lstmad_training"]["train"]["args"], cluster["lstmad_training"]["promote"]["args"]
+    assert "--no-promote" in train_args
+    assert train_args[train_args.index("--result-name") + 1] == promote_args[promote_args.index("--trained") + 1]

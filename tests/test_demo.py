@@ -3,8 +3,8 @@
 import pytest
 
 from lstmad.config import load_config
-from lstmad.demo import DEMO_MARKER, _start_afresh
-from lstmad.pipeline import Paths
+from lstmad.demo import DEMO_MARKER, start_afresh
+from lstmad.layout import Paths
 from tests.conftest import tiny_config_dict, write_config
 
 
@@ -14,10 +14,10 @@ def test_a_demo_home_is_cleared_and_another_pipelines_home_is_refused(tmp_path):
     (paths.lake / "anomaly_scores").mkdir(parents=True)
     (paths.home / "mlflow.db").write_text("x")
     with pytest.raises(FileExistsError, match="holds pipeline 'tiny' data the demo did not make"):
-        _start_afresh(paths, config.pipeline)
+        start_afresh(paths, config.pipeline)
     assert (paths.home / "mlflow.db").exists() and paths.lake.exists()  # untouched
     (paths.home / DEMO_MARKER).write_text("")
     (paths.home / "notes.txt").write_text("mine")  # not something the demo writes: kept
-    _start_afresh(paths, config.pipeline)
+    start_afresh(paths, config.pipeline)
     assert not paths.lake.exists() and not (paths.home / "mlflow.db").exists()
     assert (paths.home / "notes.txt").exists() and (paths.home / DEMO_MARKER).exists()

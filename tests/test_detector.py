@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 from lstmad.detectors import load_detector
 from lstmad.detectors.lstm_forecaster import LSTMForecasterDetector
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
-from lstmad.tensors import Windows
+from lstmad.transforms.blocks import Windows
 
 W, C = 16, 3
 

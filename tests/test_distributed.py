@@ -7,13 +7,23 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import lstmad.distributed
+import lstmad.training.distributed
 from lstmad import names
+from lstmad.dates import DAY_US, MICROS
 from lstmad.detectors.lstm_forecaster import LSTMForecasterDetector
-from lstmad.distributed import (ShardedData, assign_shards, count_windows, file_rows, file_windows,
-                                fit_distributed, shard_batches, split_by_date)
-from lstmad.series import segment_ids
-from lstmad.tensors import BLOCK_SCHEMA, DAY_US, MICROS, block_files, build_blocks
+from lstmad.io.tensor_store import block_files
+from lstmad.training.distributed import (
+    ShardedData,
+    assign_shards,
+    count_windows,
+    file_rows,
+    file_windows,
+    fit_distributed,
+    shard_batches,
+    split_by_date,
+)
+from lstmad.transforms.blocks import BLOCK_SCHEMA, build_blocks
+from lstmad.transforms.series import segment_ids
 
 STEP, W, C = 600, 8, 2  # 144 rows a day
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05", "2026-01-06"]
@@ -131,7 +141,7 @@ def test_ddp_on_two_processes_follows_the_one_process_loss_curve_of_the_same_glo
 def test_one_rank_in_process_resumes_a_killed_run_to_the_uninterrupted_model(tensor_root, tmp_path, monkeypatch):
     data = data_of(tensor_root)
     whole, _ = fit_distributed(detector(hidden_sizes=(8, 8), dropout=0.3, epochs=4), data)
-    real = lstmad.distributed.fit_batches
+    real = lstmad.training.distributed.fit_batches
 
     def killed_after_epoch_two(*args, **kwargs):
         def kill(record):
@@ -139,7 +149,7 @@ def test_one_rank_in_process_resumes_a_killed_run_to_the_uninterrupted_model(ten
                 raise KeyboardInterrupt  # the process dies after the epoch's checkpoint is written
         return real(*args, **{**kwargs, "on_epoch": kill})
 
-    monkeypatch.setattr(lstmad.distributed, "fit_batches", killed_after_epoch_two)
+    monkeypatch.setattr(lstmad.training.distributed, "fit_batches", killed_after_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         fit_distributed(detector(hidden_sizes=(8, 8), dropout=0.3, epochs=4, checkpoint_dir=str(tmp_path)), data)
     monkeypatch.undo()
@@ -180,7 +190,7 @@ def test_windows_ending_inside_excluded_spans_are_left_out_of_the_shards(tensor_
     spans = (("A", t0, t0 + 10 * STEP * MICROS),)
     excluded = dataclasses.replace(data, excluded_spans=spans)
     assert count_windows(files, data) - count_windows(files, excluded) == 10
-    assert lstmad.distributed.count_windows_inside(files, data, spans) == (count_windows(files, data), 10)
+    assert lstmad.training.distributed.count_windows_inside(files, data, spans) == (count_windows(files, data), 10)
     kept = file_windows(files, excluded)
     ends_a = kept.end_us[np.asarray(kept.assets, dtype=object)[kept.asset] == "A"]
     assert not ((ends_a >= t0) & (ends_a < t0 + 10 * STEP * MICROS)).any()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lstmad.drift import population_stability_index, reference_histogram, retrain_signal
+from lstmad.evaluation.drift import population_stability_index, reference_histogram, retrain_signal
 
 
 def test_psi_hand_worked():
@@ -45,7 +45,7 @@ def test_per_channel_thresholds_from_training_days():
 def test_ks_against_stored_quantiles_matches_scipy_two_sample_ks():
     from scipy.stats import ks_2samp
 
-    from lstmad.drift import ks_statistic, reference_quantiles
+    from lstmad.evaluation.drift import ks_statistic, reference_quantiles
 
     rng = np.random.default_rng(1)
     reference = rng.normal(size=(50_000, 2))
@@ -72,7 +72,7 @@ def test_retrain_rule_counts_ks_channels_score_drift_and_model_age():
 def test_ks_counts_repeated_values_as_steps_and_skips_non_finite_ones():
     from scipy.stats import ks_2samp
 
-    from lstmad.drift import ks_statistic, reference_quantiles
+    from lstmad.evaluation.drift import ks_statistic, reference_quantiles
 
     rng = np.random.default_rng(2)
     idle = np.zeros((1000, 1))

@@ -1,4 +1,4 @@
-"""The analysts' example queries (lstmad.example_queries) on a small lake with hand-worked answers; snapshot
+"""The analysts' example queries (lstmad.analytics.example_queries) on a small lake with hand-worked answers; snapshot
 references ("table@VERSION") in SQL; the query latency bench on a tiny year."""
 
 import datetime as dt
@@ -8,9 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from lstmad import example_queries, lakehouse, names
-from lstmad.scoring import shares_array
-from lstmad.sql import SqlError, query
+from lstmad import names
+from lstmad.analytics import example_queries
+from lstmad.analytics.sql import SqlError, query
+from lstmad.io import lakehouse
+from lstmad.serving.scoring import shares_array
 
 UTC = dt.timezone.utc
 STEP = 600

@@ -7,10 +7,16 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from lstmad.detectors import load_detector
-from lstmad.detectors.iae_lstm_kl import (PROFILES, VARIANTS, IAELSTMKLDetector, kl_to_standard_normal,
-                                          soft_radius, svdd_loss)
+from lstmad.detectors.iae_lstm_kl import (
+    PROFILES,
+    VARIANTS,
+    IAELSTMKLDetector,
+    kl_to_standard_normal,
+    soft_radius,
+    svdd_loss,
+)
 from lstmad.models.iae_lstm_kl import IAELSTMKLNet, SingleStepLSTM
-from lstmad.tensors import Windows
+from lstmad.transforms.blocks import Windows
 
 
 def conv_params(c_in, c_out, k=5, bias=True):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lstmad.intervals import merge_flags
+from lstmad.transforms.intervals import merge_flags
 
 US = 1_000_000
 

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstmad import lakehouse, names, pipeline
+from lstmad import names, stages
 from lstmad.config import data_dir, load_config
+from lstmad.io import lakehouse
+from lstmad.layout import Paths
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.spark
@@ -25,7 +27,7 @@ def prepared(tmp_path_factory, spark):
         pytest.skip(f"{SCADA} not present (set LSTMAD_DATA_DIR to the folder holding la_haute_borne/)")
     home = tmp_path_factory.mktemp("lhb")
     config = load_config(REPO / "conf" / "la_haute_borne.yaml", {"home": str(home)})
-    return config, pipeline.prepare(config, START, END, fit_stats=True, spark=spark)
+    return config, stages.prepare(config, START, END, fit_stats=True, spark=spark)
 
 
 def channel_faults(config, frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -72,7 +74,7 @@ def test_quarantine_counts_by_reason_match_pandas(prepared):
     assert ref["conflicting_duplicate"] == 48  # 2014-03-30 01:00–01:50, two disagreeing copies, 4 turbines
     assert summary["rows_read"] == summary["rows_kept"] + summary["rows_quarantined"] + summary["exact_duplicates_dropped"]
     assert summary["exact_duplicates_dropped"] == ref["exact"]
-    quarantine = lakehouse.read_table(pipeline.Paths.of(config).lake, names.QUARANTINE).to_pandas()
+    quarantine = lakehouse.read_table(Paths.of(config).lake, names.QUARANTINE).to_pandas()
     assert quarantine[quarantine.channel.isna()].reason.value_counts().to_dict() == summary["quarantined_by_reason"]
 
 
@@ -89,7 +91,7 @@ def test_sentinels_and_spikes_are_masked_values_counted_like_pandas(prepared):
                 expected[name] = expected.get(name, 0) + int(count)
     assert summary["values_masked_by_reason"] == expected
     assert expected.get("out_of_range_value", 0) > 0  # real pitch spikes in this range
-    quarantine = lakehouse.read_table(pipeline.Paths.of(config).lake, names.QUARANTINE).to_pandas()
+    quarantine = lakehouse.read_table(Paths.of(config).lake, names.QUARANTINE).to_pandas()
     recorded = quarantine[quarantine.channel.notna()].reason.value_counts().to_dict()
     assert recorded == {k: v for k, v in expected.items() if k != "missing_value"}
 

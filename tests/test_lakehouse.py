@@ -3,7 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from lstmad import lakehouse, names
+from lstmad import names
+from lstmad.io import lakehouse
 
 
 def drift_rows(date, n):
@@ -60,11 +61,11 @@ def test_data_file_statistics_bound_every_value_or_are_left_out(tmp_path):
 
     rows = pa.table({names.ASSET: ["a", "b"], names.TIMESTAMP: pa.array([1_000_500, 2_000_999], lakehouse.UTC_US),
                      names.SCORE: [0.5, 2.0]})
-    stats = lakehouse._file_stats(rows)
+    stats = lakehouse.file_stats(rows)
     assert stats["minValues"] == {names.ASSET: "a", names.TIMESTAMP: "1970-01-01T00:00:01.000Z", names.SCORE: 0.5}
     # the maximum is rounded up to the millisecond so that it still bounds 2.000999 s
     assert stats["maxValues"] == {names.ASSET: "b", names.TIMESTAMP: "1970-01-01T00:00:02.001Z", names.SCORE: 2.0}
     for bad in (float("nan"), float("inf")):
-        stats = lakehouse._file_stats(rows.set_column(2, names.SCORE, pa.array([0.5, bad])))
+        stats = lakehouse.file_stats(rows.set_column(2, names.SCORE, pa.array([0.5, bad])))
         assert set(stats) == {"numRecords", "nullCount"}  # no bounds at all: a missing one reads as null
         json.dumps(stats, allow_nan=False)

@@ -18,13 +18,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 from typer.testing import CliRunner
 
-from lstmad import lakehouse, names, pipeline
+from lstmad import names, stages
 from lstmad.cli import app
 from lstmad.config import load_config
-from lstmad.tensors import read_blocks, unpack_mask, windows_from_blocks
-from pyspark.sql import functions as F
+from lstmad.io import lakehouse
+from lstmad.io.tensor_store import load_stats, read_blocks
+from lstmad.layout import Paths, PrepareError
+from lstmad.transforms.blocks import unpack_mask, windows_from_blocks
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.spark
@@ -190,11 +193,11 @@ def run_case(tmp: Path, name: str, spark):
     file = write_case(tmp, name)
     source = {k: v for k, v in CASES[name][1].items() if k in ("timezone", "timestamp_format", "csv_delimiter")}
     config = load_config(write_config(tmp / "conf.yaml", corpus_config(tmp / "home", file, **source)))
-    return config, pipeline.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+    return config, stages.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
 
 
 def block_values(config) -> np.ndarray:
-    blocks = read_blocks(pipeline.Paths.of(config).tensors, [DAY.isoformat()])
+    blocks = read_blocks(Paths.of(config).tensors, [DAY.isoformat()])
     windows = windows_from_blocks(blocks, config.prepare.window)
     return windows.series.numpy()
 
@@ -213,7 +216,7 @@ def test_corpus_has_at_least_twenty_malformed_files():
 def test_malformed_file_ends_in_counted_run_or_one_clear_error(name, tmp_path, spark, clean_values):
     expected = CASES[name][2]
     if isinstance(expected, str):
-        with pytest.raises(pipeline.PrepareError) as error:
+        with pytest.raises(PrepareError) as error:
             run_case(tmp_path, name, spark)
         message = str(error.value)
         assert expected in message and "\n" not in message
@@ -231,7 +234,7 @@ def test_malformed_file_ends_in_counted_run_or_one_clear_error(name, tmp_path, s
     assert summary["quarantined_by_reason"] == expected.get("quarantined_by_reason", {})
     masked = {k: v for k, v in summary["values_masked_by_reason"].items()}
     assert masked == expected.get("values_masked_by_reason", {})
-    quarantine = lakehouse.read_table(pipeline.Paths.of(config).lake, names.QUARANTINE).to_pandas()
+    quarantine = lakehouse.read_table(Paths.of(config).lake, names.QUARANTINE).to_pandas()
     row_level = quarantine[quarantine.channel.isna()].reason.value_counts().to_dict()
     assert row_level == expected.get("quarantined_by_reason", {})
     if "quarantine_values" in expected:
@@ -240,18 +243,18 @@ def test_malformed_file_ends_in_counted_run_or_one_clear_error(name, tmp_path, s
     if expected.get("same_as_clean"):
         np.testing.assert_allclose(block_values(config), clean_values, atol=1e-6)
     if expected.get("constant_speed"):
-        stats = pipeline.load_stats(pipeline.Paths.of(config))
+        stats = load_stats(Paths.of(config).tensors)
         assert stats.scale[2] == 1.0 and stats.offset[2] == pytest.approx(7.0)
         assert np.isfinite(block_values(config)).all()
 
 
 def test_masked_values_are_interpolated_and_flagged_in_the_blocks(tmp_path, spark):
     config, _ = run_case(tmp_path, "strings_in_numeric_columns", spark)
-    blocks = read_blocks(pipeline.Paths.of(config).tensors, [DAY.isoformat()])
+    blocks = read_blocks(Paths.of(config).tensors, [DAY.isoformat()])
     row = blocks.to_pylist()[0]
     observed = unpack_mask(row[names.MASK], row[names.N_ROWS], row[names.N_CHANNELS])
     assert not observed[2, 1] and not observed[9, 2] and observed.sum() == 20 * 3 - 2
-    stats = pipeline.load_stats(pipeline.Paths.of(config))
+    stats = load_stats(Paths.of(config).tensors)
     values = stats.invert(np.frombuffer(row[names.VALUES], dtype=np.float32).reshape(20, 3).astype(np.float64))
     # power is linear in time (500 + 10 i), so interpolation and the ±1 mean both give it back exactly
     np.testing.assert_allclose(values[1:-1, 1], 500 + 10 * np.arange(1, 19), atol=1e-3)
@@ -261,18 +264,18 @@ def test_schema_changes_after_a_recorded_run_fail_naming_the_column(tmp_path, sp
     file = write_case(tmp_path, "clean")
     raw = corpus_config(tmp_path / "home", file)
     config = load_config(write_config(tmp_path / "conf.yaml", raw))
-    pipeline.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
-    blocks_before = sorted(p.name for p in (pipeline.Paths.of(config).tensors / f"date={DAY}").iterdir())
+    stages.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+    blocks_before = sorted(p.name for p in (Paths.of(config).tensors / f"date={DAY}").iterdir())
     frame = pd.read_csv(file)
     for change, fragment in [(frame.assign(humidity=50.0), "new column 'humidity'"),
                              (frame.rename(columns={"speed": "wind_speed"}), "column 'speed' is missing")]:
         change.to_csv(file, index=False)
-        with pytest.raises(pipeline.PrepareError, match=fragment):
-            pipeline.prepare(config, DAY, DAY, spark=spark)
-    assert sorted(p.name for p in (pipeline.Paths.of(config).tensors / f"date={DAY}").iterdir()) == blocks_before
+        with pytest.raises(PrepareError, match=fragment):
+            stages.prepare(config, DAY, DAY, spark=spark)
+    assert sorted(p.name for p in (Paths.of(config).tensors / f"date={DAY}").iterdir()) == blocks_before
     # an intended change is accepted explicitly
     frame.assign(humidity=50.0).to_csv(file, index=False)
-    assert pipeline.prepare(config, DAY, DAY, spark=spark, accept_schema=True)["rows_kept"] == 20
+    assert stages.prepare(config, DAY, DAY, spark=spark, accept_schema=True)["rows_kept"] == 20
 
 
 def test_parquet_type_change_and_true_non_finite_values(tmp_path, spark):
@@ -285,11 +288,11 @@ def test_parquet_type_change_and_true_non_finite_values(tmp_path, spark):
     pq.write_table(table, file)
     raw = corpus_config(tmp_path / "home", file, format="parquet")
     config = load_config(write_config(tmp_path / "conf.yaml", raw))
-    summary = pipeline.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+    summary = stages.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
     assert summary["values_masked_by_reason"] == {"non_finite_value": 2} and summary["rows_kept"] == 20
     pq.write_table(table.set_column(3, "power", pa.array([str(v) for v in frame.power])), file)
-    with pytest.raises(pipeline.PrepareError, match="column 'power' changed type from number to string"):
-        pipeline.prepare(config, DAY, DAY, spark=spark)
+    with pytest.raises(PrepareError, match="column 'power' changed type from number to string"):
+        stages.prepare(config, DAY, DAY, spark=spark)
 
 
 def test_cli_reports_a_malformed_file_in_one_line_without_a_trace(tmp_path, spark):
@@ -319,7 +322,7 @@ def test_timestamp_offsets_zones_and_naive_nanoseconds(tmp_path, spark):
     table.to_parquet(tmp_path / "naive.parquet")
     raw = corpus_config(tmp_path / "home", tmp_path / "naive.parquet", format="parquet", timezone="Europe/Paris")
     config = load_config(write_config(tmp_path / "naive.yaml", raw))
-    summary = pipeline.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+    summary = stages.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
     assert summary["rows_kept"] == 20 and summary["windows"] == 17
-    blocks = read_blocks(pipeline.Paths.of(config).tensors, [DAY.isoformat()])
+    blocks = read_blocks(Paths.of(config).tensors, [DAY.isoformat()])
     assert min(blocks.column(names.BLOCK_START).to_pylist()) == 1767225600_000000  # 2026-01-01 00:00Z

@@ -9,7 +9,7 @@ from lstmad.detectors.isolation_forest import IsolationForestDetector
 from lstmad.detectors.lstm_autoencoder import LSTMAutoencoderDetector
 from lstmad.detectors.lstm_forecaster import LSTMForecasterDetector
 from lstmad.detectors.pca_t2q import PCAT2QDetector
-from lstmad.tensors import Windows
+from lstmad.transforms.blocks import Windows
 
 
 def test_gaussian_error_model_matches_hand_mahalanobis():

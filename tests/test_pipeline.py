@@ -13,9 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from lstmad import lakehouse, names, pipeline
-from lstmad.tensors import read_blocks
+from lstmad import names, stages
 from lstmad.config import load_config
+from lstmad.dates import date_range
+from lstmad.detectors import build_detector
+from lstmad.io import lakehouse, model_store
+from lstmad.io.evaluations import record_evaluation
+from lstmad.io.tensor_store import load_stats, read_blocks
+from lstmad.layout import Paths, PrepareError
+from lstmad.stages.promote import decide
+from lstmad.training import fitting
 from tests.conftest import REPO, tiny_config_dict, write_config
 
 pytestmark = pytest.mark.spark
@@ -64,22 +71,22 @@ def run(tmp_path_factory, spark):
     home = tmp_path_factory.mktemp("home")
     conf = write_config(home / "tiny.yaml", tiny_config_dict(home))
     config = load_config(conf)
-    paths = pipeline.Paths.of(config)
-    pipeline.generate(config)
+    paths = Paths.of(config)
+    stages.generate(config)
     clean_day = pd.read_parquet(paths.raw / "date=2026-01-03" / "part-0.parquet")
     expected_reasons = inject_bad_rows(paths.raw)
-    prepared = pipeline.prepare_training_data(config)
-    trained = pipeline.train(config)
-    nightly = pipeline.prepare(config, SCORED, SCORED)
-    first = pipeline.score(config, SCORED)
+    prepared = stages.prepare_training_data(config)
+    trained = stages.train(config)
+    nightly = stages.prepare(config, SCORED, SCORED)
+    first = stages.score(config, SCORED)
     snapshot = {t: lakehouse.read_table(paths.lake, t) for t in (names.ANOMALY_SCORES, names.ANOMALY_INTERVALS)}
     versions = {t: lakehouse.table_version(paths.lake, t) for t in snapshot}
     second = run_job("score", ["--conf", str(conf), "--date", SCORED.isoformat()])  # the spark-submit entry point
-    drifted = pipeline.drift(config, SCORED)
+    drifted = stages.drift(config, SCORED)
     # a second model of another kind, through the promotion gate against the champion
     challenger_config = load_config(conf, {"model.detector": "iae_lstm_kl", "model.variant": "iaead_soft",
                                            "model.epochs": 2})
-    challenger = pipeline.train(challenger_config)
+    challenger = stages.train(challenger_config)
     return dict(challenger=challenger, config=config, conf=conf, paths=paths, prepared=prepared, trained=trained, nightly=nightly,
                 first=first, second=second, drifted=drifted, snapshot=snapshot, versions=versions,
                 expected_reasons=expected_reasons, clean_day=clean_day)
@@ -105,7 +112,7 @@ def test_rows_read_equal_kept_plus_quarantined(run):
 
 def test_blocks_hold_smoothed_normalised_values_equal_to_numpy_reference(run):
     config, paths = run["config"], run["paths"]
-    stats = pipeline.load_stats(paths)
+    stats = load_stats(paths.tensors)
     day = run["clean_day"]
     turbine = day[day.turbine_id == "T01"].sort_values("timestamp")
     blocks = read_blocks(paths.tensors, ["2026-01-03"]).to_pandas()
@@ -160,7 +167,7 @@ def test_training_logged_and_registered(run):
     metrics = trained["metrics"]
     assert np.isfinite(metrics["eval_auroc"]) and 0.0 <= metrics["eval_auroc"] <= 1.0
     assert metrics["excluded_windows"] > 0  # day 4 has labelled icing
-    from lstmad import tracking
+    from lstmad.io import tracking
 
     config = run["config"]
     # the first model scored the date (the challenger trained later may have replaced it since)
@@ -173,18 +180,18 @@ def test_training_logged_and_registered(run):
 
     mlflow.set_tracking_uri(config.tracking_uri)
     stats = mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/normalisation.json")
-    assert stats["stats_id"] == pipeline.load_stats(run["paths"]).stats_id
+    assert stats["stats_id"] == load_stats(run["paths"].tensors).stats_id
     assert mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/threshold.json")["value"] == pytest.approx(metrics["threshold"])
     bundle_json = json.loads((run["paths"].models / "v1" / "bundle.json").read_text())
     assert bundle_json["channels"] == list(config.source.channel_names)
-    assert bundle_json["stats"]["stats_id"] == pipeline.load_stats(run["paths"]).stats_id
+    assert bundle_json["stats"]["stats_id"] == load_stats(run["paths"].tensors).stats_id
 
 
 def test_the_pyfunc_model_normalises_each_asset_with_its_own_statistics_and_refuses_gaps(run):
-    from lstmad.pyfunc import WindowScorer
-    from lstmad.tensors import Windows
+    from lstmad.serving.pyfunc import WindowScorer
+    from lstmad.transforms.blocks import Windows
 
-    _, bundle = pipeline.champion_bundle(run["config"])
+    _, bundle = model_store.champion_bundle(run["config"])
     s = bundle.stats
     offset, scale = np.asarray(s.offset), np.asarray(s.scale)
     own_offset, own_scale = offset + 1.0, scale * 2.0
@@ -211,11 +218,11 @@ def test_training_run_logs_figures_signature_and_lineage(run):
 
     import mlflow
 
-    from lstmad import tracking
+    from lstmad.io import tracking
 
     config, trained, paths = run["config"], run["trained"], run["paths"]
     mlflow.set_tracking_uri(config.tracking_uri)
-    client = tracking._client(config.tracking_uri)
+    client = tracking.mlflow_client(config.tracking_uri)
     listed = {a.path for a in client.list_artifacts(trained["run_id"], "plots")}
     assert listed == {"plots/roc.png", "plots/score_timeline.png"}
     for name in listed:
@@ -235,7 +242,7 @@ def test_training_run_logs_figures_signature_and_lineage(run):
     block = min((b for b in blocks if b[names.ASSET] == "T01"), key=lambda b: b[names.BLOCK_START])
     n_rows, n_ch = block[names.N_ROWS], block[names.N_CHANNELS]
     normalised = np.frombuffer(block[names.VALUES], np.float32).reshape(n_rows, n_ch)
-    source = pipeline.load_stats(paths, block[names.STATS_ID]).invert(normalised.astype(np.float64), "T01")
+    source = load_stats(paths.tensors, block[names.STATS_ID]).invert(normalised.astype(np.float64), "T01")
     windows = np.stack([source[i:i + window] for i in range(n_rows - window + 1)]).astype(np.float32)
     ends = block[names.BLOCK_START] + (np.arange(window - 1, n_rows) * block[names.STEP_S]) * 1_000_000
     written = lakehouse.read_table(paths.lake, names.ANOMALY_SCORES).to_pandas()
@@ -261,7 +268,7 @@ def test_training_run_logs_figures_signature_and_lineage(run):
     t = config.train
     assert data.params["tensor_table"] == str(paths.tensors)
     assert data.params["train_range"] == f"{t.start}..{t.end}" and data.params["eval_range"] == f"{t.eval_start}..{t.eval_end}"
-    assert data.params["eval_data_version"] == version([d.isoformat() for d in pipeline.date_range(t.eval_start, t.eval_end)])
+    assert data.params["eval_data_version"] == version([d.isoformat() for d in date_range(t.eval_start, t.eval_end)])
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert data.tags["git_commit"].startswith(head) and data.tags["lstmad_version"]
 
@@ -303,7 +310,7 @@ def test_drift_row_per_day(run):
     assert row.alarm_rate == pytest.approx(scores.flag.mean())
     psi = json.loads(row.psi_by_channel)
     assert list(psi) == list(run["config"].source.channel_names) and max(psi.values()) == pytest.approx(row.max_psi, abs=1e-6)
-    assert pipeline.retrain_needed(run["config"], SCORED) == bool(row.retrain)
+    assert stages.retrain_needed(run["config"], SCORED) == bool(row.retrain)
 
 
 def test_sql_cli_answers_and_refuses_writes(run):
@@ -336,8 +343,8 @@ def test_bad_schema_stops_prepare_before_writing(run, tmp_path, change, message)
     quarantine_version = lakehouse.table_version(paths.lake, names.QUARANTINE)
     try:
         _rewrite(file, change)
-        with pytest.raises(pipeline.PrepareError) as error:
-            pipeline.prepare(config, dt.date(2026, 1, 8), dt.date(2026, 1, 8))
+        with pytest.raises(PrepareError) as error:
+            stages.prepare(config, dt.date(2026, 1, 8), dt.date(2026, 1, 8))
         assert message in str(error.value) and str(file) in str(error.value)
         assert not (paths.tensors / "date=2026-01-08").exists()
         assert lakehouse.table_version(paths.lake, names.QUARANTINE) == quarantine_version
@@ -346,7 +353,7 @@ def test_bad_schema_stops_prepare_before_writing(run, tmp_path, change, message)
 
 
 def test_promotion_gate_compares_with_the_champion_on_the_same_evaluation_data(run):
-    from lstmad import tracking
+    from lstmad.io import tracking
 
     config, challenger, first = run["config"], run["challenger"], run["trained"]
     assert challenger["model_version"] == "2"
@@ -365,20 +372,20 @@ def test_without_labels_the_gate_compares_alarm_rates_over_what_each_model_expec
     rate decides (the champion of a drifted fleet alarms far more than it expected)."""
     import dataclasses
 
-    from lstmad.scoring import score_blocks
+    from lstmad.serving.scoring import score_blocks
 
     config, paths = run["config"], run["paths"]
-    blocks, _ = pipeline._windows_of(config, config.train.eval_start, config.train.eval_end)
+    blocks, _ = fitting.windows_of(config, config.train.eval_start, config.train.eval_end)
     n_rows = blocks.column(names.N_ROWS).to_pylist()
     unlabelled = blocks.set_column(blocks.schema.get_field_index(names.LABELS), names.LABELS,
                                    pa.array([bytes(np.full(n, -1, np.int8)) for n in n_rows], pa.binary()))
-    champion = pipeline.champion_bundle(config)[1]
-    stats = {sid: pipeline.load_stats(paths, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
+    champion = model_store.champion_bundle(config)[1]
+    stats = {sid: load_stats(paths.tensors, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
     scores = score_blocks(champion, blocks, stats, max_masked_share=config.prepare.max_masked_share)
     scores = scores.column(names.SCORE).to_numpy()
     champion_ratio = float(np.mean(scores > champion.threshold)) / champion.expected_alarm_rate
     lenient = dataclasses.replace(config, train=dataclasses.replace(config.train, promotion_max_score_ks=1.0))
-    same = pipeline._promotion_decision(lenient, float("nan"), unlabelled, paths, {"bundle": champion})
+    same = decide(lenient, float("nan"), unlabelled, champion)
     assert same["criterion"] == "alarm_rate" and same["decision"] == "promoted"  # a tie is not worse
     assert same["champion_alarm_ratio"] == pytest.approx(champion_ratio)
     assert 0 <= same["challenger_score_ks"] == same["champion_score_ks"] <= 1
@@ -386,14 +393,14 @@ def test_without_labels_the_gate_compares_alarm_rates_over_what_each_model_expec
     # away from what it learnt (KS 1): not promoted however calm its alarms, unless the criterion is off.
     reference = {**champion.drift_reference, "score_quantiles": [float(scores.max()) + 1.0 + q for q in range(101)]}
     unstable = dataclasses.replace(champion, drift_reference=reference)
-    refused = pipeline._promotion_decision(config, float("nan"), unlabelled, paths, {"bundle": unstable})
+    refused = decide(config, float("nan"), unlabelled, unstable)
     assert refused["decision"] == "challenger" and refused["challenger_score_ks"] == pytest.approx(1.0)
     assert "score KS against its validation scores 1.00 > 0.5" in refused["reason"]
     off = dataclasses.replace(config, train=dataclasses.replace(config.train, promotion_max_score_ks=0.0))
-    assert pipeline._promotion_decision(off, float("nan"), unlabelled, paths, {"bundle": unstable})["decision"] \
+    assert decide(off, float("nan"), unlabelled, unstable)["decision"] \
         == "promoted"
     noisy = dataclasses.replace(champion, threshold=float(np.quantile(scores, 0.5)))  # alarms on half the rows
-    worse = pipeline._promotion_decision(config, float("nan"), unlabelled, paths, {"bundle": noisy})
+    worse = decide(config, float("nan"), unlabelled, noisy)
     assert worse["decision"] == "challenger"
     assert worse["challenger_alarm_ratio"] == pytest.approx(float(np.mean(scores > noisy.threshold))
                                                            / champion.expected_alarm_rate)
@@ -401,17 +408,17 @@ def test_without_labels_the_gate_compares_alarm_rates_over_what_each_model_expec
 
 def test_a_training_window_ends_at_the_drifted_night(run):
     config = load_config(run["conf"], {"train.window_days": 5, "train.eval_days": 2})
-    window = pipeline.training_window(config, dt.date(2026, 1, 20)).train
+    window = stages.training_window(config, dt.date(2026, 1, 20)).train
     assert (window.start, window.end, window.eval_start, window.eval_end) == (
         dt.date(2026, 1, 14), dt.date(2026, 1, 18), dt.date(2026, 1, 19), dt.date(2026, 1, 20))
     with pytest.raises(ValueError, match="train.window_days must be set"):
-        pipeline.training_window(run["config"], dt.date(2026, 1, 20))
+        stages.training_window(run["config"], dt.date(2026, 1, 20))
 
 
 def test_training_leaves_out_windows_inside_severe_intervals(run):
     """Windows ending inside an interval at least train.exclude_severity severe (of the scored night) are left
     out of training; the count is in the result."""
-    from lstmad.tensors import Windows
+    from lstmad.transforms.blocks import Windows
 
     config = load_config(run["conf"], {"train.exclude_severity": 2.0, "train.start": SCORED, "train.end": SCORED})
     intervals = lakehouse.read_table(run["paths"].lake, names.ANOMALY_INTERVALS).to_pandas()
@@ -424,7 +431,7 @@ def test_training_leaves_out_windows_inside_severe_intervals(run):
     assets = sorted(set(day.asset_id))
     windows = dataclasses.replace(windows, end_us=np.concatenate([starts, ends]), assets=assets,
                                   asset=np.array([assets.index(a) for a in list(day.asset_id) * 2]))
-    inside = pipeline._inside_severe_intervals(config, windows)
+    inside = fitting.inside_severe_intervals(config, windows)
     expected = np.concatenate([day.severity.to_numpy() >= 2.0, np.zeros(len(day), bool)])
     assert expected.any() and inside.tolist() == expected.tolist()
 
@@ -432,12 +439,12 @@ def test_training_leaves_out_windows_inside_severe_intervals(run):
 def test_sharded_training_leaves_out_the_same_severe_windows_as_in_memory_training(run):
     overrides = {"train.exclude_severity": 2.0, "train.start": SCORED - dt.timedelta(days=1), "train.end": SCORED}
     config = load_config(run["conf"], overrides)
-    _, windows = pipeline._windows_of(config, config.train.start, config.train.end)
+    _, windows = fitting.windows_of(config, config.train.start, config.train.end)
     windows = windows.subset(np.flatnonzero(windows.label_any != 1))  # exclude_labelled_anomalies comes first
-    inside = pipeline._inside_severe_intervals(config, windows)
-    assert 0 < inside.mean() <= pipeline.MAX_SEVERE_SHARE
+    inside = fitting.inside_severe_intervals(config, windows)
+    assert 0 < inside.mean() <= fitting.MAX_SEVERE_SHARE
     sharded = load_config(run["conf"], {**overrides, "train.distributed.processes": 1, "model.epochs": 1})
-    _, counts = pipeline._fit_sharded(sharded, pipeline.build_detector(sharded))
+    _, counts = fitting.fit_sharded(sharded, build_detector(sharded.model))
     assert counts["excluded_severe_windows"] == int(inside.sum())
 
 
@@ -447,11 +454,11 @@ def test_a_date_with_no_usable_rows_left_keeps_no_stale_blocks(run):
     file = paths.raw / "date=2026-01-08" / "part-0.parquet"
     original = file.read_bytes()
     try:
-        assert pipeline.prepare(config, day, day)["blocks"] > 0
+        assert stages.prepare(config, day, day)["blocks"] > 0
         assert (paths.tensors / "date=2026-01-08").is_dir()
         _rewrite(file, lambda t: t.set_column(t.schema.get_field_index("timestamp"), "timestamp",
                                               pa.nulls(t.num_rows, t.schema.field("timestamp").type)))
-        summary = pipeline.prepare(config, day, day)
+        summary = stages.prepare(config, day, day)
         assert summary["rows_kept"] == 0 and summary["quarantined_by_reason"] == {"null_or_unparseable_timestamp": 576}
         assert summary["blocks"] == 0 and not (paths.tensors / "date=2026-01-08").exists()
         quarantine = lakehouse.read_table(paths.lake, names.QUARANTINE).to_pandas()
@@ -471,7 +478,7 @@ def test_re_preparing_a_date_gives_identical_blocks_and_leaves_other_dates_alone
     others = {p.name: sorted((f.name, f.stat().st_mtime_ns) for f in p.iterdir())
               for p in paths.tensors.iterdir() if p.is_dir() and p.name != f"date={day}"}
     before = snapshot(day)
-    again = pipeline.prepare(config, SCORED, SCORED)
+    again = stages.prepare(config, SCORED, SCORED)
     assert snapshot(day) == before and again["windows"] == run["nightly"]["windows"]
     assert len(list((paths.tensors / f"date={day}").iterdir())) >= 1
     assert {p.name: sorted((f.name, f.stat().st_mtime_ns) for f in p.iterdir())
@@ -486,15 +493,15 @@ def test_re_preparing_a_date_gives_identical_blocks_and_leaves_other_dates_alone
 def test_spark_scores_equal_in_process_scores(run):
     """The scores written through Spark (mapInArrow, model loaded per worker) equal scoring the same blocks in
     this process, window by window."""
-    from lstmad.scoring import score_blocks
+    from lstmad.serving.scoring import score_blocks
 
     config, paths = run["config"], run["paths"]
     written = lakehouse.read_table(paths.lake, names.ANOMALY_SCORES).to_pandas()
     written = written[written.scored_date == SCORED.isoformat()]
     # the model that wrote them (a later challenger may hold the champion alias by now)
-    bundle = pipeline.load_bundle(config, {"version": written.model_version.iloc[0], "source": None})
+    bundle = model_store.load_bundle(config, {"version": written.model_version.iloc[0], "source": None})
     blocks = read_blocks(paths.tensors, [SCORED.isoformat()])
-    stats = {sid: pipeline.load_stats(paths, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
+    stats = {sid: load_stats(paths.tensors, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
     local = score_blocks(bundle, blocks, stats, max_masked_share=config.prepare.max_masked_share).to_pandas()
     written["timestamp_us"] = (written.timestamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")
     merged = local.merge(written, on=[names.ASSET, "timestamp_us"], suffixes=("_local", "_spark"))
@@ -505,15 +512,15 @@ def test_spark_scores_equal_in_process_scores(run):
 def test_scoring_refuses_a_model_whose_channels_window_or_normalisation_differ_from_the_data(run, monkeypatch):
     import dataclasses as dc
 
-    from lstmad.bundle import ModelMismatchError
-    from lstmad.scoring import score_blocks
+    from lstmad.serving.bundle import ModelMismatchError
+    from lstmad.serving.scoring import score_blocks
 
     config, paths = run["config"], run["paths"]
     before = {t: lakehouse.table_version(paths.lake, t) for t in (names.ANOMALY_SCORES, names.ANOMALY_INTERVALS)}
     with pytest.raises(ModelMismatchError, match="model expects window 12 at 300s steps, data have window 24"):
-        pipeline.score(load_config(run["conf"], {"prepare.window": 24}), SCORED)
+        stages.score(load_config(run["conf"], {"prepare.window": 24}), SCORED)
 
-    registered, bundle = pipeline.champion_bundle(config)
+    registered, bundle = model_store.champion_bundle(config)
     channels = tuple(config.source.channel_names)
     with pytest.raises(ModelMismatchError, match="model channel order differs"):
         bundle.check_compatible(channels[::-1], 12, 300)
@@ -524,12 +531,15 @@ def test_scoring_refuses_a_model_whose_channels_window_or_normalisation_differ_f
     # would silently mix channels up, so the driver refuses before any Spark task runs, naming both.
     blocks = read_blocks(paths.tensors, [SCORED.isoformat()])
     block_id = blocks.column(names.STATS_ID)[0].as_py()
-    real = pipeline.load_stats(paths, block_id)
+    real = load_stats(paths.tensors, block_id)
     reordered = dc.replace(real, channels=real.channels[::-1], offset=real.offset[::-1], scale=real.scale[::-1])
-    monkeypatch.setattr(pipeline, "load_stats", lambda p, sid="current": reordered)
+    import sys
+
+    # the module (lstmad.stages.score the attribute is the stage function it exports)
+    monkeypatch.setattr(sys.modules["lstmad.stages.score"], "load_stats", lambda p, sid="current": reordered)
     with pytest.raises(ModelMismatchError, match=f"{paths.tensors}: tensor blocks normalised with statistics "
                                                  f"{block_id}.*channel order"):
-        pipeline.score(config, SCORED)
+        stages.score(config, SCORED)
     assert {t: lakehouse.table_version(paths.lake, t) for t in before} == before  # nothing written
     # the same check guards in-process scoring (evaluation, benchmarks), where block ids are the model's own
     # only when nothing needs mapping
@@ -546,8 +556,8 @@ def test_a_backfill_range_is_checked_whole_then_scored_date_by_date(run):
     """Kept last: it writes dates besides SCORED into the score tables."""
     config, paths = run["config"], run["paths"]
     before = lakehouse.table_version(paths.lake, names.ANOMALY_SCORES)
-    with pytest.raises(pipeline.PrepareError, match="2026-01-08, 2026-01-09"):
-        pipeline.score_range(config, dt.date(2026, 1, 5), dt.date(2026, 1, 9))  # 8 and 9 were never prepared
+    with pytest.raises(PrepareError, match="2026-01-08, 2026-01-09"):
+        stages.score_range(config, dt.date(2026, 1, 5), dt.date(2026, 1, 9))  # 8 and 9 were never prepared
     assert lakehouse.table_version(paths.lake, names.ANOMALY_SCORES) == before  # nothing written
     backfill = run_job("score", ["--conf", str(run["conf"]), "--date", "2026-01-05", "--end", "2026-01-06"])
     assert [s["date"] for s in backfill["dates"]] == ["2026-01-05", "2026-01-06"]
@@ -575,7 +585,7 @@ def test_every_trained_version_has_its_evaluation_row_matching_mlflow(run):
         assert row["n_points"] == logged["eval_n_points"] and row["threshold"] == pytest.approx(logged["threshold"])
         assert json.loads(row["metrics"])["recall"] == pytest.approx(logged["eval_recall"])
     # recording the same evaluation again replaces its row
-    again = pipeline.record_evaluation(run["config"], "1", run["trained"]["run_id"], "training", dt.date(2026, 1, 5),
+    again = record_evaluation(run["paths"].lake, run["config"].registered_model_name, "1", run["trained"]["run_id"], "training", dt.date(2026, 1, 5),
                                        dt.date(2026, 1, 6), {"auroc": 0.5, "n_points": 3}, 1.0)
     rows = lakehouse.read_table(run["paths"].lake, names.MODEL_EVALUATIONS).to_pylist()
     assert len(rows) == 2 and next(r for r in rows if r["evaluation_id"] == again)["auroc"] == 0.5

@@ -18,8 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmad import lakehouse, names, pipeline
+from lstmad import names, stages
 from lstmad.config import load_config
+from lstmad.dates import date_range
+from lstmad.io import lakehouse, model_store
+from lstmad.io.tensor_store import load_stats
+from lstmad.layout import Paths
 from tests.conftest import REPO, tiny_config_dict, write_config
 
 pytestmark = pytest.mark.spark
@@ -72,17 +76,17 @@ def farm(tmp_path_factory, spark):
     raw = tiny_config_dict(home, synthetic={"days": 33})
     conf = write_config(home / "tiny.yaml", raw)
     config = load_config(conf)
-    paths = pipeline.Paths.of(config)
-    pipeline.generate(config)
+    paths = Paths.of(config)
+    stages.generate(config)
     inject_fault(paths.raw)
-    pipeline.prepare_training_data(config)
-    trained = pipeline.train(config)
-    pipeline.prepare(config, FIRST, LAST)
-    for day in pipeline.date_range(FIRST, LAST):  # the nightly schedule
-        pipeline.score(config, day)
+    stages.prepare_training_data(config)
+    trained = stages.train(config)
+    stages.prepare(config, FIRST, LAST)
+    for day in date_range(FIRST, LAST):  # the nightly schedule
+        stages.score(config, day)
     nightly = snapshot(paths.lake)
     shutil.move(paths.lake, paths.home / "lake_nightly")
-    backfill = pipeline.score_range(config, FIRST, LAST)
+    backfill = stages.score_range(config, FIRST, LAST)
     return dict(config=config, conf=conf, paths=paths, trained=trained, nightly=nightly, backfill=backfill)
 
 
@@ -168,11 +172,11 @@ def test_scoring_a_date_three_times_changes_only_the_table_version(farm):
     config, paths = farm["config"], farm["paths"]
     before, versions = snapshot(paths.lake), {t: lakehouse.table_version(paths.lake, t) for t in TABLES}
     for run in (1, 2):
-        pipeline.score(config, dt.date(2026, 1, 11))  # the night that continues the fault interval
+        stages.score(config, dt.date(2026, 1, 11))  # the night that continues the fault interval
         assert_same_tables(snapshot(paths.lake), before)
         assert {t: lakehouse.table_version(paths.lake, t) for t in TABLES} == {t: v + run for t, v in versions.items()}
     # an earlier night re-run after the later one: the continued interval stays whole, with the later night
-    pipeline.score(config, dt.date(2026, 1, 10))
+    stages.score(config, dt.date(2026, 1, 10))
     assert_same_tables(snapshot(paths.lake), before)
 
 
@@ -238,7 +242,7 @@ def test_scoring_with_an_unknown_model_version_is_refused_before_anything_is_wri
 def test_a_backfill_starting_after_scored_nights_carries_their_open_intervals_in(farm):
     config, paths = farm["config"], farm["paths"]
     before = snapshot(paths.lake)
-    pipeline.score_range(config, dt.date(2026, 1, 11), dt.date(2026, 1, 15))  # the fault began on the 10th
+    stages.score_range(config, dt.date(2026, 1, 11), dt.date(2026, 1, 15))  # the fault began on the 10th
     assert_same_tables(snapshot(paths.lake), before)
 
 
@@ -248,8 +252,8 @@ def test_a_night_rescored_by_another_model_hands_the_interval_it_continued_back(
     timestamp there; scoring night 11 with the first model again restores the tables exactly."""
     config, paths = farm["config"], farm["paths"]
     before = snapshot(paths.lake)
-    forest = pipeline.train(load_config(farm["conf"], {"model.detector": "isolation_forest"}), promote=False)
-    pipeline.score(config, dt.date(2026, 1, 11), champion=pipeline.version_bundle(config, forest["model_version"]))
+    forest = stages.train(load_config(farm["conf"], {"model.detector": "isolation_forest"}), promote=False)
+    stages.score(config, dt.date(2026, 1, 11), champion=model_store.version_bundle(config, forest["model_version"]))
     intervals = snapshot(paths.lake)[names.ANOMALY_INTERVALS]
     continued = before[names.ANOMALY_INTERVALS]
     continued = continued[(continued.asset_id == FAULT_ASSET) & (continued.start < FAULT_END)
@@ -265,22 +269,22 @@ def test_a_night_rescored_by_another_model_hands_the_interval_it_continued_back(
     night = intervals[intervals.scored_date == "2026-01-11"]
     assert len(night) > 0 and (night.model_version == forest["model_version"]).all()
     assert (night.attribution == "none").all() and night.channel_shares.isna().all() and night.top_channel.isna().all()
-    pipeline.score(config, dt.date(2026, 1, 11))  # the champion again
+    stages.score(config, dt.date(2026, 1, 11))  # the champion again
     assert_same_tables(snapshot(paths.lake), before)
 
 
 def test_scores_come_from_the_model_the_rows_name(farm):
     """Spark's Python workers outlive jobs and cache loaded models: another module's model with the same
     name and version (tests share the session) must not score this farm."""
-    from lstmad.scoring import score_blocks
-    from lstmad.tensors import read_blocks
+    from lstmad.io.tensor_store import read_blocks
+    from lstmad.serving.scoring import score_blocks
 
     config, paths = farm["config"], farm["paths"]
     written = farm["nightly"][names.ANOMALY_SCORES]
     written = written[written.scored_date == "2026-01-20"]
-    bundle = pipeline.load_bundle(config, {"version": written.model_version.iloc[0], "source": None})
+    bundle = model_store.load_bundle(config, {"version": written.model_version.iloc[0], "source": None})
     blocks = read_blocks(paths.tensors, ["2026-01-20"])
-    stats = {sid: pipeline.load_stats(paths, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
+    stats = {sid: load_stats(paths.tensors, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
     local = score_blocks(bundle, blocks, stats, max_masked_share=config.prepare.max_masked_share).to_pandas()
     local[names.TIMESTAMP] = pd.to_datetime(local.timestamp_us, unit="us", utc=True)
     merged = local.merge(written, on=[names.ASSET, names.TIMESTAMP], suffixes=("_local", "_spark"))

@@ -10,7 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from lstmad import names, pipeline
+from lstmad import names
+from lstmad.io import model_store
+from lstmad.io.tensor_store import load_stats
 from tests.conftest import SIMULATION_CHANGE as CHANGE
 
 pytestmark = pytest.mark.slow
@@ -62,13 +64,13 @@ def test_false_alarms_return_to_their_level_after_promotion_and_stay_high_withou
     far_before = false_alarm_rate(before.flag.to_numpy(), before.label.to_numpy())
     far_after = false_alarm_rate(after.flag.to_numpy(), after.label.to_numpy())
     # the same nights scored by the first champion, as if nothing had been retrained
-    from lstmad.scoring import score_blocks
-    from lstmad.tensors import read_blocks
+    from lstmad.io.tensor_store import read_blocks
+    from lstmad.serving.scoring import score_blocks
 
-    first = pipeline.version_bundle(config, "1")[1]
+    first = model_store.version_bundle(config, "1")[1]
     days = sorted(set(after.scored_date))
     blocks = read_blocks(paths.tensors, days)
-    stats = {sid: pipeline.load_stats(paths, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
+    stats = {sid: load_stats(paths.tensors, sid) for sid in set(blocks.column(names.STATS_ID).to_pylist())}
     unchanged = score_blocks(first, blocks, stats, max_masked_share=config.prepare.max_masked_share)
     far_without = false_alarm_rate(unchanged.column(names.SCORE).to_numpy() > first.threshold,
                                    unchanged.column(names.LABEL).to_numpy())

@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lstmad.spark.score import _read_piece, work_items
+from lstmad.spark.score import read_piece, work_items
 
 
 def block_file(path, n_blocks, row_group_size):
@@ -16,7 +16,7 @@ def test_one_file_is_cut_so_every_core_gets_work_and_every_block_is_read_once(tm
     file = block_file(tmp_path / "one.parquet", 37, row_group_size=4)  # pieces cross row-group bounds
     items = work_items([file], parallelism=2, per_core=4)
     assert len(items) == 8 and [count for _, _, count in items] == [5] * 7 + [2]  # ceil(37 / 8) per piece
-    read = [b for f, first, count in items for b in _read_piece(f, first, count).column("block_start").to_pylist()]
+    read = [b for f, first, count in items for b in read_piece(f, first, count).column("block_start").to_pylist()]
     assert read == list(range(37))
 
 
@@ -24,7 +24,7 @@ def test_many_files_stay_whole(tmp_path):
     files = [block_file(tmp_path / f"{i}.parquet", 5, row_group_size=2) for i in range(12)]
     items = work_items(files, parallelism=2, per_core=4)
     assert items == [(f, 0, 5) for f in files]
-    assert _read_piece(files[0], 0, 5).num_rows == 5
+    assert read_piece(files[0], 0, 5).num_rows == 5
 
 
 def test_a_piece_decodes_only_the_row_groups_that_hold_it(tmp_path, monkeypatch):
@@ -33,5 +33,5 @@ def test_a_piece_decodes_only_the_row_groups_that_hold_it(tmp_path, monkeypatch)
     real = pq.ParquetFile.read_row_groups
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups",
                         lambda self, groups, **kw: decoded.append(list(groups)) or real(self, groups, **kw))
-    assert _read_piece(file, 14, 5).column("block_start").to_pylist() == [14, 15, 16, 17, 18]
+    assert read_piece(file, 14, 5).column("block_start").to_pylist() == [14, 15, 16, 17, 18]
     assert decoded == [[1, 2]]  # blocks 14–18 lie in groups 1 (8–15) and 2 (16–23)

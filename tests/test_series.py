@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from lstmad.series import centered_moving_average, fit_normalisation, regular_grid, segment_ids
+from lstmad.transforms.series import centered_moving_average, fit_normalisation, regular_grid, segment_ids
 
 
 def naive_centered_mean(values, k, segments):
@@ -101,7 +101,7 @@ def test_regular_grid_labels_take_the_bucket_maximum_and_filled_rows_are_unknown
 
 
 def test_per_asset_normalisation_keeps_each_asset_and_falls_back_to_global():
-    from lstmad.series import observed_moments, combine_moments
+    from lstmad.transforms.series import combine_moments, observed_moments
 
     rng = np.random.default_rng(5)
     a, b = rng.normal(10, 2, size=(500, 2)), rng.normal(-3, 0.5, size=(400, 2))
@@ -113,7 +113,7 @@ def test_per_asset_normalisation_keeps_each_asset_and_falls_back_to_global():
     both = np.vstack([a, b])
     np.testing.assert_allclose(stats.apply(both, "unseen").mean(axis=0), 0, atol=1e-12)
     np.testing.assert_allclose(stats.invert(stats.apply(b, "b"), "b"), b, atol=1e-12)
-    from lstmad.series import NormalisationStats
+    from lstmad.transforms.series import NormalisationStats
 
     assert NormalisationStats.from_dict(json_round_trip(stats.to_dict())) == stats
     # an asset that never observed channel y in training gets the global statistics for it, not 0 and 1

@@ -9,9 +9,10 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from lstmad import lakehouse, names
+from lstmad import names
+from lstmad.analytics.sql import SqlError, parse_as_of, query
 from lstmad.cli import app
-from lstmad.sql import SqlError, parse_as_of, query
+from lstmad.io import lakehouse
 from tests.conftest import tiny_config_dict, write_config
 
 
@@ -31,7 +32,7 @@ def lake(tmp_path_factory):
     home = tmp_path_factory.mktemp("lake_home")
     conf = write_config(home / "tiny.yaml", tiny_config_dict(home))
     from lstmad.config import load_config
-    from lstmad.pipeline import Paths
+    from lstmad.layout import Paths
 
     lake = Paths.of(load_config(conf)).lake
     lakehouse.replace_partitions(lake, names.ANOMALY_SCORES, scores("2026-01-01", 3, 0.5), ["2026-01-01"])
@@ -82,7 +83,8 @@ def test_tables_cli_lists_versions_rows_and_columns(lake):
 
 def _write_nights(lake, day, nights, start):
     """One scoring writer: rewrite ``day`` ``nights`` times (score = night number), after ``start``."""
-    from lstmad import lakehouse, names
+    from lstmad import names
+    from lstmad.io import lakehouse
 
     start.wait()
     for night in range(nights):

@@ -4,8 +4,9 @@ import numpy as np
 import pyarrow as pa
 
 from lstmad import names
-from lstmad.series import segment_ids
-from lstmad.tensors import BLOCK_SCHEMA, DAY_US, MICROS, Windows, build_blocks, windows_from_blocks
+from lstmad.dates import DAY_US, MICROS
+from lstmad.transforms.blocks import BLOCK_SCHEMA, Windows, build_blocks, windows_from_blocks
+from lstmad.transforms.series import segment_ids
 
 STEP = 3600  # hourly rows: 24 per day
 
@@ -88,7 +89,7 @@ def test_window_labels_last_and_any():
 
 
 def test_mask_round_trip_and_masked_share_per_window():
-    from lstmad.tensors import masked_share_of_windows, pack_mask, unpack_mask
+    from lstmad.transforms.blocks import masked_share_of_windows, pack_mask, unpack_mask
 
     rng = np.random.default_rng(2)
     observed = rng.random((37, 5)) > 0.3
@@ -102,7 +103,7 @@ def test_mask_round_trip_and_masked_share_per_window():
 def test_streaming_reader_yields_every_window_once_with_bounded_reads(tmp_path):
     import pyarrow.parquet as pq
 
-    from lstmad.tensors import read_blocks, stream_window_batches
+    from lstmad.io.tensor_store import read_blocks, stream_window_batches
 
     hours = list(range(0, 70)) + list(range(75, 150))
     ts, values, labels = make_series(hours)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from lstmad.metrics import score_metrics
-from lstmad.thresholds import mean_std_threshold, percentile_threshold, threshold_from_rule
+from lstmad.evaluation.metrics import score_metrics
+from lstmad.evaluation.thresholds import mean_std_threshold, percentile_threshold, threshold_from_rule
 
 
 def test_percentile_threshold_interpolates_like_numpy_definition():
@@ -41,14 +41,14 @@ def test_single_class_gives_nan_auroc():
 
 
 def test_skab_confusion_metrics_hand_worked():
-    from lstmad.metrics import confusion_metrics
+    from lstmad.evaluation.metrics import confusion_metrics
 
     m = confusion_metrics(tp=6, fp=2, fn=4, tn=8)
     assert m["f1"] == pytest.approx(6 / (6 + 3)) and m["far"] == pytest.approx(0.2) and m["mar"] == pytest.approx(0.4)
 
 
 def test_point_adjusted_and_event_metrics():
-    from lstmad.metrics import event_metrics, point_adjusted_f1
+    from lstmad.evaluation.metrics import event_metrics, point_adjusted_f1
 
     labels = np.array([0, 1, 1, 1, 0, 0, 1, 1, 0, 0])
     flags = np.array([0, 0, 1, 0, 0, 0, 0, 0, 1, 1], bool)
@@ -59,7 +59,7 @@ def test_point_adjusted_and_event_metrics():
 
 
 def test_skab_rule_and_best_f1_oracle():
-    from lstmad.thresholds import best_f1_threshold, skab_threshold
+    from lstmad.evaluation.thresholds import best_f1_threshold, skab_threshold
 
     assert skab_threshold(np.arange(101.0), quantile=0.5, factor=2.0) == 100.0
     labels = np.array([0, 0, 0, 1, 1])
@@ -70,7 +70,7 @@ def test_skab_rule_and_best_f1_oracle():
 
 
 def test_pot_threshold_on_exponential_tail():
-    from lstmad.thresholds import pot_threshold
+    from lstmad.evaluation.thresholds import pot_threshold
 
     # Exponential(1): excesses over any level are Exponential(1) (GPD with γ = 0, σ = 1), so the score
     # exceeded with probability 1e-4 is −ln(1e-4) = 9.21.
@@ -79,7 +79,7 @@ def test_pot_threshold_on_exponential_tail():
 
 
 def test_rules_are_recorded_with_their_parameter():
-    from lstmad.thresholds import describe_rule
+    from lstmad.evaluation.thresholds import describe_rule
 
     assert describe_rule("percentile", 99.5) == "percentile 99.5 of validation scores"
     assert describe_rule("mean_std", k=3.0) == "mean + 3 std of validation scores"

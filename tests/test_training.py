@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lstmad.detectors.lstm_forecaster import LSTMForecasterDetector
-from lstmad.tensors import Windows
+from lstmad.transforms.blocks import Windows
 
 W, C = 12, 2
 

@@ -11,8 +11,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from lstmad.detectors import (IAELSTMKLDetector, IsolationForestDetector, LSTMAutoencoderDetector,
-                              LSTMForecasterDetector, PCAT2QDetector)
+from lstmad.detectors import (
+    IAELSTMKLDetector,
+    IsolationForestDetector,
+    LSTMAutoencoderDetector,
+    LSTMForecasterDetector,
+    PCAT2QDetector,
+)
 from lstmad.detectors.iae_lstm_kl import VARIANTS
 
 DetectorFactory = Callable[[], object]

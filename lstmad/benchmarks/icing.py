@@ -18,8 +18,8 @@ from sklearn.metrics import roc_auc_score
 
 from lstmad.benchmarks.common import classical_detectors, deep_detectors, fmt, write_report
 from lstmad.data.synthetic import FarmSpec, generate_farm
-from lstmad.series import centered_moving_average
-from lstmad.tensors import Windows
+from lstmad.transforms.blocks import Windows
+from lstmad.transforms.series import centered_moving_average
 
 PAPER_TABLE_III = {
     "cae": 0.704, "deep_svdd_hard": 0.798, "deep_svdd_soft": 0.823, "iaead_hard": 0.823, "iaead_soft": 0.894,

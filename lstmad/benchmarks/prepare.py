@@ -118,10 +118,10 @@ def _perturbed(table: pa.Table, channels: list, seed: int) -> pa.Table:
 # Each worker runs in its own process (python -m lstmad.benchmarks.prepare WORKER ARGS...) and prints JSON.
 
 
-def _worker_spark(config_path: str, start: str, end: str) -> dict:
+def worker_spark(config_path: str, start: str, end: str) -> dict:
     import datetime as dt
 
-    from lstmad import pipeline
+    from lstmad import stages
     from lstmad.config import load_config
     from lstmad.spark.session import get_session
 
@@ -131,14 +131,14 @@ def _worker_spark(config_path: str, start: str, end: str) -> dict:
     spark.range(1).count()
     startup = time.perf_counter() - began
     began = time.perf_counter()
-    summary = pipeline.prepare(config, dt.date.fromisoformat(start), dt.date.fromisoformat(end), fit_stats=True,
+    summary = stages.prepare(config, dt.date.fromisoformat(start), dt.date.fromisoformat(end), fit_stats=True,
                                spark=spark)
     elapsed = time.perf_counter() - began
     spark.stop()
     return {"seconds": elapsed, "spark_startup_s": startup, "summary": summary}
 
 
-def _worker_pandas(config_path: str, start: str, end: str, out: str) -> dict:
+def worker_pandas(config_path: str, start: str, end: str, out: str) -> dict:
     """The same steps, the way a pandas user writes them: whole table in memory, groupby per asset."""
     from lstmad.config import load_config
 
@@ -197,13 +197,13 @@ def _worker_pandas(config_path: str, start: str, end: str, out: str) -> dict:
             "exact_duplicates_dropped": int(exact.sum()), "grid_rows": len(result)}
 
 
-def _worker_reader(tensors: str, window: int, start: str, end: str) -> dict:
+def worker_reader(tensors: str, window: int, start: str, end: str) -> dict:
     import datetime as dt
 
-    from lstmad.pipeline import date_range
-    from lstmad.tensors import stream_window_batches
+    from lstmad.dates import iso_dates
+    from lstmad.io.tensor_store import stream_window_batches
 
-    dates = [d.isoformat() for d in date_range(dt.date.fromisoformat(start), dt.date.fromisoformat(end))]
+    dates = iso_dates(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
     began = time.perf_counter()
     windows = 0
     checksum = 0.0
@@ -213,7 +213,7 @@ def _worker_reader(tensors: str, window: int, start: str, end: str) -> dict:
     return {"seconds": time.perf_counter() - began, "windows": windows, "checksum": checksum}
 
 
-def _worker_smoothing(config_path: str) -> dict:
+def worker_smoothing(config_path: str) -> dict:
     """Centered ±k smoothing alone, two ways on the same rows: one Spark row window per channel
     (``avg over (partition by asset order by time rows between k preceding and k following)``) and the
     per-asset Arrow batch with NumPy that lstmad uses. Both end in Spark's no-op sink."""
@@ -222,8 +222,8 @@ def _worker_smoothing(config_path: str) -> dict:
     from pyspark.sql import types as T
 
     from lstmad.config import load_config
-    from lstmad.series import centered_moving_average
     from lstmad.spark.session import get_session
+    from lstmad.transforms.series import centered_moving_average
 
     config = load_config(config_path)
     src, k = config.source, config.prepare.smoothing_half_width
@@ -255,8 +255,8 @@ def _worker_smoothing(config_path: str) -> dict:
             "rows": rows.count()}
 
 
-WORKERS: dict[str, Callable[..., dict]] = {"spark": _worker_spark, "pandas": _worker_pandas, "reader": _worker_reader,
-                                           "smoothing": _worker_smoothing}
+WORKERS: dict[str, Callable[..., dict]] = {"spark": worker_spark, "pandas": worker_pandas, "reader": worker_reader,
+                                           "smoothing": worker_smoothing}
 
 
 def run_measured(worker: str, *args: str) -> dict:
@@ -275,7 +275,7 @@ def run(rows: int, json_path: Optional[Path] = None, source: str = "la_haute_bor
     import yaml
 
     from lstmad.config import load_config
-    from lstmad.pipeline import Paths
+    from lstmad.layout import Paths
 
     work = Path(workdir or tempfile.mkdtemp(prefix="lstmad-bench-prepare-"))
     progress(f"building a {rows:,}-row archive from {source} in {work}")

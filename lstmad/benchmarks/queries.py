@@ -1,4 +1,4 @@
-"""`lstmad bench queries`: latency of the analysts' example queries (lstmad.example_queries) on a year of
+"""`lstmad bench queries`: latency of the analysts' example queries (lstmad.analytics.example_queries) on a year of
 results for 100 synthetic assets, written as lstmad writes them (per-date data files, one commit), then the
 last week re-scored by a second model version (a second commit: what the comparison query reads)."""
 
@@ -15,14 +15,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lstmad import lakehouse, names
+from lstmad import names
 from lstmad.benchmarks.common import finish_json
-from lstmad.intervals import merge_flags, utc_date
-from lstmad.scoring import interval_id, shares_array
+from lstmad.dates import MICROS, utc_date
+from lstmad.io import lakehouse
+from lstmad.serving.scoring import interval_id, shares_array
+from lstmad.transforms.intervals import merge_flags
 
 CHANNELS = tuple(f"channel_{i:02d}" for i in range(10))
 THRESHOLD = 3.0
-MICROS = 1_000_000
 
 
 def _night(rng: np.random.Generator, day: dt.date, assets: int, step_s: int, version: str
@@ -118,8 +119,8 @@ def write_results(lake: Path, assets: int, days: int, step_s: int, rescored_days
 
 
 def _time_queries(lake: Path, parameters: dict, repeats: int, progress: Callable[[str], None]) -> dict:
-    from lstmad import example_queries
-    from lstmad.sql import query
+    from lstmad.analytics import example_queries
+    from lstmad.analytics.sql import query
 
     timings = {}
     for name in example_queries.EXAMPLES:

@@ -18,9 +18,9 @@ from sklearn.metrics import roc_auc_score
 
 from lstmad.benchmarks.common import DataMissingError, classical_detectors, deep_detectors, fmt, write_report
 from lstmad.config import data_dir
-from lstmad.metrics import confusion_metrics
-from lstmad.tensors import Windows
-from lstmad.thresholds import skab_threshold
+from lstmad.evaluation.metrics import confusion_metrics
+from lstmad.evaluation.thresholds import skab_threshold
+from lstmad.transforms.blocks import Windows
 
 TRAIN_ROWS = 400
 SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",

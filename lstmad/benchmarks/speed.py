@@ -68,7 +68,7 @@ def new_detector(profile: str, epochs: int = 1, batch_size: int = 256, device: s
 
 def bench_stats():
     """Identity z-score statistics: the series is generated at normalised scale."""
-    from lstmad.series import NormalisationStats
+    from lstmad.transforms.series import NormalisationStats
 
     return NormalisationStats("zscore", tuple(f"c{i}" for i in range(CHANNELS)), (0.0,) * CHANNELS,
                               (1.0,) * CHANNELS, "bench")
@@ -91,8 +91,9 @@ def build_archive(windows: int, folder: Path, assets: int = 8) -> dict:
     days as needed, one file per date. Returns {"windows", "days", "assets"}; the asset-concatenated rows,
     PyOD's input, are saved beside them as series.npy."""
     from lstmad import names
-    from lstmad.series import segment_ids
-    from lstmad.tensors import BLOCK_SCHEMA, DAY_US, MICROS, build_blocks, windows_in_block
+    from lstmad.dates import DAY_US, MICROS
+    from lstmad.transforms.blocks import BLOCK_SCHEMA, build_blocks, windows_in_block
+    from lstmad.transforms.series import segment_ids
 
     days = max(2, int(np.ceil(windows / (assets * ROWS_PER_DAY))))
     rows = days * ROWS_PER_DAY
@@ -129,8 +130,8 @@ def archive_of(folder: Path, windows: int) -> tuple[Path, dict]:
 def train_model(profile: str, folder: Path, device: str = "cpu") -> Path:
     """A model of ``profile`` fitted briefly on 4,096 windows (speed does not depend on the weights), saved as
     a bundle for the scoring workers."""
-    from lstmad.bundle import ModelBundle
-    from lstmad.tensors import Windows
+    from lstmad.serving.bundle import ModelBundle
+    from lstmad.transforms.blocks import Windows
 
     values = series(4096 + WINDOW, 1, seed=1)[0]
     windows = Windows.from_array(np.lib.stride_tricks.sliding_window_view(values, WINDOW, axis=0)
@@ -160,8 +161,8 @@ def flops_per_window(profile: str, model_dir: Path) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lstmad.bundle import ModelBundle
-    from lstmad.tensors import Windows
+    from lstmad.serving.bundle import ModelBundle
+    from lstmad.transforms.blocks import Windows
 
     detector = ModelBundle.load(model_dir).detector
     lstm_paths = [path for path, m in detector.network_.named_modules() if isinstance(m, torch.nn.LSTM)]
@@ -186,10 +187,10 @@ def _dates(tensors: Path) -> list[str]:
     return sorted(p.name.split("=", 1)[1] for p in tensors.glob("date=*"))
 
 
-def _worker_score_inprocess(folder: str, profile: str, batch_size: str, device: str) -> dict:
+def worker_score_inprocess(folder: str, profile: str, batch_size: str, device: str) -> dict:
     """Score the archive in this process, one date file at a time (score_blocks: what each Spark task runs)."""
-    from lstmad.bundle import ModelBundle
-    from lstmad.scoring import score_blocks
+    from lstmad.serving.bundle import ModelBundle
+    from lstmad.serving.scoring import score_blocks
 
     bundle = ModelBundle.load(Path(folder) / "models" / profile)
     bundle.detector.to(device)
@@ -207,8 +208,8 @@ def _worker_score_inprocess(folder: str, profile: str, batch_size: str, device: 
     return {"windows": n, "seconds": round(seconds, 3), "windows_per_s": round(n / seconds, 1)}
 
 
-def _worker_score_spark(folder: str, profile: str, batch_size: str, master: str) -> dict:
-    """Score the archive through Spark (file_scores, as lstmad.pipeline.score; model broadcast once). The session's
+def worker_score_spark(folder: str, profile: str, batch_size: str, master: str) -> dict:
+    """Score the archive through Spark (file_scores, as lstmad.stages.score; model broadcast once). The session's
     start-up and a one-date warm-up job (worker start, torch import, model load) are reported apart;
     cold_windows_per_s counts the warm-up in."""
     from lstmad.config import SparkConfig
@@ -218,7 +219,7 @@ def _worker_score_spark(folder: str, profile: str, batch_size: str, master: str)
     started = time.perf_counter()
     spark = get_session(SparkConfig(master=master, shuffle_partitions=2, driver_memory="2g"))
     session_s = time.perf_counter() - started
-    from lstmad.bundle import ModelBundle
+    from lstmad.serving.bundle import ModelBundle
 
     model_dir = Path(folder) / "models" / profile
     bundle_stats = ModelBundle.load(model_dir).stats
@@ -244,7 +245,7 @@ def _worker_score_spark(folder: str, profile: str, batch_size: str, master: str)
             "cold_windows_per_s": round(n / (seconds + warmup_s), 1)}
 
 
-def _worker_score_pyod(folder: str, windows: str, batch_size: str) -> dict:
+def worker_score_pyod(folder: str, windows: str, batch_size: str) -> dict:
     """PyOD's LSTMAD (same architecture as the lstm_forecaster profile): fit briefly, then time
     decision_function on the first ``windows`` windows of the asset-concatenated series."""
     from pyod.models.ts_lstm import LSTMAD
@@ -263,11 +264,12 @@ def _worker_score_pyod(folder: str, windows: str, batch_size: str) -> dict:
     return {"windows": n, "seconds": round(seconds, 3), "windows_per_s": round(n / seconds, 1)}
 
 
-def _worker_train_inprocess(folder: str, profile: str, epochs: str, batch_size: str, device: str) -> dict:
+def worker_train_inprocess(folder: str, profile: str, epochs: str, batch_size: str, device: str) -> dict:
     """Fit ``profile`` on every window of the archive held in memory (the default train path)."""
     import torch
 
-    from lstmad.tensors import read_blocks, windows_from_blocks
+    from lstmad.io.tensor_store import read_blocks
+    from lstmad.transforms.blocks import windows_from_blocks
 
     tensors = Path(folder) / "tensors"
     windows = windows_from_blocks(read_blocks(tensors, _dates(tensors)), WINDOW)
@@ -289,13 +291,13 @@ def _rates(history: list[dict], seconds: float) -> dict:
             "epoch_windows_per_s": round(trained / in_epochs, 1), "epochs": len(history)}
 
 
-def _worker_train_spark(folder: str, profile: str, epochs: str, batch_size: str, processes: str) -> dict:
+def worker_train_spark(folder: str, profile: str, epochs: str, batch_size: str, processes: str) -> dict:
     """Fit ``profile`` with TorchDistributor (local mode, ``processes`` CPU ranks, gloo), each rank streaming
     its shard of the block files."""
     from lstmad.config import SparkConfig
-    from lstmad.distributed import ShardedData, fit_distributed, split_by_date
+    from lstmad.io.tensor_store import block_files
     from lstmad.spark.session import get_session
-    from lstmad.tensors import block_files
+    from lstmad.training.distributed import ShardedData, fit_distributed, split_by_date
 
     spark = get_session(SparkConfig(master=f"local[{processes}]", shuffle_partitions=2, driver_memory="1g"))
     tensors = Path(folder) / "tensors"
@@ -310,7 +312,7 @@ def _worker_train_spark(folder: str, profile: str, epochs: str, batch_size: str,
     return {**_rates(summary["history"], seconds), "processes": summary["world_size"]}
 
 
-def _worker_train_pyod(folder: str, windows: str, epochs: str, batch_size: str) -> dict:
+def worker_train_pyod(folder: str, windows: str, epochs: str, batch_size: str) -> dict:
     """PyOD LSTMAD.fit on the first ``windows`` windows of the series (it also scores them at the end, as
     fit does; that part is timed with it)."""
     from pyod.models.ts_lstm import LSTMAD
@@ -327,8 +329,8 @@ def _worker_train_pyod(folder: str, windows: str, epochs: str, batch_size: str) 
 
 
 WORKERS: dict[str, Callable[..., dict]] = {
-    "score_inprocess": _worker_score_inprocess, "score_spark": _worker_score_spark, "score_pyod": _worker_score_pyod,
-    "train_inprocess": _worker_train_inprocess, "train_spark": _worker_train_spark, "train_pyod": _worker_train_pyod,
+    "score_inprocess": worker_score_inprocess, "score_spark": worker_score_spark, "score_pyod": worker_score_pyod,
+    "train_inprocess": worker_train_inprocess, "train_spark": worker_train_spark, "train_pyod": worker_train_pyod,
 }
 
 
@@ -430,7 +432,7 @@ def run_train(json_path: Optional[Path] = None, windows: int = 100_000, pyod_siz
               workdir: Optional[Path] = None, progress: Callable[[str], None] = lambda line: None) -> dict:
     """Training windows/s per profile: in memory in one process, TorchDistributor with ``processes`` CPU
     ranks streaming shards (distributable profiles), GPU where present; PyOD LSTMAD.fit at ``pyod_sizes``."""
-    from lstmad.distributed import DISTRIBUTABLE
+    from lstmad.training.distributed import DISTRIBUTABLE
 
     gpu = _gpu()
     root = Path(workdir or tempfile.mkdtemp(prefix="lstmad-bench-speed-"))

@@ -8,8 +8,6 @@ deficit against the curve, changed pitch behaviour and extra vibration. Determin
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.signal import lfilter
+
+from lstmad.config import FarmSpec  # noqa: F401 (what generate_farm takes)
 
 CHANNELS = (
     "wind_speed", "generator_speed", "power", "wind_direction", "wind_direction_mean", "yaw_position",
@@ -28,25 +28,6 @@ CHANNELS = (
 
 RATED_POWER_KW = 2000.0
 CUT_IN_MS, RATED_MS, CUT_OUT_MS = 3.0, 12.0, 25.0
-
-
-@dataclasses.dataclass(frozen=True)
-class FarmSpec:
-    """What to generate: farm size, time axis and seed."""
-
-    turbines: int = 4
-    days: int = 30
-    step_s: int = 60
-    start: dt.date = dt.date(2026, 1, 1)
-    seed: int = 7
-    icing_episodes_per_turbine: float = 1.5
-    # A regime change from day ``change_day`` on (0: none): the ``recalibrated_channels`` read
-    # ``recalibration_offset_sd`` of their earlier standard deviation higher (a sensor recalibration), and
-    # the ambient temperature is ``ambient_shift_c`` warmer (a season turning; every temperature follows).
-    change_day: int = 0
-    recalibrated_channels: tuple[str, ...] = ()
-    recalibration_offset_sd: float = 0.0
-    ambient_shift_c: float = 0.0
 
 
 def _ar1(rng: np.random.Generator, n: int, tau_steps: float, sigma: float, size: int = 1) -> np.ndarray:

@@ -1,20 +1,44 @@
-"""Detectors: sklearn-like wrappers (fit(windows) → self, score(windows) → scores) around lstmad.models."""
+"""Detectors: sklearn-like wrappers (fit(windows) → self, score(windows) → scores) around lstmad.models, one
+module each, sharing lstmad.detectors.base; DETECTORS is the one registry of kinds, build_detector the one
+factory from configuration."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from lstmad.detectors.base import Detector
 from lstmad.detectors.iae_lstm_kl import IAELSTMKLDetector
 from lstmad.detectors.isolation_forest import IsolationForestDetector
 from lstmad.detectors.lstm_autoencoder import LSTMAutoencoderDetector
 from lstmad.detectors.lstm_forecaster import LSTMForecasterDetector
 from lstmad.detectors.pca_t2q import PCAT2QDetector
 
-DETECTORS = {d.kind: d for d in (LSTMForecasterDetector, LSTMAutoencoderDetector, IAELSTMKLDetector,
-                                 PCAT2QDetector, IsolationForestDetector)}
+DETECTORS: dict[str, type[Detector]] = {d.kind: d for d in (
+    LSTMForecasterDetector, LSTMAutoencoderDetector, IAELSTMKLDetector, PCAT2QDetector, IsolationForestDetector)}
 
 
-def load_detector(directory: str | Path):
+def build_detector(model, checkpoint_dir: str = "") -> Detector:
+    """A fresh detector of the kind and settings of ``model`` (a config.ModelConfig); trained kinds checkpoint
+    every epoch to ``checkpoint_dir`` when it is set."""
+    from lstmad.training.params import training_params_of
+
+    training = {**training_params_of(model), "checkpoint_dir": checkpoint_dir}
+    kind = DETECTORS.get(model.detector)
+    if kind is LSTMForecasterDetector:
+        return kind(hidden_sizes=tuple(model.hidden_sizes), dropout=model.dropout, error_model=model.error_model,
+                    **training)
+    if kind is LSTMAutoencoderDetector:
+        return kind(hidden=model.hidden_sizes[0], **training)
+    if kind is IAELSTMKLDetector:
+        return kind.variant(model.variant, model.profile, pretrain_epochs=max(2, model.epochs // 2), **training)
+    if kind is PCAT2QDetector:
+        return kind()
+    if kind is IsolationForestDetector:
+        return kind(seed=model.seed)
+    raise ValueError(f"unknown detector kind {model.detector!r}; choose from {', '.join(DETECTORS)}")
+
+
+def load_detector(directory: str | Path) -> Detector:
     """Load any saved detector (weights + JSON config) from ``directory``."""
     from lstmad.detectors.persistence import read_config
 

@@ -16,15 +16,16 @@ from typing import Optional
 import numpy as np
 import torch
 
-from lstmad.iae_variants import PROFILES, VARIANTS  # noqa: F401 (re-exported)
-from lstmad import attribution
-from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
+from lstmad.detectors.base import Detector
+from lstmad.detectors.variants import PROFILES, VARIANTS  # noqa: F401 (re-exported)
 from lstmad.models.iae_lstm_kl import IAELSTMKLNet
-from lstmad.tensors import Windows
-from lstmad.training import EpochCallback, TrainingParams, fit_network, loop_settings, resolve_device
+from lstmad.training.loop import EpochCallback, fit_network, loop_settings, resolve_device
+from lstmad.training.params import TrainingParams
+from lstmad.transforms import attribution
+from lstmad.transforms.blocks import Windows
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class IAEParams(TrainingParams):
     """Switches and sizes. svdd: "soft" | "hard" | "none"; kl_weight λ1, rec_weight λ2, weight_decay λ3."""
 
@@ -69,7 +70,7 @@ def soft_radius(distances: np.ndarray, nu: float) -> float:
     return float(np.quantile(np.sqrt(distances), 1.0 - nu))
 
 
-class IAELSTMKLDetector:
+class IAELSTMKLDetector(Detector):
     """fit(windows (N, W, C)) → self; score(windows) → (N,) latent distance (or reconstruction error).
 
     Fitted state: network_, centre_ (d,), radius_, scale_min_ / scale_span_ (C,) of the input min–max
@@ -77,10 +78,8 @@ class IAELSTMKLDetector:
     """
 
     kind = "iae_lstm_kl"
+    params_class = IAEParams
     score_alignment = "window"
-
-    def __init__(self, params: Optional[IAEParams] = None, **overrides):
-        self.params = dataclasses.replace(params or IAEParams(), **overrides)
 
     @classmethod
     def variant(cls, name: str, profile: str = "small", **overrides) -> "IAELSTMKLDetector":
@@ -214,32 +213,17 @@ class IAELSTMKLDetector:
             out.append(terms.double().cpu().numpy())
         return attribution.shares(np.concatenate(out)) if out else np.zeros((0, self.n_channels_))
 
-    def to(self, device) -> "IAELSTMKLDetector":
-        self.network_.to(device)
-        return self
+    def saved_state(self) -> dict:
+        return {"centre": self.centre_.tolist(), "radius": self.radius_, "scale_min": self.scale_min_.tolist(),
+                "scale_span": self.scale_span_.tolist(), "history": self.history_}
 
-    def save(self, directory: str | Path) -> None:
-        """``weights.pt`` (state_dict) and ``detector.json`` (params, centre, radius, scaling)."""
-        save_weights(write_config(directory, {"detector": self.kind, "params": dataclasses.asdict(self.params), "window": self.window_,
-                  "n_channels": self.n_channels_, "centre": self.centre_.tolist(), "radius": self.radius_,
-                  "scale_min": self.scale_min_.tolist(), "scale_span": self.scale_span_.tolist(),
-                  "history": self.history_}), self.network_)
-
-    @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> "IAELSTMKLDetector":
-        config = read_config(directory)
-        params = config["params"]
-        params["conv_channels"] = tuple(params["conv_channels"])
-        detector = cls(IAEParams(**params))
-        detector.window_, detector.n_channels_ = config["window"], config["n_channels"]
-        detector.centre_ = np.asarray(config["centre"])
-        detector.radius_ = config["radius"]
-        detector.scale_min_ = np.asarray(config["scale_min"])
-        detector.scale_span_ = np.asarray(config["scale_span"])
-        detector.history_ = config["history"]
-        detector._set_scaling()
-        detector.network_ = load_weights(detector._network(detector.window_, detector.n_channels_), directory, device)
-        return detector
+    def restore(self, state: dict, directory: Path, device: str) -> None:
+        self.centre_ = np.asarray(state["centre"])
+        self.radius_ = state["radius"]
+        self.scale_min_ = np.asarray(state["scale_min"])
+        self.scale_span_ = np.asarray(state["scale_span"])
+        self._set_scaling()
+        self.network_ = self.load_network(self._network(self.window_, self.n_channels_), directory, device)
 
 
 def _tagged(callback: Optional[EpochCallback], phase: str) -> Optional[EpochCallback]:

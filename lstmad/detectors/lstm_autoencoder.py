@@ -10,15 +10,16 @@ from typing import Optional
 import numpy as np
 import torch
 
+from lstmad.detectors.base import Detector
 from lstmad.detectors.gaussian_error import GaussianErrorModel
-from lstmad import attribution
-from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_autoencoder import LSTMAutoencoder
-from lstmad.tensors import Windows
-from lstmad.training import EpochCallback, TrainingParams, fit_network, loop_settings, resolve_device
+from lstmad.training.loop import EpochCallback, fit_network, loop_settings, resolve_device
+from lstmad.training.params import TrainingParams
+from lstmad.transforms import attribution
+from lstmad.transforms.blocks import Windows
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class AutoencoderParams(TrainingParams):
     hidden: int = 64
     batch_size: int = 128
@@ -28,15 +29,13 @@ def _reconstruction_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.T
     return torch.mean((model(batch) - torch.flip(batch, dims=[1])) ** 2)
 
 
-class LSTMAutoencoderDetector:
+class LSTMAutoencoderDetector(Detector):
     """fit(windows (N, W, C)) → self; score(windows) → (N,). Fitted: network_, error_model_, history_,
     validation_scores_."""
 
     kind = "lstm_autoencoder"
+    params_class = AutoencoderParams
     score_alignment = "window"
-
-    def __init__(self, params: Optional[AutoencoderParams] = None, **overrides):
-        self.params = dataclasses.replace(params or AutoencoderParams(), **overrides)
 
     def fit(self, windows: Windows, on_epoch: Optional[EpochCallback] = None) -> "LSTMAutoencoderDetector":
         p = self.params
@@ -49,7 +48,7 @@ class LSTMAutoencoderDetector:
                               **loop_settings(p))
         return self.adopt(network, history, validation)
 
-    # The three steps of fit, apart (see lstmad.distributed).
+    # The three steps of fit, apart (see lstmad.training.distributed).
     batch_loss = staticmethod(_reconstruction_loss)
 
     def new_network(self, n_channels: int, window: int) -> LSTMAutoencoder:
@@ -87,23 +86,9 @@ class LSTMAutoencoderDetector:
         terms = attribution.mahalanobis_terms(errors - self.error_model_.mean_, self.error_model_.precision_)
         return attribution.shares(terms.sum(axis=1))
 
-    def to(self, device) -> "LSTMAutoencoderDetector":
-        self.network_.to(device)
-        return self
+    def saved_state(self) -> dict:
+        return {"error_model": self.error_model_.to_dict(), "history": self.history_}
 
-    def save(self, directory: str | Path) -> None:
-        save_weights(write_config(directory, {
-            "detector": self.kind, "params": dataclasses.asdict(self.params), "window": self.window_,
-            "n_channels": self.n_channels_, "error_model": self.error_model_.to_dict(), "history": self.history_}),
-            self.network_)
-
-    @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> "LSTMAutoencoderDetector":
-        config = read_config(directory)
-        detector = cls(AutoencoderParams(**config["params"]))
-        detector.window_, detector.n_channels_ = config["window"], config["n_channels"]
-        detector.error_model_ = GaussianErrorModel.from_dict(config["error_model"])
-        detector.history_ = config["history"]
-        detector.network_ = load_weights(LSTMAutoencoder(detector.n_channels_, detector.params.hidden), directory,
-                                         device)
-        return detector
+    def restore(self, state: dict, directory: Path, device: str) -> None:
+        self.error_model_ = GaussianErrorModel.from_dict(state["error_model"])
+        self.network_ = self.load_network(LSTMAutoencoder(self.n_channels_, self.params.hidden), directory, device)

@@ -9,15 +9,16 @@ from typing import Optional
 import numpy as np
 import torch
 
+from lstmad.detectors.base import Detector
 from lstmad.detectors.gaussian_error import GaussianErrorModel
-from lstmad import attribution
-from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
-from lstmad.tensors import Windows
-from lstmad.training import EpochCallback, TrainingParams, fit_network, loop_settings, resolve_device
+from lstmad.training.loop import EpochCallback, fit_network, loop_settings, resolve_device
+from lstmad.training.params import TrainingParams
+from lstmad.transforms import attribution
+from lstmad.transforms.blocks import Windows
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ForecasterParams(TrainingParams):
     """Architecture and training settings of the stacked LSTM forecaster."""
 
@@ -31,7 +32,7 @@ def _next_step_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor
     return torch.mean((model(batch[:, :-1, :]) - batch[:, -1, :]) ** 2)
 
 
-class LSTMForecasterDetector:
+class LSTMForecasterDetector(Detector):
     """fit(windows) → self; score(windows) → (N,) mean squared next-step error of each window's last row.
 
     Windows are (N, W, C): the first W−1 rows predict row W. Fitted state: ``network_``, ``n_channels_``,
@@ -39,11 +40,9 @@ class LSTMForecasterDetector:
     """
 
     kind = "lstm_forecaster"
+    params_class = ForecasterParams
     # Each window's score describes its last timestamp (the row that was forecast).
     score_alignment = "last"
-
-    def __init__(self, params: Optional[ForecasterParams] = None, **overrides):
-        self.params = dataclasses.replace(params or ForecasterParams(), **overrides)
 
     def fit(self, windows: Windows, on_epoch: Optional[EpochCallback] = None) -> "LSTMForecasterDetector":
         if len(windows) < 2:
@@ -61,7 +60,7 @@ class LSTMForecasterDetector:
                               batch_size=p.batch_size, device=device, on_epoch=on_epoch, **loop_settings(p))
         return self.adopt(network, history, validation)
 
-    # The three steps of fit, apart: lstmad.distributed trains new_network on batch_loss across processes and
+    # The three steps of fit, apart: lstmad.training.distributed trains new_network on batch_loss across processes and
     # hands the result to adopt.
     batch_loss = staticmethod(_next_step_loss)
 
@@ -108,38 +107,22 @@ class LSTMForecasterDetector:
 
     def channel_shares(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
         """(N, C) share of each channel in each window's score: its squared forecast error over the sum, or
-        with the Mahalanobis error model its term of the distance (lstmad.attribution)."""
+        with the Mahalanobis error model its term of the distance (lstmad.transforms.attribution)."""
         errors = self._errors(windows, batch_size)
         if getattr(self, "error_model_", None) is not None:
             return attribution.shares(attribution.mahalanobis_terms(errors - self.error_model_.mean_,
                                                                     self.error_model_.precision_))
         return attribution.shares(errors ** 2)
 
-    def to(self, device: str | torch.device) -> "LSTMForecasterDetector":
-        self._check_fitted()
-        self.network_.to(device)
-        return self
+    def saved_state(self) -> dict:
+        return {"history": self.history_,
+                "error_model": self.error_model_.to_dict() if self.error_model_ is not None else None}
 
-    def save(self, directory: str | Path) -> None:
-        """Weights (``weights.pt``, a plain state_dict) and ``detector.json``; no pickled objects."""
-        self._check_fitted()
-        save_weights(write_config(directory, {
-            "detector": self.kind, "params": dataclasses.asdict(self.params), "n_channels": self.n_channels_,
-            "window": self.window_, "history": self.history_,
-            "error_model": self.error_model_.to_dict() if self.error_model_ is not None else None}), self.network_)
-
-    @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> "LSTMForecasterDetector":
-        config = read_config(directory)
-        params = ForecasterParams(**{**config["params"], "hidden_sizes": tuple(config["params"]["hidden_sizes"])})
-        detector = cls(params)
-        detector.n_channels_, detector.window_ = config["n_channels"], config["window"]
-        detector.history_ = config.get("history", [])
-        saved_error_model = config.get("error_model")
-        detector.error_model_ = GaussianErrorModel.from_dict(saved_error_model) if saved_error_model else None
-        detector.network_ = load_weights(StackedLSTMForecaster(detector.n_channels_, params.hidden_sizes,
-                                                               params.dropout), directory, device)
-        return detector
+    def restore(self, state: dict, directory: Path, device: str) -> None:
+        saved_error_model = state.get("error_model")
+        self.error_model_ = GaussianErrorModel.from_dict(saved_error_model) if saved_error_model else None
+        self.network_ = self.load_network(StackedLSTMForecaster(self.n_channels_, self.params.hidden_sizes,
+                                                                self.params.dropout), directory, device)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):

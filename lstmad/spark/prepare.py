@@ -2,8 +2,8 @@
 
 Row- and value-level checks are Spark column expressions on the scan (small integer codes, no shuffle); then
 the rows are grouped by asset and one Arrow batch per asset goes through NumPy: duplicates, row accounting,
-regular grid, gap filling, centered smoothing, normalisation and tensor blocks (lstmad.cleaning,
-lstmad.series, lstmad.tensors). The quarantine, which needs the raw rows, is a second, map-only scan that
+regular grid, gap filling, centered smoothing, normalisation and tensor blocks (lstmad.transforms.cleaning,
+lstmad.transforms.series, lstmad.transforms.blocks). The quarantine, which needs the raw rows, is a second, map-only scan that
 keeps only the rows set aside. Nothing here uses one Spark row window per channel or a global ``orderBy``.
 """
 
@@ -17,10 +17,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lstmad import cleaning, names
+from lstmad import names
 from lstmad.config import ChannelConfig, SourceConfig
-from lstmad.series import NormalisationStats, centered_moving_average, observed_moments, regular_grid
-from lstmad.tensors import BLOCK_SCHEMA, BLOCKS_PER_ROW_GROUP, block_counts, build_blocks
+from lstmad.transforms import cleaning
+from lstmad.transforms.blocks import BLOCK_SCHEMA, BLOCKS_PER_ROW_GROUP, block_counts, build_blocks
+from lstmad.transforms.series import NormalisationStats, centered_moving_average, observed_moments, regular_grid
 
 TS_US = "timestamp_us"
 OWN = "_own"  # the row lies in the dates being prepared (not history)
@@ -76,7 +77,7 @@ def parsed_timestamp(raw: DataFrame, source: SourceConfig, nanos_are_naive: bool
 
 def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_tolerance: float
                             ) -> tuple[Column, Column]:
-    """(value as double, null where faulty; fault code, 0 where measured — lstmad.cleaning.VALUE_FAULTS)."""
+    """(value as double, null where faulty; fault code, 0 where measured — lstmad.transforms.cleaning.VALUE_FAULTS)."""
     value = raw_value.try_cast("double")
     fault = (F.when(raw_value.isNull(), 1).when(value.isNull(), 2)
              .when(F.isnan(value) | (F.abs(value) == F.lit(float("inf"))), 3))
@@ -95,7 +96,7 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
                    nanos_are_naive: bool = False) -> DataFrame:
     """Raw source rows → asset_id, timestamp_us, one double per channel (null where faulty), one fault code
     per channel, label, date (the partition's, else the timestamp's UTC date, else ``undated``), the
-    row-level reason code (lstmad.cleaning.ROW_REASONS, 0 = usable) and ``_own`` (date in ``own_dates``);
+    row-level reason code (lstmad.transforms.cleaning.ROW_REASONS, 0 = usable) and ``_own`` (date in ``own_dates``);
     with ``keep_source``, ``source_row``: the raw row as JSON where the quarantine will record it, else null
     (``keep_source="all"``: on every row).
 
@@ -164,7 +165,7 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
     usable rows on the grid, fill, smooth, and cut tensor blocks of [own_from_us, own_to_us).
 
     Output rows (PER_ASSET_SCHEMA) by ``kind``: 'block' (BLOCK_SCHEMA columns), 'counts' (date, info: JSON of
-    lstmad.cleaning.account plus lstmad.tensors.block_counts summed over the date's blocks), 'conflict' (block_start: a timestamp whose copies disagree) and, without
+    lstmad.transforms.cleaning.account plus lstmad.transforms.blocks.block_counts summed over the date's blocks), 'conflict' (block_start: a timestamp whose copies disagree) and, without
     ``stats``, 'moments' (info: JSON of the observed moments of the smoothed own rows) — the blocks then hold
     smoothed values in source units as float64, for ``normalise_blocks`` once the statistics are fitted.
     """
@@ -320,7 +321,7 @@ def side_records(per_asset_rows: DataFrame) -> list:
 
 
 def quarantine_candidates(side: list, channels: tuple[str, ...]) -> pa.Table:
-    """The 'quarantine' records of ``per_asset`` as one table for lstmad.cleaning.quarantine_records:
+    """The 'quarantine' records of ``per_asset`` as one table for lstmad.transforms.cleaning.quarantine_records:
     date, asset_id, timestamp_us, reason code, fault codes, source_row."""
     columns: dict[str, list] = {names.DATE: [], names.ASSET: [], TS_US: [], CODE: [], SOURCE_ROW: [],
                                 **{fault_column(c): [] for c in channels}}

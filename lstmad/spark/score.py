@@ -14,10 +14,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from lstmad import names
-from lstmad.intervals import merge_flags
-from lstmad.lakehouse import CHANNEL_SHARES_TYPE
-from lstmad.scoring import interval_id, score_blocks, scored_blocks
-from lstmad.series import NormalisationStats
+from lstmad.io.lakehouse import CHANNEL_SHARES_TYPE
+from lstmad.serving.scoring import interval_id, score_blocks, scored_blocks
+from lstmad.transforms.intervals import merge_flags
+from lstmad.transforms.series import NormalisationStats
 
 # One loaded model per Python worker process, keyed by model version: Spark reuses its Python workers
 # across tasks, so each worker deserialises the weights once, not once per partition.
@@ -61,7 +61,7 @@ def worker_device(preference: str = "auto") -> str:
 def _bundle_from_payload(key: str, payload: dict[str, bytes], device: str = "cpu"):
     key = f"{key}@{device}"
     if key not in _LOADED_BUNDLES:
-        from lstmad.bundle import ModelBundle
+        from lstmad.serving.bundle import ModelBundle
 
         folder = Path(tempfile.mkdtemp(prefix="lstmad-worker-model-"))
         for name, content in payload.items():
@@ -88,7 +88,7 @@ def work_items(files: list[str], parallelism: int, per_core: int = 4) -> list[tu
     return items
 
 
-def _read_piece(file: str, first: int, count: int):
+def read_piece(file: str, first: int, count: int):
     """Blocks [first, first + count) of a block file: only the row groups that hold them are decoded
     (prepare writes row groups of tensors.BLOCKS_PER_ROW_GROUP blocks)."""
     import pyarrow.parquet as pq
@@ -133,7 +133,7 @@ def _over_items(spark, items: list[tuple[str, int, int]], per_core: int, score_p
             for batch in batches:
                 for index in batch.column(0).to_pylist():
                     file, first, count = items[index]
-                    yield file, _read_piece(file, first, count)
+                    yield file, read_piece(file, first, count)
         yield from score_pieces(pieces())
 
     return spark.range(0, len(items), numPartitions=max(1, min(len(items), tasks))).mapInArrow(run, schema)
@@ -180,7 +180,7 @@ def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, st
     ("file") plus its flagged timestamps ("flag"): the scores never travel to the driver, which only commits
     the files (lakehouse.commit_files). Without ``lake``, every timestamp comes back ("score").
     """
-    from lstmad import lakehouse
+    from lstmad.io import lakehouse
 
     items = work_items(files, spark.sparkContext.defaultParallelism, per_core)
     stats_by_id = {k: NormalisationStats.from_dict(v) for k, v in stats_dicts.items()}
@@ -239,7 +239,7 @@ def _pass_rows(kind: str, table: pa.Table, keep: np.ndarray, share_rows: Optiona
 def anomaly_intervals(flagged: DataFrame, step_s: int, min_duration_s: int, merge_gap_s: int,
                       model_name: str, model_version: str, new_from_us: Optional[int] = None,
                       carried: Optional[dict[str, dict]] = None) -> DataFrame:
-    """Intervals per asset (lstmad.intervals.merge_flags) from the flagged timestamps of a scoring pass
+    """Intervals per asset (lstmad.transforms.intervals.merge_flags) from the flagged timestamps of a scoring pass
     (asset_id, timestamp_us, score, shares): interval_id, asset_id, start_us, end_us, duration_s, n_points,
     peak_score, mean_score, shares (mean channel shares in the model's channel order; null where a timestamp
     inside has none).

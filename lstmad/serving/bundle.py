@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from lstmad.detectors import load_detector
-from lstmad.series import NormalisationStats
+from lstmad.transforms.series import NormalisationStats
 
 
 class ModelMismatchError(ValueError):

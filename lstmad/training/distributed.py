@@ -24,8 +24,8 @@ import torch
 
 from lstmad import names
 from lstmad.config import DISTRIBUTABLE
-from lstmad.tensors import Windows, windows_from_blocks
-from lstmad.training import Ranks, epoch_seed, fit_batches, loop_settings, resolve_device, summed_loss
+from lstmad.training.loop import Ranks, epoch_seed, fit_batches, loop_settings, resolve_device, summed_loss
+from lstmad.transforms.blocks import Windows, windows_from_blocks
 
 log = logging.getLogger("lstmad")
 

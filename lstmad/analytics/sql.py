@@ -10,7 +10,8 @@ from typing import Optional
 import duckdb
 import pyarrow as pa
 
-from lstmad import lakehouse, names
+from lstmad import names
+from lstmad.io import lakehouse
 
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
 

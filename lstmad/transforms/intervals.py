@@ -8,19 +8,13 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-MICROS = 1_000_000
+from lstmad.dates import MICROS
+
 # Intervals as found, before lineage is added (the Spark interval stage returns these columns)
 FOUND_SCHEMA = pa.schema([("interval_id", pa.string()), ("asset_id", pa.string()), ("start_us", pa.int64()),
                           ("end_us", pa.int64()), ("duration_s", pa.int64()), ("n_points", pa.int64()),
                           ("peak_score", pa.float64()), ("mean_score", pa.float64()),
                           ("shares", pa.list_(pa.float64()))])
-
-
-def utc_date(micros: int) -> str:
-    """The UTC date (YYYY-MM-DD) of a timestamp in microseconds since the epoch: the night it belongs to."""
-    import datetime as dt
-
-    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(micros))).date().isoformat()
 
 
 def merge_flags(timestamps_us: np.ndarray, flags: np.ndarray, scores: np.ndarray, step_s: int,

@@ -25,7 +25,7 @@ def read_source(spark: SparkSession, source: SourceConfig, location: Path, files
                 partitions: list[str], read_from: dt.datetime, read_to: dt.datetime, delta_engine: str) -> DataFrame:
     """Raw rows of the source (all columns as stored; CSV columns as strings).
 
-    ``files``: the CSV/Parquet files to read (from lstmad.source_schema.source_files); ``partitions``: the
+    ``files``: the CSV/Parquet files to read (from lstmad.io.source_schema.source_files); ``partitions``: the
     dates to read from a partitioned Delta table. [read_from, read_to) bounds the timestamps wanted from an
     unpartitioned source; rows whose timestamp is not a timestamp type are all read (filtered after parsing).
     """

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from lstmad import names
 
 UTC_US = pa.timestamp("us", tz="UTC")
-# (channel, share) pairs, largest share first, every channel of the model listed (lstmad.scoring builds them)
+# (channel, share) pairs, largest share first, every channel of the model listed (lstmad.serving.scoring builds them)
 CHANNEL_SHARES_TYPE = pa.list_(pa.struct([("channel", pa.string()), ("share", pa.float64())]))
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -324,10 +324,10 @@ def write_data_file(lake: Path, table: str, data: pa.Table, partition_value: str
     pq.write_table(data, target, compression="zstd")
     return {"path": relative, "size": os.path.getsize(target), "partition_values": {column: partition_value},
             "modification_time": int(time.time() * 1000), "num_records": data.num_rows,
-            "stats": json.dumps(_file_stats(data), allow_nan=False)}
+            "stats": json.dumps(file_stats(data), allow_nan=False)}
 
 
-def _file_stats(data: pa.Table) -> dict:
+def file_stats(data: pa.Table) -> dict:
     """Delta per-file statistics (numRecords, null counts, min/max of the flat columns): readers skip files by
     them (a time-range query opens only the files whose timestamps overlap).
 

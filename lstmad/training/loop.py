@@ -1,5 +1,5 @@
 """A device-agnostic training loop with early stopping, shared by the detectors, in one process or as one rank
-of a DistributedDataParallel group (lstmad.distributed)."""
+of a DistributedDataParallel group (lstmad.training.distributed)."""
 
 from __future__ import annotations
 
@@ -15,31 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from lstmad.tensors import Windows
-
-
-@dataclasses.dataclass
-class TrainingParams:
-    """Settings every trained detector shares; detectors' parameter classes extend it."""
-
-    epochs: int = 20
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    patience: int = 3
-    validation_share: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_dir: str = ""  # where each epoch's checkpoint goes; a run finding one there resumes from it
-    lr_schedule: str = "constant"  # or "cosine": cosine annealing of the learning rate over the epochs
-    precision: str = "auto"  # auto: bf16 autocast on a CUDA device that supports it, else fp32; fp32; bf16
-    compile: bool = False  # torch.compile the network for the training steps
-    pin_memory: bool = True  # page-locked host batches (non-blocking copies) when training on CUDA
-
+from lstmad.training.params import LR_SCHEDULES, PRECISIONS, TrainingParams
+from lstmad.transforms.blocks import Windows
 
 BatchLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 EpochCallback = Callable[[dict], None]
-LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclasses.dataclass(frozen=True)

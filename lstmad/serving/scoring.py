@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 
 from lstmad import names
-from lstmad.bundle import ModelBundle, ModelMismatchError
-from lstmad.lakehouse import CHANNEL_SHARES_TYPE
-from lstmad.series import NormalisationStats
-from lstmad.tensors import Windows, windows_from_blocks
+from lstmad.io.lakehouse import CHANNEL_SHARES_TYPE
+from lstmad.serving.bundle import ModelBundle, ModelMismatchError
+from lstmad.transforms.blocks import Windows, windows_from_blocks
+from lstmad.transforms.series import NormalisationStats
 
 SCORE_SCHEMA = pa.schema([(names.ASSET, pa.string()), ("timestamp_us", pa.int64()), (names.SCORE, pa.float64()),
                           (names.LABEL, pa.int8())])

@@ -63,3 +63,16 @@ def score_timeline_png(timestamps_us: np.ndarray, assets: np.ndarray, scores: np
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def evaluation_figures(scored, threshold: float, folder: Path) -> None:
+    """roc.png and score_timeline.png of an evaluation range's per-timestamp scores (a pyarrow table with
+    asset_id, timestamp_us, score, label) into ``folder``."""
+    from lstmad import names
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = scored.column(names.LABEL).to_numpy(zero_copy_only=False)
+    scores = scored.column(names.SCORE).to_numpy()
+    roc_curve_png(labels, scores, folder / "roc.png")
+    score_timeline_png(scored.column("timestamp_us").to_numpy(), np.asarray(scored.column(names.ASSET).to_pylist()),
+                       scores, labels, threshold, folder / "score_timeline.png")

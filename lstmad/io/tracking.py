@@ -24,7 +24,7 @@ class NoChampionError(LookupError):
     """The registry has no model with the champion alias yet."""
 
 
-def _client(tracking_uri: str) -> MlflowClient:
+def mlflow_client(tracking_uri: str) -> MlflowClient:
     mlflow.set_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 
@@ -39,7 +39,7 @@ def open_training_run(tracking_uri: str, experiment: str, resume_key: str, tags:
     """The run a training with ``resume_key`` (a digest of everything that shapes the model) logs into: the
     latest earlier run with that key that never finished (killed, failed: its checkpoints continue), else a
     new run. Returns (run_id, resumed)."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     experiment_id = _experiment_id(client, experiment, artifact_location)
     earlier = client.search_runs([experiment_id], filter_string=f"tags.`{RESUME_KEY_TAG}` = '{resume_key}'",
                                  order_by=["attributes.start_time DESC"], max_results=1)
@@ -51,7 +51,7 @@ def open_training_run(tracking_uri: str, experiment: str, resume_key: str, tags:
 
 def local_artifact_dir(tracking_uri: str, run_id: str) -> Optional[Path]:
     """The run's artifact folder when the artifact store is a local (or mounted) path, else None."""
-    uri = _client(tracking_uri).get_run(run_id).info.artifact_uri
+    uri = mlflow_client(tracking_uri).get_run(run_id).info.artifact_uri
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         return Path(unquote(parsed.path))
@@ -62,7 +62,7 @@ def fail_run(tracking_uri: str, run_id: str) -> None:
     """Mark a training run that raised as FAILED (it stays resumable); a tracking store that cannot be reached
     must not hide the error that got us here."""
     try:
-        _client(tracking_uri).set_terminated(run_id, status="FAILED")
+        mlflow_client(tracking_uri).set_terminated(run_id, status="FAILED")
     except Exception as error:  # noqa: BLE001
         import logging
 
@@ -71,7 +71,7 @@ def fail_run(tracking_uri: str, run_id: str) -> None:
 
 def write_mlflow_model(folder: Path, window: int, channels: list[str], metadata: dict) -> None:
     """Make a saved model folder an MLflow model: an MLmodel file with the pyfunc flavour (loader
-    lstmad.pyfunc, reading the folder as it is: weights + JSON config, nothing pickled), the input signature
+    lstmad.serving.pyfunc, reading the folder as it is: weights + JSON config, nothing pickled), the input signature
     (N, window, channels) float32 windows → (N,) float64 scores with an optional ``asset`` parameter, and
     ``metadata`` (channel names and order, step, normalisation, threshold) that MLflow shows beside it."""
     import numpy as np
@@ -86,7 +86,7 @@ def write_mlflow_model(folder: Path, window: int, channels: list[str], metadata:
     model = Model(signature=signature, metadata={**metadata, "window": window, "channels": list(channels)})
     import mlflow.pyfunc
 
-    mlflow.pyfunc.add_to_model(model, loader_module="lstmad.pyfunc")
+    mlflow.pyfunc.add_to_model(model, loader_module="lstmad.serving.pyfunc")
     model.save(str(Path(folder) / "MLmodel"))
 
 
@@ -103,7 +103,7 @@ def log_training_run(tracking_uri: str, run_id: str, params: dict, history: list
 
     from mlflow.entities import Metric, Param, RunTag
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     logged = client.get_run(run_id).data.params
     now = int(time.time() * 1000)
     batch_params = [Param(k, str(v)[:500]) for k, v in params.items() if k not in logged]
@@ -125,13 +125,13 @@ def log_training_run(tracking_uri: str, run_id: str, params: dict, history: list
 
 def finish_run(tracking_uri: str, run_id: str) -> None:
     """End a training run as FINISHED: from now on it is never resumed."""
-    _client(tracking_uri).set_terminated(run_id, status="FINISHED")
+    mlflow_client(tracking_uri).set_terminated(run_id, status="FINISHED")
 
 
 def register_model(tracking_uri: str, name: str, run_id: str) -> str:
     """The version of registered model ``name`` that holds the run's model folder: the existing one when the
     run was registered before (a rerun after a crash), else a new one."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
         return str(max(int(v.version) for v in existing))
@@ -144,14 +144,14 @@ def register_model(tracking_uri: str, name: str, run_id: str) -> str:
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: str, reason: str) -> None:
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, f"{alias}_reason", reason[:500])
 
 
 def champion(tracking_uri: str, name: str) -> Optional[dict]:
     """{"version", "run_id", "source"} of the champion, or None when there is none."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -161,7 +161,7 @@ def champion(tracking_uri: str, name: str) -> Optional[dict]:
 
 def registered_version(tracking_uri: str, name: str, version: str) -> dict:
     """{"version", "run_id", "source"} of one registered version; an unknown version is refused naming it."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
         found = client.get_model_version(name, str(version))
     except MlflowException:
@@ -171,18 +171,18 @@ def registered_version(tracking_uri: str, name: str, version: str) -> dict:
 
 def download_model(tracking_uri: str, source: str, destination: Optional[Path] = None) -> Path:
     """Copy a registered model folder to a local directory and return its path."""
-    _client(tracking_uri)
+    mlflow_client(tracking_uri)
     destination = destination or Path(tempfile.mkdtemp(prefix="lstmad-model-"))
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(destination)))
 
 
 def run_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
-    return dict(_client(tracking_uri).get_run(run_id).data.metrics)
+    return dict(mlflow_client(tracking_uri).get_run(run_id).data.metrics)
 
 
 def log_promotion(tracking_uri: str, run_id: str, decision: dict) -> None:
     """Record the promotion decision on the training run (tags + a JSON artifact)."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     client.set_tag(run_id, "promotion", decision["decision"])
     client.set_tag(run_id, "promotion_reason", decision["reason"][:500])
     client.log_text(run_id, json.dumps(decision, indent=2), "promotion.json")
@@ -191,7 +191,7 @@ def log_promotion(tracking_uri: str, run_id: str, decision: dict) -> None:
 def log_evaluation(tracking_uri: str, experiment: str, run_name: str, params: dict, metrics: dict[str, float],
                    files: list[str], artifact_location: Optional[str] = None) -> str:
     """One MLflow run for an evaluation (a benchmark): parameters, flat metrics and its report files."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     with mlflow.start_run(experiment_id=_experiment_id(client, experiment, artifact_location),
                           run_name=run_name) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})

@@ -1,4 +1,5 @@
-"""Parquet tensor blocks: building them from a series, reading them back, and turning them into windows.
+"""Tensor blocks in memory: building them from a series and turning them into windows (pure; the files
+themselves are read and written by lstmad.io.tensor_store).
 
 A block holds ``n_rows`` consecutive grid rows of one asset and segment: ``n_history`` rows of context
 followed by the block's own rows. Windows are identified by their last row, which is always an own row, so
@@ -8,18 +9,14 @@ every window of a segment lies in exactly one block and consecutive blocks overl
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import torch
 
 from lstmad import names
-
-MICROS = 1_000_000
-DAY_US = 86_400 * MICROS
+from lstmad.dates import DAY_US, MICROS
 
 # Row groups of this many blocks: a reader can decode part of a date's file (Spark scoring cuts a single
 # date into pieces for all cores) without decoding the whole of it.
@@ -237,44 +234,6 @@ def windows_from_blocks(blocks: pa.Table, window: int,
                    np.concatenate(label_last), np.concatenate(label_any), skipped)
 
 
-def block_files(root: str | Path, dates: Sequence[str]) -> list[str]:
-    """The Parquet files of the given dates of a tensor-block table, in date order."""
-    return [str(f) for day in dates for f in sorted((Path(root) / f"{names.DATE}={day}").glob("*.parquet"))]
-
-
-def stream_window_batches(path: str | Path, dates: Sequence[str], window: int, batch_size: int,
-                          max_masked_share: float = 1.0, blocks_per_read: int = 32
-                          ) -> Iterator[tuple[torch.Tensor, Windows, slice]]:
-    """Stream the windows of a tensor-block table without holding it: read ``blocks_per_read`` blocks at a
-    time (pyarrow record batches), yield (batch (B, W, C) float32, the Windows it came from, its slice).
-
-    Memory stays at one read of blocks plus one batch, however large the archive; the order is the
-    dataset's, not sorted. Every batch is written into the same buffer (a fresh tensor per batch lets glibc
-    fragment its heap, and resident memory then grows with the archive): it is valid until the next one
-    is yielded; ``clone()`` what must outlive that.
-    """
-    buffer: Optional[torch.Tensor] = None
-    import pyarrow.parquet as pq
-
-    root = Path(path)
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no tensor blocks yet; run prepare first")
-    # One file at a time, opened and closed here: a pyarrow dataset keeps every file's footer once read, and
-    # its scanner decodes files ahead of the consumer, so either grows with the archive.
-    for file in block_files(root, dates):
-        with pq.ParquetFile(file) as handle:
-            for record_batch in handle.iter_batches(batch_size=blocks_per_read, use_threads=False):
-                if record_batch.num_rows == 0:
-                    continue
-                windows = windows_from_blocks(pa.Table.from_batches([record_batch]), window,
-                                              max_masked_share=max_masked_share)
-                if buffer is None or buffer.shape[1] != windows.n_channels:
-                    buffer = torch.empty((batch_size, windows.n_channels, window), dtype=torch.float32)
-                for lo in range(0, len(windows), batch_size):
-                    part = slice(lo, min(lo + batch_size, len(windows)))
-                    yield windows.batch(part, out=buffer), windows, part
-
-
 def block_rows_of(blocks: pa.Table, own_only: bool = True) -> np.ndarray:
     """The rows of all blocks stacked into (R, C) float32; with own_only the history rows are skipped."""
     columns = blocks.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.VALUES]).to_pydict()
@@ -283,61 +242,3 @@ def block_rows_of(blocks: pa.Table, own_only: bool = True) -> np.ndarray:
         values = np.frombuffer(raw, dtype=np.float32).reshape(n_rows, n_ch)
         out.append(values[n_hist:] if own_only else values)
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def read_blocks(path: str | Path, dates: Sequence[str], columns: Optional[list[str]] = None) -> pa.Table:
-    """Blocks of the given dates (``YYYY-MM-DD``) from a tensor-block table, in a stable order; ``columns``
-    limits what is read (the sort keys are always included)."""
-    dataset = _block_dataset(Path(path))
-    keys = [names.DATE, names.ASSET, names.BLOCK_START]
-    wanted = None if columns is None else list(dict.fromkeys([*columns, *keys]))
-    table = dataset.to_table(columns=wanted, filter=ds.field(names.DATE).isin(list(dates)))
-    return table.sort_by([(names.DATE, "ascending"), (names.ASSET, "ascending"), (names.BLOCK_START, "ascending")])
-
-
-def _block_dataset(path: Path) -> ds.Dataset:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no tensor blocks yet; run prepare first")
-    return ds.dataset(path, format="parquet", partitioning=ds.partitioning(
-        pa.schema([(names.DATE, pa.string())]), flavor="hive"))
-
-
-CONTENT_VERSION_FILE = "_content_version.json"
-
-
-def content_version(root: str | Path, day: str) -> str:
-    """The source data version of one date of a tensor-block table: "sha256:<hex>", the SHA-256 of the sorted
-    SHA-256 digests (hex, one per line) of its block files' bytes, so the same blocks give the same version
-    whatever their files are called. Cached beside the files (keyed by their names and sizes, so a
-    re-prepared date is hashed afresh); results carry it as their lineage."""
-    import hashlib
-    import json
-    import os
-
-    folder = Path(root) / f"{names.DATE}={day}"
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no tensor blocks for {day}")
-    listing = {f.name: f.stat().st_size for f in files}
-    cache = folder / CONTENT_VERSION_FILE
-    try:
-        cached = json.loads(cache.read_text())
-        if cached.get("files") == listing:
-            return cached["version"]
-    except (OSError, ValueError):
-        pass
-    digests = []
-    for file in files:
-        digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        digests.append(digest.hexdigest())
-    version = "sha256:" + hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
-    try:  # a read-only archive still gets its version, just not cached
-        staged = cache.with_name(f".{cache.name}.{os.getpid()}")
-        staged.write_text(json.dumps({"files": listing, "version": version}))
-        staged.replace(cache)
-    except OSError:
-        pass
-    return version

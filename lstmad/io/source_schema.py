@@ -164,3 +164,16 @@ def naive_nanosecond_timestamps(source: SourceConfig, files: list[Path]) -> bool
 
     kind = pq.read_schema(files[0]).field(source.timestamp_column).type
     return pa.types.is_timestamp(kind) and kind.unit == "ns" and kind.tz is None
+
+
+def source_files_or_fail(source: SourceConfig, location: Path, history_dates: list[str], dates: list[str]
+                         ) -> list[Path]:
+    """The files to read (history partitions included), or one error saying where nothing was found."""
+    files = source_files(source, location, dates)
+    if not files:
+        what = (f"raw partitions for {dates[0]} .. {dates[-1]}" if source.partition_column
+                else f"*.{source.format} files")
+        raise SourceSchemaError(f"{location}: no {what}")
+    if source.partition_column and history_dates:
+        files = source_files(source, location, history_dates) + files
+    return files

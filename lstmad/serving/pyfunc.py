@@ -12,8 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from lstmad.bundle import ModelBundle
-from lstmad.tensors import Windows
+from lstmad.serving.bundle import ModelBundle
+from lstmad.transforms.blocks import Windows
 
 
 class WindowScorer:

@@ -1,0 +1,81 @@
+"""What every detector shares: the sklearn-like interface (fit / score), the parameter dataclass it is built
+from, moving to a device, and storage as ``detector.json`` (+ ``weights.pt`` for networks, nothing pickled).
+
+A detector subclasses Detector, names its ``kind`` and ``params_class``, and implements ``fit(windows,
+on_epoch) -> self`` (setting ``window_``, ``n_channels_``, ``history_`` and ``validation_scores_``),
+``score(windows, batch_size) -> (N,) float64`` and, to be saved, ``saved_state() -> dict`` and
+``restore(state, directory, device)``; networks live in ``network_`` and are saved and moved here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from lstmad.detectors.persistence import load_weights, read_config, save_weights, write_config
+from lstmad.transforms.blocks import Windows
+
+
+class Detector:
+    """Base of every detector (see the module docstring)."""
+
+    kind: str = ""
+    params_class: type = object
+    score_alignment = "window"  # "window": a score per window, belonging to its last row; "last": of its last row
+
+    def __init__(self, params: Optional[object] = None, **overrides):
+        self.params = dataclasses.replace(params or self.params_class(), **overrides)
+
+    def to(self, device) -> "Detector":
+        """Move the network (if any) to ``device``; returns self."""
+        if hasattr(self, "network_"):
+            self.network_.to(device)
+        return self
+
+    def saved_state(self) -> dict:
+        """Fitted state for ``detector.json`` beyond kind, params, window and channels (JSON-able)."""
+        return {}
+
+    def restore(self, state: dict, directory: Path, device: str) -> None:
+        """Set the fitted state back from ``detector.json`` (and, for networks, load ``network_``)."""
+
+    def save(self, directory: str | Path) -> None:
+        """``detector.json`` (kind, parameters, fitted state) and, for networks, ``weights.pt`` (a plain
+        state_dict); no pickled objects."""
+        if not hasattr(self, "window_"):
+            raise RuntimeError(f"{self.kind} detector is not fitted: call fit() or load() first")
+        folder = write_config(directory, {"detector": self.kind, "params": dataclasses.asdict(self.params),
+                                          "window": self.window_, "n_channels": self.n_channels_,
+                                          **self.saved_state()})
+        if hasattr(self, "network_"):
+            save_weights(folder, self.network_)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> "Detector":
+        state = read_config(directory)
+        # JSON gives lists where the parameters hold tuples (layer sizes)
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in state["params"].items()}
+        detector = cls(cls.params_class(**params))
+        detector.window_, detector.n_channels_ = state["window"], state["n_channels"]
+        detector.history_ = state.get("history", [])
+        detector.restore(state, Path(directory), device)
+        return detector
+
+    @staticmethod
+    def load_network(network, directory: Path, device: str):
+        """``network`` with the saved weights, on ``device``, in eval mode."""
+        return load_weights(network, directory, device)
+
+
+class LastRowDetector(Detector):
+    """A detector of single rows: each window is scored by its last row (the classical baselines)."""
+
+    score_alignment = "last"
+
+    @staticmethod
+    def rows(windows: Windows) -> np.ndarray:
+        """(N, C) float64: the last row of each window."""
+        return windows.series.numpy()[windows.starts + windows.window - 1].astype(np.float64)

@@ -1,0 +1,88 @@
+"""Stage drift: a scored night's inputs and scores against the champion's training reference (PSI and KS per
+channel, score KS, alarm rate, model age); one drift_metrics row and the retraining signal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from lstmad import names
+from lstmad.config import PipelineConfig
+from lstmad.io import lakehouse
+from lstmad.io.model_store import champion_bundle
+from lstmad.io.tensor_store import load_stats, read_blocks
+from lstmad.layout import Paths, PrepareError
+
+log = logging.getLogger("lstmad")
+
+
+def drift(config: PipelineConfig, day: dt.date) -> dict:
+    """Input drift (PSI per channel against the champion's training reference) and the day's alarm rate
+    against the expected one; one row in drift_metrics and a retraining signal."""
+    from lstmad.evaluation.drift import ks_statistic, population_stability_index, retrain_signal, score_ks
+
+    paths = Paths.of(config)
+    registered, bundle = champion_bundle(config)
+    date = day.isoformat()
+    blocks = read_blocks(paths.tensors, [date])
+    if blocks.num_rows == 0:
+        raise PrepareError(f"{paths.tensors}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
+    parts = []
+    columns = blocks.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.VALUES, names.STATS_ID,
+                             names.ASSET])
+    for n_rows, n_hist, n_ch, raw, sid, asset in zip(*columns.to_pydict().values()):
+        values = np.frombuffer(raw, dtype=np.float32).reshape(n_rows, n_ch)[n_hist:]
+        parts.append(bundle.renormalise(values, load_stats(paths.tensors, sid), asset))
+    values = np.concatenate(parts)
+    reference = bundle.drift_reference
+    psi = population_stability_index(reference, values)
+    ks = ks_statistic(reference["quantiles"], values) if "quantiles" in reference else np.zeros_like(psi)
+    scores_path = lakehouse.table_path(paths.lake, names.ANOMALY_SCORES)
+    night = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG, names.SCORE],
+                           ds.field(names.SCORED_DATE) == date)
+    flags = night.column(names.FLAG).to_numpy(zero_copy_only=False)
+    if flags.size == 0:
+        raise PrepareError(f"{scores_path}: no scores for {date}; run lstmad score --date {date} first")
+    alarm_rate = float(flags.mean())
+    night_ks = score_ks(reference, night.column(names.SCORE).to_numpy())
+    night_ks = 0.0 if math.isnan(night_ks) else night_ks  # a model saved without validation score quantiles
+    age_days = float((day - dt.date.fromisoformat(reference["trained_until"])).days) \
+        if "trained_until" in reference else 0.0
+    # A channel drifts when it strays further than the configured PSI and than any training day did.
+    thresholds = np.maximum(config.drift.psi_threshold,
+                            bundle.drift_reference.get("daily_psi_max", np.zeros_like(psi)))
+    d = config.drift
+    retrain, reasons = retrain_signal(psi, alarm_rate, bundle.expected_alarm_rate, thresholds,
+                                      d.drifted_channel_share, d.alarm_rate_factor, bundle.channels, ks,
+                                      d.ks_threshold, night_ks, d.score_ks_threshold, age_days, d.max_age_days)
+    worst, worst_ks = int(np.argmax(psi)), int(np.argmax(ks))
+    row = {names.SCORED_DATE: date, names.MODEL_VERSION: registered["version"], "n_rows": int(values.shape[0]),
+           "max_psi": float(psi[worst]), "max_psi_channel": bundle.channels[worst],
+           "psi_by_channel": json.dumps(dict(zip(bundle.channels, np.round(psi, 6).tolist()))),
+           "max_ks": float(ks[worst_ks]), "max_ks_channel": bundle.channels[worst_ks], "score_ks": night_ks,
+           "model_age_days": age_days,
+           "alarm_rate": alarm_rate, "expected_alarm_rate": bundle.expected_alarm_rate, "retrain": retrain,
+           "retrain_reasons": "; ".join(reasons)}
+    spark = None
+    if config.delta.engine == "delta-spark":
+        from lstmad.spark.session import get_session
+
+        spark = get_session(config.spark, delta_spark=True)
+    lakehouse.replace_partitions(paths.lake, names.DRIFT_METRICS, pa.Table.from_pylist([row]), [date],
+                                 config.delta.engine, spark)
+    log.info("drift %s: max PSI %.3f (%s), alarm rate %.4f vs %.4f expected, retrain=%s", date, row["max_psi"],
+             row["max_psi_channel"], alarm_rate, bundle.expected_alarm_rate, retrain)
+    return {k: v for k, v in row.items() if k != "psi_by_channel"}
+
+
+def retrain_needed(config: PipelineConfig, day: dt.date) -> bool:
+    """The retraining signal drift() stored for ``day`` (False when drift has not run for it)."""
+    rows = lakehouse.read_table(Paths.of(config).lake, names.DRIFT_METRICS)
+    rows = rows.filter(ds.field(names.SCORED_DATE) == day.isoformat()).column("retrain").to_pylist()
+    return bool(rows and rows[-1])

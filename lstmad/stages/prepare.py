@@ -1,0 +1,166 @@
+"""Stage prepare: raw rows of a date range → quarantine (Delta) + cleaned, gridded, smoothed, normalised tensor
+blocks (Parquet, one folder per date). Also the synthetic farm's landing table, for the demo and tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+
+import numpy as np
+import pyarrow as pa
+
+from lstmad import names
+from lstmad.config import PipelineConfig
+from lstmad.dates import MICROS, day_start_us, iso_dates
+from lstmad.io import lakehouse
+from lstmad.io.tensor_store import load_stats, replace_block_files, save_stats, stats_dir
+from lstmad.layout import Paths, PrepareError
+
+log = logging.getLogger("lstmad")
+
+
+def generate(config: PipelineConfig) -> dict:
+    """Write the synthetic wind farm of ``config.synthetic`` as the raw landing table."""
+    from lstmad.data.synthetic import generate_farm, write_landing_table
+
+    farm = generate_farm(config.synthetic)
+    files = write_landing_table(farm, Paths.of(config).raw, config.source.partition_column)
+    return {"rows": len(farm), "files": len(files), "anomalous_share": float(farm["label"].mean()),
+            "path": str(Paths.of(config).raw)}
+
+
+def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: bool = False, spark=None,
+            accept_schema: bool = False) -> dict:
+    """Raw rows of [start, end] → quarantine (Delta) + normalised tensor blocks (Parquet, per date).
+
+    Reads the W−1+k+max_gap rows before ``start`` as history so that ``start``'s first windows exist. With
+    ``fit_stats`` the normalisation is fitted on these dates and becomes the pipeline's reference; otherwise
+    the reference is used. The source schema is checked against the configuration and against the schema
+    recorded by earlier runs (``accept_schema`` records a changed one instead) before anything is written.
+    Only the partitions of [start, end] are replaced. Returns the row accounting (rows read = kept +
+    quarantined + exact duplicates dropped, asserted) and block counts.
+    """
+    from pyspark.sql import functions as F
+
+    from lstmad.io import source_schema
+    from lstmad.io.sources import read_source
+    from lstmad.spark import prepare as transforms
+    from lstmad.spark.session import get_session, require_utc
+    from lstmad.transforms.cleaning import merge_counts, quarantine_records
+    from lstmad.transforms.series import combine_moments, fit_normalisation
+
+    src, prep = config.source, config.prepare
+    paths = Paths.of(config)
+    channels = src.channel_names
+    dates = iso_dates(start, end)
+    start_us, end_us = day_start_us(start), day_start_us(end + dt.timedelta(days=1))
+    history_from_us = start_us - (prep.window - 1 + prep.smoothing_half_width + prep.max_gap_steps) * prep.step_s * MICROS
+    history_first_day = dt.datetime.fromtimestamp(history_from_us / MICROS, dt.timezone.utc).date()
+    history_dates = iso_dates(history_first_day, start - dt.timedelta(days=1)) if history_first_day < start else []
+    location = paths.raw
+    try:
+        files = [] if src.format == "delta" else source_schema.source_files_or_fail(src, location, history_dates, dates)
+        schema = source_schema.observed_schema(src, location, files)
+        where = str(files[0].parent if src.partition_column and files else location)
+        source_schema.check_configured(src, schema, where)
+        if not accept_schema:
+            source_schema.check_recorded(paths.home, schema, where)
+    except source_schema.SourceSchemaError as error:
+        raise PrepareError(str(error)) from None
+    if src.partition_column and src.format != "delta":
+        present = {f.parent.name.split("=", 1)[1] for f in files}
+        missing = [d for d in dates if d not in present]
+    else:
+        missing = []
+
+    spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
+    require_utc(spark)
+    nanos = source_schema.naive_nanosecond_timestamps(src, files)
+    run_id = uuid.uuid4().hex[:12]
+    utc = dt.timezone.utc
+    raw = read_source(spark, src, location, files, history_dates + dates,
+                      dt.datetime.fromtimestamp(history_from_us / MICROS, utc),
+                      dt.datetime.fromtimestamp(end_us / MICROS, utc), config.delta.engine)
+    own_dates = dates if src.partition_column else [*dates, transforms.UNDATED]
+    ts = F.col(transforms.TS_US)
+    rows = (transforms.canonical_rows(raw, src, own_dates, keep_source=True, nanos_are_naive=nanos)
+            .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
+    stats = None
+    if not fit_stats:
+        stats = load_stats(paths.tensors)
+        if stats.channels != tuple(channels):
+            raise PrepareError(f"{stats_dir(paths.tensors)}: reference statistics are for channels {list(stats.channels)}, "
+                               f"the configuration lists {list(channels)}; re-run prepare --fit-stats")
+    per_asset = transforms.per_asset(rows, channels, stats, prep.window, prep.block_rows, prep.step_s,
+                                     prep.max_gap_steps, prep.smoothing_half_width, start_us, end_us,
+                                     has_labels=src.label_column is not None,
+                                     max_masked_share=prep.max_masked_share,
+                                     partitions=max(spark.sparkContext.defaultParallelism,
+                                                    config.spark.shuffle_partitions)).persist()
+    phases: dict[str, float] = {}
+    began = time.perf_counter()
+    try:
+        side = transforms.side_records(per_asset)
+        phases["clean_grid_smooth_s"] = time.perf_counter() - began
+        counts = merge_counts([json.loads(r[transforms.INFO]) for r in side if r[transforms.KIND] == "counts"])
+        counts = {"rows_read": 0, "rows_kept": 0, "rows_quarantined": 0, "exact_duplicates_dropped": 0,
+                  "quarantined_by_reason": {}, "values_masked_by_reason": {}, "values_masked_by_channel": {},
+                  "blocks": 0, "grid_rows": 0, "grid_rows_filled": 0, "values_filled": 0, "windows": 0,
+                  "windows_skipped_masked": 0, **counts}
+        if counts["rows_read"] == 0:
+            raise PrepareError(f"{location}: no rows for {dates[0]} .. {dates[-1]}")
+        blocks = transforms.block_rows(per_asset)
+        if fit_stats:
+            per_asset_moments = {r[names.ASSET]: {k: np.array(v, dtype=np.float64) for k, v in
+                                                  json.loads(r[transforms.INFO]).items()}
+                                 for r in side if r[transforms.KIND] == "moments"}
+            usable = {a: m for a, m in per_asset_moments.items() if m["count"].sum() > 0}
+            if not usable:
+                raise PrepareError(f"{location}: no usable rows in {dates[0]} .. {dates[-1]} to fit normalisation on")
+            stats = fit_normalisation(prep.normalisation, channels, fitted_on=f"{dates[0]}..{dates[-1]}",
+                                      per_asset=usable if prep.normalisation_scope == "per_asset" else None,
+                                      **combine_moments(list(usable.values())))
+            blocks = transforms.normalise_blocks(blocks, stats)
+        conflicts = [(r[names.ASSET], r[names.BLOCK_START]) for r in side if r[transforms.KIND] == "conflict"]
+        began = time.perf_counter()
+        candidates = transforms.quarantine_candidates(side, channels)
+        if conflicts:
+            copies = transforms.conflicting_rows(raw, src, own_dates, conflicts, nanos).toArrow()
+            candidates = pa.concat_tables([candidates, copies.select(candidates.column_names).cast(candidates.schema)])
+        quarantine = quarantine_records(candidates, list(channels), run_id, config.pipeline)
+        phases["quarantine_s"] = time.perf_counter() - began
+        began = time.perf_counter()
+        # One file per date: each date's blocks of every asset go to one task (small files cost a footer each).
+        staging = paths.tensors / "_staging" / run_id
+        written = transforms.write_blocks(blocks.repartition(names.DATE), str(staging), run_id)
+        phases["write_blocks_s"] = time.perf_counter() - began
+    finally:
+        per_asset.unpersist()
+    save_stats(paths.tensors, stats, make_current=fit_stats)
+    replace_block_files(paths.tensors, dates, staging, written)
+    lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
+    source_schema.record(paths.home, schema)
+    summary = {"dates": [dates[0], dates[-1]], **counts, "dates_without_data": missing,
+               "stats_id": stats.stats_id, "run_id": run_id, "phase_seconds": phases}
+    if summary["rows_read"] != summary["rows_kept"] + summary["rows_quarantined"] + summary["exact_duplicates_dropped"]:
+        raise AssertionError(f"prepare accounting does not add up: {summary}")  # pragma: no cover
+    log.info("prepare %s..%s: read %d rows = kept %d + quarantined %d %s + exact duplicates %d; masked values %s; "
+             "%d blocks, %d windows (%d skipped as mostly filled in)", dates[0], dates[-1], summary["rows_read"],
+             summary["rows_kept"], summary["rows_quarantined"], summary["quarantined_by_reason"] or "",
+             summary["exact_duplicates_dropped"], summary["values_masked_by_reason"] or "none", summary["blocks"],
+             summary["windows"], summary["windows_skipped_masked"])
+    return summary
+
+
+def prepare_training_data(config: PipelineConfig, spark=None) -> list[dict]:
+    """Prepare the training range (fitting the normalisation) and the evaluation range."""
+    t = config.train
+    if t.start is None or t.end is None:
+        raise PrepareError("train.start and train.end must be set to prepare training data")
+    summaries = [prepare(config, t.start, t.end, fit_stats=True, spark=spark)]
+    if t.eval_start and t.eval_end:
+        summaries.append(prepare(config, t.eval_start, t.eval_end, spark=spark))
+    return summaries

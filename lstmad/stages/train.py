@@ -1,0 +1,171 @@
+"""Stage train: fit the pipeline's detector on its training range, set its threshold, evaluate it on the
+labelled evaluation range, log the run to MLflow, register the model and (optionally) run the promotion gate.
+
+The MLflow run is opened first and checkpoints go to its artifact location every epoch; a training that was
+killed (its run never finished) resumes from its last checkpoint when run again with the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import shutil
+import time
+import uuid
+from typing import Callable, Optional
+
+import numpy as np
+
+from lstmad import names
+from lstmad.config import PipelineConfig
+from lstmad.dates import iso_dates
+from lstmad.io import tracking
+from lstmad.io.evaluations import record_evaluation
+from lstmad.io.locks import TrainingLock
+from lstmad.io.provenance import git_commit, lstmad_version
+from lstmad.layout import Paths
+from lstmad.serving.intervals import SourceVersions
+from lstmad.stages.promote import promote_model
+from lstmad.training.fitting import fit_in_memory, fit_sharded, training_stats, windows_of
+from lstmad.training.resume import training_key
+
+log = logging.getLogger("lstmad")
+
+
+def training_window(config: PipelineConfig, end: dt.date) -> PipelineConfig:
+    """The config with its training and evaluation ranges slid to end at ``end``: the last
+    ``train.eval_days`` evaluate, the ``train.window_days`` before them train (retraining on recent data)."""
+    t = config.train
+    if t.window_days <= 0:
+        raise ValueError("train.window_days must be set (> 0) to train on a window of recent dates")
+    train_end = end - dt.timedelta(days=t.eval_days)
+    window = dict(start=train_end - dt.timedelta(days=t.window_days - 1), end=train_end,
+                  eval_start=end - dt.timedelta(days=t.eval_days - 1) if t.eval_days else None,
+                  eval_end=end if t.eval_days else None)
+    return dataclasses.replace(config, train=dataclasses.replace(t, **window))
+
+
+def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = None, promote: bool = True,
+          spark=None) -> dict:
+    """Train the detector on the prepared training range, evaluate it on the labelled evaluation range, log
+    it to MLflow and register it; with ``promote``, also run the promotion gate (stages.promote)."""
+    import torch
+
+    from lstmad.detectors import build_detector
+    from lstmad.evaluation.drift import reference_quantiles
+    from lstmad.evaluation.metrics import score_metrics
+    from lstmad.evaluation.plots import evaluation_figures
+    from lstmad.evaluation.reference import drift_reference as training_reference
+    from lstmad.evaluation.thresholds import describe_rule, threshold_from_rule
+    from lstmad.serving.bundle import ModelBundle
+    from lstmad.serving.scoring import score_blocks
+
+    t, m = config.train, config.model
+    paths = Paths.of(config)
+    if m.threads:
+        torch.set_num_threads(m.threads)
+    stats = training_stats(config)
+    tags = {"pipeline": config.pipeline, "detector": config.model.detector}
+    key = training_key(config)
+    # locked before the run is looked up: two trainings with the same settings must not both find (or both
+    # create) the unfinished run
+    lock = TrainingLock(paths.locks, key)
+    try:
+        run_id, resumed = tracking.open_training_run(config.tracking_uri, config.experiment_name, key, tags,
+                                                     config.artifact_location)
+    except BaseException:
+        lock.release()
+        raise
+    artifacts = tracking.local_artifact_dir(config.tracking_uri, run_id)
+    checkpoints = (artifacts / tracking.CHECKPOINT_ARTIFACT if artifacts is not None
+                   else paths.home / "checkpoints" / run_id)
+    if resumed:
+        log.info("train: resuming unfinished MLflow run %s from %s", run_id, checkpoints)
+    try:
+        started = time.time()
+        detector = build_detector(config.model, str(checkpoints))
+        if t.distributed.processes:
+            detector, counts = fit_sharded(config, detector, spark)
+            for record in detector.history_ if on_epoch else ():
+                on_epoch(record)  # the ranks ran elsewhere: report their epochs now
+        else:
+            detector, counts = fit_in_memory(config, detector, on_epoch)
+        train_seconds = time.time() - started
+        threshold = threshold_from_rule(config.threshold.rule, detector.validation_scores_,
+                                        config.threshold.percentile)
+        train_dates = iso_dates(t.start, t.end)
+        drift_reference = training_reference(paths.tensors, train_dates, config.drift.psi_bins)
+        drift_reference["score_quantiles"] = reference_quantiles(np.asarray(detector.validation_scores_)[:, None])[0]
+        drift_reference["trained_until"] = config.train.end.isoformat()
+        bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
+                             config.prepare.step_s, stats, threshold,
+                             describe_rule(config.threshold.rule, config.threshold.percentile),
+                             float(np.mean(detector.validation_scores_ > threshold)), drift_reference)
+        metrics: dict[str, float] = {**counts, "threshold": threshold, "train_seconds": train_seconds,
+                                     "resumed": float(resumed)}
+        model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
+        figures = model_dir.with_name(model_dir.name + "-plots")
+        if t.eval_start and t.eval_end:
+            eval_blocks, _ = windows_of(config, t.eval_start, t.eval_end)
+            scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats},
+                                  max_masked_share=config.prepare.max_masked_share)
+            metrics.update({f"eval_{k}": v for k, v in score_metrics(
+                scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(), threshold).items()})
+            try:
+                evaluation_figures(scored, threshold, figures)
+            except Exception as error:  # a figure is never worth a training run
+                log.warning("train: evaluation figures not drawn: %s", error)
+        bundle.save(model_dir)
+        params = {**dataclasses.asdict(m), "window": config.prepare.window, "step_s": config.prepare.step_s,
+                  "smoothing_half_width": config.prepare.smoothing_half_width,
+                  "channels": ",".join(config.source.channel_names), "threshold_rule": config.threshold.rule,
+                  "threshold_percentile": config.threshold.percentile, "normalisation": stats.method,
+                  "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
+                  "eval_range": f"{t.eval_start}..{t.eval_end}",
+                  "distributed": json.dumps(dataclasses.asdict(t.distributed)),
+                  "tensor_table": str(paths.tensors),
+                  "training_data_version": SourceVersions(paths, {}).of_dates(train_dates),
+                  "eval_data_version": SourceVersions(paths, {}).of_dates(iso_dates(t.eval_start, t.eval_end))
+                  if t.eval_start and t.eval_end else "none"}
+        lineage_tags = {**tags, "git_commit": git_commit(), "lstmad_version": lstmad_version()}
+        # the folder becomes an MLflow model with its input signature (mlflow.pyfunc.load_model scores windows)
+        tracking.write_mlflow_model(model_dir, config.prepare.window, list(config.source.channel_names),
+                                    {"step_s": config.prepare.step_s, "normalisation": stats.stats_id,
+                                     "normalisation_scope": stats.scope, "input_units": "source units",
+                                     "threshold": threshold, "threshold_rule": config.threshold.rule,
+                                     "detector": m.detector, "score": "anomaly score of each window's last "
+                                     "timestamp; flagged when above threshold"})
+        tracking.log_training_run(config.tracking_uri, run_id, params, detector.history_, metrics, model_dir,
+                                  lineage_tags,
+                                  documents={"normalisation.json": stats.to_dict(),
+                                             "threshold.json": {"rule": config.threshold.rule,
+                                                                "percentile": config.threshold.percentile,
+                                                                "value": threshold}},
+                                  checkpoints=None if artifacts is not None else checkpoints, figures=figures)
+        shutil.rmtree(figures, ignore_errors=True)
+        name = config.registered_model_name
+        version = tracking.register_model(config.tracking_uri, name, run_id)  # the run's version if it has one
+        if (paths.models / f"v{version}").exists():
+            shutil.rmtree(model_dir)  # registered and cached by an attempt that crashed after it
+        else:
+            shutil.move(str(model_dir), str(paths.models / f"v{version}"))
+        if t.eval_start and t.eval_end:
+            record_evaluation(paths.lake, name, version, run_id, "training", t.eval_start, t.eval_end,
+                              {k[len("eval_"):]: v for k, v in metrics.items() if k.startswith("eval_")}, threshold)
+        # finished only now: a crash before this point leaves the run resumable, and its completed
+        # checkpoint makes the rerun go straight to logging and registering
+        tracking.finish_run(config.tracking_uri, run_id)
+    except BaseException:
+        tracking.fail_run(config.tracking_uri, run_id)
+        raise
+    finally:
+        lock.release()
+    result = {"run_id": run_id, "model_name": name, "model_version": version, "metrics": metrics,
+              "history": detector.history_, "resumed": resumed}
+    if promote:
+        result.update(promote_model(config, run_id, version))
+    return result
+
+

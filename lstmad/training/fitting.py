@@ -1,0 +1,133 @@
+"""Fitting a pipeline's detector on its training range: windows from the tensor blocks, the labelled-anomaly
+and severe-interval exclusions, then one process holding every window or ranks streaming shards."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from lstmad import names
+from lstmad.config import PipelineConfig
+from lstmad.dates import MICROS, day_start_us, iso_dates
+from lstmad.layout import Paths, PrepareError
+
+log = logging.getLogger("lstmad")
+
+# Above this share of windows inside severe intervals the exclusion is dropped: a drifted champion flags most
+# of a new regime, and that is the data to learn, not to leave out.
+MAX_SEVERE_SHARE = 0.5
+
+
+def windows_of(config: PipelineConfig, start: dt.date, end: dt.date):
+    """(blocks, Windows) of the dates start..end of the pipeline's tensor blocks."""
+    from lstmad.io.tensor_store import read_blocks
+    from lstmad.transforms.blocks import windows_from_blocks
+
+    blocks = read_blocks(Paths.of(config).tensors, iso_dates(start, end))
+    return blocks, windows_from_blocks(blocks, config.prepare.window, max_masked_share=config.prepare.max_masked_share)
+
+
+def training_stats(config: PipelineConfig):
+    """The normalisation statistics of the training range's blocks (there must be exactly one)."""
+    from lstmad.io.tensor_store import load_stats, read_blocks
+
+    paths = Paths.of(config)
+    stats_ids = set(read_blocks(paths.tensors, iso_dates(config.train.start, config.train.end), [names.STATS_ID])
+                    .column(names.STATS_ID).to_pylist())
+    if len(stats_ids) != 1:
+        raise PrepareError(f"{paths.tensors}: training range mixes normalisations {sorted(stats_ids)}; "
+                           "re-run prepare --fit-stats over the whole training range")
+    return load_stats(paths.tensors, stats_ids.pop())
+
+
+def severe_spans(config: PipelineConfig) -> tuple[tuple[str, int, int], ...]:
+    """(asset, from_us, to_us) of every anomaly interval (any model) of at least train.exclude_severity that
+    overlaps the training range: [start, end + step)."""
+    import pyarrow.dataset as ds
+
+    from lstmad.io import lakehouse
+
+    t = config.train
+    severe = lakehouse.scan(Paths.of(config).lake, names.ANOMALY_INTERVALS, [names.ASSET, "start", "end"],
+                            (ds.field("severity") >= t.exclude_severity)
+                            & (ds.field("end") >= pa.scalar(day_start_us(t.start), lakehouse.UTC_US))
+                            & (ds.field("start") < pa.scalar(day_start_us(t.end + dt.timedelta(days=1)),
+                                                             lakehouse.UTC_US)))
+    step_us = config.prepare.step_s * MICROS
+    return tuple((asset, start, end + step_us) for asset, start, end in zip(
+        severe.column(names.ASSET).to_pylist(), severe.column("start").cast(pa.int64()).to_pylist(),
+        severe.column("end").cast(pa.int64()).to_pylist()))
+
+
+def inside_severe_intervals(config: PipelineConfig, windows) -> np.ndarray:
+    """(N,) whether each window's last timestamp lies inside an anomaly interval (any model) of at least
+    train.exclude_severity on its asset: [start, end + step)."""
+    from lstmad.training.distributed import inside_spans
+
+    return inside_spans(windows, severe_spans(config))
+
+
+def _too_many_severe(inside: int, every: int) -> bool:
+    if inside > MAX_SEVERE_SHARE * every:
+        log.warning("train: %.0f%% of the windows lie inside severe intervals (more than %.0f%%): keeping them all",
+                    100 * inside / max(every, 1), 100 * MAX_SEVERE_SHARE)
+        return True
+    return False
+
+
+def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, dict]:
+    """Fit on all training windows held in this process (after the labelled-anomaly exclusion, the
+    severe-interval exclusion and the max_train_windows thinning); returns (detector, counts)."""
+    t, m = config.train, config.model
+    _, windows = windows_of(config, t.start, t.end)
+    n_total, skipped_masked, excluded = len(windows), windows.skipped_masked, 0
+    if t.exclude_labelled_anomalies:
+        keep = np.flatnonzero(windows.label_any != 1)
+        excluded = n_total - keep.size
+        windows = windows.subset(keep)
+    severe = 0
+    if t.exclude_severity > 0:
+        inside = inside_severe_intervals(config, windows)
+        if not _too_many_severe(int(inside.sum()), len(inside)):
+            severe = int(inside.sum())
+            windows = windows.subset(np.flatnonzero(~inside))
+    if m.max_train_windows and len(windows) > m.max_train_windows:
+        windows = windows.subset(np.linspace(0, len(windows) - 1, m.max_train_windows).astype(np.int64))
+    log.info("train: %d windows (%d excluded as labelled anomalous, %d inside intervals of severity >= %s) "
+             "from %s..%s", len(windows), excluded, severe, t.exclude_severity, t.start, t.end)
+    detector.fit(windows, on_epoch=on_epoch)
+    return detector, {"train_windows": len(windows), "excluded_windows": excluded,
+                      "excluded_severe_windows": severe, "skipped_masked_windows": skipped_masked, "processes": 0}
+
+
+def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict]:
+    """Fit with train.distributed.processes ranks, each streaming its shard of the training dates' block
+    files; the latest dates validate. Returns (detector, counts)."""
+    from lstmad.io.tensor_store import block_files
+    from lstmad.training.distributed import ShardedData, count_windows_inside, fit_distributed, split_by_date
+
+    t, d = config.train, config.train.distributed
+    train_files, validation_files = split_by_date(block_files(Paths.of(config).tensors, iso_dates(t.start, t.end)),
+                                                  config.model.validation_share)
+    data = ShardedData(train_files, validation_files, config.prepare.window, config.prepare.max_masked_share,
+                       t.exclude_labelled_anomalies, d.shuffle_files)
+    severe = 0
+    spans = severe_spans(config) if t.exclude_severity > 0 else ()
+    if spans:
+        # one counting pass over the files, as the in-memory path decides on all windows at once
+        every, inside = count_windows_inside(train_files + validation_files, data, spans)
+        if not _too_many_severe(inside, every):
+            severe, data = inside, dataclasses.replace(data, excluded_spans=spans)
+    if (d.processes > 1 or not d.local_mode) and spark is None:
+        from lstmad.spark.session import get_session
+
+        get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")  # TorchDistributor's session
+    detector, summary = fit_distributed(detector, data, d.processes, d.local_mode, d.use_gpu,
+                                        d.threads_per_process, config.model.max_train_windows)
+    return detector, {"train_windows": summary["windows_per_epoch"], "shard_windows": summary["shard_windows"],
+                      "validation_windows": summary["validation_windows"], "excluded_severe_windows": severe,
+                      "steps_per_epoch": summary["steps_per_epoch"], "processes": summary["world_size"]}
