@@ -115,6 +115,10 @@ def demo(conf: Path = ConfOption) -> None:
     typer.echo(f"scored {summary['scored_days']} days ({summary['scored_timestamps']} timestamps) with "
                f"v{summary['model_version']}: AUROC {summary['auroc']:.3f}, PR-AUC {summary['pr_auc']:.3f}, "
                f"F1 {summary['f1']:.3f}; {summary['n_intervals']} anomaly intervals; {summary['elapsed_s']:.0f} s")
+    typer.echo(f"alarms on normal rows {summary['false_alarm_rate']:.2%} (calibrated to expect "
+               f"{summary['expected_alarm_rate']:.2%}); icing events found {summary['event_recall']:.0%}, "
+               f"false intervals per turbine-week {summary['false_intervals_per_asset_week']:.2f}, median delay "
+               f"{summary['detection_delay_min']:.0f} min; CARE {summary['care']:.3f}")
     typer.echo("top intervals by peak score:")
     for row in summary["top_intervals"]:
         typer.echo(f"  {row['asset_id']} {row['start']} → {row['end']} ({row['duration_s'] // 60} min, "

@@ -9,14 +9,17 @@ import time
 from typing import Callable
 
 import numpy as np
+import pyarrow as pa
 
 from lstmad import names, stages
 from lstmad.config import PipelineConfig
 from lstmad.dates import date_range
-from lstmad.evaluation.metrics import score_metrics
+from lstmad.evaluation.care import care_score
+from lstmad.evaluation.metrics import alarm_event_metrics, score_metrics
 from lstmad.io import lakehouse
 from lstmad.io.model_store import version_bundle
 from lstmad.layout import Paths
+from lstmad.stages.train import criticality_steps
 
 RESCORED_NIGHTS = 7
 SECOND_MODEL = {"seed": 1, "epochs": 4}  # a quick second version of the same detector, for the comparison
@@ -80,8 +83,17 @@ def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dic
     dates = [d.isoformat() for d in nights]
     scores = lakehouse.read_table(paths.lake, names.ANOMALY_SCORES)
     scores = scores.filter(np.isin(scores.column(names.SCORED_DATE).to_numpy(zero_copy_only=False), dates))
-    metrics = score_metrics(scores.column(names.LABEL).to_numpy(zero_copy_only=False),
-                            scores.column(names.SCORE).to_numpy(), float(scores.column(names.THRESHOLD)[0].as_py()))
+    labels = scores.column(names.LABEL).to_numpy(zero_copy_only=False)
+    metrics = score_metrics(labels, scores.column(names.SCORE).to_numpy(),
+                            float(scores.column(names.THRESHOLD)[0].as_py()))
+    # what the operators received over those nights: intervals against the icing events
+    events = alarm_event_metrics(scores.column(names.TIMESTAMP).cast(pa.int64()).to_numpy(),
+                                 np.asarray(scores.column(names.ASSET).to_pylist(), dtype=object), labels,
+                                 scores.column(names.FLAG).to_numpy(zero_copy_only=False), config.prepare.step_s,
+                                 config.score.min_interval_s, config.score.merge_gap_s)
+    care = care_score(scores.column(names.TIMESTAMP).cast(pa.int64()).to_numpy(),
+                      np.asarray(scores.column(names.ASSET).to_pylist(), dtype=object), labels,
+                      scores.column(names.FLAG).to_numpy(zero_copy_only=False), criticality_steps(config))
     intervals = lakehouse.read_table(paths.lake, names.ANOMALY_INTERVALS).sort_by([("peak_score", "descending")])
     top = [{"asset_id": r[names.ASSET], "start": r["start"].isoformat(), "end": r["end"].isoformat(),
             "duration_s": r["duration_s"], "severity": round(r["severity"], 2), "top_channel": r["top_channel"]}
@@ -102,6 +114,10 @@ def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dic
 
     summary = {"auroc": metrics["auroc"], "pr_auc": metrics["pr_auc"], "f1": metrics["f1"],
                "precision": metrics["precision"], "recall": metrics["recall"], "n_intervals": intervals.num_rows,
+               "false_alarm_rate": metrics["far"], "expected_alarm_rate": m.get("calibration_row_rate"),
+               "event_recall": events["event_recall"], "interval_precision": events["interval_precision"],
+               "false_intervals_per_asset_week": events["false_intervals_per_asset_week"],
+               "detection_delay_min": events["detection_delay_min"], "care": care["care"],
                "scored_days": len(dates), "scored_timestamps": metrics["n_points"],
                "mlflow_run_id": trained["run_id"], "model_version": trained["model_version"],
                "eval_auroc": m.get("eval_auroc"), "top_intervals": top,

@@ -395,7 +395,7 @@ def test_without_labels_the_gate_compares_alarm_rates_over_what_each_model_expec
     unstable = dataclasses.replace(champion, drift_reference=reference)
     refused = decide(config, float("nan"), unlabelled, unstable)
     assert refused["decision"] == "challenger" and refused["challenger_score_ks"] == pytest.approx(1.0)
-    assert "score KS against its validation scores 1.00 > 0.5" in refused["reason"]
+    assert "score KS against the scores it was calibrated on 1.00 > 0.5" in refused["reason"]
     off = dataclasses.replace(config, train=dataclasses.replace(config.train, promotion_max_score_ks=0.0))
     assert decide(off, float("nan"), unlabelled, unstable)["decision"] \
         == "promoted"
@@ -444,7 +444,7 @@ def test_sharded_training_leaves_out_the_same_severe_windows_as_in_memory_traini
     inside = fitting.inside_severe_intervals(config, windows)
     assert 0 < inside.mean() <= fitting.MAX_SEVERE_SHARE
     sharded = load_config(run["conf"], {**overrides, "train.distributed.processes": 1, "model.epochs": 1})
-    _, counts = fitting.fit_sharded(sharded, build_detector(sharded.model))
+    _, counts, _ = fitting.fit_sharded(sharded, build_detector(sharded.model))
     assert counts["excluded_severe_windows"] == int(inside.sum())
 
 

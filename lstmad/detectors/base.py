@@ -70,10 +70,33 @@ class Detector:
         return load_weights(network, directory, device)
 
 
+def latest_split(windows: Windows, share: float, minimum: int = 1) -> tuple[Windows, Windows]:
+    """(earlier windows, the latest ``share`` of them by end time, at least ``minimum``): validation is held
+    out by time, not at random, since neighbouring windows overlap by W−1 rows."""
+    order = np.argsort(windows.end_us, kind="stable")
+    n_late = max(minimum, int(round(len(windows) * share)))
+    return windows.subset(np.sort(order[:-n_late])), windows.subset(np.sort(order[-n_late:]))
+
+
 class LastRowDetector(Detector):
-    """A detector of single rows: each window is scored by its last row (the classical baselines)."""
+    """A detector of single rows: each window is scored by its last row (the classical baselines). It fits on
+    all but the latest ``params.validation_share`` of the windows and scores those as ``validation_scores_``,
+    so that a threshold from them is out of sample, as the trained detectors' are."""
 
     score_alignment = "last"
+
+    def fit(self, windows: Windows, on_epoch=None) -> "LastRowDetector":
+        fit_on, validation = latest_split(windows, self.params.validation_share) if len(windows) >= 10 \
+            else (windows, windows)
+        self.window_, self.n_channels_ = windows.window, windows.n_channels
+        self.fit_rows(self.rows(fit_on))
+        self.history_ = []
+        self.validation_scores_ = self.score(validation)
+        return self
+
+    def fit_rows(self, rows: np.ndarray) -> None:
+        """Fit on (n, C) rows."""
+        raise NotImplementedError
 
     @staticmethod
     def rows(windows: Windows) -> np.ndarray:

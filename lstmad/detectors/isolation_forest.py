@@ -19,6 +19,7 @@ class ForestParams:
     n_estimators: int = 200
     contamination: str = "auto"
     seed: int = 0
+    validation_share: float = 0.2
 
 
 class IsolationForestDetector(LastRowDetector):
@@ -28,13 +29,9 @@ class IsolationForestDetector(LastRowDetector):
     params_class = ForestParams
     attribution_method = "none"  # path lengths have no per-channel decomposition: no channel_shares
 
-    def fit(self, windows: Windows, on_epoch=None) -> "IsolationForestDetector":
-        self.window_, self.n_channels_ = windows.window, windows.n_channels
+    def fit_rows(self, rows: np.ndarray) -> None:
         self.forest_ = IsolationForest(n_estimators=self.params.n_estimators, contamination=self.params.contamination,
-                                       random_state=self.params.seed).fit(self.rows(windows))
-        self.history_ = []
-        self.validation_scores_ = self.score(windows)
-        return self
+                                       random_state=self.params.seed).fit(rows)
 
     def score(self, windows: Windows, batch_size: int = 0) -> np.ndarray:
         return -self.forest_.score_samples(self.rows(windows)).astype(np.float64)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lstmad.detectors.base import Detector
-from lstmad.detectors.gaussian_error import GaussianErrorModel
+from lstmad.detectors.gaussian_error import GaussianErrorModel, cross_fitted_scores
 from lstmad.models.lstm_autoencoder import LSTMAutoencoder
 from lstmad.training.loop import EpochCallback, fit_network, loop_settings, resolve_device
 from lstmad.training.params import TrainingParams
@@ -57,10 +57,13 @@ class LSTMAutoencoderDetector(Detector):
         return LSTMAutoencoder(n_channels, self.params.hidden)
 
     def adopt(self, network: LSTMAutoencoder, history: list[dict], validation: Windows) -> "LSTMAutoencoderDetector":
-        """Take a trained network: fit the error Gaussian and the validation scores on ``validation``."""
+        """Take a trained network: fit the error Gaussian on ``validation``, and score the validation windows
+        out of fold (each tenth by a Gaussian of the rest: scores of the windows the Gaussian was fitted on
+        are biased low, and a threshold from them alarms on most new normal rows)."""
         self.network_, self.history_ = network, history
-        self.error_model_ = GaussianErrorModel().fit(self._errors(validation).reshape(-1, self.n_channels_))
-        self.validation_scores_ = self.score(validation)
+        errors = self._errors(validation)
+        self.error_model_ = GaussianErrorModel().fit(errors.reshape(-1, self.n_channels_))
+        self.validation_scores_ = cross_fitted_scores(errors, validation.end_us)
         return self
 
     @torch.no_grad()

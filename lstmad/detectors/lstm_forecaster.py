@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from lstmad.detectors.base import Detector
-from lstmad.detectors.gaussian_error import GaussianErrorModel
+from lstmad.detectors.gaussian_error import GaussianErrorModel, cross_fitted_scores
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
 from lstmad.training.loop import EpochCallback, fit_network, loop_settings, resolve_device
 from lstmad.training.params import TrainingParams
@@ -72,12 +72,16 @@ class LSTMForecasterDetector(Detector):
 
     def adopt(self, network: StackedLSTMForecaster, history: list[dict], validation: Windows
               ) -> "LSTMForecasterDetector":
-        """Take a trained network: fit the error model and the validation scores on ``validation``."""
+        """Take a trained network: fit the error model on ``validation`` and score the validation windows (out
+        of fold under the Mahalanobis error model: see gaussian_error.cross_fitted_scores)."""
         self.network_, self.history_ = network, history
         self.error_model_ = None
         if self.params.error_model == "mahalanobis":
-            self.error_model_ = GaussianErrorModel().fit(self._errors(validation))
-        self.validation_scores_ = self.score(validation)
+            errors = self._errors(validation)
+            self.error_model_ = GaussianErrorModel().fit(errors)
+            self.validation_scores_ = cross_fitted_scores(errors, validation.end_us)
+        else:
+            self.validation_scores_ = self.score(validation)
         return self
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from lstmad.transforms.blocks import Windows
 class PCAParams:
     explained_variance: float = 0.9
     control_quantile: float = 0.99
+    validation_share: float = 0.2
 
 
 class PCAT2QDetector(LastRowDetector):
@@ -26,9 +27,7 @@ class PCAT2QDetector(LastRowDetector):
     kind = "pca_t2q"
     params_class = PCAParams
 
-    def fit(self, windows: Windows, on_epoch=None) -> "PCAT2QDetector":
-        x = self.rows(windows)
-        self.window_, self.n_channels_ = windows.window, windows.n_channels
+    def fit_rows(self, x: np.ndarray) -> None:
         self.mean_ = x.mean(axis=0)
         _, singular, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
         variance = singular ** 2 / max(len(x) - 1, 1)
@@ -38,9 +37,6 @@ class PCAT2QDetector(LastRowDetector):
         t2, q = self._statistics(x)
         self.t2_limit_ = float(np.quantile(t2, self.params.control_quantile))
         self.q_limit_ = float(max(np.quantile(q, self.params.control_quantile), 1e-12))
-        self.history_ = []
-        self.validation_scores_ = self.score(windows)
-        return self
 
     def _statistics(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         centred = x - self.mean_

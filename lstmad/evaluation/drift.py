@@ -62,7 +62,7 @@ def _reference_cdf(quantiles: np.ndarray, x: np.ndarray, side: str) -> np.ndarra
 
 
 def score_ks(reference: dict, scores: np.ndarray) -> float:
-    """Two-sample KS of (N,) scores against a model's validation scores (``reference["score_quantiles"]`` of
+    """Two-sample KS of (N,) scores against a model's calibration scores (``reference["score_quantiles"]`` of
     its drift reference); NaN for a model saved without them or for no scores."""
     quantiles = reference.get("score_quantiles")
     if quantiles is None or not len(scores):
@@ -99,7 +99,7 @@ def retrain_signal(psi: np.ndarray, alarm_rate: float, expected_alarm_rate: floa
     so one channel over its threshold is not a signal: the data have moved when at least
     ``drifted_channel_share`` of the channels are over their PSI threshold or (with ``ks_threshold``) their
     KS threshold, when the alarm rate exceeds ``alarm_rate_factor`` × the rate expected from validation,
-    when (with ``score_ks_threshold``) the night's scores stray that far from the validation scores, or when
+    when (with ``score_ks_threshold``) the night's scores stray that far from the calibration scores, or when
     (with ``max_age_days``) the champion's training data end that many days before the night.
     """
     limits = np.broadcast_to(np.asarray(psi_threshold, dtype=np.float64), psi.shape)

@@ -83,3 +83,46 @@ def event_metrics(labels: np.ndarray, flags: np.ndarray) -> dict[str, float]:
     hit_events = sum(flagged[s:e].any() for s, e in true_runs)
     return {"event_precision": hit_flags / len(flag_runs) if flag_runs else math.nan,
             "event_recall": hit_events / len(true_runs) if true_runs else math.nan}
+
+
+def alarm_event_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.ndarray, flags: np.ndarray,
+                        step_s: int, min_interval_s: int, merge_gap_s: int) -> dict[str, float]:
+    """What an operator receives, judged against labelled events: flags (n,) become anomaly intervals per
+    asset exactly as scoring forms them (merge gap, minimum duration); labelled events are the runs of
+    label 1 per asset.
+
+    - event_recall: share of events that an interval overlaps;
+    - interval_precision: share of intervals that overlap an event;
+    - false_intervals_per_asset_week: intervals overlapping no event, per asset-week of scored time;
+    - detection_delay_min: median minutes from an event's start to the start of the first interval that
+      overlaps it (0 when the interval began before the event); NaN without detected events.
+    Rows with unknown labels (< 0) count as normal for the intervals and belong to no event.
+    """
+    from lstmad.dates import MICROS
+    from lstmad.transforms.intervals import merge_flags
+
+    timestamps_us, assets = np.asarray(timestamps_us, np.int64), np.asarray(assets, dtype=object)
+    labels, flags = np.asarray(labels), np.asarray(flags, bool)
+    events = detected = intervals = true_intervals = 0
+    delays, weeks = [], 0.0
+    for asset in np.unique(assets):
+        mine = np.flatnonzero(assets == asset)
+        mine = mine[np.argsort(timestamps_us[mine], kind="stable")]
+        times, truth = timestamps_us[mine], labels[mine] == 1
+        weeks += ((times[-1] - times[0]) / MICROS + step_s) / (7 * 86_400)
+        found = merge_flags(times, flags[mine], np.zeros(mine.size), step_s, min_interval_s, merge_gap_s)
+        spans = [(f["start_us"], f["end_us"]) for f in found]
+        runs = [(times[s], times[e - 1]) for s, e in _runs(truth)]
+        intervals += len(spans)
+        true_intervals += sum(any(a <= run_end and run_start <= b for run_start, run_end in runs) for a, b in spans)
+        events += len(runs)
+        for run_start, run_end in runs:
+            hits = [a for a, b in spans if a <= run_end and run_start <= b]
+            if hits:
+                detected += 1
+                delays.append(max(0, min(hits) - run_start) / MICROS / 60)
+    return {"event_recall": detected / events if events else math.nan,
+            "interval_precision": true_intervals / intervals if intervals else math.nan,
+            "false_intervals_per_asset_week": (intervals - true_intervals) / weeks if weeks else math.nan,
+            "detection_delay_min": float(np.median(delays)) if delays else math.nan,
+            "n_events": events, "n_intervals": intervals}

@@ -12,7 +12,7 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class ScoredModel:
     """One model on the evaluation range: its per-timestamp scores (n,), its threshold, the alarm rate it
-    expects (on its validation scores) and its drift reference (with ``score_quantiles``)."""
+    expects (on its calibration scores) and its drift reference (with ``score_quantiles``)."""
 
     version: str
     scores: np.ndarray
@@ -34,7 +34,7 @@ def promotion_decision(challenger_auroc: float, champion: Optional[ScoredModel],
     finite): promoted when the challenger's AUROC is at most ``tolerance`` below the champion's. Otherwise its
     alarm rate over its expected rate must be at most (1 + tolerance) × the champion's ratio (the champion of
     a drifted fleet alarms far more than it expected), and its scores stable: their KS against its own
-    validation scores at most ``max_score_ks`` (0: not checked).
+    calibration scores at most ``max_score_ks`` (0: not checked).
     """
     from lstmad.evaluation.drift import score_ks
 
@@ -64,7 +64,7 @@ def promotion_decision(challenger_auroc: float, champion: Optional[ScoredModel],
     elif not np.isfinite(new_ks):
         stability = "; score stability not checked (the model has no validation score quantiles)"
     else:
-        stability = (f"; score KS against its validation scores {new_ks:.2f} {'<=' if stable else '>'} "
+        stability = (f"; score KS against the scores it was calibrated on {new_ks:.2f} {'<=' if stable else '>'} "
                      f"{max_score_ks} (champion's {champion_ks:.2f})")
     return {"decision": verdict, "criterion": "alarm_rate", "champion_auroc": None,
             "challenger_alarm_ratio": ratio, "champion_alarm_ratio": champion_ratio,

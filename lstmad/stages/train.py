@@ -28,7 +28,7 @@ from lstmad.io.provenance import git_commit, lstmad_version
 from lstmad.layout import Paths
 from lstmad.serving.intervals import SourceVersions
 from lstmad.stages.promote import promote_model
-from lstmad.training.fitting import fit_in_memory, fit_sharded, training_stats, windows_of
+from lstmad.training.fitting import fit_in_memory, fit_sharded, training_notes, training_stats, windows_of
 from lstmad.training.resume import training_key
 
 log = logging.getLogger("lstmad")
@@ -55,10 +55,10 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
 
     from lstmad.detectors import build_detector
     from lstmad.evaluation.drift import reference_quantiles
-    from lstmad.evaluation.metrics import score_metrics
+    from lstmad.evaluation.care import care_score
+    from lstmad.evaluation.metrics import alarm_event_metrics, score_metrics
     from lstmad.evaluation.plots import evaluation_figures
     from lstmad.evaluation.reference import drift_reference as training_reference
-    from lstmad.evaluation.thresholds import describe_rule, threshold_from_rule
     from lstmad.serving.bundle import ModelBundle
     from lstmad.serving.scoring import score_blocks
 
@@ -87,32 +87,41 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         started = time.time()
         detector = build_detector(config.model, str(checkpoints))
         if t.distributed.processes:
-            detector, counts = fit_sharded(config, detector, spark)
+            detector, counts, calibration_scores = fit_sharded(config, detector, spark)
             for record in detector.history_ if on_epoch else ():
                 on_epoch(record)  # the ranks ran elsewhere: report their epochs now
         else:
-            detector, counts = fit_in_memory(config, detector, on_epoch)
+            detector, counts, calibration_scores = fit_in_memory(config, detector, on_epoch)
         train_seconds = time.time() - started
-        threshold = threshold_from_rule(config.threshold.rule, detector.validation_scores_,
-                                        config.threshold.percentile)
+        notes = training_notes(detector, config, counts)
+        calibration = calibrated_threshold(config, detector, calibration_scores)
+        threshold = calibration.threshold
         train_dates = iso_dates(t.start, t.end)
         drift_reference = training_reference(paths.tensors, train_dates, config.drift.psi_bins)
-        drift_reference["score_quantiles"] = reference_quantiles(np.asarray(detector.validation_scores_)[:, None])[0]
+        reference_scores = (calibration_scores.scores if calibration_scores is not None
+                            else np.asarray(detector.validation_scores_))
+        drift_reference["score_quantiles"] = reference_quantiles(reference_scores[:, None])[0]
         drift_reference["trained_until"] = config.train.end.isoformat()
         bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
-                             config.prepare.step_s, stats, threshold,
-                             describe_rule(config.threshold.rule, config.threshold.percentile),
-                             float(np.mean(detector.validation_scores_ > threshold)), drift_reference)
-        metrics: dict[str, float] = {**counts, "threshold": threshold, "train_seconds": train_seconds,
-                                     "resumed": float(resumed)}
+                             config.prepare.step_s, stats, threshold, calibration.description,
+                             calibration.expected_row_rate, drift_reference)
+        metrics: dict[str, float] = {**counts, **calibration.metrics(), "train_seconds": train_seconds,
+                                     "resumed": float(resumed), "still_improving": float("still_improving" in notes)}
         model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
         figures = model_dir.with_name(model_dir.name + "-plots")
         if t.eval_start and t.eval_end:
             eval_blocks, _ = windows_of(config, t.eval_start, t.eval_end)
             scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats},
                                   max_masked_share=config.prepare.max_masked_share)
-            metrics.update({f"eval_{k}": v for k, v in score_metrics(
-                scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy(), threshold).items()})
+            labels, scores = scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy()
+            metrics.update({f"eval_{k}": v for k, v in score_metrics(labels, scores, threshold).items()})
+            # what operators would have received: intervals, against the labelled events
+            times, assets = scored.column("timestamp_us").to_numpy(), np.asarray(scored.column(names.ASSET).to_pylist())
+            metrics.update({f"eval_{k}": v for k, v in alarm_event_metrics(
+                times, assets, labels, scores > threshold, config.prepare.step_s, config.score.min_interval_s,
+                config.score.merge_gap_s).items()})
+            metrics.update({f"eval_{k}": v for k, v in care_score(
+                times, assets, labels, scores > threshold, criticality_steps(config)).items()})
             try:
                 evaluation_figures(scored, threshold, figures)
             except Exception as error:  # a figure is never worth a training run
@@ -121,7 +130,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         params = {**dataclasses.asdict(m), "window": config.prepare.window, "step_s": config.prepare.step_s,
                   "smoothing_half_width": config.prepare.smoothing_half_width,
                   "channels": ",".join(config.source.channel_names), "threshold_rule": config.threshold.rule,
-                  "threshold_percentile": config.threshold.percentile, "normalisation": stats.method,
+                  "threshold_percentile": config.threshold.percentile, "threshold_budget": config.threshold.budget,
+                  "calibration": calibration.description, "normalisation": stats.method,
                   "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
                   "eval_range": f"{t.eval_start}..{t.eval_end}",
                   "distributed": json.dumps(dataclasses.asdict(t.distributed)),
@@ -142,7 +152,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                   documents={"normalisation.json": stats.to_dict(),
                                              "threshold.json": {"rule": config.threshold.rule,
                                                                 "percentile": config.threshold.percentile,
-                                                                "value": threshold}},
+                                                                "value": threshold,
+                                                                **dataclasses.asdict(calibration)}},
                                   checkpoints=None if artifacts is not None else checkpoints, figures=figures)
         shutil.rmtree(figures, ignore_errors=True)
         name = config.registered_model_name
@@ -163,9 +174,37 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     finally:
         lock.release()
     result = {"run_id": run_id, "model_name": name, "model_version": version, "metrics": metrics,
-              "history": detector.history_, "resumed": resumed}
+              "history": detector.history_, "resumed": resumed, "notes": notes}
     if promote:
         result.update(promote_model(config, run_id, version))
     return result
 
 
+
+
+def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
+    """The threshold.rule's Calibration on the calibration slice's scores, or (calibration_share 0, or too
+    few windows for a slice) on the validation scores: windows the model never trained on, scored out of fold
+    where an error model was fitted on them. The description says which."""
+    from lstmad.dates import MICROS
+    from lstmad.evaluation.calibration import calibrate
+
+    th, step_s = config.threshold, config.prepare.step_s
+    if calibration_scores is None:
+        scores = np.asarray(detector.validation_scores_, dtype=np.float64)
+        end_us, assets = np.arange(scores.size, dtype=np.int64) * step_s * MICROS, np.zeros(scores.size, object)
+        if th.calibration_share > 0:
+            log.warning("train: too few windows for a calibration slice of %s; calibrating on the validation "
+                        "scores", th.calibration_share)
+        source = "validation"
+    else:
+        scores, end_us, assets = calibration_scores.scores, calibration_scores.end_us, calibration_scores.assets
+        source = "calibration"
+    return calibrate(th.rule, scores, end_us, assets, percentile=th.percentile, budget=th.budget, step_s=step_s,
+                     min_interval_s=config.score.min_interval_s, merge_gap_s=config.score.merge_gap_s,
+                     source=source)
+
+
+def criticality_steps(config: PipelineConfig) -> int:
+    """CARE's detection criterion in steps: as long as the shortest interval scoring reports."""
+    return max(1, config.score.min_interval_s // config.prepare.step_s)

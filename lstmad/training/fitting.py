@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -79,9 +81,43 @@ def _too_many_severe(inside: int, every: int) -> bool:
     return False
 
 
-def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, dict]:
-    """Fit on all training windows held in this process (after the labelled-anomaly exclusion, the
-    severe-interval exclusion and the max_train_windows thinning); returns (detector, counts)."""
+@dataclasses.dataclass(frozen=True)
+class CalibrationScores:
+    """The fitted model's scores (n,) of the calibration windows, with each window's end time and asset."""
+
+    scores: np.ndarray
+    end_us: np.ndarray
+    assets: np.ndarray
+
+    @classmethod
+    def of(cls, detector, windows) -> "CalibrationScores":
+        return cls(np.asarray(detector.score(windows), dtype=np.float64), np.asarray(windows.end_us),
+                   np.asarray(windows.assets, dtype=object)[windows.asset])
+
+
+def training_notes(detector, config: PipelineConfig, counts: dict) -> dict:
+    """What the user should know about how the fit went, logged and returned: the windows were thinned
+    (model.max_train_windows), or the last epoch still improved the validation loss (more epochs would
+    help: it stopped by the epoch limit, not by early stopping)."""
+    notes = {}
+    if counts.get("subsampled_from"):
+        notes["subsampled"] = (f"trained on {counts['train_windows']} of {counts['subsampled_from']} windows "
+                               f"(model.max_train_windows)")
+    losses = [r["val_loss"] for r in getattr(detector, "history_", []) if r.get("val_loss") is not None]
+    if len(losses) >= 2 and losses[-1] <= min(losses[:-1]) and len(losses) >= config.model.epochs:
+        notes["still_improving"] = (f"validation loss still fell in the last epoch ({losses[-2]:.4g} → "
+                                    f"{losses[-1]:.4g}): more epochs (model.epochs) would likely help")
+    for note in notes.values():
+        log.warning("train: %s", note)
+    return notes
+
+
+def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, dict, Optional[CalibrationScores]]:
+    """Fit on all training windows held in this process, after the labelled-anomaly and severe-interval
+    exclusions, less the calibration slice (the latest threshold.calibration_share, kept apart), thinned to
+    model.max_train_windows; returns (detector, counts, calibration scores or None)."""
+    from lstmad.evaluation.calibration import split_calibration
+
     t, m = config.train, config.model
     _, windows = windows_of(config, t.start, t.end)
     n_total, skipped_masked, excluded = len(windows), windows.skipped_masked, 0
@@ -95,24 +131,39 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
         if not _too_many_severe(int(inside.sum()), len(inside)):
             severe = int(inside.sum())
             windows = windows.subset(np.flatnonzero(~inside))
+    windows, calibration = split_calibration(windows, config.threshold.calibration_share)
+    subsampled_from = 0
     if m.max_train_windows and len(windows) > m.max_train_windows:
+        subsampled_from = len(windows)
         windows = windows.subset(np.linspace(0, len(windows) - 1, m.max_train_windows).astype(np.int64))
-    log.info("train: %d windows (%d excluded as labelled anomalous, %d inside intervals of severity >= %s) "
-             "from %s..%s", len(windows), excluded, severe, t.exclude_severity, t.start, t.end)
+    log.info("train: %d windows (%d excluded as labelled anomalous, %d inside intervals of severity >= %s, "
+             "%d kept apart to calibrate) from %s..%s", len(windows), excluded, severe, t.exclude_severity,
+             0 if calibration is None else len(calibration), t.start, t.end)
     detector.fit(windows, on_epoch=on_epoch)
-    return detector, {"train_windows": len(windows), "excluded_windows": excluded,
-                      "excluded_severe_windows": severe, "skipped_masked_windows": skipped_masked, "processes": 0}
+    counts = {"train_windows": len(windows), "excluded_windows": excluded, "excluded_severe_windows": severe,
+              "skipped_masked_windows": skipped_masked, "processes": 0, "subsampled_from": subsampled_from}
+    return detector, counts, None if calibration is None else CalibrationScores.of(detector, calibration)
 
 
 def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict]:
     """Fit with train.distributed.processes ranks, each streaming its shard of the training dates' block
-    files; the latest dates validate. Returns (detector, counts)."""
+    files; the latest dates validate, the latest threshold.calibration_share of dates before them calibrate.
+    Returns (detector, counts, calibration scores or None)."""
     from lstmad.io.tensor_store import block_files
-    from lstmad.training.distributed import ShardedData, count_windows_inside, fit_distributed, split_by_date
+    from lstmad.training.distributed import (
+        ShardedData,
+        count_windows_inside,
+        file_windows,
+        fit_distributed,
+        split_by_date,
+    )
 
     t, d = config.train, config.train.distributed
-    train_files, validation_files = split_by_date(block_files(Paths.of(config).tensors, iso_dates(t.start, t.end)),
-                                                  config.model.validation_share)
+    files, calibration_files = block_files(Paths.of(config).tensors, iso_dates(t.start, t.end)), ()
+    if config.threshold.calibration_share > 0 and len({Path(f).parent.name for f in files}) >= 3:
+        # whole dates, as validation: the latest kept apart to calibrate the threshold
+        files, calibration_files = split_by_date(files, config.threshold.calibration_share)
+    train_files, validation_files = split_by_date(files, config.model.validation_share)
     data = ShardedData(train_files, validation_files, config.prepare.window, config.prepare.max_masked_share,
                        t.exclude_labelled_anomalies, d.shuffle_files)
     severe = 0
@@ -128,6 +179,8 @@ def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, d
         get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")  # TorchDistributor's session
     detector, summary = fit_distributed(detector, data, d.processes, d.local_mode, d.use_gpu,
                                         d.threads_per_process, config.model.max_train_windows)
+    calibration = (CalibrationScores.of(detector, file_windows(calibration_files, data))
+                   if calibration_files else None)
     return detector, {"train_windows": summary["windows_per_epoch"], "shard_windows": summary["shard_windows"],
                       "validation_windows": summary["validation_windows"], "excluded_severe_windows": severe,
-                      "steps_per_epoch": summary["steps_per_epoch"], "processes": summary["world_size"]}
+                      "steps_per_epoch": summary["steps_per_epoch"], "processes": summary["world_size"]}, calibration

@@ -1,0 +1,119 @@
+"""Alarm thresholds calibrated out of sample: a calibration slice at the end of the training range (windows the
+model never trained on and early stopping never chose on) and a budget stated as operators state it.
+
+Rules (``threshold.rule``) and what ``threshold.budget`` means for each:
+- ``row_rate``: the share of normal rows allowed to alarm; the threshold is the conformal quantile of the
+  calibration scores (the ⌈(n+1)(1−α)⌉-th smallest), so a new exchangeable normal row exceeds it with
+  probability at most α.
+- ``pot``: the same row budget for small α, extrapolated by peaks-over-threshold (a generalised Pareto tail).
+- ``alarms_per_week``: false anomaly intervals per asset per week; the lowest calibration threshold whose
+  intervals (as scoring forms them: merge gap, minimum duration) stay within the budget.
+- ``percentile`` / ``mean_std``: the earlier rules, now on calibration scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from lstmad.dates import MICROS
+from lstmad.evaluation.thresholds import mean_std_threshold, percentile_threshold, pot_threshold
+
+RULES = ("percentile", "mean_std", "pot", "row_rate", "alarms_per_week")
+WEEK_S = 7 * 86_400
+
+
+def split_calibration(windows, share: float):
+    """(windows to fit on, calibration windows): the latest ``share`` of the windows by end time are kept
+    apart (none when share is 0 or fewer than 10 windows would be left to fit on)."""
+    n_cal = int(round(len(windows) * share))
+    if share <= 0 or n_cal < 1 or len(windows) - n_cal < 10:
+        return windows, None
+    order = np.argsort(windows.end_us, kind="stable")
+    return windows.subset(np.sort(order[:-n_cal])), windows.subset(np.sort(order[-n_cal:]))
+
+
+def conformal_threshold(scores: np.ndarray, row_rate: float) -> float:
+    """The ⌈(n+1)(1−α)⌉-th smallest of n calibration scores (α = row_rate): for a new score exchangeable with
+    them, P(score > threshold) ≤ α. With too few scores for α, the largest (nothing above it was seen)."""
+    scores = np.sort(np.asarray(scores, dtype=np.float64)[np.isfinite(scores)])
+    if scores.size == 0:
+        raise ValueError("no finite calibration scores to derive a threshold from")
+    k = math.ceil((scores.size + 1) * (1.0 - row_rate))
+    return float(scores[min(k, scores.size) - 1])
+
+
+def intervals_per_asset_week(end_us: np.ndarray, assets: np.ndarray, scores: np.ndarray, threshold: float,
+                             step_s: int, min_interval_s: int, merge_gap_s: int) -> float:
+    """Anomaly intervals per asset-week that scoring would form from (n,) scores flagged above ``threshold``
+    (per asset, by time; merge gap and minimum duration as in lstmad.transforms.intervals.merge_flags)."""
+    from lstmad.transforms.intervals import merge_flags
+
+    count, weeks = 0, 0.0
+    for asset in np.unique(assets):
+        mine = np.flatnonzero(assets == asset)
+        mine = mine[np.argsort(end_us[mine], kind="stable")]
+        times, values = end_us[mine], scores[mine]
+        weeks += ((times[-1] - times[0]) / MICROS + step_s) / WEEK_S
+        count += len(merge_flags(times, values > threshold, values, step_s, min_interval_s, merge_gap_s))
+    return count / weeks if weeks > 0 else math.nan
+
+
+def interval_budget_threshold(end_us: np.ndarray, assets: np.ndarray, scores: np.ndarray, budget: float,
+                              step_s: int, min_interval_s: int, merge_gap_s: int, levels: int = 400) -> float:
+    """The lowest threshold, scanned down from the largest calibration score over ``levels`` quantiles, at
+    which the calibration slice gives at most ``budget`` intervals per asset-week (every higher one does too)."""
+    finite = np.isfinite(scores)
+    candidates = np.unique(np.quantile(scores[finite], np.linspace(1.0, 0.5, levels)))[::-1]
+    chosen = float(candidates[0])
+    for t in candidates:
+        if intervals_per_asset_week(end_us, assets, scores, t, step_s, min_interval_s, merge_gap_s) > budget:
+            break
+        chosen = float(t)
+    return chosen
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """A calibrated threshold and what the calibration slice says it will cost: the row alarm rate and the
+    intervals per asset-week expected on new normal data."""
+
+    rule: str
+    budget: float
+    threshold: float
+    n_windows: int
+    expected_row_rate: float
+    expected_intervals_per_asset_week: float
+    description: str
+
+    def metrics(self) -> dict:
+        return {"threshold": self.threshold, "calibration_windows": self.n_windows,
+                "calibration_row_rate": self.expected_row_rate,
+                "calibration_intervals_per_asset_week": self.expected_intervals_per_asset_week}
+
+
+def calibrate(rule: str, scores: np.ndarray, end_us: np.ndarray, assets: np.ndarray, *, percentile: float = 95.0,
+              budget: float = 0.01, step_s: int = 60, min_interval_s: int = 600, merge_gap_s: int = 300,
+              source: str = "calibration") -> Calibration:
+    """The threshold of ``rule`` from (n,) calibration scores of windows ending at ``end_us`` on ``assets``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if rule == "percentile":
+        threshold, text = percentile_threshold(scores, percentile), f"percentile {percentile:g}"
+    elif rule == "mean_std":
+        threshold, text = mean_std_threshold(scores), "mean + 3 std"
+    elif rule == "row_rate":
+        threshold, text = conformal_threshold(scores, budget), f"row rate {budget:g} (conformal)"
+    elif rule == "pot":
+        threshold, text = pot_threshold(scores, budget), f"row rate {budget:g} (peaks over threshold)"
+    elif rule == "alarms_per_week":
+        threshold = interval_budget_threshold(end_us, assets, scores, budget, step_s, min_interval_s, merge_gap_s)
+        text = f"{budget:g} false intervals per asset-week"
+    else:
+        raise ValueError(f"unknown threshold rule {rule!r}; choose from {', '.join(RULES)}")
+    finite = scores[np.isfinite(scores)]
+    return Calibration(rule, budget, threshold, int(scores.size), float(np.mean(finite > threshold)),
+                       intervals_per_asset_week(end_us, assets, scores, threshold, step_s, min_interval_s,
+                                                merge_gap_s) if scores.size else math.nan,
+                       f"{text} of {source} scores")

@@ -1,0 +1,180 @@
+"""Thresholds calibrated out of sample from an operator's budget, and the event metrics of what operators
+receive: checked on known distributions and hand-worked interval examples."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from lstmad.dates import MICROS
+from lstmad.evaluation.calibration import (calibrate, conformal_threshold, intervals_per_asset_week,
+                                           split_calibration)
+from lstmad.evaluation.metrics import alarm_event_metrics
+from lstmad.transforms.blocks import Windows
+
+STEP = 60
+
+
+def test_a_row_budget_is_what_fresh_samples_of_the_same_distribution_get():
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=20_000)
+    fresh = rng.normal(size=400_000)
+    for rule, budget in (("row_rate", 0.01), ("row_rate", 0.05), ("pot", 0.001)):
+        t = calibrate(rule, calibration, np.arange(20_000) * STEP * MICROS, np.zeros(20_000, object),
+                      budget=budget).threshold
+        realized = float(np.mean(fresh > t))
+        assert budget / 2 <= realized <= 2 * budget, (rule, budget, realized)
+        assert realized == pytest.approx(norm.sf(t), abs=0.0015)  # the same tail, computed independently
+
+
+def test_the_conformal_threshold_is_the_hand_counted_order_statistic():
+    scores = np.arange(1.0, 20.0)  # 19 scores: ⌈(19 + 1)(1 − 0.1)⌉ = 18th smallest = 18
+    assert conformal_threshold(scores, 0.1) == 18.0
+    assert conformal_threshold(scores, 0.01) == 19.0  # too few scores for 1 %: the largest
+    assert conformal_threshold(np.array([3.0, np.nan, 1.0, 2.0]), 0.25) == 3.0  # ⌈4 · 0.75⌉ = 3rd of [1, 2, 3]
+
+
+def test_intervals_per_asset_week_counts_merged_runs_as_scoring_forms_them():
+    # one asset, 7 days of 1-minute steps = exactly one asset-week; runs of 15 flagged minutes at three
+    # places, two of them 3 minutes apart (merged with a 5-minute gap), and a 5-minute blip (too short)
+    n = 7 * 1440
+    scores = np.zeros(n)
+    for start, length in ((100, 15), (118, 15), (5000, 15), (9000, 5)):
+        scores[start:start + length] = 1.0
+    times = np.arange(n, dtype=np.int64) * STEP * MICROS
+    rate = intervals_per_asset_week(times, np.full(n, "A", object), scores, 0.5, STEP, 600, 300)
+    assert rate == pytest.approx(2.0)  # (100..132 merged) and 5000..5014; the blip is under 10 minutes
+    # two assets over the same week: 2 + 0 intervals over 2 asset-weeks
+    both = intervals_per_asset_week(np.concatenate([times, times]), np.array(["A"] * n + ["B"] * n, object),
+                                    np.concatenate([scores, np.zeros(n)]), 0.5, STEP, 600, 300)
+    assert both == pytest.approx(1.0)
+
+
+def test_an_interval_budget_gives_at_most_that_many_intervals_on_the_calibration_slice():
+    rng = np.random.default_rng(3)
+    n = 14 * 1440  # two weeks, one asset: AR(1) noise, so exceedances come in runs as real scores do
+    noise = np.zeros(n)
+    shocks = rng.normal(size=n)
+    for i in range(1, n):
+        noise[i] = 0.95 * noise[i - 1] + shocks[i]
+    times = np.arange(n, dtype=np.int64) * STEP * MICROS
+    assets = np.full(n, "A", object)
+    found = calibrate("alarms_per_week", noise, times, assets, budget=1.0, step_s=STEP, min_interval_s=600,
+                      merge_gap_s=300)
+    assert found.expected_intervals_per_asset_week <= 1.0
+    # not merely the largest score: it alarms, and a clearly lower threshold would break the budget
+    assert found.threshold < noise.max() and found.expected_row_rate > 0
+    lower = float(np.quantile(noise, 0.98))
+    assert lower < found.threshold and intervals_per_asset_week(times, assets, noise, lower, STEP, 600, 300) > 1.0
+    assert "1 false intervals per asset-week of calibration scores" == found.description
+
+
+def test_the_calibration_slice_is_the_latest_windows_and_is_kept_apart():
+    windows = Windows.from_array(np.zeros((100, 3, 1), np.float32))
+    windows = dataclasses.replace(windows, end_us=np.arange(100)[::-1].copy() * MICROS)  # stored newest first
+    fit, calibration = split_calibration(windows, 0.1)
+    assert len(fit) == 90 and len(calibration) == 10
+    assert sorted(calibration.end_us.tolist()) == list(range(90 * MICROS, 100 * MICROS, MICROS))
+    assert set(fit.end_us.tolist()).isdisjoint(calibration.end_us.tolist())
+    assert split_calibration(windows, 0.0)[1] is None
+
+
+def test_event_metrics_of_hand_worked_intervals():
+    # one asset, 60 one-minute steps; labelled events at 10..19 and 40..44; flags at 12..25 (overlaps the
+    # first, starts 2 min late) and 50..59 (a false interval); the second event is missed
+    n = 60
+    labels, flags = np.zeros(n, int), np.zeros(n, bool)
+    labels[10:20] = 1
+    labels[40:45] = 1
+    flags[12:26] = True
+    flags[50:60] = True
+    times = np.arange(n, dtype=np.int64) * STEP * MICROS
+    got = alarm_event_metrics(times, np.full(n, "A", object), labels, flags, STEP, 600, 120)
+    week_share = n * STEP / (7 * 86_400)
+    assert got["event_recall"] == 0.5 and got["interval_precision"] == 0.5
+    assert got["detection_delay_min"] == 2.0
+    assert got["false_intervals_per_asset_week"] == pytest.approx(1 / week_share)
+    assert (got["n_events"], got["n_intervals"]) == (2, 2)
+    nothing = alarm_event_metrics(times, np.full(n, "A", object), np.zeros(n, int), np.zeros(n, bool), STEP, 600, 120)
+    assert math.isnan(nothing["event_recall"]) and nothing["false_intervals_per_asset_week"] == 0.0
+
+
+def test_care_of_a_hand_worked_day():
+    from lstmad.evaluation.care import care_score, criticality, earliness_weights
+
+    assert criticality(np.array([1, 1, 0, 1, 1, 1, 0, 0, 0, 0], bool)).tolist() == [1, 2, 1, 2, 3, 4, 3, 2, 1, 0]
+    assert earliness_weights(8).tolist() == pytest.approx([1, 1, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    day = 1440
+    # asset A: day 1 normal with 36 false flags in a row; day 2 holds an 8-minute event at 600..607, flagged
+    # from its 3rd minute on (6 of 8) and nothing else flagged that day
+    times = np.arange(2 * day, dtype=np.int64) * STEP * MICROS
+    labels, flags = np.zeros(2 * day, int), np.zeros(2 * day, bool)
+    labels[day + 600:day + 608] = 1
+    flags[100:136] = True
+    flags[day + 602:day + 608] = True
+    got = care_score(times, np.full(2 * day, "A", object), labels, flags, criticality_steps=5)
+    assert (got["anomaly_events"], got["normal_events"]) == (1, 1)
+    # coverage: frame = the 8 event rows + 8 before: tp 6, fn 2, fp 0 → F0.5 = 1.25·6 / (1.25·6 + 0.25·2)
+    assert got["coverage"] == pytest.approx(7.5 / 8.0)
+    # flagged rows 2..7 of weights [1, 1, 1, 5/6, 4/6, 3/6, 2/6, 1/6]: (1 + 15/6) / (3 + 15/6)
+    assert got["earliness"] == pytest.approx(3.5 / 5.5)
+    assert got["accuracy"] == pytest.approx(1 - 36 / day)
+    # both events detected (criticality 6 and 36 ≥ 5): tp 1, fp 1 → F0.5 = 1.25 / (1.25 + 1) of event-wise
+    assert got["reliability"] == pytest.approx(1.25 / 2.25)
+    expected = (got["coverage"] + got["earliness"] + 2 * got["accuracy"] + got["reliability"]) / 5
+    assert got["care"] == pytest.approx(expected)
+    missed = care_score(times, np.full(2 * day, "A", object), labels, np.zeros(2 * day, bool), 5)
+    assert missed["care"] == 0.0  # no anomaly event detected
+
+
+def test_out_of_fold_error_scores_keep_the_promised_alarm_rate_where_in_sample_scores_do_not():
+    """A Gaussian scoring the very errors it was fitted on (the LSTM-AE's old adopt) gives scores biased low:
+    their 95th percentile alarms on far more than 5 % of fresh errors. Scored out of fold it holds."""
+    from lstmad.detectors.gaussian_error import GaussianErrorModel, cross_fitted_scores
+
+    rng = np.random.default_rng(1)
+    d, n = 24, 200  # few windows per dimension, as a short validation slice of a wide SCADA table has
+    errors, fresh = rng.normal(size=(n, d)), rng.normal(size=(200_000, d))
+    model = GaussianErrorModel().fit(errors)
+    fresh_scores = model.score(fresh)
+    in_sample = float(np.mean(fresh_scores > np.percentile(model.score(errors), 95)))
+    out_of_fold = float(np.mean(fresh_scores > np.percentile(cross_fitted_scores(errors, np.arange(n)), 95)))
+    assert in_sample > 0.10  # more than twice the promised 5 %
+    assert 0.025 <= out_of_fold <= 0.10
+    # (N, W, C) per-step errors: each window's score is the mean of its steps' distances under the Gaussian
+    # of the other folds (8 windows, 2 folds: the halves by end time, given here newest first)
+    steps = rng.normal(size=(8, 3, 2))
+    got = cross_fitted_scores(steps, np.arange(8)[::-1], folds=2)
+    older = GaussianErrorModel().fit(steps[4:].reshape(-1, 2))
+    assert got[:4] == pytest.approx(older.score(steps[:4].reshape(-1, 2)).reshape(4, 3).mean(axis=1))
+
+
+def test_the_classical_detectors_score_windows_they_did_not_fit_on():
+    from lstmad.detectors import IsolationForestDetector, PCAT2QDetector
+
+    rng = np.random.default_rng(2)
+    windows = Windows.from_array(rng.normal(size=(200, 4, 3)).astype(np.float32))
+    for detector in (PCAT2QDetector(), IsolationForestDetector(n_estimators=20)):
+        detector.fit(windows)
+        latest = np.argsort(windows.end_us, kind="stable")[-40:]
+        assert detector.validation_scores_ == pytest.approx(detector.score(windows.subset(np.sort(latest))))
+    pca = PCAT2QDetector().fit(windows)
+    refit = PCAT2QDetector().fit(windows.subset(np.sort(np.argsort(windows.end_us, kind="stable")[:160])))
+    assert pca.mean_ == pytest.approx(refit.rows(windows.subset(np.sort(np.argsort(windows.end_us)[:160]))).mean(0))
+
+
+def test_a_training_that_stopped_while_still_improving_or_thinned_its_windows_says_so():
+    from types import SimpleNamespace
+
+    from lstmad.training.fitting import training_notes
+
+    config = SimpleNamespace(model=SimpleNamespace(epochs=3))
+    falling = SimpleNamespace(history_=[{"val_loss": 0.5}, {"val_loss": 0.4}, {"val_loss": 0.3}])
+    notes = training_notes(falling, config, {"train_windows": 100, "subsampled_from": 1000})
+    assert set(notes) == {"still_improving", "subsampled"} and "100 of 1000" in notes["subsampled"]
+    stopped = SimpleNamespace(history_=[{"val_loss": 0.3}, {"val_loss": 0.4}])  # early stopping ended it
+    assert training_notes(stopped, config, {"train_windows": 10, "subsampled_from": 0}) == {}
