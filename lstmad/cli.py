@@ -73,6 +73,13 @@ def run_job(command: str, argv: Optional[list[str]] = None) -> None:
     _JOB_MODE["on"] = True
     try:
         code = app([command, *(sys.argv[1:] if argv is None else argv)], standalone_mode=False)
+    except Exception as error:
+        # a usage error (typer's own click exceptions): its one line, as the CLI shows it; anything else is
+        # not a usage error and goes on up
+        if not (hasattr(error, "show") and hasattr(error, "exit_code")):
+            raise
+        error.show()
+        code = error.exit_code
     finally:
         _JOB_MODE["on"] = False
     if isinstance(code, int) and code:

@@ -416,8 +416,14 @@ def _check_choices(config: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")
     if not 0 <= th.calibration_share < 0.5:
         raise ConfigError(f"{source}: key 'threshold.calibration_share' must lie in [0, 0.5)")
-    if th.rule in ("row_rate", "pot") and not 0 < th.budget < 1:
-        raise ConfigError(f"{source}: key 'threshold.budget' is a share of rows for rule {th.rule}: in (0, 1)")
+    if th.rule == "row_rate" and not 0 < th.budget < 1:
+        raise ConfigError(f"{source}: key 'threshold.budget' is a share of rows for rule row_rate: in (0, 1)")
+    if th.rule == "pot" and not 0 < th.budget < 0.02:
+        # the tail is fitted above the 98th percentile: a larger budget would extrapolate it downwards
+        raise ConfigError(f"{source}: key 'threshold.budget' must lie in (0, 0.02) for rule pot (use row_rate above)")
+    if config.model.checkpoint_dir:
+        raise ConfigError(f"{source}: key 'model.checkpoint_dir' is not a setting: training checkpoints go to its "
+                          "MLflow run's artifacts")
     if th.rule == "alarms_per_week" and th.budget <= 0:
         raise ConfigError(f"{source}: key 'threshold.budget' (false intervals per asset-week) must be > 0")
 

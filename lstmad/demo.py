@@ -115,7 +115,7 @@ def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dic
     summary = {"auroc": metrics["auroc"], "pr_auc": metrics["pr_auc"], "f1": metrics["f1"],
                "precision": metrics["precision"], "recall": metrics["recall"], "n_intervals": intervals.num_rows,
                "false_alarm_rate": metrics["far"], "expected_alarm_rate": m.get("calibration_row_rate"),
-               "event_recall": events["event_recall"], "interval_precision": events["interval_precision"],
+               "event_recall": events["interval_recall"], "interval_precision": events["interval_precision"],
                "false_intervals_per_asset_week": events["false_intervals_per_asset_week"],
                "detection_delay_min": events["detection_delay_min"], "care": care["care"],
                "scored_days": len(dates), "scored_timestamps": metrics["n_points"],

@@ -95,12 +95,12 @@ def test_event_metrics_of_hand_worked_intervals():
     times = np.arange(n, dtype=np.int64) * STEP * MICROS
     got = alarm_event_metrics(times, np.full(n, "A", object), labels, flags, STEP, 600, 120)
     week_share = n * STEP / (7 * 86_400)
-    assert got["event_recall"] == 0.5 and got["interval_precision"] == 0.5
+    assert got["interval_recall"] == 0.5 and got["interval_precision"] == 0.5
     assert got["detection_delay_min"] == 2.0
     assert got["false_intervals_per_asset_week"] == pytest.approx(1 / week_share)
     assert (got["n_events"], got["n_intervals"]) == (2, 2)
     nothing = alarm_event_metrics(times, np.full(n, "A", object), np.zeros(n, int), np.zeros(n, bool), STEP, 600, 120)
-    assert math.isnan(nothing["event_recall"]) and nothing["false_intervals_per_asset_week"] == 0.0
+    assert math.isnan(nothing["interval_recall"]) and nothing["false_intervals_per_asset_week"] == 0.0
 
 
 def test_care_of_a_hand_worked_day():
@@ -178,3 +178,14 @@ def test_a_training_that_stopped_while_still_improving_or_thinned_its_windows_sa
     assert set(notes) == {"still_improving", "subsampled"} and "100 of 1000" in notes["subsampled"]
     stopped = SimpleNamespace(history_=[{"val_loss": 0.3}, {"val_loss": 0.4}])  # early stopping ended it
     assert training_notes(stopped, config, {"train_windows": 10, "subsampled_from": 0}) == {}
+
+
+def test_the_expected_alarm_rate_is_never_zero_and_pot_falls_back_with_few_scores():
+    scores = np.arange(1.0, 101.0)
+    times, assets = np.arange(100) * STEP * MICROS, np.zeros(100, object)
+    above_all = calibrate("row_rate", scores, times, assets, budget=0.001)  # ⌈101 · 0.999⌉ = 101 > 100: the largest
+    assert above_all.threshold == 100.0 and above_all.expected_row_rate == 0.001  # the budget, not the 0 seen
+    # mean + 3 std of 1..100 is 137, above every score: none seen above it, 1/(n + 1) expected
+    assert calibrate("mean_std", scores, times, assets).expected_row_rate == pytest.approx(1 / 101)
+    few = calibrate("pot", scores, times, assets, budget=0.01)  # 100 scores: 2 above the 98th percentile
+    assert few.threshold == conformal_threshold(scores, 0.01) and "too few for pot" in few.description

@@ -42,7 +42,9 @@ def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, devi
 
 
 def classical_detectors(seed: int = 0) -> dict[str, DetectorFactory]:
-    return {"pca_t2q": lambda: PCAT2QDetector(), "isolation_forest": lambda: IsolationForestDetector(seed=seed)}
+    # validation_share 0: the protocols fit the baselines on all of their training rows
+    return {"pca_t2q": lambda: PCAT2QDetector(validation_share=0.0),
+            "isolation_forest": lambda: IsolationForestDetector(seed=seed, validation_share=0.0)}
 
 
 class WorkerFailed(RuntimeError):

@@ -32,9 +32,9 @@ def build_detector(model, checkpoint_dir: str = "") -> Detector:
     if kind is IAELSTMKLDetector:
         return kind.variant(model.variant, model.profile, pretrain_epochs=max(2, model.epochs // 2), **training)
     if kind is PCAT2QDetector:
-        return kind()
+        return kind(validation_share=model.validation_share)
     if kind is IsolationForestDetector:
-        return kind(seed=model.seed)
+        return kind(seed=model.seed, validation_share=model.validation_share)
     raise ValueError(f"unknown detector kind {model.detector!r}; choose from {', '.join(DETECTORS)}")
 
 

@@ -35,6 +35,13 @@ class Detector:
             self.network_.to(device)
         return self
 
+    def keep_validation_times(self, validation: Windows) -> None:
+        """Remember when and on which asset each validation window ends (``validation_end_us_``,
+        ``validation_assets_``, beside ``validation_scores_``): a threshold budget in intervals per asset-week
+        is calibrated on them."""
+        self.validation_end_us_ = np.asarray(validation.end_us)
+        self.validation_assets_ = np.asarray(validation.assets, dtype=object)[validation.asset]
+
     def saved_state(self) -> dict:
         """Fitted state for ``detector.json`` beyond kind, params, window and channels (JSON-able)."""
         return {}
@@ -86,12 +93,13 @@ class LastRowDetector(Detector):
     score_alignment = "last"
 
     def fit(self, windows: Windows, on_epoch=None) -> "LastRowDetector":
-        fit_on, validation = latest_split(windows, self.params.validation_share) if len(windows) >= 10 \
-            else (windows, windows)
+        held_out = self.params.validation_share > 0 and len(windows) >= 10  # 0: fit on all, scores in sample
+        fit_on, validation = latest_split(windows, self.params.validation_share) if held_out else (windows, windows)
         self.window_, self.n_channels_ = windows.window, windows.n_channels
         self.fit_rows(self.rows(fit_on))
         self.history_ = []
         self.validation_scores_ = self.score(validation)
+        self.keep_validation_times(validation)
         return self
 
     def fit_rows(self, rows: np.ndarray) -> None:

@@ -152,6 +152,7 @@ class IAELSTMKLDetector(Detector):
             if p.svdd == "soft":
                 self.radius_ = soft_radius(self._distances(train, device), p.nu)
         self.validation_scores_ = self.score(validation)
+        self.keep_validation_times(validation)
         return self
 
     def _set_scaling(self) -> None:

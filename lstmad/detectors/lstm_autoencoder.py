@@ -64,6 +64,7 @@ class LSTMAutoencoderDetector(Detector):
         errors = self._errors(validation)
         self.error_model_ = GaussianErrorModel().fit(errors.reshape(-1, self.n_channels_))
         self.validation_scores_ = cross_fitted_scores(errors, validation.end_us)
+        self.keep_validation_times(validation)
         return self
 
     @torch.no_grad()

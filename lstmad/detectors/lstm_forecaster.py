@@ -82,6 +82,7 @@ class LSTMForecasterDetector(Detector):
             self.validation_scores_ = cross_fitted_scores(errors, validation.end_us)
         else:
             self.validation_scores_ = self.score(validation)
+        self.keep_validation_times(validation)
         return self
 
     @torch.no_grad()

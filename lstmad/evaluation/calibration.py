@@ -106,14 +106,22 @@ def calibrate(rule: str, scores: np.ndarray, end_us: np.ndarray, assets: np.ndar
     elif rule == "row_rate":
         threshold, text = conformal_threshold(scores, budget), f"row rate {budget:g} (conformal)"
     elif rule == "pot":
-        threshold, text = pot_threshold(scores, budget), f"row rate {budget:g} (peaks over threshold)"
+        try:
+            threshold, text = pot_threshold(scores, budget), f"row rate {budget:g} (peaks over threshold)"
+        except ValueError:  # too few scores for a tail fit: the conformal quantile, said so
+            threshold, text = conformal_threshold(scores, budget), f"row rate {budget:g} (conformal: too few for pot)"
     elif rule == "alarms_per_week":
         threshold = interval_budget_threshold(end_us, assets, scores, budget, step_s, min_interval_s, merge_gap_s)
         text = f"{budget:g} false intervals per asset-week"
     else:
         raise ValueError(f"unknown threshold rule {rule!r}; choose from {', '.join(RULES)}")
     finite = scores[np.isfinite(scores)]
-    return Calibration(rule, budget, threshold, int(scores.size), float(np.mean(finite > threshold)),
+    # What new normal rows are expected to alarm on: the promised budget for the row rules; else the share
+    # of calibration scores above the threshold, at least 1/(n+1) (none above it is no promise of none ever:
+    # drift compares nightly alarm rates with this, and a 0 would call any alarm drift)
+    measured = float(np.mean(finite > threshold)) if finite.size else 0.0
+    expected = budget if rule in ("row_rate", "pot") else max(measured, 1.0 / (finite.size + 1))
+    return Calibration(rule, budget, threshold, int(scores.size), expected,
                        intervals_per_asset_week(end_us, assets, scores, threshold, step_s, min_interval_s,
                                                 merge_gap_s) if scores.size else math.nan,
                        f"{text} of {source} scores")

@@ -3,8 +3,8 @@ Earliness of early fault detection, adapted to lstmad's evaluation ranges.
 
 Events, per asset: every labelled run of anomalous rows is an anomaly event; every UTC day of the asset with
 no anomalous row is a normal event. For each:
-- Coverage (anomaly events): pointwise F-beta (β 0.5) over the event and as many rows before it (the rows
-  before are normal: flags there are false positives);
+- Coverage (anomaly events): pointwise F-beta (β 0.5) over the event and as many rows before it (not reaching
+  into the previous event; the rows before are normal: flags there are false positives);
 - Earliness (anomaly events): the weighted share of the event's rows flagged, weights 1 over the first
   quarter of the event, then falling linearly to 0 at its end (the paper's weighted score);
 - Accuracy (normal events): the share of rows not flagged;
@@ -67,8 +67,10 @@ def care_score(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.ndarray
         mine = mine[np.argsort(timestamps_us[mine], kind="stable")]
         times, anomalous, flagged = timestamps_us[mine], labels[mine] == 1, flags[mine]
         counter = criticality(flagged)
+        previous_end = 0
         for start, end in _runs(anomalous):
-            before = max(0, start - (end - start))
+            before = max(previous_end, start - (end - start))  # normal rows only: never the event before
+            previous_end = end
             frame_truth, frame_flags = anomalous[before:end], flagged[before:end]
             tp = int(np.sum(frame_truth & frame_flags))
             coverage.append(f_beta(tp, int(np.sum(~frame_truth & frame_flags)), int(np.sum(frame_truth & ~frame_flags))))

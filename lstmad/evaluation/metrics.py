@@ -91,7 +91,8 @@ def alarm_event_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: n
     asset exactly as scoring forms them (merge gap, minimum duration); labelled events are the runs of
     label 1 per asset.
 
-    - event_recall: share of events that an interval overlaps;
+    - interval_recall: share of events that an interval overlaps (event_metrics' event_recall counts runs of
+      flags instead);
     - interval_precision: share of intervals that overlap an event;
     - false_intervals_per_asset_week: intervals overlapping no event, per asset-week of scored time;
     - detection_delay_min: median minutes from an event's start to the start of the first interval that
@@ -121,7 +122,7 @@ def alarm_event_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: n
             if hits:
                 detected += 1
                 delays.append(max(0, min(hits) - run_start) / MICROS / 60)
-    return {"event_recall": detected / events if events else math.nan,
+    return {"interval_recall": detected / events if events else math.nan,
             "interval_precision": true_intervals / intervals if intervals else math.nan,
             "false_intervals_per_asset_week": (intervals - true_intervals) / weeks if weeks else math.nan,
             "detection_delay_min": float(np.median(delays)) if delays else math.nan,

@@ -192,7 +192,9 @@ def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
     th, step_s = config.threshold, config.prepare.step_s
     if calibration_scores is None:
         scores = np.asarray(detector.validation_scores_, dtype=np.float64)
-        end_us, assets = np.arange(scores.size, dtype=np.int64) * step_s * MICROS, np.zeros(scores.size, object)
+        end_us, assets = getattr(detector, "validation_end_us_", None), getattr(detector, "validation_assets_", None)
+        if end_us is None or len(end_us) != scores.size:  # a detector that keeps no times: one evenly spaced series
+            end_us, assets = np.arange(scores.size, dtype=np.int64) * step_s * MICROS, np.zeros(scores.size, object)
         if th.calibration_share > 0:
             log.warning("train: too few windows for a calibration slice of %s; calibrating on the validation "
                         "scores", th.calibration_share)

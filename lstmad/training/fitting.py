@@ -145,9 +145,9 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
     return detector, counts, None if calibration is None else CalibrationScores.of(detector, calibration)
 
 
-def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict]:
+def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict, Optional[CalibrationScores]]:
     """Fit with train.distributed.processes ranks, each streaming its shard of the training dates' block
-    files; the latest dates validate, the latest threshold.calibration_share of dates before them calibrate.
+    files: the latest threshold.calibration_share of the dates calibrate, the latest of the others validate.
     Returns (detector, counts, calibration scores or None)."""
     from lstmad.io.tensor_store import block_files
     from lstmad.training.distributed import (
