@@ -22,11 +22,15 @@ NIGHT = "{{ ti.xcom_pull(task_ids='target_date') }}"
 
 @task
 def run_stage(day: str, stage: str) -> dict:
-    """lstmad.stages.<stage>(config, day) in the worker process (the in_process runner)."""
+    """The night's stage in the worker process (the in_process runner): prepare (the day alone), score or
+    drift."""
     from lstmad import stages
     from lstmad.config import load_config
 
-    return json_safe(getattr(stages, stage)(load_config(CONF), dt.date.fromisoformat(day)))
+    config, night = load_config(CONF), dt.date.fromisoformat(day)
+    if stage == "prepare":
+        return json_safe(stages.prepare(config, night, night))
+    return json_safe(getattr(stages, stage)(config, night))
 
 
 @dag(dag_id="lstmad_nightly", schedule="@daily", start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
