@@ -11,8 +11,7 @@ import pytest
 from scipy.stats import norm
 
 from lstmad.dates import MICROS
-from lstmad.evaluation.calibration import (calibrate, conformal_threshold, intervals_per_asset_week,
-                                           split_calibration)
+from lstmad.evaluation.calibration import calibrate, conformal_threshold, intervals_per_asset_week, split_calibration
 from lstmad.evaluation.metrics import alarm_event_metrics
 from lstmad.transforms.blocks import Windows
 

@@ -5,15 +5,17 @@ import math
 import numpy as np
 import pytest
 
+from lstmad.evaluation.calibration import calibrate
 from lstmad.evaluation.metrics import score_metrics
-from lstmad.evaluation.thresholds import mean_std_threshold, percentile_threshold, threshold_from_rule
+from lstmad.evaluation.thresholds import mean_std_threshold, percentile_threshold
 
 
 def test_percentile_threshold_interpolates_like_numpy_definition():
     scores = np.arange(1, 101, dtype=float)  # 1..100
     # 95th percentile, linear: position 0.95 * 99 = 94.05 -> 95 + 0.05 * (96 - 95)
     assert percentile_threshold(scores, 95) == pytest.approx(95.05)
-    assert threshold_from_rule("percentile", np.array([0.0, 10.0, np.nan]), percentile=50) == 5.0
+    three = np.array([0.0, 10.0, np.nan])
+    assert calibrate("percentile", three, np.arange(3) * 60_000_000, np.zeros(3, object), percentile=50).threshold == 5.0
 
 
 def test_mean_std_threshold_hand_worked():
@@ -79,7 +81,11 @@ def test_pot_threshold_on_exponential_tail():
 
 
 def test_rules_are_recorded_with_their_parameter():
-    from lstmad.evaluation.thresholds import describe_rule
+    scores, times, assets = np.arange(1.0, 101.0), np.arange(100) * 60_000_000, np.zeros(100, object)
 
-    assert describe_rule("percentile", 99.5) == "percentile 99.5 of validation scores"
-    assert describe_rule("mean_std", k=3.0) == "mean + 3 std of validation scores"
+    def text(rule: str, **given) -> str:
+        return calibrate(rule, scores, times, assets, source="validation", **given).description
+
+    assert text("percentile", percentile=99.5) == "percentile 99.5 of validation scores"
+    assert text("mean_std") == "mean + 3 std of validation scores"
+    assert text("row_rate", budget=0.01) == "row rate 0.01 (conformal) of validation scores"

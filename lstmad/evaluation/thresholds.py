@@ -1,4 +1,4 @@
-"""Alarm thresholds derived from scores of normal (validation) windows."""
+"""Alarm thresholds derived from scores of normal windows (the rules lstmad.evaluation.calibration applies)."""
 
 from __future__ import annotations
 
@@ -15,29 +15,6 @@ def mean_std_threshold(scores: np.ndarray, k: float = 3.0) -> float:
     """mean + k·σ of the scores (population standard deviation)."""
     scores = _finite(scores)
     return float(scores.mean() + k * scores.std())
-
-
-def threshold_from_rule(rule: str, scores: np.ndarray, percentile: float = 95.0, k: float = 3.0,
-                        quantile: float = 0.99, factor: float = 1.5, risk: float = 1e-3) -> float:
-    """The threshold of a named rule (percentile, mean_std, skab, pot) from normal-data scores."""
-    if rule == "percentile":
-        return percentile_threshold(scores, percentile)
-    if rule == "mean_std":
-        return mean_std_threshold(scores, k)
-    if rule == "skab":
-        return skab_threshold(scores, quantile, factor)
-    if rule == "pot":
-        return pot_threshold(scores, risk)
-    raise ValueError(f"unknown threshold rule {rule!r}")
-
-
-def describe_rule(rule: str, percentile: float = 95.0, k: float = 3.0) -> str:
-    """The rule with its parameter, as result rows record it: "percentile 95 of validation scores"."""
-    if rule == "percentile":
-        return f"percentile {percentile:g} of validation scores"
-    if rule == "mean_std":
-        return f"mean + {k:g} std of validation scores"
-    return f"{rule} of validation scores"
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:

@@ -54,8 +54,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     import torch
 
     from lstmad.detectors import build_detector
-    from lstmad.evaluation.drift import reference_quantiles
     from lstmad.evaluation.care import care_score
+    from lstmad.evaluation.drift import reference_quantiles
     from lstmad.evaluation.metrics import alarm_event_metrics, score_metrics
     from lstmad.evaluation.plots import evaluation_figures
     from lstmad.evaluation.reference import drift_reference as training_reference
