@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from lstmad.dates import DAY_US
+from lstmad.evaluation.metrics import runs_of_true
 
 BETA = 0.5
 WEIGHTS = {"coverage": 1.0, "earliness": 1.0, "accuracy": 2.0, "reliability": 1.0}
@@ -49,12 +50,6 @@ def f_beta(tp: int, fp: int, fn: int, beta: float = BETA) -> float:
     return (1 + b2) * tp / denominator if denominator else 0.0
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
-    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    return list(zip(edges[::2], edges[1::2]))
-
-
 def care_score(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.ndarray, flags: np.ndarray,
                criticality_steps: int) -> dict[str, float]:
     """{"care", "coverage", "earliness", "accuracy", "reliability", "anomaly_events", "normal_events"} of
@@ -68,7 +63,7 @@ def care_score(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.ndarray
         times, anomalous, flagged = timestamps_us[mine], labels[mine] == 1, flags[mine]
         counter = criticality(flagged)
         previous_end = 0
-        for start, end in _runs(anomalous):
+        for start, end in runs_of_true(anomalous):
             before = max(previous_end, start - (end - start))  # normal rows only: never the event before
             previous_end = end
             frame_truth, frame_flags = anomalous[before:end], flagged[before:end]

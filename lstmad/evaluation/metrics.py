@@ -52,7 +52,7 @@ def confusion_metrics(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
             "mar": fn / (fn + tp) if fn + tp else math.nan}
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def runs_of_true(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) index pairs of the runs of True in a boolean array (n,)."""
     padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
     edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
@@ -63,7 +63,7 @@ def point_adjusted_f1(labels: np.ndarray, flags: np.ndarray) -> float:
     """F1 after point adjustment: a true anomalous segment with any flagged point counts as fully detected."""
     labels = np.asarray(labels) == 1
     adjusted = np.asarray(flags, bool).copy()
-    for start, end in _runs(labels):
+    for start, end in runs_of_true(labels):
         if adjusted[start:end].any():
             adjusted[start:end] = True
     tp = int(np.sum(adjusted & labels))
@@ -75,8 +75,8 @@ def point_adjusted_f1(labels: np.ndarray, flags: np.ndarray) -> float:
 def event_metrics(labels: np.ndarray, flags: np.ndarray) -> dict[str, float]:
     """Event-wise precision (share of flagged runs that overlap a true event) and recall (share of true
     events overlapped by a flagged run); NaN when there is nothing to count."""
-    true_runs = _runs(np.asarray(labels) == 1)
-    flag_runs = _runs(np.asarray(flags, bool))
+    true_runs = runs_of_true(np.asarray(labels) == 1)
+    flag_runs = runs_of_true(np.asarray(flags, bool))
     truth = np.asarray(labels) == 1
     flagged = np.asarray(flags, bool)
     hit_flags = sum(truth[s:e].any() for s, e in flag_runs)
@@ -113,7 +113,7 @@ def alarm_event_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: n
         weeks += ((times[-1] - times[0]) / MICROS + step_s) / (7 * 86_400)
         found = merge_flags(times, flags[mine], np.zeros(mine.size), step_s, min_interval_s, merge_gap_s)
         spans = [(f["start_us"], f["end_us"]) for f in found]
-        runs = [(times[s], times[e - 1]) for s, e in _runs(truth)]
+        runs = [(times[s], times[e - 1]) for s, e in runs_of_true(truth)]
         intervals += len(spans)
         true_intervals += sum(any(a <= run_end and run_start <= b for run_start, run_end in runs) for a, b in spans)
         events += len(runs)
