@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from lstmad.training.params import LR_SCHEDULES, PRECISIONS, TrainingParams
+from lstmad.training.params import TrainingParams
 
 
 class ConfigError(ValueError):
@@ -197,12 +197,15 @@ class ThresholdConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ScoreConfig:
-    """Scoring batch size and how flags become intervals."""
+    """Scoring batch size and the alarm rules that turn scores into intervals (transforms.intervals)."""
 
     batch_size: int = 2048
     device: str = "auto"  # auto: the GPU Spark gave the task (spark.task.resource.gpu.amount), else the CPU
     min_interval_s: int = 600
     merge_gap_s: int = 300
+    persistence: int = 1          # an interval opens when this many of the last persistence_window steps alarm
+    persistence_window: int = 1
+    hysteresis: float = 1.0       # an open interval continues above hysteresis × threshold (≤ 1; 1: off)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,23 +319,6 @@ class PipelineConfig:
         return (self.pipeline_home / "mlruns").as_uri() if self.tracking_uri.startswith("sqlite:") else None
 
 
-_CHOICES = {
-    "prepare.normalisation": ("zscore", "minmax"),
-    "model.detector": ("lstm_forecaster", "lstm_autoencoder", "iae_lstm_kl", "pca_t2q", "isolation_forest"),  # lstmad.detectors.DETECTORS
-    "model.profile": ("small", "paper"),
-    "model.error_model": ("squared", "mahalanobis"),
-    "model.device": ("auto", "cpu", "cuda"),
-    "model.lr_schedule": LR_SCHEDULES,
-    "score.device": ("auto", "cpu", "cuda"),
-    "model.precision": PRECISIONS,
-    "threshold.rule": ("percentile", "mean_std", "pot", "row_rate", "alarms_per_week"),  # evaluation.calibration.RULES
-    "delta.engine": ("delta-rs", "delta-spark"),
-    "airflow.runner": ("in_process", "spark_submit"),
-    "source.format": ("parquet", "csv", "delta"),
-    "prepare.normalisation_scope": ("global", "per_asset"),
-}
-
-
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> PipelineConfig:
     """Read a pipeline YAML file into a validated PipelineConfig.
 
@@ -355,77 +341,10 @@ def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) ->
             node = node.setdefault(part, {})
         node[leaf] = value
     config = _build(PipelineConfig, raw, str(path), "")
-    _check_choices(config, str(path))
+    from lstmad.config_checks import check_config
+
+    check_config(config, str(path))
     return config
-
-
-def _check_choices(config: PipelineConfig, source: str) -> None:
-    for dotted, allowed in _CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(config, section), key)
-        if value not in allowed:
-            raise ConfigError(f"{source}: key '{dotted}' must be one of {list(allowed)}, got {value!r}")
-    if config.prepare.window < 2:
-        raise ConfigError(f"{source}: key 'prepare.window' must be at least 2")
-    if config.prepare.block_rows < config.prepare.window:
-        raise ConfigError(f"{source}: key 'prepare.block_rows' must be at least prepare.window")
-    src = config.source
-    if not src.channels:
-        raise ConfigError(f"{source}: key 'source.channels' must list at least one channel")
-    seen: set[str] = set()
-    for i, channel in enumerate(src.channels):
-        if channel.name in seen:
-            raise ConfigError(f"{source}: key 'source.channels[{i}]' repeats channel '{channel.name}'")
-        seen.add(channel.name)
-        if channel.minimum is not None and channel.maximum is not None and channel.minimum > channel.maximum:
-            raise ConfigError(f"{source}: key 'source.channels[{i}]' ({channel.name}) has minimum > maximum")
-    if bool(src.asset_column) == bool(src.asset_constant):
-        raise ConfigError(f"{source}: set exactly one of 'source.asset_column' and 'source.asset_constant'")
-    if src.format == "csv" and len(src.csv_delimiter) != 1:
-        raise ConfigError(f"{source}: key 'source.csv_delimiter' must be one character")
-    try:
-        import zoneinfo
-
-        zoneinfo.ZoneInfo(src.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{source}: key 'source.timezone' is not a known time zone: {src.timezone!r}") from None
-    if config.prepare.step_s <= 0 or 86_400 % config.prepare.step_s:
-        raise ConfigError(f"{source}: key 'prepare.step_s' must be a positive divisor of 86400 (a day), got "
-                          f"{config.prepare.step_s}")
-    if config.prepare.max_gap_steps < 0:
-        raise ConfigError(f"{source}: key 'prepare.max_gap_steps' must be 0 or more")
-    if not 0 <= config.prepare.max_masked_share <= 1:
-        raise ConfigError(f"{source}: key 'prepare.max_masked_share' must lie in [0, 1]")
-    from lstmad.detectors.variants import VARIANTS
-
-    if config.model.variant not in VARIANTS:
-        raise ConfigError(f"{source}: key 'model.variant' must be one of {sorted(VARIANTS)}, "
-                          f"got {config.model.variant!r}")
-    d = config.train.distributed
-    if d.processes < 0 or d.shuffle_files < 1 or d.threads_per_process < 0:
-        raise ConfigError(f"{source}: keys 'train.distributed.processes' and '.threads_per_process' must be 0 or "
-                          "more, '.shuffle_files' at least 1")
-    if d.processes and config.model.detector not in DISTRIBUTABLE:
-        raise ConfigError(f"{source}: key 'train.distributed.processes' needs model.detector in "
-                          f"{list(DISTRIBUTABLE)}; {config.model.detector} trains in one process (processes: 0)")
-    if d.processes > 1 and config.model.batch_size % d.processes:
-        raise ConfigError(f"{source}: key 'model.batch_size' ({config.model.batch_size}) must be a multiple of "
-                          f"train.distributed.processes ({d.processes}): each process takes an equal share")
-    th = config.threshold
-    if not 0 < th.percentile < 100:
-        raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")
-    if not 0 <= th.calibration_share < 0.5:
-        raise ConfigError(f"{source}: key 'threshold.calibration_share' must lie in [0, 0.5)")
-    if th.rule == "row_rate" and not 0 < th.budget < 1:
-        raise ConfigError(f"{source}: key 'threshold.budget' is a share of rows for rule row_rate: in (0, 1)")
-    if th.rule == "pot" and not 0 < th.budget < 0.02:
-        # the tail is fitted above the 98th percentile: a larger budget would extrapolate it downwards
-        raise ConfigError(f"{source}: key 'threshold.budget' must lie in (0, 0.02) for rule pot (use row_rate above)")
-    if config.model.checkpoint_dir:
-        raise ConfigError(f"{source}: key 'model.checkpoint_dir' is not a setting: training checkpoints go to its "
-                          "MLflow run's artifacts")
-    if th.rule == "alarms_per_week" and th.budget <= 0:
-        raise ConfigError(f"{source}: key 'threshold.budget' (false intervals per asset-week) must be > 0")
 
 
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:

@@ -20,6 +20,7 @@ from lstmad.io import lakehouse
 from lstmad.io.model_store import version_bundle
 from lstmad.layout import Paths
 from lstmad.stages.train import criticality_steps
+from lstmad.transforms.intervals import AlarmRules
 
 RESCORED_NIGHTS = 7
 SECOND_MODEL = {"seed": 1, "epochs": 4}  # a quick second version of the same detector, for the comparison
@@ -89,8 +90,8 @@ def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dic
     # what the operators received over those nights: intervals against the icing events
     events = alarm_event_metrics(scores.column(names.TIMESTAMP).cast(pa.int64()).to_numpy(),
                                  np.asarray(scores.column(names.ASSET).to_pylist(), dtype=object), labels,
-                                 scores.column(names.FLAG).to_numpy(zero_copy_only=False), config.prepare.step_s,
-                                 config.score.min_interval_s, config.score.merge_gap_s)
+                                 scores.column(names.SCORE).to_numpy(), float(scores.column(names.THRESHOLD)[0].as_py()),
+                                 AlarmRules.of(config.score, config.prepare.step_s))
     care = care_score(scores.column(names.TIMESTAMP).cast(pa.int64()).to_numpy(),
                       np.asarray(scores.column(names.ASSET).to_pylist(), dtype=object), labels,
                       scores.column(names.FLAG).to_numpy(zero_copy_only=False), criticality_steps(config))

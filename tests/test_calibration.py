@@ -13,6 +13,7 @@ from scipy.stats import norm
 from lstmad.dates import MICROS
 from lstmad.evaluation.calibration import calibrate, conformal_threshold, intervals_per_asset_week, split_calibration
 from lstmad.evaluation.metrics import alarm_event_metrics
+from lstmad.transforms.intervals import AlarmRules
 from lstmad.transforms.blocks import Windows
 
 STEP = 60
@@ -45,11 +46,11 @@ def test_intervals_per_asset_week_counts_merged_runs_as_scoring_forms_them():
     for start, length in ((100, 15), (118, 15), (5000, 15), (9000, 5)):
         scores[start:start + length] = 1.0
     times = np.arange(n, dtype=np.int64) * STEP * MICROS
-    rate = intervals_per_asset_week(times, np.full(n, "A", object), scores, 0.5, STEP, 600, 300)
+    rate = intervals_per_asset_week(times, np.full(n, "A", object), scores, 0.5, AlarmRules(STEP, 600, 300))
     assert rate == pytest.approx(2.0)  # (100..132 merged) and 5000..5014; the blip is under 10 minutes
     # two assets over the same week: 2 + 0 intervals over 2 asset-weeks
     both = intervals_per_asset_week(np.concatenate([times, times]), np.array(["A"] * n + ["B"] * n, object),
-                                    np.concatenate([scores, np.zeros(n)]), 0.5, STEP, 600, 300)
+                                    np.concatenate([scores, np.zeros(n)]), 0.5, AlarmRules(STEP, 600, 300))
     assert both == pytest.approx(1.0)
 
 
@@ -62,13 +63,12 @@ def test_an_interval_budget_gives_at_most_that_many_intervals_on_the_calibration
         noise[i] = 0.95 * noise[i - 1] + shocks[i]
     times = np.arange(n, dtype=np.int64) * STEP * MICROS
     assets = np.full(n, "A", object)
-    found = calibrate("alarms_per_week", noise, times, assets, budget=1.0, step_s=STEP, min_interval_s=600,
-                      merge_gap_s=300)
+    found = calibrate("alarms_per_week", noise, times, assets, budget=1.0, rules=AlarmRules(STEP, 600, 300))
     assert found.expected_intervals_per_asset_week <= 1.0
     # not merely the largest score: it alarms, and a clearly lower threshold would break the budget
     assert found.threshold < noise.max() and found.expected_row_rate > 0
     lower = float(np.quantile(noise, 0.98))
-    assert lower < found.threshold and intervals_per_asset_week(times, assets, noise, lower, STEP, 600, 300) > 1.0
+    assert lower < found.threshold and intervals_per_asset_week(times, assets, noise, lower, AlarmRules(STEP, 600, 300)) > 1.0
     assert "1 false intervals per asset-week of calibration scores" == found.description
 
 
@@ -92,13 +92,14 @@ def test_event_metrics_of_hand_worked_intervals():
     flags[12:26] = True
     flags[50:60] = True
     times = np.arange(n, dtype=np.int64) * STEP * MICROS
-    got = alarm_event_metrics(times, np.full(n, "A", object), labels, flags, STEP, 600, 120)
+    got = alarm_event_metrics(times, np.full(n, "A", object), labels, flags * 1.0, 0.5, AlarmRules(STEP, 600, 120))
     week_share = n * STEP / (7 * 86_400)
     assert got["interval_recall"] == 0.5 and got["interval_precision"] == 0.5
     assert got["detection_delay_min"] == 2.0
     assert got["false_intervals_per_asset_week"] == pytest.approx(1 / week_share)
     assert (got["n_events"], got["n_intervals"]) == (2, 2)
-    nothing = alarm_event_metrics(times, np.full(n, "A", object), np.zeros(n, int), np.zeros(n, bool), STEP, 600, 120)
+    nothing = alarm_event_metrics(times, np.full(n, "A", object), np.zeros(n, int), np.zeros(n), 0.5,
+                                  AlarmRules(STEP, 600, 120))
     assert math.isnan(nothing["interval_recall"]) and nothing["false_intervals_per_asset_week"] == 0.0
 
 

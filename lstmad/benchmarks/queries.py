@@ -20,7 +20,7 @@ from lstmad.benchmarks.common import finish_json
 from lstmad.dates import MICROS, utc_date
 from lstmad.io import lakehouse
 from lstmad.serving.scoring import interval_id, shares_array
-from lstmad.transforms.intervals import merge_flags
+from lstmad.transforms.intervals import AlarmRules, alarm_intervals
 
 CHANNELS = tuple(f"channel_{i:02d}" for i in range(10))
 THRESHOLD = 3.0
@@ -44,7 +44,8 @@ def _night(rng: np.random.Generator, day: dt.date, assets: int, step_s: int, ver
         flag = score > THRESHOLD
         shares = rng.dirichlet(np.full(len(CHANNELS), 0.5), size=int(flag.sum()))
         asset = f"A{a:03d}"
-        for found in merge_flags(times, flag, score, step_s, 600, 1200, np.zeros((per_day, len(CHANNELS)))):
+        for found in alarm_intervals(times, score, THRESHOLD, AlarmRules(step_s, 600, 1200),
+                                     np.zeros((per_day, len(CHANNELS)))):
             found["asset"] = asset
             intervals.append(found)
         columns["asset"] += [asset] * per_day

@@ -22,6 +22,7 @@ from lstmad.dates import MICROS
 from lstmad.evaluation.metrics import alarm_event_metrics, confusion_metrics
 from lstmad.evaluation.thresholds import skab_threshold
 from lstmad.transforms.blocks import Windows
+from lstmad.transforms.intervals import AlarmRules
 
 TRAIN_ROWS = 400
 SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",
@@ -112,7 +113,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         metrics["auroc"] = float(roc_auc_score(np.concatenate(truth), np.concatenate(ratios)))
         # what an operator would receive: each run of flags an alarm, judged against the labelled anomalies
         events = alarm_event_metrics(np.concatenate(seconds) * MICROS, np.concatenate(files_of),
-                                     np.concatenate(truth).astype(int), np.concatenate(alarms), 1, 1, 0)
+                                     np.concatenate(truth).astype(int), np.concatenate(alarms).astype(float), 0.5,
+                                     AlarmRules(step_s=1, min_duration_s=1, merge_gap_s=0))
         metrics.update({k: events[k] for k in ("interval_recall", "interval_precision", "detection_delay_min")})
         metrics.update(tp=int(totals[0]), fp=int(totals[1]), fn=int(totals[2]), tn=int(totals[3]),
                        seconds=round(time.time() - started, 1))

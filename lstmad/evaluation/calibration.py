@@ -7,7 +7,7 @@ Rules (``threshold.rule``) and what ``threshold.budget`` means for each:
   probability at most α.
 - ``pot``: the same row budget for small α, extrapolated by peaks-over-threshold (a generalised Pareto tail).
 - ``alarms_per_week``: false anomaly intervals per asset per week; the lowest calibration threshold whose
-  intervals (as scoring forms them: merge gap, minimum duration) stay within the budget.
+  intervals (as scoring forms them: the alarm rules) stay within the budget.
 - ``percentile`` / ``mean_std``: the earlier rules, now on calibration scores.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from lstmad.dates import MICROS
 from lstmad.evaluation.thresholds import mean_std_threshold, percentile_threshold, pot_threshold
+from lstmad.transforms.intervals import AlarmRules, alarm_intervals
 
 RULES = ("percentile", "mean_std", "pot", "row_rate", "alarms_per_week")
 WEEK_S = 7 * 86_400
@@ -46,30 +47,28 @@ def conformal_threshold(scores: np.ndarray, row_rate: float) -> float:
 
 
 def intervals_per_asset_week(end_us: np.ndarray, assets: np.ndarray, scores: np.ndarray, threshold: float,
-                             step_s: int, min_interval_s: int, merge_gap_s: int) -> float:
-    """Anomaly intervals per asset-week that scoring would form from (n,) scores flagged above ``threshold``
-    (per asset, by time; merge gap and minimum duration as in lstmad.transforms.intervals.merge_flags)."""
-    from lstmad.transforms.intervals import merge_flags
-
+                             rules: AlarmRules) -> float:
+    """Anomaly intervals per asset-week that scoring would form from (n,) scores under ``threshold`` and the
+    alarm ``rules`` (per asset, by time; lstmad.transforms.intervals.alarm_intervals)."""
     count, weeks = 0, 0.0
     for asset in np.unique(assets):
         mine = np.flatnonzero(assets == asset)
         mine = mine[np.argsort(end_us[mine], kind="stable")]
         times, values = end_us[mine], scores[mine]
-        weeks += ((times[-1] - times[0]) / MICROS + step_s) / WEEK_S
-        count += len(merge_flags(times, values > threshold, values, step_s, min_interval_s, merge_gap_s))
+        weeks += ((times[-1] - times[0]) / MICROS + rules.step_s) / WEEK_S
+        count += len(alarm_intervals(times, values, threshold, rules))
     return count / weeks if weeks > 0 else math.nan
 
 
 def interval_budget_threshold(end_us: np.ndarray, assets: np.ndarray, scores: np.ndarray, budget: float,
-                              step_s: int, min_interval_s: int, merge_gap_s: int, levels: int = 400) -> float:
+                              rules: AlarmRules, levels: int = 400) -> float:
     """The lowest threshold, scanned down from the largest calibration score over ``levels`` quantiles, at
     which the calibration slice gives at most ``budget`` intervals per asset-week (every higher one does too)."""
     finite = np.isfinite(scores)
     candidates = np.unique(np.quantile(scores[finite], np.linspace(1.0, 0.5, levels)))[::-1]
     chosen = float(candidates[0])
     for t in candidates:
-        if intervals_per_asset_week(end_us, assets, scores, t, step_s, min_interval_s, merge_gap_s) > budget:
+        if intervals_per_asset_week(end_us, assets, scores, t, rules) > budget:
             break
         chosen = float(t)
     return chosen
@@ -95,9 +94,9 @@ class Calibration:
 
 
 def calibrate(rule: str, scores: np.ndarray, end_us: np.ndarray, assets: np.ndarray, *, percentile: float = 95.0,
-              budget: float = 0.01, step_s: int = 60, min_interval_s: int = 600, merge_gap_s: int = 300,
-              source: str = "calibration") -> Calibration:
-    """The threshold of ``rule`` from (n,) calibration scores of windows ending at ``end_us`` on ``assets``."""
+              budget: float = 0.01, rules: AlarmRules = AlarmRules(60), source: str = "calibration") -> Calibration:
+    """The threshold of ``rule`` from (n,) calibration scores of windows ending at ``end_us`` on ``assets``;
+    intervals are counted under the alarm ``rules`` scoring applies."""
     scores = np.asarray(scores, dtype=np.float64)
     if rule == "percentile":
         threshold, text = percentile_threshold(scores, percentile), f"percentile {percentile:g}"
@@ -111,7 +110,7 @@ def calibrate(rule: str, scores: np.ndarray, end_us: np.ndarray, assets: np.ndar
         except ValueError:  # too few scores for a tail fit: the conformal quantile, said so
             threshold, text = conformal_threshold(scores, budget), f"row rate {budget:g} (conformal: too few for pot)"
     elif rule == "alarms_per_week":
-        threshold = interval_budget_threshold(end_us, assets, scores, budget, step_s, min_interval_s, merge_gap_s)
+        threshold = interval_budget_threshold(end_us, assets, scores, budget, rules)
         text = f"{budget:g} false intervals per asset-week"
     else:
         raise ValueError(f"unknown threshold rule {rule!r}; choose from {', '.join(RULES)}")
@@ -122,6 +121,5 @@ def calibrate(rule: str, scores: np.ndarray, end_us: np.ndarray, assets: np.ndar
     measured = float(np.mean(finite > threshold)) if finite.size else 0.0
     expected = budget if rule in ("row_rate", "pot") else max(measured, 1.0 / (finite.size + 1))
     return Calibration(rule, budget, threshold, int(scores.size), expected,
-                       intervals_per_asset_week(end_us, assets, scores, threshold, step_s, min_interval_s,
-                                                merge_gap_s) if scores.size else math.nan,
+                       intervals_per_asset_week(end_us, assets, scores, threshold, rules) if scores.size else math.nan,
                        f"{text} of {source} scores")

@@ -85,11 +85,11 @@ def event_metrics(labels: np.ndarray, flags: np.ndarray) -> dict[str, float]:
             "event_recall": hit_events / len(true_runs) if true_runs else math.nan}
 
 
-def alarm_event_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.ndarray, flags: np.ndarray,
-                        step_s: int, min_interval_s: int, merge_gap_s: int) -> dict[str, float]:
-    """What an operator receives, judged against labelled events: flags (n,) become anomaly intervals per
-    asset exactly as scoring forms them (merge gap, minimum duration); labelled events are the runs of
-    label 1 per asset.
+def alarm_event_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                        threshold: float, rules) -> dict[str, float]:
+    """What an operator receives, judged against labelled events: scores (n,) become anomaly intervals per
+    asset exactly as scoring forms them (``threshold`` and the alarm ``rules``,
+    lstmad.transforms.intervals.AlarmRules); labelled events are the runs of label 1 per asset.
 
     - interval_recall: share of events that an interval overlaps (event_metrics' event_recall counts runs of
       flags instead);
@@ -100,18 +100,18 @@ def alarm_event_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: n
     Rows with unknown labels (< 0) count as normal for the intervals and belong to no event.
     """
     from lstmad.dates import MICROS
-    from lstmad.transforms.intervals import merge_flags
+    from lstmad.transforms.intervals import alarm_intervals
 
     timestamps_us, assets = np.asarray(timestamps_us, np.int64), np.asarray(assets, dtype=object)
-    labels, flags = np.asarray(labels), np.asarray(flags, bool)
+    labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
     events = detected = intervals = true_intervals = 0
     delays, weeks = [], 0.0
     for asset in np.unique(assets):
         mine = np.flatnonzero(assets == asset)
         mine = mine[np.argsort(timestamps_us[mine], kind="stable")]
         times, truth = timestamps_us[mine], labels[mine] == 1
-        weeks += ((times[-1] - times[0]) / MICROS + step_s) / (7 * 86_400)
-        found = merge_flags(times, flags[mine], np.zeros(mine.size), step_s, min_interval_s, merge_gap_s)
+        weeks += ((times[-1] - times[0]) / MICROS + rules.step_s) / (7 * 86_400)
+        found = alarm_intervals(times, scores[mine], threshold, rules)
         spans = [(f["start_us"], f["end_us"]) for f in found]
         runs = [(times[s], times[e - 1]) for s, e in runs_of_true(truth)]
         intervals += len(spans)

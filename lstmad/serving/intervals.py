@@ -18,7 +18,7 @@ from lstmad.dates import MICROS, date_range, day_start_us, utc_date
 from lstmad.io import lakehouse
 from lstmad.layout import Paths
 from lstmad.serving.scoring import shares_array, shares_row
-from lstmad.transforms.intervals import FOUND_SCHEMA, merge_flags
+from lstmad.transforms.intervals import FOUND_SCHEMA, AlarmRules, alarm_intervals
 
 log = logging.getLogger("lstmad")
 
@@ -83,10 +83,12 @@ def interval_table(found: pa.Table, model: dict, channels: tuple[str, ...], sour
 
 def carried_tails(config: PipelineConfig, paths: Paths, lineage: dict, channels: tuple[str, ...],
                    new_from_us: int) -> dict[str, dict]:
-    """Per asset, the flagged timestamps before ``new_from_us`` (same model) that an interval of this pass may
-    continue: all those of an interval that ends close enough to the pass's start to merge with it, else the
-    last min_interval + merge_gap + step seconds (a run too short to be an interval yet)."""
-    step, gap = config.prepare.step_s, config.score.merge_gap_s
+    """Per asset, the timestamps before ``new_from_us`` (same model) that an interval of this pass may
+    continue (flagged, or above the hysteresis level): all those of an interval that ends close enough to the
+    pass's start to merge with it (from a persistence window before its start), else the last
+    AlarmRules.lookback_s seconds (a run too short to be an interval yet)."""
+    rules = AlarmRules.of(config.score, config.prepare.step_s)
+    step, gap = rules.step_s, rules.merge_gap_s
     same_model = (ds.field("model_name") == lineage["model_name"]) & \
         (ds.field(names.MODEL_VERSION) == lineage[names.MODEL_VERSION])
     new_from = pa.scalar(new_from_us, lakehouse.UTC_US)
@@ -97,11 +99,14 @@ def carried_tails(config: PipelineConfig, paths: Paths, lineage: dict, channels:
     for asset, begun in zip(still_open.column(names.ASSET).to_pylist(),
                             still_open.column("start").cast(pa.int64()).to_pylist()):
         carry_from[asset] = min(begun, carry_from.get(asset, begun))
-    default_from = new_from_us - (config.score.min_interval_s + gap + step) * MICROS
+    # the persistence window before an open interval's start decides whether its first timestamp opened it
+    carry_from = {a: begun - rules.persistence_window * step * MICROS for a, begun in carry_from.items()}
+    default_from = new_from_us - rules.lookback_s() * MICROS
     earliest = min([default_from, *carry_from.values()])
     tail = lakehouse.scan(paths.lake, names.ANOMALY_SCORES,
                           [names.ASSET, names.TIMESTAMP, names.SCORE, names.CHANNEL_SHARES],
-                          same_model & (ds.field(names.FLAG) == True) & (ds.field(names.TIMESTAMP) >= pa.scalar(earliest, lakehouse.UTC_US))
+                          same_model & interval_candidates(rules)
+                          & (ds.field(names.TIMESTAMP) >= pa.scalar(earliest, lakehouse.UTC_US))
                           & (ds.field(names.TIMESTAMP) < new_from)
                           & (ds.field(names.SCORED_DATE) >= utc_date(earliest)))
     out: dict[str, dict] = {}
@@ -114,10 +119,7 @@ def carried_tails(config: PipelineConfig, paths: Paths, lineage: dict, channels:
         entry = out.setdefault(asset, {"timestamp_us": [], "score": [], "shares": []})
         entry["timestamp_us"].append(moment)
         entry["score"].append(value)
-        if shares is None or entry["shares"] is None:
-            entry["shares"] = None
-        else:
-            entry["shares"].append(shares_row(shares, channels))
+        entry["shares"].append(None if shares is None else shares_row(shares, channels))
     return out
 
 
@@ -129,9 +131,9 @@ def interval_rows(config: PipelineConfig, paths: Paths, flagged, versions: dict[
 
     new_from_us = day_start_us(dt.date.fromisoformat(dates[0]))
     carried = carried_tails(config, paths, lineage, bundle.channels, new_from_us)
-    found = transforms.anomaly_intervals(flagged, config.prepare.step_s, config.score.min_interval_s,
-                                         config.score.merge_gap_s, lineage["model_name"],
-                                         lineage[names.MODEL_VERSION], new_from_us, carried).toArrow()
+    found = transforms.anomaly_intervals(flagged, bundle.threshold, AlarmRules.of(config.score, config.prepare.step_s),
+                                         lineage["model_name"], lineage[names.MODEL_VERSION], new_from_us,
+                                         carried).toArrow()
     found = found.sort_by([(names.ASSET, "ascending"), ("start_us", "ascending")])
     model = {**lineage, names.THRESHOLD: bundle.threshold, "threshold_rule": bundle.threshold_rule,
              "attribution": getattr(bundle.detector, "attribution_method", "none")}
@@ -145,6 +147,7 @@ def handed_back(config: PipelineConfig, paths: Paths, dates: list[str], rederive
     again (these nights no longer continue them, or another model version scores them now): each goes back
     to the night it ends on, as the flagged timestamps of its own model before these dates make it (or goes,
     when those no longer make an interval)."""
+    rules = AlarmRules.of(config.score, config.prepare.step_s)
     first_us = day_start_us(dt.date.fromisoformat(dates[0]))
     stored = lakehouse.scan(paths.lake, names.ANOMALY_INTERVALS, lakehouse.SCHEMAS[names.ANOMALY_INTERVALS].names,
                             ds.field(names.SCORED_DATE).isin(dates)
@@ -154,25 +157,28 @@ def handed_back(config: PipelineConfig, paths: Paths, dates: list[str], rederive
         if row["interval_id"] in rederived:
             continue
         start_us = int(pa.scalar(row["start"], lakehouse.UTC_US).cast(pa.int64()).as_py())
+        from_us = start_us - rules.persistence_window * rules.step_s * MICROS  # what decided its opening
         points = lakehouse.scan(
             paths.lake, names.ANOMALY_SCORES, [names.TIMESTAMP, names.SCORE, names.CHANNEL_SHARES],
             (ds.field(names.ASSET) == row[names.ASSET]) & (ds.field("model_name") == row["model_name"])
-            & (ds.field(names.MODEL_VERSION) == row[names.MODEL_VERSION]) & (ds.field(names.FLAG) == True)  # noqa: E712
-            & (ds.field(names.TIMESTAMP) >= row["start"]) & (ds.field(names.TIMESTAMP) < pa.scalar(first_us, lakehouse.UTC_US))
-            & (ds.field(names.SCORED_DATE) >= utc_date(start_us))).sort_by(names.TIMESTAMP)
+            & (ds.field(names.MODEL_VERSION) == row[names.MODEL_VERSION]) & interval_candidates(rules)
+            & (ds.field(names.TIMESTAMP) >= pa.scalar(from_us, lakehouse.UTC_US))
+            & (ds.field(names.TIMESTAMP) < pa.scalar(first_us, lakehouse.UTC_US))
+            & (ds.field(names.SCORED_DATE) >= utc_date(from_us))).sort_by(names.TIMESTAMP)
         channels = tuple(pair["channel"] for pair in row[names.CHANNEL_SHARES] or ())
         listed = points.column(names.CHANNEL_SHARES).to_pylist()
         shares = None
-        if channels and all(p is not None for p in listed):
-            shares = np.array([shares_row(p, channels) for p in listed]).reshape(len(listed), len(channels))
+        if channels:
+            shares = np.array([np.full(len(channels), np.nan) if p is None else shares_row(p, channels)
+                               for p in listed]).reshape(len(listed), len(channels))
         times = points.column(names.TIMESTAMP).cast(pa.int64()).to_numpy()
-        again = [f for f in merge_flags(times, np.ones(times.size, dtype=bool), points.column(names.SCORE).to_numpy(),
-                                        config.prepare.step_s, config.score.min_interval_s, config.score.merge_gap_s,
-                                        shares) if f["start_us"] == start_us]
+        again = [f for f in alarm_intervals(times, points.column(names.SCORE).to_numpy(), row[names.THRESHOLD],
+                                            rules, shares) if f["start_us"] == start_us]
         if not again:
             continue
         found = {**again[0], "interval_id": row["interval_id"], names.ASSET: row[names.ASSET]}
-        found["shares"] = found["shares"].tolist() if "shares" in found else None
+        mean = found.pop("shares", None)
+        found["shares"] = None if mean is None or np.isnan(mean).any() else mean.tolist()
         model = {k: row[k] for k in ("model_name", names.MODEL_VERSION, "mlflow_run_id", names.THRESHOLD,
                                      "threshold_rule", "attribution")}
         tables.append(interval_table(pa.Table.from_pylist([found], schema=FOUND_SCHEMA), model, channels,
@@ -213,6 +219,11 @@ def commit_intervals(config: PipelineConfig, paths: Paths, intervals: pa.Table, 
     return counts
 
 
+
+
+def interval_candidates(rules: AlarmRules) -> ds.Expression:
+    """anomaly_scores rows an interval can contain: flagged, or above the hysteresis level of their threshold."""
+    return (ds.field(names.FLAG) == True) | (ds.field(names.SCORE) > ds.field(names.THRESHOLD) * rules.hysteresis)  # noqa: E712
 
 
 def utc_timestamps(micros: pa.ChunkedArray) -> pa.ChunkedArray:

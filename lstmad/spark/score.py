@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 from lstmad import names
 from lstmad.io.lakehouse import CHANNEL_SHARES_TYPE
 from lstmad.serving.scoring import interval_id, score_blocks, scored_blocks
-from lstmad.transforms.intervals import merge_flags
+from lstmad.transforms.intervals import AlarmRules, alarm_intervals
 from lstmad.transforms.series import NormalisationStats
 
 # One loaded model per Python worker process, keyed by model version: Spark reuses its Python workers
@@ -171,13 +171,15 @@ def date_of_block_file(file: str) -> str:
 def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, stats_dicts: dict[str, dict],
                   threshold: float, batch_size: int, max_masked_share: float = 1.0, device: str = "auto",
                   lake: Optional[str] = None, lineage: Optional[dict] = None,
-                  source_versions: Optional[dict[str, str]] = None, per_core: int = 4) -> DataFrame:
+                  source_versions: Optional[dict[str, str]] = None, per_core: int = 4,
+                  interval_level: Optional[float] = None) -> DataFrame:
     """One scoring pass over the block ``files`` (PASS_STRUCT rows), flagging score > ``threshold`` and
     attributing flagged timestamps to channels.
 
     With ``lake``, each task writes its piece's anomaly_scores rows (with the constant ``lineage`` columns
     and the date's ``source_versions``) as a Delta data file of that table and returns the file's add action
-    ("file") plus its flagged timestamps ("flag"): the scores never travel to the driver, which only commits
+    ("file") plus the timestamps intervals can contain ("flag": those above ``interval_level``, by default the
+    threshold; a lower level under hysteresis): the scores never travel to the driver, which only commits
     the files (lakehouse.commit_files). Without ``lake``, every timestamp comes back ("score").
     """
     from lstmad.io import lakehouse
@@ -204,7 +206,9 @@ def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, st
                                                          .field(name).type))
             action = lakehouse.write_data_file(Path(lake), names.ANOMALY_SCORES, rows, day)
             yield _pass_rows("file", table.slice(0, 0), np.zeros(0, dtype=bool), None, day, json.dumps(action))
-            yield _pass_rows("flag", table, flags, share_rows, day, None)
+            level = threshold if interval_level is None else interval_level
+            above = table.column(names.SCORE).to_numpy() > level
+            yield _pass_rows("flag", table, flags | above, share_rows, day, None)
 
     return _over_items(spark, items, per_core, score_pieces, PASS_STRUCT)
 
@@ -236,11 +240,12 @@ def _pass_rows(kind: str, table: pa.Table, keep: np.ndarray, share_rows: Optiona
         names.SCORED_DATE: pa.array([day] * n, pa.string()), "file": pa.nulls(n, pa.string())}, schema=_ARROW_PASS)
 
 
-def anomaly_intervals(flagged: DataFrame, step_s: int, min_duration_s: int, merge_gap_s: int,
+def anomaly_intervals(flagged: DataFrame, threshold: float, rules: AlarmRules,
                       model_name: str, model_version: str, new_from_us: Optional[int] = None,
                       carried: Optional[dict[str, dict]] = None) -> DataFrame:
-    """Intervals per asset (lstmad.transforms.intervals.merge_flags) from the flagged timestamps of a scoring pass
-    (asset_id, timestamp_us, score, shares): interval_id, asset_id, start_us, end_us, duration_s, n_points,
+    """Intervals per asset (lstmad.transforms.intervals.alarm_intervals under ``threshold`` and ``rules``) from
+    the timestamps of a scoring pass that can belong to one (asset_id, timestamp_us, score, shares: those above
+    the hysteresis level): interval_id, asset_id, start_us, end_us, duration_s, n_points,
     peak_score, mean_score, shares (mean channel shares in the model's channel order; null where a timestamp
     inside has none).
 
@@ -261,8 +266,8 @@ def anomaly_intervals(flagged: DataFrame, step_s: int, min_duration_s: int, merg
         shares = np.array([np.full(width, np.nan) if r is None else np.asarray(r, np.float64) for r in rows]) \
             .reshape(len(rows), width) if width else None
         order = np.argsort(times, kind="stable")
-        found = merge_flags(times[order], np.ones(times.size, dtype=bool), scores[order], step_s, min_duration_s,
-                            merge_gap_s, None if shares is None else shares[order], new_from_us)
+        found = alarm_intervals(times[order], scores[order], threshold, rules,
+                                None if shares is None else shares[order], new_from_us)
         for row in found:
             row["interval_id"] = interval_id(asset, row["start_us"], model_name, model_version)
             row[names.ASSET] = asset

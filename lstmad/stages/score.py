@@ -113,7 +113,10 @@ class ScoringPass:
         self.lineage, self.versions, self.threshold = lineage, versions, threshold
         self.frame = frame.cache()
         kind = F.col("kind")
-        self.flagged = self.frame.filter((kind == "flag") | ((kind == "score") & F.col(names.FLAG)))
+        # the timestamps an interval can contain: flagged, or above the hysteresis level
+        level = config.score.hysteresis * threshold
+        self.flagged = self.frame.filter((kind == "flag") | ((kind == "score") & (F.col(names.FLAG)
+                                                                                | (F.col(names.SCORE) > level))))
 
     def commit_scores(self, paths: Paths, dates: list[str]) -> dict[str, dict]:
         """Make the dates' anomaly_scores partitions hold this pass's rows (one commit); per date n_scores,
@@ -147,7 +150,8 @@ def scoring_pass(config: PipelineConfig, spark, files: list[str], registered: di
     to_lake = None if config.delta.engine == "delta-spark" else str(paths.lake)
     frame = transforms.scored_pieces(spark, files, model_key, payload, stats, bundle.threshold,
                                      config.score.batch_size, config.prepare.max_masked_share, config.score.device,
-                                     lake=to_lake, lineage=lineage, source_versions=versions)
+                                     lake=to_lake, lineage=lineage, source_versions=versions,
+                                     interval_level=config.score.hysteresis * bundle.threshold)
     return ScoringPass(config, spark, frame, payload, lineage, versions, bundle.threshold)
 
 

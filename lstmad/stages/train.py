@@ -30,6 +30,7 @@ from lstmad.serving.intervals import SourceVersions
 from lstmad.stages.promote import promote_model
 from lstmad.training.fitting import fit_in_memory, fit_sharded, training_notes, training_stats, windows_of
 from lstmad.training.resume import training_key
+from lstmad.transforms.intervals import AlarmRules
 
 log = logging.getLogger("lstmad")
 
@@ -118,8 +119,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
             # what operators would have received: intervals, against the labelled events
             times, assets = scored.column("timestamp_us").to_numpy(), np.asarray(scored.column(names.ASSET).to_pylist())
             metrics.update({f"eval_{k}": v for k, v in alarm_event_metrics(
-                times, assets, labels, scores > threshold, config.prepare.step_s, config.score.min_interval_s,
-                config.score.merge_gap_s).items()})
+                times, assets, labels, scores, threshold, AlarmRules.of(config.score, config.prepare.step_s)).items()})
             metrics.update({f"eval_{k}": v for k, v in care_score(
                 times, assets, labels, scores > threshold, criticality_steps(config)).items()})
             try:
@@ -202,9 +202,8 @@ def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
     else:
         scores, end_us, assets = calibration_scores.scores, calibration_scores.end_us, calibration_scores.assets
         source = "calibration"
-    return calibrate(th.rule, scores, end_us, assets, percentile=th.percentile, budget=th.budget, step_s=step_s,
-                     min_interval_s=config.score.min_interval_s, merge_gap_s=config.score.merge_gap_s,
-                     source=source)
+    return calibrate(th.rule, scores, end_us, assets, percentile=th.percentile, budget=th.budget,
+                     rules=AlarmRules.of(config.score, step_s), source=source)
 
 
 def criticality_steps(config: PipelineConfig) -> int:
