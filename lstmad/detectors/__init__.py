@@ -17,16 +17,17 @@ DETECTORS: dict[str, type[Detector]] = {d.kind: d for d in (
     LSTMForecasterDetector, LSTMAutoencoderDetector, IAELSTMKLDetector, PCAT2QDetector, IsolationForestDetector)}
 
 
-def build_detector(model, checkpoint_dir: str = "") -> Detector:
+def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = ()) -> Detector:
     """A fresh detector of the kind and settings of ``model`` (a config.ModelConfig); trained kinds checkpoint
-    every epoch to ``checkpoint_dir`` when it is set."""
+    every epoch to ``checkpoint_dir`` when it is set; ``drivers``: channel indices a normal-behaviour
+    forecaster predicts the others from (config.SourceConfig.driver_indices)."""
     from lstmad.training.params import training_params_of
 
     training = {**training_params_of(model), "checkpoint_dir": checkpoint_dir}
     kind = DETECTORS.get(model.detector)
     if kind is LSTMForecasterDetector:
         return kind(hidden_sizes=tuple(model.hidden_sizes), dropout=model.dropout, error_model=model.error_model,
-                    **training)
+                    drivers=tuple(drivers), **training)
     if kind is LSTMAutoencoderDetector:
         return kind(hidden=model.hidden_sizes[0], **training)
     if kind is IAELSTMKLDetector:

@@ -1,4 +1,7 @@
-"""Stacked LSTM forecaster detector: next-step prediction, score = squared error of the predicted last row."""
+"""Stacked LSTM forecaster detector: next-step prediction, score = squared error of the predicted last row; or,
+with driver channels, a normal-behaviour model: the response channels of the last row predicted from the driver
+channels of the whole window (wind speed → power, ambient → temperatures), score = their residuals, so a
+fault that breaks the relation between channels shows even when every channel still looks normal alone."""
 
 from __future__ import annotations
 
@@ -25,17 +28,14 @@ class ForecasterParams(TrainingParams):
     hidden_sizes: tuple[int, ...] = (64, 32)
     dropout: float = 0.2
     error_model: str = "squared"  # or "mahalanobis": Gaussian of validation errors (Malhotra et al. 2015)
-
-
-def _next_step_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """MSE of the last row predicted from the rows before it; batch (B, W, C)."""
-    return torch.mean((model(batch[:, :-1, :]) - batch[:, -1, :]) ** 2)
+    drivers: tuple[int, ...] = ()  # channel indices that drive the others (normal-behaviour model); () forecasts
 
 
 class LSTMForecasterDetector(Detector):
     """fit(windows) → self; score(windows) → (N,) mean squared next-step error of each window's last row.
 
-    Windows are (N, W, C): the first W−1 rows predict row W. Fitted state: ``network_``, ``n_channels_``,
+    Windows are (N, W, C): the first W−1 rows predict row W; with ``drivers`` (D channel indices), the
+    drivers' W rows predict the other R = C − D channels of row W and only those are scored. Fitted state: ``network_``, ``n_channels_``,
     ``window_``, ``history_`` (per-epoch losses), ``validation_scores_`` (scores of the held-out windows).
     """
 
@@ -62,13 +62,38 @@ class LSTMForecasterDetector(Detector):
 
     # The three steps of fit, apart: lstmad.training.distributed trains new_network on batch_loss across processes and
     # hands the result to adopt.
-    batch_loss = staticmethod(_next_step_loss)
+    def batch_loss(self, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """MSE of the predicted rows (next_step_errors); batch (B, W, C)."""
+        return torch.mean(self.next_step_errors(model, batch) ** 2)
+
+    def responses(self, n_channels: int) -> list[int]:
+        """The channels the model predicts and scores: all, or those that are not drivers."""
+        drivers = set(self.params.drivers)
+        return [c for c in range(n_channels) if c not in drivers]
+
+    def next_step_errors(self, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """(B, R) prediction errors of the last row of each window in ``batch`` (B, W, C): every channel from
+        the rows before it, or the responses from the drivers of all W rows (current ones included)."""
+        if not self.params.drivers:
+            return model(batch[:, :-1, :]) - batch[:, -1, :]
+        drivers = list(self.params.drivers)
+        return model(batch[:, :, drivers]) - batch[:, -1, self.responses(batch.shape[2])]
 
     def new_network(self, n_channels: int, window: int) -> StackedLSTMForecaster:
         """A freshly initialised network (seeded: weight initialisation is part of the seeded run)."""
         self.n_channels_, self.window_ = n_channels, window
         torch.manual_seed(self.params.seed)
-        return StackedLSTMForecaster(n_channels, tuple(self.params.hidden_sizes), self.params.dropout)
+        return self.network_of_shape(n_channels)
+
+    def network_of_shape(self, n_channels: int) -> StackedLSTMForecaster:
+        drivers = tuple(self.params.drivers)
+        if drivers and (max(drivers) >= n_channels or len(set(drivers)) >= n_channels or min(drivers) < 0):
+            raise ValueError(f"drivers {list(drivers)} must be distinct channel indices below {n_channels}, "
+                             "leaving at least one response channel")
+        if not drivers:
+            return StackedLSTMForecaster(n_channels, tuple(self.params.hidden_sizes), self.params.dropout)
+        return StackedLSTMForecaster(len(drivers), tuple(self.params.hidden_sizes), self.params.dropout,
+                                     n_outputs=n_channels - len(drivers))
 
     def adopt(self, network: StackedLSTMForecaster, history: list[dict], validation: Windows
               ) -> "LSTMForecasterDetector":
@@ -87,17 +112,17 @@ class LSTMForecasterDetector(Detector):
 
     @torch.no_grad()
     def _errors(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
-        """Next-step error vectors of the windows' last rows, (N, C)."""
+        """Prediction error vectors of the windows' last rows, (N, R) (R = C without drivers)."""
         self._check_fitted()
         if windows.n_channels != self.n_channels_ or windows.window != self.window_:
             raise ValueError(f"windows are {windows.window}×{windows.n_channels}, the model expects "
                              f"{self.window_}×{self.n_channels_}")
         network = self.network_.eval()
         device = next(network.parameters()).device
-        out = np.empty((len(windows), self.n_channels_), dtype=np.float64)
+        out = np.empty((len(windows), len(self.responses(self.n_channels_))), dtype=np.float64)
         for lo in range(0, len(windows), batch_size):
             batch = windows.batch(slice(lo, lo + batch_size)).to(device)
-            out[lo:lo + batch.shape[0]] = (network(batch[:, :-1, :]) - batch[:, -1, :]).double().cpu().numpy()
+            out[lo:lo + batch.shape[0]] = self.next_step_errors(network, batch).double().cpu().numpy()
         return out
 
     def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
@@ -112,12 +137,17 @@ class LSTMForecasterDetector(Detector):
 
     def channel_shares(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
         """(N, C) share of each channel in each window's score: its squared forecast error over the sum, or
-        with the Mahalanobis error model its term of the distance (lstmad.transforms.attribution)."""
+        with the Mahalanobis error model its term of the distance (lstmad.transforms.attribution); drivers,
+        never scored, get 0."""
         errors = self._errors(windows, batch_size)
         if getattr(self, "error_model_", None) is not None:
-            return attribution.shares(attribution.mahalanobis_terms(errors - self.error_model_.mean_,
-                                                                    self.error_model_.precision_))
-        return attribution.shares(errors ** 2)
+            per_response = attribution.shares(attribution.mahalanobis_terms(errors - self.error_model_.mean_,
+                                                                             self.error_model_.precision_))
+        else:
+            per_response = attribution.shares(errors ** 2)
+        shares = np.zeros((errors.shape[0], self.n_channels_), dtype=np.float64)
+        shares[:, self.responses(self.n_channels_)] = per_response
+        return shares
 
     def saved_state(self) -> dict:
         return {"history": self.history_,
@@ -126,8 +156,7 @@ class LSTMForecasterDetector(Detector):
     def restore(self, state: dict, directory: Path, device: str) -> None:
         saved_error_model = state.get("error_model")
         self.error_model_ = GaussianErrorModel.from_dict(saved_error_model) if saved_error_model else None
-        self.network_ = self.load_network(StackedLSTMForecaster(self.n_channels_, self.params.hidden_sizes,
-                                                                self.params.dropout), directory, device)
+        self.network_ = self.load_network(self.network_of_shape(self.n_channels_), directory, device)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):

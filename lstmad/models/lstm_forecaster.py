@@ -7,12 +7,14 @@ from torch import nn
 
 
 class StackedLSTMForecaster(nn.Module):
-    """Predicts the next row of a multichannel sequence from the rows before it.
+    """Predicts the next row of a multichannel sequence from the rows before it, or (``n_outputs`` set: a
+    normal-behaviour model) the response channels of a sequence's last row from its driver channels.
 
-    forward: x (B, T, C) → prediction of row T+1, (B, C).
+    forward: x (B, T, C) → (B, n_outputs or C): the prediction of row T+1, or of the responses at row T.
     """
 
-    def __init__(self, n_channels: int, hidden_sizes: tuple[int, ...] = (64, 32), dropout: float = 0.2):
+    def __init__(self, n_channels: int, hidden_sizes: tuple[int, ...] = (64, 32), dropout: float = 0.2,
+                 n_outputs: int = 0):
         super().__init__()
         layers = []
         width = n_channels
@@ -21,7 +23,7 @@ class StackedLSTMForecaster(nn.Module):
             width = hidden
         self.lstms = nn.ModuleList(layers)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(width, n_channels)
+        self.head = nn.Linear(width, n_outputs or n_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = x
