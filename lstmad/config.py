@@ -50,10 +50,13 @@ class FarmSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ChannelConfig:
-    """One sensor channel of the source: its column, unit, physical range and sentinel values.
+    """One sensor channel of the source: its column, unit, physical range, sentinel values and role.
 
     A value outside [minimum, maximum] or equal to a sentinel is a value-level fault: it is masked (and
     recorded in the quarantine table), the rest of its row is kept. In YAML a bare string is the name alone.
+    ``role``: ``driver`` (wind speed, ambient temperature, set-points: what the asset responds to) or
+    ``response`` (power, temperatures, pitch, vibration). With drivers, the LSTM forecaster becomes a
+    normal-behaviour model: responses predicted from drivers, alarms on their residuals.
     """
 
     name: str
@@ -61,6 +64,7 @@ class ChannelConfig:
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     sentinels: tuple[float, ...] = ()
+    role: str = "response"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +94,11 @@ class SourceConfig:
     @property
     def channel_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.channels)
+
+    @property
+    def driver_indices(self) -> tuple[int, ...]:
+        """Positions (in channel order) of the channels whose role is driver."""
+        return tuple(i for i, c in enumerate(self.channels) if c.role == "driver")
 
     @property
     def columns(self) -> list[str]:
@@ -265,6 +274,18 @@ class AirflowConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class OperatingState:
+    """Rows outside normal operation (curtailment, idling, downtime, low wind, a status code): ``when`` is a
+    Spark SQL condition over the raw source's columns (any column, not only channels), e.g.
+    ``status_code IN (3, 4)`` or ``P_avg < 100 AND Ws_avg > 6``. Such rows are left out of training and
+    calibration, never alarmed on, counted by prepare and named in anomaly_scores.operating_state; the first
+    state whose condition holds wins."""
+
+    name: str
+    when: str
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """One pipeline: its source, stages, model and infrastructure switches."""
 
@@ -278,6 +299,7 @@ class PipelineConfig:
     threshold: ThresholdConfig = ThresholdConfig()
     score: ScoreConfig = ScoreConfig()
     drift: DriftConfig = DriftConfig()
+    operating_states: tuple[OperatingState, ...] = ()
     # where it runs: the same stages on a laptop or a cluster
     spark: SparkConfig = dataclasses.field(default_factory=SparkConfig)
     delta: DeltaConfig = dataclasses.field(default_factory=DeltaConfig)

@@ -43,8 +43,17 @@ def check_config(config: PipelineConfig, source: str) -> None:
         if channel.name in seen:
             raise ConfigError(f"{source}: key 'source.channels[{i}]' repeats channel '{channel.name}'")
         seen.add(channel.name)
+        if channel.role not in ("driver", "response"):
+            raise ConfigError(f"{source}: key 'source.channels[{i}].role' must be driver or response, "
+                              f"got {channel.role!r}")
         if channel.minimum is not None and channel.maximum is not None and channel.minimum > channel.maximum:
             raise ConfigError(f"{source}: key 'source.channels[{i}]' ({channel.name}) has minimum > maximum")
+    if src.driver_indices and len(src.driver_indices) == len(src.channels):
+        raise ConfigError(f"{source}: key 'source.channels': every channel is a driver; at least one must be a "
+                          "response (the channels a normal-behaviour model predicts and alarms on)")
+    if src.driver_indices and config.model.detector != "lstm_forecaster":
+        raise ConfigError(f"{source}: channel roles (source.channels[].role: driver) need model.detector "
+                          f"lstm_forecaster, got {config.model.detector}")
     if bool(src.asset_column) == bool(src.asset_constant):
         raise ConfigError(f"{source}: set exactly one of 'source.asset_column' and 'source.asset_constant'")
     if src.format == "csv" and len(src.csv_delimiter) != 1:
@@ -90,6 +99,11 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if config.model.checkpoint_dir:
         raise ConfigError(f"{source}: key 'model.checkpoint_dir' is not a setting: training checkpoints go to its "
                           "MLflow run's artifacts")
+    names = [state.name for state in config.operating_states]
+    for i, state in enumerate(config.operating_states):
+        if not state.name.strip() or not state.when.strip() or names.count(state.name) > 1 or len(names) > 100:
+            raise ConfigError(f"{source}: key 'operating_states[{i}]' needs a unique non-empty name and a "
+                              "condition 'when' (at most 100 states)")
     from lstmad.transforms.intervals import AlarmRules
 
     try:

@@ -26,6 +26,9 @@ N_HISTORY = "n_history"
 VALUES = "values"
 MASK = "mask"
 LABELS = "labels"
+STATES = "states"  # int8 per row in tensor blocks: 0 normal operation, k the k-th configured operating state
+STATE = "state"
+OPERATING_STATE = "operating_state"
 STATS_ID = "stats_id"
 
 # Columns of the result tables

@@ -31,6 +31,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         (names.THRESHOLD, pa.float64()), (names.FLAG, pa.bool_()), (names.LABEL, pa.int8()),
         (names.CHANNEL_SHARES, CHANNEL_SHARES_TYPE), ("model_name", pa.string()), (names.MODEL_VERSION, pa.string()),
         ("mlflow_run_id", pa.string()), (names.SOURCE_VERSION, pa.string()), (names.SCORED_DATE, pa.string()),
+        (names.OPERATING_STATE, pa.string()),  # null in normal operation, else the configured state's name
     ]),
     # one row per interval, in the partition of the night that last extended it
     names.ANOMALY_INTERVALS: pa.schema([

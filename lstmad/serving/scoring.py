@@ -14,8 +14,9 @@ from lstmad.serving.bundle import ModelBundle, ModelMismatchError
 from lstmad.transforms.blocks import Windows, windows_from_blocks
 from lstmad.transforms.series import NormalisationStats
 
+# state: the operating state code of the timestamp (0 normal operation; k the k-th configured state)
 SCORE_SCHEMA = pa.schema([(names.ASSET, pa.string()), ("timestamp_us", pa.int64()), (names.SCORE, pa.float64()),
-                          (names.LABEL, pa.int8())])
+                          (names.LABEL, pa.int8()), (names.STATE, pa.int8())])
 FLAGGED_SCORE_SCHEMA = pa.schema(list(SCORE_SCHEMA) + [(names.FLAG, pa.bool_()),
                                                        (names.CHANNEL_SHARES, CHANNEL_SHARES_TYPE)])
 
@@ -41,10 +42,10 @@ def model_windows(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
 def score_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, NormalisationStats],
                  batch_size: int = 4096, max_masked_share: float = 1.0,
                  threshold: Optional[float] = None) -> pa.Table:
-    """Per-timestamp scores of a table of blocks: one row (asset_id, timestamp_us, score, label) per window,
-    placed at the window's last timestamp (the detectors here score the last row). Windows with too many
-    filled-in values get no score. With a ``threshold``, also flag (score > threshold) and channel_shares
-    of the flagged rows (FLAGGED_SCORE_SCHEMA)."""
+    """Per-timestamp scores of a table of blocks: one row (asset_id, timestamp_us, score, label, state) per
+    window, placed at the window's last timestamp (the detectors here score the last row). Windows with too
+    many filled-in values get no score. With a ``threshold``, also flag (score > threshold, never outside
+    normal operation) and channel_shares of the flagged rows (FLAGGED_SCORE_SCHEMA)."""
     return scored_blocks(bundle, blocks, stats_by_id, batch_size, max_masked_share, threshold)[0]
 
 
@@ -60,10 +61,12 @@ def scored_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
         "timestamp_us": pa.array(windows.end_us, pa.int64()),
         names.SCORE: pa.array(scores, pa.float64()),
         names.LABEL: pa.array(windows.label_last, pa.int8()),
+        names.STATE: pa.array(windows.state_last, pa.int8()),
     }
     if threshold is None:
         return pa.table(columns, schema=SCORE_SCHEMA), None
-    flags, share_rows = flag_and_attribute(bundle, windows, scores, threshold, batch_size)
+    flags, share_rows = flag_and_attribute(bundle, windows, np.where(windows.state_last == 0, scores, -np.inf),
+                                           threshold, batch_size)
     channel_shares = (pa.nulls(len(flags), CHANNEL_SHARES_TYPE) if share_rows is None
                       else shares_array(share_rows, np.flatnonzero(flags), len(flags), bundle.channels))
     table = pa.table({**columns, names.FLAG: pa.array(flags), names.CHANNEL_SHARES: channel_shares},
@@ -84,6 +87,13 @@ def flag_and_attribute(bundle: ModelBundle, windows: Windows, scores: np.ndarray
     if flagged.size == 0:
         return flags, np.zeros((0, len(bundle.channels)))
     return flags, shares_of(windows.subset(flagged), batch_size=batch_size)
+
+
+def operating_state_names(codes: np.ndarray, state_names: tuple[str, ...]) -> pa.Array:
+    """(n,) state codes → the configured states' names (null in normal operation, code 0)."""
+    lookup = np.array([None, *state_names], dtype=object)
+    codes = np.asarray(codes, dtype=np.int64)
+    return pa.array(lookup[np.clip(codes, 0, len(state_names))], pa.string())
 
 
 def shares_array(rows: np.ndarray, positions: np.ndarray, length: int, channels: tuple[str, ...]) -> pa.Array:

@@ -92,10 +92,21 @@ def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_
     return F.when(fault == 0, value), fault
 
 
+def operating_state_code(states: tuple = ()):
+    """The operating state of each raw row as a tinyint column: k for the first of ``states``
+    (lstmad.config.OperatingState) whose condition holds, 0 (normal operation) when none does or a condition
+    is null."""
+    code = F.lit(0)
+    for k, state in reversed(list(enumerate(states, start=1))):
+        code = F.when(F.coalesce(F.expr(state.when).cast("boolean"), F.lit(False)), F.lit(k)).otherwise(code)
+    return code.cast("tinyint")
+
+
 def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], keep_source: bool | str = False,
-                   nanos_are_naive: bool = False) -> DataFrame:
+                   nanos_are_naive: bool = False, states: tuple = ()) -> DataFrame:
     """Raw source rows → asset_id, timestamp_us, one double per channel (null where faulty), one fault code
-    per channel, label, date (the partition's, else the timestamp's UTC date, else ``undated``), the
+    per channel, label, operating state (operating_state_code of ``states``), date (the partition's, else the
+    timestamp's UTC date, else ``undated``), the
     row-level reason code (lstmad.transforms.cleaning.ROW_REASONS, 0 = usable) and ``_own`` (date in ``own_dates``);
     with ``keep_source``, ``source_row``: the raw row as JSON where the quarantine will record it, else null
     (``keep_source="all"``: on every row).
@@ -113,7 +124,7 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
         columns += [value.alias(channel.name), fault.alias(fault_column(channel.name))]
     label = raw_column(source.label_column).try_cast("int") if source.label_column else F.lit(None).cast("int")
     row_date = raw_column(partition).cast("string") if partition else F.coalesce(utc_date, F.lit(UNDATED))
-    columns += [label.alias(names.LABEL), row_date.alias(names.DATE)]
+    columns += [label.alias(names.LABEL), operating_state_code(states).alias(names.STATE), row_date.alias(names.DATE)]
     if keep_source:
         columns.append(F.struct(*[raw_column(c) for c in raw.columns if c != partition]).alias(SOURCE))
     rows = raw.select(*columns)
@@ -148,6 +159,7 @@ PER_ASSET_SCHEMA = T.StructType([
     T.StructField(names.N_ROWS, T.IntegerType()), T.StructField(names.N_HISTORY, T.IntegerType()),
     T.StructField(names.N_CHANNELS, T.IntegerType()), T.StructField(names.VALUES, T.BinaryType()),
     T.StructField(names.MASK, T.BinaryType()), T.StructField(names.LABELS, T.BinaryType()),
+    T.StructField(names.STATES, T.BinaryType()),
     T.StructField(names.STATS_ID, T.StringType()), T.StructField(names.DATE, T.StringType()),
     T.StructField(INFO, T.StringType()),
 ])
@@ -160,7 +172,8 @@ def _records(kind: str, asset: str, rows: list[dict]) -> list[dict]:
 
 def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationStats | None, window: int,
               block_rows: int, step_s: int, max_gap_steps: int, half_width: int, own_from_us: int, own_to_us: int,
-              has_labels: bool, max_masked_share: float = 1.0, partitions: int = 8) -> DataFrame:
+              has_labels: bool, max_masked_share: float = 1.0, partitions: int = 8, has_states: bool = False
+              ) -> DataFrame:
     """Partition ``canonical_rows`` by asset (``partitions`` tasks); per asset (NumPy): classify duplicates, count the own rows, put the
     usable rows on the grid, fill, smooth, and cut tensor blocks of [own_from_us, own_to_us).
 
@@ -182,6 +195,7 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         faults = np.column_stack([table.column(fault_column(c)).to_numpy(zero_copy_only=False)
                                   for c in channel_list]).astype(np.uint8)
         labels = table.column(names.LABEL).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int8)
+        states = table.column(names.STATE).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int8)
         reasons = table.column(CODE).to_numpy(zero_copy_only=False).astype(np.uint8)
         own = table.column(OWN).to_numpy(zero_copy_only=False).astype(bool)
         dates = table.column(names.DATE).to_numpy(zero_copy_only=False).astype(str)
@@ -211,7 +225,7 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
                 out += _records("quarantine", asset, [{INFO: json.dumps(payload)}])
 
         keep = (reasons == 0) & ~extra_copy
-        grid = regular_grid(ts[keep], values[keep], labels[keep], step_s, max_gap_steps)
+        grid = regular_grid(ts[keep], values[keep], labels[keep], step_s, max_gap_steps, states[keep])
         grid.values = centered_moving_average(grid.values, half_width, grid.segments)
         if stats is None:
             in_range = (grid.timestamps_us >= own_from_us) & (grid.timestamps_us < own_to_us)
@@ -224,12 +238,13 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
             dtype = np.float32
         blocks = build_blocks(asset, grid.timestamps_us, block_values, grid.segments,
                               grid.labels if has_labels else None, window, block_rows, step_s, stats_id, own_from_us,
-                              own_to_us, observed=grid.observed, dtype=dtype)
+                              own_to_us, observed=grid.observed, dtype=dtype,
+                              states=grid.states if has_states else None)
         out += [{KIND: "block", **block} for block in blocks]
         for block in blocks:
             day = counts_by_date.setdefault(block[names.DATE], {})
-            for key, value in block_counts(block, window, max_masked_share).items():
-                day[key] = day.get(key, 0) + value
+            counts_by_date[block[names.DATE]] = cleaning.merge_counts([day, block_counts(block, window,
+                                                                                         max_masked_share)])
         out += _records("counts", asset, [{names.DATE: day, INFO: json.dumps(counts)}
                                           for day, counts in counts_by_date.items()])
         return pa.Table.from_pylist(out, schema=_PER_ASSET_ARROW)

@@ -15,7 +15,7 @@ from pyspark.sql import types as T
 
 from lstmad import names
 from lstmad.io.lakehouse import CHANNEL_SHARES_TYPE
-from lstmad.serving.scoring import interval_id, score_blocks, scored_blocks
+from lstmad.serving.scoring import interval_id, operating_state_names, score_blocks, scored_blocks
 from lstmad.transforms.intervals import AlarmRules, alarm_intervals
 from lstmad.transforms.series import NormalisationStats
 
@@ -24,7 +24,8 @@ from lstmad.transforms.series import NormalisationStats
 _LOADED_BUNDLES: dict = {}
 
 SCORE_STRUCT = T.StructType([T.StructField(names.ASSET, T.StringType()), T.StructField("timestamp_us", T.LongType()),
-                             T.StructField(names.SCORE, T.DoubleType()), T.StructField(names.LABEL, T.ByteType())])
+                             T.StructField(names.SCORE, T.DoubleType()), T.StructField(names.LABEL, T.ByteType()),
+                             T.StructField(names.STATE, T.ByteType())])
 
 
 def model_payload(model_dir: Path) -> dict[str, bytes]:
@@ -150,6 +151,7 @@ PASS_STRUCT = T.StructType([
     T.StructField(names.CHANNEL_SHARES, T.ArrayType(T.StructType([T.StructField("channel", T.StringType()),
                                                                   T.StructField("share", T.DoubleType())]))),
     T.StructField(names.SCORED_DATE, T.StringType()), T.StructField("file", T.StringType()),
+    T.StructField(names.OPERATING_STATE, T.StringType()),
 ])
 
 
@@ -157,6 +159,7 @@ _ARROW_PASS = pa.schema([
     ("kind", pa.string()), (names.ASSET, pa.string()), ("timestamp_us", pa.int64()), (names.SCORE, pa.float64()),
     (names.LABEL, pa.int8()), (names.FLAG, pa.bool_()), ("shares", pa.list_(pa.float64())),
     (names.CHANNEL_SHARES, CHANNEL_SHARES_TYPE), (names.SCORED_DATE, pa.string()), ("file", pa.string()),
+    (names.OPERATING_STATE, pa.string()),
 ])
 
 
@@ -172,7 +175,7 @@ def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, st
                   threshold: float, batch_size: int, max_masked_share: float = 1.0, device: str = "auto",
                   lake: Optional[str] = None, lineage: Optional[dict] = None,
                   source_versions: Optional[dict[str, str]] = None, per_core: int = 4,
-                  interval_level: Optional[float] = None) -> DataFrame:
+                  interval_level: Optional[float] = None, state_names: tuple[str, ...] = ()) -> DataFrame:
     """One scoring pass over the block ``files`` (PASS_STRUCT rows), flagging score > ``threshold`` and
     attributing flagged timestamps to channels.
 
@@ -180,7 +183,9 @@ def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, st
     and the date's ``source_versions``) as a Delta data file of that table and returns the file's add action
     ("file") plus the timestamps intervals can contain ("flag": those above ``interval_level``, by default the
     threshold; a lower level under hysteresis): the scores never travel to the driver, which only commits
-    the files (lakehouse.commit_files). Without ``lake``, every timestamp comes back ("score").
+    the files (lakehouse.commit_files). Without ``lake``, every timestamp comes back ("score"). Timestamps
+    outside normal operation are never flagged and carry the name of their state (``state_names``, the
+    configured operating states in order).
     """
     from lstmad.io import lakehouse
 
@@ -193,6 +198,8 @@ def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, st
         for file, blocks in pieces:
             day = date_of_block_file(file)
             table, share_rows = scored_blocks(bundle, blocks, stats_by_id, batch_size, max_masked_share, threshold)
+            states = table.column(names.STATE).to_numpy()
+            table = table.append_column(names.OPERATING_STATE, operating_state_names(states, state_names))
             flags = table.column(names.FLAG).to_numpy(zero_copy_only=False)
             n = table.num_rows
             if lake is None:
@@ -207,7 +214,7 @@ def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, st
             action = lakehouse.write_data_file(Path(lake), names.ANOMALY_SCORES, rows, day)
             yield _pass_rows("file", table.slice(0, 0), np.zeros(0, dtype=bool), None, day, json.dumps(action))
             level = threshold if interval_level is None else interval_level
-            above = table.column(names.SCORE).to_numpy() > level
+            above = (table.column(names.SCORE).to_numpy() > level) & (states == 0)  # never outside normal operation
             yield _pass_rows("flag", table, flags | above, share_rows, day, None)
 
     return _over_items(spark, items, per_core, score_pieces, PASS_STRUCT)
@@ -237,7 +244,8 @@ def _pass_rows(kind: str, table: pa.Table, keep: np.ndarray, share_rows: Optiona
         "timestamp_us": kept.column("timestamp_us").combine_chunks(), names.SCORE: kept.column(names.SCORE).combine_chunks(),
         names.LABEL: kept.column(names.LABEL).combine_chunks(), names.FLAG: kept.column(names.FLAG).combine_chunks(),
         "shares": shares, names.CHANNEL_SHARES: channel_shares,
-        names.SCORED_DATE: pa.array([day] * n, pa.string()), "file": pa.nulls(n, pa.string())}, schema=_ARROW_PASS)
+        names.SCORED_DATE: pa.array([day] * n, pa.string()), "file": pa.nulls(n, pa.string()),
+        names.OPERATING_STATE: kept.column(names.OPERATING_STATE).combine_chunks()}, schema=_ARROW_PASS)
 
 
 def anomaly_intervals(flagged: DataFrame, threshold: float, rules: AlarmRules,

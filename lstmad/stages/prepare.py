@@ -86,7 +86,9 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                       dt.datetime.fromtimestamp(end_us / MICROS, utc), config.delta.engine)
     own_dates = dates if src.partition_column else [*dates, transforms.UNDATED]
     ts = F.col(transforms.TS_US)
-    rows = (transforms.canonical_rows(raw, src, own_dates, keep_source=True, nanos_are_naive=nanos)
+    check_operating_states(raw, config.operating_states, location)
+    rows = (transforms.canonical_rows(raw, src, own_dates, keep_source=True, nanos_are_naive=nanos,
+                                      states=config.operating_states)
             .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
     stats = None
     if not fit_stats:
@@ -97,6 +99,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     per_asset = transforms.per_asset(rows, channels, stats, prep.window, prep.block_rows, prep.step_s,
                                      prep.max_gap_steps, prep.smoothing_half_width, start_us, end_us,
                                      has_labels=src.label_column is not None,
+                                     has_states=bool(config.operating_states),
                                      max_masked_share=prep.max_masked_share,
                                      partitions=max(spark.sparkContext.defaultParallelism,
                                                     config.spark.shuffle_partitions)).persist()
@@ -110,6 +113,10 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                   "quarantined_by_reason": {}, "values_masked_by_reason": {}, "values_masked_by_channel": {},
                   "blocks": 0, "grid_rows": 0, "grid_rows_filled": 0, "values_filled": 0, "windows": 0,
                   "windows_skipped_masked": 0, **counts}
+        # rows outside normal operation, by the configured state's name (blocks count them by code)
+        state_names = {str(k): s.name for k, s in enumerate(config.operating_states, start=1)}
+        counts["rows_by_operating_state"] = {state_names.get(code, code): n for code, n in
+                                             counts.get("rows_by_operating_state", {}).items()}
         if counts["rows_read"] == 0:
             raise PrepareError(f"{location}: no rows for {dates[0]} .. {dates[-1]}")
         blocks = transforms.block_rows(per_asset)
@@ -153,6 +160,21 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
              summary["exact_duplicates_dropped"], summary["values_masked_by_reason"] or "none", summary["blocks"],
              summary["windows"], summary["windows_skipped_masked"])
     return summary
+
+
+def check_operating_states(raw, states, location) -> None:
+    """Each operating state's condition must be a valid expression over the source's columns: one line naming
+    the key otherwise, before any work is done."""
+    from pyspark.errors import PySparkException
+    from pyspark.sql import functions as F
+
+    for i, state in enumerate(states):
+        try:
+            raw.select(F.expr(state.when).cast("boolean")).schema
+        except PySparkException as error:
+            first = str(error).strip().splitlines()[0][:300]
+            raise PrepareError(f"{location}: key 'operating_states[{i}].when' ({state.name}: {state.when!r}) cannot be "
+                               f"evaluated on the source's columns: {first}") from None
 
 
 def prepare_training_data(config: PipelineConfig, spark=None) -> list[dict]:

@@ -8,6 +8,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lstmad import names
 from lstmad.config import PipelineConfig
@@ -55,6 +56,7 @@ def decide(config: PipelineConfig, challenger_auroc: float, eval_blocks: Optiona
 
     def scored(bundle, version: str) -> tuple[ScoredModel, np.ndarray]:
         table = score_blocks(bundle, eval_blocks, stats, max_masked_share=config.prepare.max_masked_share)
+        table = table.filter(pc.equal(table.column(names.STATE), 0))  # compared in normal operation only
         return (ScoredModel(version, table.column(names.SCORE).to_numpy(), bundle.threshold,
                             bundle.expected_alarm_rate, bundle.drift_reference), table.column(names.LABEL).to_numpy())
 

@@ -151,7 +151,8 @@ def scoring_pass(config: PipelineConfig, spark, files: list[str], registered: di
     frame = transforms.scored_pieces(spark, files, model_key, payload, stats, bundle.threshold,
                                      config.score.batch_size, config.prepare.max_masked_share, config.score.device,
                                      lake=to_lake, lineage=lineage, source_versions=versions,
-                                     interval_level=config.score.hysteresis * bundle.threshold)
+                                     interval_level=config.score.hysteresis * bundle.threshold,
+                                     state_names=tuple(s.name for s in config.operating_states))
     return ScoringPass(config, spark, frame, payload, lineage, versions, bundle.threshold)
 
 

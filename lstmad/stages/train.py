@@ -17,6 +17,7 @@ import uuid
 from typing import Callable, Optional
 
 import numpy as np
+import pyarrow.compute as pc
 
 from lstmad import names
 from lstmad.config import PipelineConfig
@@ -86,7 +87,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         log.info("train: resuming unfinished MLflow run %s from %s", run_id, checkpoints)
     try:
         started = time.time()
-        detector = build_detector(config.model, str(checkpoints))
+        detector = build_detector(config.model, str(checkpoints), config.source.driver_indices)
         if t.distributed.processes:
             detector, counts, calibration_scores = fit_sharded(config, detector, spark)
             for record in detector.history_ if on_epoch else ():
@@ -114,6 +115,10 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
             eval_blocks, _ = windows_of(config, t.eval_start, t.eval_end)
             scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats},
                                   max_masked_share=config.prepare.max_masked_share)
+            # judged in normal operation only: elsewhere nothing is ever alarmed
+            normal = pc.equal(scored.column(names.STATE), 0)
+            metrics["eval_operating_state_rows"] = scored.num_rows - int(pc.sum(normal).as_py() or 0)
+            scored = scored.filter(normal)
             labels, scores = scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy()
             metrics.update({f"eval_{k}": v for k, v in score_metrics(labels, scores, threshold).items()})
             # what operators would have received: intervals, against the labelled events

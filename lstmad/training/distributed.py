@@ -89,12 +89,14 @@ def inside_spans(windows: Windows, spans: Sequence[tuple[str, int, int]]) -> np.
 
 
 def file_windows(files: Sequence[str], data: ShardedData) -> Windows:
-    """The windows of ``files`` that training uses: not too masked, (with exclude_labelled) no labelled
-    anomalous row, and none ending inside ``data.excluded_spans``."""
+    """The windows of ``files`` that training uses: not too masked, ending in normal operation (no configured
+    operating state), (with exclude_labelled) no labelled anomalous row, and none ending inside
+    ``data.excluded_spans``."""
     if not files:
         raise ValueError("no tensor-block files to read windows from")
     table = pa.concat_tables([pq.read_table(f) for f in files])
     windows = windows_from_blocks(table, data.window, max_masked_share=data.max_masked_share)
+    windows = windows.subset(np.flatnonzero(windows.state_last == 0))
     if data.exclude_labelled:
         windows = windows.subset(np.flatnonzero(windows.label_any != 1))
     if data.excluded_spans:

@@ -121,6 +121,10 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
     t, m = config.train, config.model
     _, windows = windows_of(config, t.start, t.end)
     n_total, skipped_masked, excluded = len(windows), windows.skipped_masked, 0
+    # outside normal operation (curtailment, downtime, …): neither learnt nor calibrated on
+    in_state = int(np.sum(windows.state_last != 0))
+    windows = windows.subset(np.flatnonzero(windows.state_last == 0))
+    n_total = len(windows)
     if t.exclude_labelled_anomalies:
         keep = np.flatnonzero(windows.label_any != 1)
         excluded = n_total - keep.size
@@ -136,11 +140,12 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
     if m.max_train_windows and len(windows) > m.max_train_windows:
         subsampled_from = len(windows)
         windows = windows.subset(np.linspace(0, len(windows) - 1, m.max_train_windows).astype(np.int64))
-    log.info("train: %d windows (%d excluded as labelled anomalous, %d inside intervals of severity >= %s, "
-             "%d kept apart to calibrate) from %s..%s", len(windows), excluded, severe, t.exclude_severity,
-             0 if calibration is None else len(calibration), t.start, t.end)
+    log.info("train: %d windows (%d outside normal operation, %d excluded as labelled anomalous, %d inside "
+             "intervals of severity >= %s, %d kept apart to calibrate) from %s..%s", len(windows), in_state, excluded,
+             severe, t.exclude_severity, 0 if calibration is None else len(calibration), t.start, t.end)
     detector.fit(windows, on_epoch=on_epoch)
     counts = {"train_windows": len(windows), "excluded_windows": excluded, "excluded_severe_windows": severe,
+              "operating_state_windows": in_state,
               "skipped_masked_windows": skipped_masked, "processes": 0, "subsampled_from": subsampled_from}
     return detector, counts, None if calibration is None else CalibrationScores.of(detector, calibration)
 

@@ -33,6 +33,7 @@ BLOCK_SCHEMA = pa.schema([
     (names.VALUES, pa.binary()),  # float32, row-major (n_rows, n_channels)
     (names.MASK, pa.binary()),  # bits (np.packbits, little), row-major (n_rows, n_channels): 1 = measured
     (names.LABELS, pa.binary()),  # int8 per row, null when the source has no labels
+    (names.STATES, pa.binary()),  # int8 per row (0: normal operation), null when no operating states are configured
     (names.STATS_ID, pa.string()),
     (names.DATE, pa.string()),
 ])
@@ -41,11 +42,11 @@ BLOCK_SCHEMA = pa.schema([
 def build_blocks(asset: str, timestamps_us: np.ndarray, values: np.ndarray, segments: np.ndarray,
                  labels: Optional[np.ndarray], window: int, block_rows: int, step_s: int, stats_id: str,
                  own_from_us: int, own_to_us: int, observed: Optional[np.ndarray] = None,
-                 dtype: type = np.float32) -> list[dict]:
+                 dtype: type = np.float32, states: Optional[np.ndarray] = None) -> list[dict]:
     """Cut one asset's sorted, normalised series into blocks, one set per UTC date.
 
     timestamps_us (n,), values (n, C), segments (n,), labels (n,) or None, observed (n, C) bool (False where
-    the value was filled in; None: all measured). Values are stored as ``dtype`` (float32; float64 only for
+    the value was filled in; None: all measured), states (n,) int8 operating states or None. Values are stored as ``dtype`` (float32; float64 only for
     the unnormalised intermediate of a statistics fit). Rows with timestamps in
     [own_from_us, own_to_us) are own rows; earlier rows only serve as history (at most W−1 per block).
     Each block has at most ``block_rows`` rows. Returns rows of BLOCK_SCHEMA as dicts.
@@ -78,6 +79,7 @@ def build_blocks(asset: str, timestamps_us: np.ndarray, values: np.ndarray, segm
                 names.MASK: pack_mask(None if observed is None else observed[first:own_hi], own_hi - first,
                                       values.shape[1]),
                 names.LABELS: None if labels is None else np.asarray(labels[first:own_hi], dtype=np.int8).tobytes(),
+                names.STATES: None if states is None else np.asarray(states[first:own_hi], dtype=np.int8).tobytes(),
                 names.STATS_ID: stats_id,
                 names.DATE: np.datetime_as_string(np.datetime64(int(timestamps_us[own_lo]), "us"), unit="D"),
             })
@@ -114,7 +116,11 @@ def block_counts(block: dict, window: int, max_masked_share: float) -> dict[str,
     count = windows_in_block(n_rows, window)
     skipped = int((masked_share_of_windows(observed, window) > max_masked_share + 1e-12).sum()) if count else 0
     own = observed[n_hist:]
-    return {"blocks": 1, "grid_rows": int(own.shape[0]), "grid_rows_filled": int((~own).all(axis=1).sum()),
+    by_state: dict[str, int] = {}
+    if block.get(names.STATES) is not None:
+        codes, counts = np.unique(np.frombuffer(block[names.STATES], dtype=np.int8)[n_hist:], return_counts=True)
+        by_state = {str(int(c)): int(k) for c, k in zip(codes, counts) if c != 0}
+    return {"rows_by_operating_state": by_state, "blocks": 1, "grid_rows": int(own.shape[0]), "grid_rows_filled": int((~own).all(axis=1).sum()),
             "values_filled": int((~own).sum()), "windows": count - skipped, "windows_skipped_masked": skipped}
 
 
@@ -129,7 +135,8 @@ class Windows:
 
     series (R, C) float32; starts (N,) first row of each window in ``series``; end_us (N,) timestamp of each
     window's last row; asset (N,) asset name index into ``assets``; label_last (N,) label of the last row
-    (−1 unknown); label_any (N,) 1 when any row of the window is labelled anomalous.
+    (−1 unknown); label_any (N,) 1 when any row of the window is labelled anomalous; state_last (N,) int8
+    operating state of the last row (0 normal operation).
     Windows with more than the reader's ``max_masked_share`` of filled-in values are not in the set; their
     number is ``skipped_masked``.
     """
@@ -143,6 +150,11 @@ class Windows:
     label_last: np.ndarray
     label_any: np.ndarray
     skipped_masked: int = 0  # windows left out because too many of their values were filled in
+    state_last: Optional[np.ndarray] = None  # None: all in normal operation
+
+    def __post_init__(self):
+        if self.state_last is None:
+            self.state_last = np.zeros(self.starts.size, dtype=np.int8)
 
     def __len__(self) -> int:
         return int(self.starts.size)
@@ -166,7 +178,7 @@ class Windows:
         """The windows at ``index`` (positions into this set), sharing the same series."""
         return dataclasses.replace(self, starts=self.starts[index], end_us=self.end_us[index],
                                    asset=self.asset[index], label_last=self.label_last[index],
-                                   label_any=self.label_any[index])
+                                   label_any=self.label_any[index], state_last=self.state_last[index])
 
     def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         for lo in range(0, len(self), batch_size):
@@ -191,7 +203,7 @@ def windows_from_blocks(blocks: pa.Table, window: int,
     ``transform(values (n, C), stats_id, asset) -> (n, C)`` rewrites each block's values first
     (renormalisation). Windows with more than ``max_masked_share`` of their values filled in are skipped.
     """
-    parts, starts, end_us, asset_idx, label_last, label_any = [], [], [], [], [], []
+    parts, starts, end_us, asset_idx, label_last, label_any, state_last = [], [], [], [], [], [], []
     assets: list[str] = []
     offset = 0
     skipped = 0
@@ -223,6 +235,9 @@ def windows_from_blocks(blocks: pa.Table, window: int,
         label_last.append(labels[local + window - 1])
         positive = np.concatenate([[0], np.cumsum(labels == 1)])
         label_any.append(((positive[local + window] - positive[local]) > 0).astype(np.int8))
+        raw_states = columns.get(names.STATES, [None] * blocks.num_rows)[i]
+        state_last.append(np.zeros(local.size, np.int8) if raw_states is None
+                          else np.frombuffer(raw_states, dtype=np.int8)[local + window - 1])
         offset += n_rows
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
@@ -231,7 +246,7 @@ def windows_from_blocks(blocks: pa.Table, window: int,
                        np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int8), skipped)
     return Windows(torch.from_numpy(np.concatenate(parts)), np.concatenate(starts), window,
                    np.concatenate(end_us), np.concatenate(asset_idx), assets,
-                   np.concatenate(label_last), np.concatenate(label_any), skipped)
+                   np.concatenate(label_last), np.concatenate(label_any), skipped, np.concatenate(state_last))
 
 
 def block_rows_of(blocks: pa.Table, own_only: bool = True) -> np.ndarray:

@@ -28,7 +28,8 @@ class GridSeries:
 
     timestamps_us (n,) grid times; values (n, C) float64 with every masked value filled (interpolated within
     its segment); observed (n, C) bool, False where the value is filled rather than measured; labels (n,) int8
-    (−1 unknown); segments (n,) segment number, a new one after every gap longer than the fill limit.
+    (−1 unknown); segments (n,) segment number, a new one after every gap longer than the fill limit;
+    states (n,) int8 operating state (0 normal; the largest code of the bucket; 0 on inserted steps).
     """
 
     timestamps_us: np.ndarray
@@ -36,13 +37,14 @@ class GridSeries:
     observed: np.ndarray
     labels: np.ndarray
     segments: np.ndarray
+    states: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.timestamps_us.size)
 
 
 def regular_grid(timestamps_us: np.ndarray, values: np.ndarray, labels: np.ndarray | None, step_s: int,
-                 max_gap_steps: int) -> GridSeries:
+                 max_gap_steps: int, states: np.ndarray | None = None) -> GridSeries:
     """Put one asset's rows on the ``step_s`` grid, fill short gaps and masked values, and segment.
 
     timestamps_us (n,) any order, values (n, C) with NaN for masked values, labels (n,) or None.
@@ -57,7 +59,7 @@ def regular_grid(timestamps_us: np.ndarray, values: np.ndarray, labels: np.ndarr
     if timestamps_us.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return GridSeries(empty, np.zeros((0, n_channels)), np.zeros((0, n_channels), dtype=bool),
-                          np.zeros(0, dtype=np.int8), empty)
+                          np.zeros(0, dtype=np.int8), empty, np.zeros(0, dtype=np.int8))
     bucket = np.floor_divide(np.asarray(timestamps_us, dtype=np.int64), step_us)
     order = np.argsort(bucket, kind="stable")
     bucket, values = bucket[order], values[order]
@@ -90,7 +92,10 @@ def regular_grid(timestamps_us: np.ndarray, values: np.ndarray, labels: np.ndarr
     segments = np.cumsum(breaks).astype(np.int64)
     observed = np.isfinite(grid_values)
     filled = _interpolate_within_segments(grid_values, observed, segments)
-    return GridSeries(grid_bucket * step_us, filled, observed, grid_labels, segments)
+    grid_states = np.zeros(n, dtype=np.int8)
+    if states is not None:
+        grid_states[position] = np.maximum.reduceat(np.asarray(states, dtype=np.int8)[order], starts)
+    return GridSeries(grid_bucket * step_us, filled, observed, grid_labels, segments, grid_states)
 
 
 def _interpolate_within_segments(values: np.ndarray, observed: np.ndarray, segments: np.ndarray) -> np.ndarray:
