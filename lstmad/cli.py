@@ -312,7 +312,7 @@ def package(out: Path = typer.Option(Path("dist"), help="folder for the zip")) -
 
 
 @app.command()
-def benchmark(name: str = typer.Argument(..., help="skab, icing or contamination"),
+def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination or scada-injection"),
               json_path: Path = typer.Option(..., "--json", help="where to write the JSON result"),
               models: Optional[str] = typer.Option(None, help="comma-separated model names (default: all)"),
               epochs: int = typer.Option(10, help="training epochs of the deep models"),
@@ -338,8 +338,12 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing or contamination
             from lstmad.benchmarks import icing
 
             result = icing.run_contamination(json_path, **options)
+        elif name == "scada-injection":
+            from lstmad.benchmarks import scada_injection
+
+            result = scada_injection.run(json_path, **options)
         else:
-            _fail(f"unknown benchmark {name!r}: choose skab, icing or contamination")
+            _fail(f"unknown benchmark {name!r}: choose skab, icing, contamination or scada-injection")
     except (DataMissingError, ValueError) as error:
         _fail(str(error))
     typer.echo(Path(result["files"]["markdown"]).read_text())

@@ -89,41 +89,52 @@ def alarm_event_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: n
                         threshold: float, rules) -> dict[str, float]:
     """What an operator receives, judged against labelled events: scores (n,) become anomaly intervals per
     asset exactly as scoring forms them (``threshold`` and the alarm ``rules``,
-    lstmad.transforms.intervals.AlarmRules); labelled events are the runs of label 1 per asset.
-
-    - interval_recall: share of events that an interval overlaps (event_metrics' event_recall counts runs of
-      flags instead);
-    - interval_precision: share of intervals that overlap an event;
-    - false_intervals_per_asset_week: intervals overlapping no event, per asset-week of scored time;
-    - detection_delay_min: median minutes from an event's start to the start of the first interval that
-      overlaps it (0 when the interval began before the event); NaN without detected events.
-    Rows with unknown labels (< 0) count as normal for the intervals and belong to no event.
+    lstmad.transforms.intervals.AlarmRules); labelled events are the runs of label 1 per asset; judged by
+    judge_intervals. Rows with unknown labels (< 0) count as normal for the intervals and belong to no event.
     """
     from lstmad.dates import MICROS
     from lstmad.transforms.intervals import alarm_intervals
 
     timestamps_us, assets = np.asarray(timestamps_us, np.int64), np.asarray(assets, dtype=object)
     labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
-    events = detected = intervals = true_intervals = 0
-    delays, weeks = [], 0.0
+    intervals, events, weeks = {}, {}, 0.0
     for asset in np.unique(assets):
         mine = np.flatnonzero(assets == asset)
         mine = mine[np.argsort(timestamps_us[mine], kind="stable")]
         times, truth = timestamps_us[mine], labels[mine] == 1
         weeks += ((times[-1] - times[0]) / MICROS + rules.step_s) / (7 * 86_400)
-        found = alarm_intervals(times, scores[mine], threshold, rules)
-        spans = [(f["start_us"], f["end_us"]) for f in found]
-        runs = [(times[s], times[e - 1]) for s, e in runs_of_true(truth)]
-        intervals += len(spans)
+        intervals[asset] = [(f["start_us"], f["end_us"]) for f in alarm_intervals(times, scores[mine], threshold, rules)]
+        events[asset] = [(times[s], times[e - 1]) for s, e in runs_of_true(truth)]
+    return judge_intervals(intervals, events, weeks)
+
+
+def judge_intervals(intervals: dict, events: dict, asset_weeks: float) -> dict[str, float]:
+    """Anomaly intervals against labelled events, per asset {asset: [(start_us, end_us), ...]} (both ends
+    inclusive timestamps) over ``asset_weeks`` of watched time:
+
+    - interval_recall: share of events that an interval overlaps;
+    - interval_precision: share of intervals that overlap an event;
+    - false_intervals_per_asset_week: intervals overlapping no event, per asset-week;
+    - detection_delay_min: median minutes from an event's start to the start of the first interval that
+      overlaps it (0 when the interval began before the event); NaN without detected events;
+    - n_events, n_intervals, n_detected.
+    """
+    from lstmad.dates import MICROS
+
+    n_events = detected = n_intervals = true_intervals = 0
+    delays = []
+    for asset in set(intervals) | set(events):
+        spans, runs = intervals.get(asset, []), events.get(asset, [])
+        n_intervals += len(spans)
         true_intervals += sum(any(a <= run_end and run_start <= b for run_start, run_end in runs) for a, b in spans)
-        events += len(runs)
+        n_events += len(runs)
         for run_start, run_end in runs:
             hits = [a for a, b in spans if a <= run_end and run_start <= b]
             if hits:
                 detected += 1
                 delays.append(max(0, min(hits) - run_start) / MICROS / 60)
-    return {"interval_recall": detected / events if events else math.nan,
-            "interval_precision": true_intervals / intervals if intervals else math.nan,
-            "false_intervals_per_asset_week": (intervals - true_intervals) / weeks if weeks else math.nan,
+    return {"interval_recall": detected / n_events if n_events else math.nan,
+            "interval_precision": true_intervals / n_intervals if n_intervals else math.nan,
+            "false_intervals_per_asset_week": (n_intervals - true_intervals) / asset_weeks if asset_weeks else math.nan,
             "detection_delay_min": float(np.median(delays)) if delays else math.nan,
-            "n_events": events, "n_intervals": intervals}
+            "n_events": n_events, "n_intervals": n_intervals, "n_detected": detected}
