@@ -139,6 +139,9 @@ class ModelConfig(TrainingParams):
     hidden_sizes: tuple[int, ...] = (64, 32)
     dropout: float = 0.2
     max_train_windows: int = 0
+    # fit each and keep the winner (lstmad.training.selection.CANDIDATES names): on the labelled evaluation
+    # range, else a fault-injection study of the training range; empty: the detector above
+    candidates: tuple[str, ...] = ()
     threads: int = 0
 
 

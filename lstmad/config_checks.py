@@ -86,6 +86,11 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if d.processes > 1 and config.model.batch_size % d.processes:
         raise ConfigError(f"{source}: key 'model.batch_size' ({config.model.batch_size}) must be a multiple of "
                           f"train.distributed.processes ({d.processes}): each process takes an equal share")
+    from lstmad.training.selection import CANDIDATES
+
+    unknown = [c for c in config.model.candidates if c not in CANDIDATES]
+    if unknown:
+        raise ConfigError(f"{source}: key 'model.candidates' lists unknown {unknown}; choose from {list(CANDIDATES)}")
     th = config.threshold
     if not 0 < th.percentile < 100:
         raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")

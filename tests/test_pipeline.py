@@ -589,3 +589,34 @@ def test_every_trained_version_has_its_evaluation_row_matching_mlflow(run):
                                        dt.date(2026, 1, 6), {"auroc": 0.5, "n_points": 3}, 1.0)
     rows = lakehouse.read_table(run["paths"].lake, names.MODEL_EVALUATIONS).to_pylist()
     assert len(rows) == 2 and next(r for r in rows if r["evaluation_id"] == again)["auroc"] == 0.5
+
+
+def test_model_candidates_keep_the_detector_that_wins_on_the_labelled_evaluation_range(run):
+    """Two candidates, fitted on the training range and judged on the labelled evaluation range; the winner is
+    trained as the run's detector, every candidate's AUROC is in the run's metrics. (Last in this module: it
+    registers a third version.)"""
+    from sklearn.metrics import roc_auc_score
+
+    from lstmad.transforms.blocks import windows_from_blocks
+
+    config = load_config(run["conf"], {"model.candidates": ["isolation_forest", "pca_t2q"]})
+    trained = stages.train(config, promote=False)
+    metrics = trained["metrics"]
+    assert metrics["candidates_by_labels"] == 1.0
+    # independently: each candidate fitted on the same training windows, AUROC on the evaluation windows
+    t = config.train
+    train_windows = windows_from_blocks(read_blocks(run["paths"].tensors, [d.isoformat() for d in date_range(t.start, t.end)]),
+                                        config.prepare.window, max_masked_share=config.prepare.max_masked_share)
+    train_windows = train_windows.subset(np.flatnonzero(train_windows.label_any != 1))
+    evaluation = windows_from_blocks(read_blocks(run["paths"].tensors, [d.isoformat() for d in date_range(t.eval_start, t.eval_end)]),
+                                     config.prepare.window, max_masked_share=config.prepare.max_masked_share)
+    known = evaluation.label_last >= 0
+    independent = {}
+    for name in ("isolation_forest", "pca_t2q"):
+        model = dataclasses.replace(config.model, detector=name, candidates=())
+        scores = build_detector(model).fit(train_windows).score(evaluation)
+        independent[name] = roc_auc_score(evaluation.label_last[known] == 1, scores[known])
+        assert metrics[f"candidate_{name}_auroc"] == pytest.approx(independent[name], abs=1e-9)
+    winner = max(independent, key=independent.get)
+    bundle = model_store.load_bundle(config, {"version": str(trained["model_version"]), "run_id": trained["run_id"]})
+    assert bundle.detector.kind == winner

@@ -47,6 +47,25 @@ def classical_detectors(seed: int = 0) -> dict[str, DetectorFactory]:
             "isolation_forest": lambda: IsolationForestDetector(seed=seed, validation_share=0.0)}
 
 
+def operator_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                     threshold: float, rules, criticality_steps: int) -> dict[str, float]:
+    """What an operator receives beside AUROC/F1, for any benchmark: VUS-ROC and VUS-PR of the scores, the
+    intervals the alarm ``rules`` form above ``threshold`` judged against the labelled events (events found,
+    alarms on an event, false intervals per asset-week, delay) and CARE; inputs (n,), labels in {0, 1}."""
+    from lstmad.evaluation.care import care_score
+    from lstmad.evaluation.metrics import alarm_event_metrics
+    from lstmad.evaluation.vus import vus_metrics
+
+    order = np.lexsort((timestamps_us, assets))
+    timestamps_us, assets = np.asarray(timestamps_us)[order], np.asarray(assets, dtype=object)[order]
+    labels, scores = np.asarray(labels)[order], np.asarray(scores, dtype=np.float64)[order]
+    events = alarm_event_metrics(timestamps_us, assets, labels, scores, threshold, rules)
+    care = care_score(timestamps_us, assets, labels, scores > threshold, criticality_steps)
+    return {**vus_metrics(labels, scores),
+            **{k: events[k] for k in ("interval_recall", "interval_precision", "false_intervals_per_asset_week",
+                                      "detection_delay_min")}, "care": care["care"]}
+
+
 class WorkerFailed(RuntimeError):
     """A measured worker exited with an error; ``peak_rss_mb`` is what it reached, ``reason`` its last line."""
 

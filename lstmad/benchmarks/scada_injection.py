@@ -147,12 +147,13 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
 
 
 def run_cli(conf: Path, *args: str) -> dict:
-    """``lstmad <args> --conf conf`` in a fresh process; its JSON result (the last line of stdout)."""
+    """``lstmad <args> --conf conf`` in a fresh process; its JSON result."""
     done = subprocess.run([sys.executable, "-m", "lstmad.cli", *args, "--conf", str(conf)], capture_output=True,
                           text=True)
     if done.returncode != 0:
         raise RuntimeError(f"lstmad {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = done.stdout.strip()
+    return json.loads(out[out.index("{"):])  # the command prints its result as (indented) JSON
 
 
 def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataFrame, min_interval_s: int) -> dict:

@@ -87,6 +87,11 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         log.info("train: resuming unfinished MLflow run %s from %s", run_id, checkpoints)
     try:
         started = time.time()
+        candidate_metrics: dict[str, float] = {}
+        if m.candidates:
+            config, candidate_metrics = chosen_candidate(config)
+            m = config.model
+            tags["detector"] = m.detector
         detector = build_detector(config.model, str(checkpoints), config.source.driver_indices)
         if t.distributed.processes:
             detector, counts, calibration_scores = fit_sharded(config, detector, spark)
@@ -107,7 +112,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
                              config.prepare.step_s, stats, threshold, calibration.description,
                              calibration.expected_row_rate, drift_reference)
-        metrics: dict[str, float] = {**counts, **calibration.metrics(), "train_seconds": train_seconds,
+        metrics: dict[str, float] = {**counts, **calibration.metrics(), **candidate_metrics,
+                                     "train_seconds": train_seconds,
                                      "resumed": float(resumed), "still_improving": float("still_improving" in notes)}
         model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
         figures = model_dir.with_name(model_dir.name + "-plots")
@@ -209,6 +215,41 @@ def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
         source = "calibration"
     return calibrate(th.rule, scores, end_us, assets, percentile=th.percentile, budget=th.budget,
                      rules=AlarmRules.of(config.score, step_s), source=source)
+
+
+def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, float]]:
+    """The configuration with the winner of model.candidates as its detector (lstmad.training.selection), and
+    the study's figures as MLflow metrics: candidate_<name>_auroc (mean over fault classes, or on the labelled
+    evaluation range), candidate_<name>_<fault>_auroc, candidate_<name>_clean_alarm_rate."""
+    from lstmad.detectors import build_detector
+    from lstmad.training.selection import CANDIDATES, choose_candidate
+
+    t = config.train
+    _, windows = windows_of(config, t.start, t.end)
+    windows = windows.subset(np.flatnonzero((windows.state_last == 0) & (windows.label_any != 1)))
+    evaluation = None
+    if t.eval_start and t.eval_end:
+        _, evaluation = windows_of(config, t.eval_start, t.eval_end)
+        evaluation = evaluation.subset(np.flatnonzero(evaluation.state_last == 0))
+
+    def model_of(name: str):
+        return dataclasses.replace(config.model, **CANDIDATES[name])
+
+    def make(name: str):
+        model = model_of(name)
+        drivers = config.source.driver_indices if model.detector == "lstm_forecaster" else ()
+        return build_detector(model, "", drivers)
+
+    chosen, how, results = choose_candidate(config.model.candidates, make, windows, evaluation, config.model.seed)
+    log.info("train: model.candidates: %s wins (%s)", chosen, how)
+    metrics = {}
+    for name, result in results.items():
+        metrics[f"candidate_{name}_auroc"] = result.mean_auroc
+        metrics[f"candidate_{name}_clean_alarm_rate"] = result.clean_alarm_rate
+        metrics.update({f"candidate_{name}_{fault}_auroc": v for fault, v in result.auroc_by_fault.items()
+                        if fault != "labelled"})
+    metrics["candidates_by_labels"] = float(how == "labelled evaluation range")
+    return dataclasses.replace(config, model=model_of(chosen)), metrics
 
 
 def criticality_steps(config: PipelineConfig) -> int:

@@ -1,0 +1,175 @@
+"""Choosing the detector of a training run among ``model.candidates``: on the labelled evaluation range when
+there is one, else by a fault-injection study of the training range's own normal data.
+
+The study: each candidate is fitted on the earlier windows of the training range; the latest ``STUDY_SHARE``
+of them (which it never saw) are rebuilt as each asset's series, faults of every class of
+lstmad.evaluation.injection are injected into them (seeded: the same data and seed give the same study), and
+the candidate's AUROC of separating windows that end inside a fault from the others is measured per class.
+The candidate with the best mean AUROC over the classes wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Optional
+
+import numpy as np
+
+from lstmad.transforms.blocks import Windows
+
+log = logging.getLogger("lstmad")
+
+# Detector settings each candidate name stands for (model.candidates lists these names).
+CANDIDATES: dict[str, dict] = {
+    "lstm_forecaster": {"detector": "lstm_forecaster", "error_model": "squared"},
+    "lstm_forecaster_mahalanobis": {"detector": "lstm_forecaster", "error_model": "mahalanobis"},
+    "lstm_autoencoder": {"detector": "lstm_autoencoder"},
+    "iae_lstm_kl": {"detector": "iae_lstm_kl"},
+    "pca_t2q": {"detector": "pca_t2q"},
+    "isolation_forest": {"detector": "isolation_forest"},
+}
+STUDY_SHARE = 0.25
+MAX_STUDY_WINDOWS = 20_000
+STUDY_FAULTS = ("stuck", "drift", "offset", "gain", "noise_burst", "lag", "decoupling")
+
+
+def series_of_windows(windows: Windows) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per asset, (positions into ``windows`` sorted by end time (n,), the series of their last rows (n, C))."""
+    out = []
+    last = windows.series.numpy()[windows.starts + windows.window - 1]
+    for a in np.unique(windows.asset):
+        mine = np.flatnonzero(windows.asset == a)
+        mine = mine[np.argsort(windows.end_us[mine], kind="stable")]
+        out.append((mine, last[mine].astype(np.float64)))
+    return out
+
+
+def injected_windows(windows: Windows, seed: int, faults=STUDY_FAULTS, per_fault: int = 2
+                     ) -> tuple[Windows, np.ndarray]:
+    """(the study windows rebuilt from each asset's series with faults injected, the fault class of each
+    window's last row ('' outside every event), (N,)); windows of an asset's first W−1 rows keep their
+    original history (nothing before them to rebuild)."""
+    from lstmad.evaluation.injection import apply_plan, plan_injections, robust_scales
+
+    w = windows.window
+    arrays = np.empty((len(windows), w, windows.n_channels), dtype=np.float32)
+    fault_of = np.full(len(windows), "", dtype=object)
+    for k, (positions, series) in enumerate(series_of_windows(windows)):
+        n = series.shape[0]
+        length = max(w, min(10 * w, n // (4 * per_fault * len(faults))))
+        if n < 2 * length * per_fault * len(faults):
+            injected, event = series, np.full(n, -1)
+            plan = []
+        else:
+            plan = plan_injections(n, series.shape[1], faults=faults, per_fault=per_fault, seed=seed * 7919 + k,
+                                   min_length=length, max_length=2 * length, gap=w)
+            injected, event = apply_plan(series, plan, robust_scales(series), (seed, k))
+        for i, position in enumerate(positions):
+            if i >= w - 1:
+                arrays[position] = injected[i - w + 1:i + 1]
+            else:  # too early to rebuild from the series: the original window, its last row injected
+                arrays[position] = windows.batch(np.array([position]))[0].numpy()
+                arrays[position, -1] = injected[i]
+            if event[i] >= 0:
+                fault_of[position] = plan[event[i]].fault
+    rebuilt = Windows.from_array(arrays)
+    rebuilt = dataclasses.replace(rebuilt, end_us=windows.end_us.copy(), asset=windows.asset.copy(),
+                                  assets=list(windows.assets))
+    return rebuilt, fault_of
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateResult:
+    """One candidate's study: mean AUROC over the fault classes, AUROC per class, and the realized alarm rate of
+    its own validation threshold (95th percentile) on the clean study windows."""
+
+    name: str
+    mean_auroc: float
+    auroc_by_fault: dict
+    clean_alarm_rate: float
+    error: str = ""
+
+
+def injection_study(windows: Windows, factories: dict[str, Callable[[], object]], seed: int = 0
+                    ) -> dict[str, CandidateResult]:
+    """Fit each candidate (factory → unfitted detector) on the earlier windows, judge it on the latest
+    STUDY_SHARE with faults injected (at most MAX_STUDY_WINDOWS of them, evenly spaced)."""
+    from sklearn.metrics import roc_auc_score
+
+    order = np.argsort(windows.end_us, kind="stable")
+    n_study = int(round(len(windows) * STUDY_SHARE))
+    fit, study = windows.subset(np.sort(order[:-n_study])), windows.subset(np.sort(order[-n_study:]))
+    if len(study) > MAX_STUDY_WINDOWS:
+        study = study.subset(np.linspace(0, len(study) - 1, MAX_STUDY_WINDOWS).astype(np.int64))
+    injected, fault_of = injected_windows(study, seed)
+    results = {}
+    for name, factory in factories.items():
+        try:
+            detector = factory().fit(fit)
+            clean, scores = detector.score(study), detector.score(injected)
+        except (ValueError, RuntimeError) as error:  # a candidate that cannot fit this data loses, said so
+            results[name] = CandidateResult(name, float("nan"), {}, float("nan"), str(error).splitlines()[0])
+            log.warning("train: candidate %s failed in the injection study: %s", name, results[name].error)
+            continue
+        threshold = float(np.percentile(detector.validation_scores_, 95))
+        by_fault = {}
+        for fault in sorted(set(fault_of) - {""}):
+            rows = (fault_of == fault) | (fault_of == "")
+            by_fault[fault] = float(roc_auc_score(fault_of[rows] == fault, scores[rows]))
+        results[name] = CandidateResult(name, float(np.mean(list(by_fault.values()))) if by_fault else float("nan"),
+                                        by_fault, float(np.mean(clean > threshold)))
+        log.info("train: candidate %s: mean AUROC %.3f over injected faults %s", name,
+                 results[name].mean_auroc, {k: round(v, 3) for k, v in by_fault.items()})
+    return results
+
+
+def best_candidate(results: dict[str, CandidateResult]) -> Optional[str]:
+    """The candidate with the highest mean AUROC (ties: the first listed); None when none could be judged."""
+    judged = [(r.mean_auroc, -i, name) for i, (name, r) in enumerate(results.items()) if np.isfinite(r.mean_auroc)]
+    return max(judged)[2] if judged else None
+
+
+def labelled_study(fit: Windows, evaluation: Windows, factories: dict[str, Callable[[], object]]
+                   ) -> dict[str, CandidateResult]:
+    """Fit each candidate on ``fit`` and judge it by its AUROC on the labelled ``evaluation`` windows (labels of
+    their last rows; unknown ones left out)."""
+    from sklearn.metrics import roc_auc_score
+
+    known = evaluation.label_last >= 0
+    results = {}
+    for name, factory in factories.items():
+        try:
+            detector = factory().fit(fit)
+            scores = detector.score(evaluation)
+        except (ValueError, RuntimeError) as error:
+            results[name] = CandidateResult(name, float("nan"), {}, float("nan"), str(error).splitlines()[0])
+            continue
+        auroc = float(roc_auc_score(evaluation.label_last[known] == 1, scores[known]))
+        threshold = float(np.percentile(detector.validation_scores_, 95))
+        normal = evaluation.label_last == 0
+        results[name] = CandidateResult(name, auroc, {"labelled": auroc}, float(np.mean(scores[normal] > threshold)))
+        log.info("train: candidate %s: AUROC %.3f on the labelled evaluation range", name, auroc)
+    return results
+
+
+def choose_candidate(candidates: tuple[str, ...], make: Callable[[str], object], fit: Windows,
+                     evaluation: Optional[Windows], seed: int) -> tuple[str, str, dict[str, CandidateResult]]:
+    """(the winning candidate, how it was chosen: "labelled evaluation range" or "fault-injection study", every
+    candidate's result). ``make(name)`` builds an unfitted detector of a candidate; the labelled route is taken
+    when ``evaluation`` holds both normal and anomalous windows."""
+    unknown = [c for c in candidates if c not in CANDIDATES]
+    if unknown:
+        raise ValueError(f"unknown model.candidates {unknown}; choose from {', '.join(CANDIDATES)}")
+    factories = {name: (lambda n=name: make(n)) for name in candidates}
+    labelled = (evaluation is not None and len(evaluation) > 0 and (evaluation.label_last == 1).any()
+                and (evaluation.label_last == 0).any())
+    if labelled:
+        results, how = labelled_study(fit, evaluation, factories), "labelled evaluation range"
+    else:
+        results, how = injection_study(fit, factories, seed), "fault-injection study"
+    chosen = best_candidate(results)
+    if chosen is None:
+        raise ValueError(f"no candidate of {list(candidates)} could be fitted: "
+                         + "; ".join(f"{r.name}: {r.error}" for r in results.values()))
+    return chosen, how, results

@@ -1,0 +1,110 @@
+"""Choosing a detector among model.candidates: the fault-injection study (no labels) and the labelled route.
+
+Toy data: 6 channels driven by 2 hidden factors plus a little noise, so the channels are strongly related; a
+relation-blind detector (Isolation Forest on each window's values) sees a channel that leaves the relation
+(decoupling, a gain change, an offset within the normal range) far worse than PCA T²+Q, whose Q statistic is
+the distance from the relation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from lstmad.detectors import IsolationForestDetector, PCAT2QDetector
+from lstmad.training.selection import choose_candidate, injected_windows, injection_study
+from lstmad.transforms.blocks import Windows
+
+WINDOW = 6
+
+
+def related_series(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    factors = np.cumsum(rng.normal(size=(n, 2)), axis=0) * 0.05 + np.sin(np.arange(n)[:, None] / [30, 70])
+    mixing = rng.normal(size=(2, 6))
+    values = factors @ mixing + 0.05 * rng.normal(size=(n, 6))
+    return (values - values.mean(axis=0)) / values.std(axis=0)
+
+
+def windows_of(values: np.ndarray, labels: np.ndarray | None = None) -> Windows:
+    ends = np.arange(WINDOW - 1, len(values))
+    windows = Windows.from_array(np.stack([values[e - WINDOW + 1:e + 1] for e in ends]),
+                                 None if labels is None else labels[ends])
+    windows.end_us = ends.astype(np.int64) * 60_000_000
+    return windows
+
+
+def make(name: str):
+    return {"pca_t2q": lambda: PCAT2QDetector(validation_share=0.2),
+            "isolation_forest": lambda: IsolationForestDetector(seed=0, validation_share=0.2)}[name]()
+
+
+@pytest.fixture(scope="module")
+def study():
+    windows = windows_of(related_series(4000, 1))
+    return windows, injection_study(windows, {"pca_t2q": lambda: make("pca_t2q"),
+                                              "isolation_forest": lambda: make("isolation_forest")}, seed=5)
+
+
+def test_injected_windows_change_only_windows_that_hold_an_event_and_label_their_last_rows():
+    windows = windows_of(related_series(1200, 2))
+    injected, fault_of = injected_windows(windows, seed=3)
+    original = np.stack([windows.batch(np.array([i]))[0].numpy() for i in range(len(windows))])
+    rebuilt = np.stack([injected.batch(np.array([i]))[0].numpy() for i in range(len(windows))])
+    last_changed = ~np.isclose(original[:, -1], rebuilt[:, -1]).all(axis=1)
+    # a window whose last row lies in no event keeps its last row; every stuck/lag/... event changes some
+    assert not last_changed[fault_of == ""].any()
+    assert set(fault_of) - {""} == {"stuck", "drift", "offset", "gain", "noise_burst", "lag", "decoupling"}
+    # windows never touched by an event (no event row among their W rows) are exactly the originals
+    in_event = fault_of != ""
+    untouched = np.array([not in_event[max(0, i - WINDOW + 1):i + 1].any() for i in range(len(windows))])
+    np.testing.assert_allclose(rebuilt[untouched], original[untouched], atol=1e-6)
+    # rebuilt windows are stride-1 windows of one series: row j of window i is row j+1 of window i−1
+    np.testing.assert_allclose(rebuilt[1:, :-1], rebuilt[:-1, 1:], atol=1e-6)
+
+
+def test_the_study_is_deterministic_given_the_seed():
+    windows = windows_of(related_series(1200, 2))
+    a, fa = injected_windows(windows, seed=3)
+    b, fb = injected_windows(windows, seed=3)
+    c, fc = injected_windows(windows, seed=4)
+    assert (fa == fb).all() and np.array_equal(a.series.numpy(), b.series.numpy())
+    assert not (fa == fc).all()
+
+
+def test_the_study_prefers_the_detector_that_sees_relational_faults(study):
+    _, results = study
+    pca, forest = results["pca_t2q"], results["isolation_forest"]
+    assert pca.auroc_by_fault["decoupling"] > forest.auroc_by_fault["decoupling"]
+    assert pca.mean_auroc > forest.mean_auroc
+    assert pca.mean_auroc == pytest.approx(np.mean(list(pca.auroc_by_fault.values())))
+
+
+def test_choose_candidate_without_labels_runs_the_study_and_names_its_route():
+    windows = windows_of(related_series(4000, 1))
+    chosen, how, results = choose_candidate(("isolation_forest", "pca_t2q"), make, windows, None, seed=5)
+    assert (chosen, how) == ("pca_t2q", "fault-injection study")
+    assert set(results) == {"isolation_forest", "pca_t2q"}
+
+
+def test_choose_candidate_with_labels_keeps_the_best_auroc_on_the_evaluation_range():
+    train = windows_of(related_series(3000, 4))
+    values = related_series(1500, 6)
+    labels = np.zeros(1500, dtype=np.int8)
+    labels[600:800] = 1
+    values[600:800, 2] = values[600:800, 2] * -1.0  # the channel flips sign: the relation breaks, the range holds
+    evaluation = windows_of(values, labels)
+    chosen, how, results = choose_candidate(("isolation_forest", "pca_t2q"), make, train, evaluation, seed=0)
+    assert how == "labelled evaluation range"
+    independent = {name: roc_auc_score(evaluation.label_last == 1, make(name).fit(train).score(evaluation))
+                   for name in ("isolation_forest", "pca_t2q")}
+    assert chosen == max(independent, key=independent.get)
+    for name, auroc in independent.items():
+        assert results[name].mean_auroc == pytest.approx(auroc)
+
+
+def test_unknown_candidates_are_refused():
+    windows = windows_of(related_series(300, 1))
+    with pytest.raises(ValueError, match="unknown model.candidates"):
+        choose_candidate(("lstm_forecaster", "no_such_detector"), make, windows, None, seed=0)
