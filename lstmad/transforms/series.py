@@ -37,7 +37,7 @@ class GridSeries:
     observed: np.ndarray
     labels: np.ndarray
     segments: np.ndarray
-    states: Optional[np.ndarray] = None
+    states: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.timestamps_us.size)
