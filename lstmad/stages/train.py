@@ -59,6 +59,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     from lstmad.evaluation.care import care_score
     from lstmad.evaluation.drift import reference_quantiles
     from lstmad.evaluation.metrics import alarm_event_metrics, score_metrics
+    from lstmad.evaluation.vus import vus_metrics
     from lstmad.evaluation.plots import evaluation_figures
     from lstmad.evaluation.reference import drift_reference as training_reference
     from lstmad.serving.bundle import ModelBundle
@@ -127,6 +128,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
             scored = scored.filter(normal)
             labels, scores = scored.column(names.LABEL).to_numpy(), scored.column(names.SCORE).to_numpy()
             metrics.update({f"eval_{k}": v for k, v in score_metrics(labels, scores, threshold).items()})
+            finite = np.isfinite(scores)
+            metrics.update({f"eval_{k}": v for k, v in vus_metrics(labels[finite], scores[finite]).items()})
             # what operators would have received: intervals, against the labelled events
             times, assets = scored.column("timestamp_us").to_numpy(), np.asarray(scored.column(names.ASSET).to_pylist())
             metrics.update({f"eval_{k}": v for k, v in alarm_event_metrics(
