@@ -96,8 +96,12 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
         slots = plan_injections(len(rows), len(CHANNELS), faults=["offset"], per_fault=per_fault * len(FAULT_CLASSES),
                                 seed=seed * 1000 + k, min_length=72, max_length=432, gap=144, eligible=eligible)
         dealt = rng.permutation(np.repeat(np.arange(len(FAULT_CLASSES)), per_fault))
-        plans[asset] = [Injection(FAULT_CLASSES[w].injector, CHANNELS.index(FAULT_CLASSES[w].channel), slot.start,
-                                  slot.length, FAULT_CLASSES[w].magnitude) for slot, w in zip(slots, dealt)]
+        # inject_frame counts positions among all of the asset's rows (time order): the test rows come after 2014
+        before = int(np.flatnonzero((frame["Wind_turbine_name"] == asset).to_numpy())[0])
+        offset = int(rows[0]) - before
+        plans[asset] = [Injection(FAULT_CLASSES[w].injector, CHANNELS.index(FAULT_CLASSES[w].channel),
+                                  offset + slot.start, slot.length, FAULT_CLASSES[w].magnitude)
+                        for slot, w in zip(slots, dealt)]
         classes[asset] = [FAULT_CLASSES[w].name for w in dealt]
         scales[asset] = robust_scales(part[CHANNELS].to_numpy(float))
         taken = np.zeros(len(rows), bool)
