@@ -312,7 +312,7 @@ def package(out: Path = typer.Option(Path("dist"), help="folder for the zip")) -
 
 
 @app.command()
-def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination or scada-injection"),
+def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, scada-injection or farm-nights"),
               json_path: Path = typer.Option(..., "--json", help="where to write the JSON result"),
               models: Optional[str] = typer.Option(None, help="comma-separated model names (default: all)"),
               epochs: int = typer.Option(10, help="training epochs of the deep models"),
@@ -342,8 +342,12 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination o
             from lstmad.benchmarks import scada_injection
 
             result = scada_injection.run(json_path, **options)
+        elif name == "farm-nights":
+            from lstmad.benchmarks import farm_nights
+
+            result = farm_nights.run(json_path, **options)
         else:
-            _fail(f"unknown benchmark {name!r}: choose skab, icing, contamination or scada-injection")
+            _fail(f"unknown benchmark {name!r}: choose skab, icing, contamination, scada-injection or farm-nights")
     except (DataMissingError, ValueError) as error:
         _fail(str(error))
     typer.echo(Path(result["files"]["markdown"]).read_text())
