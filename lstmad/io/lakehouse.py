@@ -80,10 +80,23 @@ class LakehouseError(RuntimeError):
     """A Delta table could not be written or read; the message says which and why."""
 
 
+# Columns a writer may leave out (all null): anomaly_scores.operating_state of rows in normal operation.
+OPTIONAL = {names.ANOMALY_SCORES: (names.OPERATING_STATE,)}
+
+
+def with_optional_columns(table: str, data: pa.Table) -> pa.Table:
+    """``data`` with the table's OPTIONAL columns it lacks added, all null."""
+    for name in OPTIONAL.get(table, ()):
+        if name not in data.column_names:
+            data = data.append_column(name, pa.nulls(data.num_rows, SCHEMAS[table].field(name).type))
+    return data
+
+
 def conformed(table: str, data: pa.Table) -> pa.Table:
     """``data`` with exactly the table's columns, in its order and types; a missing column or a value that
     does not fit is refused naming the table and the column, before anything is written."""
     schema = SCHEMAS[table]
+    data = with_optional_columns(table, data)
     missing = [name for name in schema.names if name not in data.column_names]
     if missing:
         raise LakehouseError(f"{table}: rows to write lack the column(s) {', '.join(missing)}")
@@ -318,7 +331,8 @@ def write_data_file(lake: Path, table: str, data: pa.Table, partition_value: str
     schema = SCHEMAS[table]
     column = DATE_COLUMN[table]
     data_columns = [name for name in schema.names if name != column]  # Delta keeps partition values in the log
-    data = data.select(data_columns).cast(pa.schema([schema.field(n) for n in data_columns]))
+    data = with_optional_columns(table, data).select(data_columns)
+    data = data.cast(pa.schema([schema.field(n) for n in data_columns]))
     relative = f"{column}={partition_value}/part-{uuid.uuid4().hex}.parquet"
     target = table_path(lake, table) / relative
     target.parent.mkdir(parents=True, exist_ok=True)
