@@ -56,6 +56,10 @@ FAULT_CLASSES = (
     FaultClass("vane_offset", "offset", "Va_avg", 1.5),           # yaw misalignment
     FaultClass("power_noise", "noise_burst", "P_avg", 1.0),
 )
+# Alarm rules for 10-minute SCADA and faults of hours to days, set before any run: half of an hour's steps
+# above the threshold open an interval, it continues above 80 % of the threshold, across gaps of an hour.
+ALARM_RULES = {"min_interval_s": 1800, "merge_gap_s": 3600, "persistence": 3, "persistence_window": 6,
+               "hysteresis": 0.8}
 DETECTORS = {
     "lstm_forecaster": {"model": {"detector": "lstm_forecaster", "error_model": "squared"}},
     "lstm_forecaster_mahalanobis": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis"}},
@@ -147,6 +151,7 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
     raw["model"].update(settings["model"], seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
     raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.1)
+    raw["score"].update(ALARM_RULES)
     return raw
 
 
