@@ -66,6 +66,7 @@ DETECTORS = {
     "normal_behaviour": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis"},
                          "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
     "pca_t2q": {"model": {"detector": "pca_t2q"}},
+    "lstm_autoencoder": {"model": {"detector": "lstm_autoencoder"}},
 }
 
 
