@@ -25,7 +25,8 @@ def tiny_config_dict(home: Path, **sections) -> dict:
     raw["home"] = str(home)
     raw["synthetic"].update(turbines=2, days=8, step_s=300, seed=9, start=dt.date(2026, 1, 1))
     raw["prepare"].update(step_s=300, smoothing_half_width=2, window=12, block_rows=100)
-    raw["model"].update(hidden_sizes=[16, 8], epochs=3, batch_size=64, patience=2)
+    # the forecaster these tests were written for (the demo's own default may differ)
+    raw["model"].update(detector="lstm_forecaster", hidden_sizes=[16, 8], epochs=3, batch_size=64, patience=2)
     raw["train"].update(start=dt.date(2026, 1, 1), end=dt.date(2026, 1, 4), eval_start=dt.date(2026, 1, 5),
                         eval_end=dt.date(2026, 1, 6))
     raw["score"].update(min_interval_s=600, merge_gap_s=600)
