@@ -290,3 +290,42 @@ def test_scores_come_from_the_model_the_rows_name(farm):
     merged = local.merge(written, on=[names.ASSET, names.TIMESTAMP], suffixes=("_local", "_spark"))
     assert len(merged) == len(local) == len(written) > 0
     np.testing.assert_allclose(merged.score_spark, merged.score_local, rtol=0, atol=1e-6)
+
+
+def test_persistence_and_hysteresis_give_the_same_intervals_night_by_night_as_in_one_pass(farm):
+    """With k-of-n persistence and hysteresis the tail carried across midnight must hold what decides an
+    interval's opening and continuation: six nights scored one by one equal one pass over them, and every
+    interval opens where at least 2 of the 3 steps ending there are flagged. (Last: it swaps the lake.)"""
+    import dataclasses
+
+    config, paths = farm["config"], farm["paths"]
+    ruled = dataclasses.replace(config, score=dataclasses.replace(config.score, persistence=2, persistence_window=3,
+                                                                  hysteresis=0.5))
+    nights = date_range(dt.date(2026, 1, 8), dt.date(2026, 1, 13))
+    kept = paths.home / "lake_kept"
+    shutil.move(paths.lake, kept)
+    try:
+        for day in nights:
+            stages.score(ruled, day)
+        nightly = snapshot(paths.lake)
+        shutil.rmtree(paths.lake)
+        stages.score_range(ruled, nights[0], nights[-1])
+        assert_same_tables(snapshot(paths.lake), nightly)
+    finally:
+        shutil.rmtree(paths.lake, ignore_errors=True)
+        shutil.move(kept, paths.lake)
+    intervals, scores = nightly[names.ANOMALY_INTERVALS], nightly[names.ANOMALY_SCORES]
+    step = pd.Timedelta(seconds=config.prepare.step_s)
+    assert len(intervals) > 0
+    for row in intervals.itertuples():
+        mine = scores[scores.asset_id == row.asset_id].set_index(names.TIMESTAMP)
+        assert mine.flag.get(row.start, False)
+        recent = mine.loc[row.start - 2 * step:row.start]
+        assert int(recent.flag.sum()) >= 2
+    # the fault across midnight is still one interval
+    fault = intervals[(intervals.asset_id == FAULT_ASSET) & (intervals.start < FAULT_END) & (intervals.end >= FAULT_START)]
+    assert len(fault) == 1 and fault.iloc[0].start < pd.Timestamp("2026-01-11", tz="UTC") <= fault.iloc[0].end
+    # the rules bite: fewer intervals than the plain rules gave on the same nights
+    plain = farm["nightly"][names.ANOMALY_INTERVALS]
+    plain = plain[plain.scored_date.isin([d.isoformat() for d in nights])]
+    assert len(intervals) < len(plain)
