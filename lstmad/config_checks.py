@@ -91,6 +91,10 @@ def check_config(config: PipelineConfig, source: str) -> None:
     unknown = [c for c in config.model.candidates if c not in CANDIDATES]
     if unknown:
         raise ConfigError(f"{source}: key 'model.candidates' lists unknown {unknown}; choose from {list(CANDIDATES)}")
+    unsharded = [c for c in config.model.candidates if CANDIDATES[c]["detector"] not in DISTRIBUTABLE]
+    if d.processes and unsharded:
+        raise ConfigError(f"{source}: key 'model.candidates' lists {unsharded}, which train in one process only; "
+                          f"with train.distributed.processes list only {list(DISTRIBUTABLE)} detectors")
     th = config.threshold
     if not 0 < th.percentile < 100:
         raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")

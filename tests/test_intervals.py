@@ -112,3 +112,20 @@ def test_an_interval_continued_from_the_night_before_keeps_its_start_under_persi
 def test_impossible_alarm_rules_are_refused(k, n, h):
     with pytest.raises(ValueError):
         AlarmRules(60, persistence=k, persistence_window=n, hysteresis=h)
+
+
+def test_rows_in_an_operating_state_are_never_interval_candidates_in_the_lake():
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from lstmad import names
+    from lstmad.serving.intervals import interval_candidates
+
+    rows = pa.table({names.SCORE: [2.0, 2.0, 0.7, 0.3], names.THRESHOLD: [1.0] * 4,
+                     names.FLAG: [True, False, False, False],
+                     names.OPERATING_STATE: [None, "curtailment", None, None]})
+    # a curtailed row above the threshold (never flagged) is no candidate; 0.7 is, under hysteresis 0.5
+    got = ds.dataset(rows).to_table(filter=interval_candidates(AlarmRules(60, hysteresis=0.5)))
+    assert got.column(names.SCORE).to_pylist() == [2.0, 0.7]
+    plain = ds.dataset(rows).to_table(filter=interval_candidates(AlarmRules(60)))
+    assert plain.column(names.SCORE).to_pylist() == [2.0]

@@ -108,3 +108,17 @@ def test_unknown_candidates_are_refused():
     windows = windows_of(related_series(300, 1))
     with pytest.raises(ValueError, match="unknown model.candidates"):
         choose_candidate(("lstm_forecaster", "no_such_detector"), make, windows, None, seed=0)
+
+
+def test_windows_across_a_hole_in_the_series_are_never_rebuilt_from_rows_on_both_sides():
+    windows = windows_of(related_series(1200, 2))
+    kept = np.setdiff1d(np.arange(len(windows)), np.arange(500, 540))  # 40 windows left out (masked, a state)
+    holed = windows.subset(kept)
+    injected, fault_of = injected_windows(holed, seed=3)
+    original = np.stack([holed.batch(np.array([i]))[0].numpy() for i in range(len(holed))])
+    rebuilt = np.stack([injected.batch(np.array([i]))[0].numpy() for i in range(len(holed))])
+    after = int(np.searchsorted(holed.end_us, windows.end_us[540]))  # the first window after the hole
+    # the W−1 windows after the hole cannot be rebuilt from one run: their history rows are the originals
+    np.testing.assert_allclose(rebuilt[after:after + WINDOW - 1, :-1], original[after:after + WINDOW - 1, :-1],
+                               atol=1e-6)
+    assert len(fault_of) == len(holed)

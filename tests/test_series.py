@@ -128,3 +128,12 @@ def json_round_trip(data):
     import json
 
     return json.loads(json.dumps(data))
+
+
+def test_operating_states_follow_their_rows_onto_the_grid_and_fill_the_steps_inserted_after_them():
+    # minutes 0, 1, 4, 5 measured (2 and 3 missing, filled); states 0, 2, 0, 1; minute 5 twice (0 and 1)
+    minutes = np.array([0, 1, 4, 5, 5])
+    states = np.array([0, 2, 0, 0, 1], dtype=np.int8)
+    grid = regular_grid(minutes * 60_000_000, np.ones((5, 1)), None, 60, max_gap_steps=3, states=states)
+    # inserted minutes 2 and 3 take minute 1's state; a bucket holding two states keeps the larger code
+    assert grid.states.tolist() == [0, 2, 2, 2, 0, 1]

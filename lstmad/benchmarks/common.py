@@ -61,7 +61,8 @@ def operator_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.n
     labels, scores = np.asarray(labels)[order], np.asarray(scores, dtype=np.float64)[order]
     events = alarm_event_metrics(timestamps_us, assets, labels, scores, threshold, rules)
     care = care_score(timestamps_us, assets, labels, scores > threshold, criticality_steps)
-    return {**vus_metrics(labels, scores),
+    finite = np.isfinite(scores)
+    return {**vus_metrics(labels[finite], scores[finite]),
             **{k: events[k] for k in ("interval_recall", "interval_precision", "false_intervals_per_asset_week",
                                       "detection_delay_min")}, "care": care["care"]}
 

@@ -83,7 +83,8 @@ def judge(config, version: str) -> dict:
     known = labels >= 0
     steps = max(1, config.score.min_interval_s // config.prepare.step_s)
     return {"auroc": float(roc_auc_score(labels[known], score[known])),
-            "pr_auc": float(average_precision_score(labels[known], score[known])), **vus_metrics(labels, score),
+            "pr_auc": float(average_precision_score(labels[known], score[known])),
+            **vus_metrics(labels[np.isfinite(score)], score[np.isfinite(score)]),
             "budget": config.threshold.budget, "realized_far_fault_free_nights": float(flags[fault_free].mean()),
             "far_within_2x_budget": bool(flags[fault_free].mean() <= 2 * config.threshold.budget),
             "fault_free_rows": int(fault_free.sum()),

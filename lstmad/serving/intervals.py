@@ -145,7 +145,7 @@ def handed_back(config: PipelineConfig, paths: Paths, dates: list[str], rederive
                  sources: SourceVersions) -> pa.Table:
     """Intervals stored with these dates that began on an earlier night and that this run does not derive
     again (these nights no longer continue them, or another model version scores them now): each goes back
-    to the night it ends on, as the flagged timestamps of its own model before these dates make it (or goes,
+    to the night it ends on, as the candidate timestamps of its own model before these dates make it (or goes,
     when those no longer make an interval)."""
     rules = AlarmRules.of(config.score, config.prepare.step_s)
     first_us = day_start_us(dt.date.fromisoformat(dates[0]))
@@ -222,8 +222,11 @@ def commit_intervals(config: PipelineConfig, paths: Paths, intervals: pa.Table, 
 
 
 def interval_candidates(rules: AlarmRules) -> ds.Expression:
-    """anomaly_scores rows an interval can contain: flagged, or above the hysteresis level of their threshold."""
-    return (ds.field(names.FLAG) == True) | (ds.field(names.SCORE) > ds.field(names.THRESHOLD) * rules.hysteresis)  # noqa: E712
+    """anomaly_scores rows an interval can contain: in normal operation (no operating state) and above the
+    hysteresis level of their threshold (flagged rows are: the level is at most the threshold). Rows in an
+    operating state never are, whatever their score: alarm_intervals judges the rows it is given by score."""
+    return ds.field(names.OPERATING_STATE).is_null() & (
+        ds.field(names.SCORE) > ds.field(names.THRESHOLD) * rules.hysteresis)
 
 
 def utc_timestamps(micros: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -90,10 +90,13 @@ def flag_and_attribute(bundle: ModelBundle, windows: Windows, scores: np.ndarray
 
 
 def operating_state_names(codes: np.ndarray, state_names: tuple[str, ...]) -> pa.Array:
-    """(n,) state codes → the configured states' names (null in normal operation, code 0)."""
-    lookup = np.array([None, *state_names], dtype=object)
+    """(n,) state codes → the configured states' names (null in normal operation, code 0); a code beyond the
+    configured states (blocks prepared under another operating_states list) is named "unknown state k"."""
     codes = np.asarray(codes, dtype=np.int64)
-    return pa.array(lookup[np.clip(codes, 0, len(state_names))], pa.string())
+    top = max(int(codes.max()) if codes.size else 0, len(state_names))
+    lookup = np.array([None, *state_names, *[f"unknown state {k}" for k in range(len(state_names) + 1, top + 1)]],
+                      dtype=object)
+    return pa.array(lookup[np.clip(codes, 0, None)], pa.string())
 
 
 def shares_array(rows: np.ndarray, positions: np.ndarray, length: int, channels: tuple[str, ...]) -> pa.Array:

@@ -141,7 +141,8 @@ def _over_items(spark, items: list[tuple[str, int, int]], per_core: int, score_p
 
 
 # Rows of a scoring pass (scored_pieces): "file" rows carry the add action (JSON) of an anomaly_scores data
-# file a task wrote; "flag" rows one flagged timestamp with its channel shares in the model's channel order;
+# file a task wrote; "flag" rows one timestamp an interval can contain (flagged, or above the hysteresis level,
+# in normal operation) with its channel shares in the model's channel order (flagged ones only);
 # "score" rows (no lake to write to: delta-spark) every timestamp with its anomaly_scores columns.
 PASS_STRUCT = T.StructType([
     T.StructField("kind", T.StringType()), T.StructField(names.ASSET, T.StringType()),
@@ -254,12 +255,12 @@ def anomaly_intervals(flagged: DataFrame, threshold: float, rules: AlarmRules,
     """Intervals per asset (lstmad.transforms.intervals.alarm_intervals under ``threshold`` and ``rules``) from
     the timestamps of a scoring pass that can belong to one (asset_id, timestamp_us, score, shares: those above
     the hysteresis level): interval_id, asset_id, start_us, end_us, duration_s, n_points,
-    peak_score, mean_score, shares (mean channel shares in the model's channel order; null where a timestamp
-    inside has none).
+    peak_score, mean_score, shares (mean channel shares in the model's channel order over the timestamps
+    inside that have them; null when none does).
 
-    ``carried``: per asset, the flagged tail of earlier nights ({"timestamp_us": [...], "score": [...],
-    "shares": [[...], ...] or None}) that may continue into this pass, which starts at ``new_from_us``; an
-    interval that began in it keeps its start and id.
+    ``carried``: per asset, the candidate timestamps of earlier nights ({"timestamp_us": [...], "score": [...],
+    "shares": [[...] or None, ...]}: serving.intervals.carried_tails) that may continue into this pass, which
+    starts at ``new_from_us``; an interval that began in it keeps its start and id.
     """
     carried = carried or {}
 

@@ -113,10 +113,10 @@ class ScoringPass:
         self.lineage, self.versions, self.threshold = lineage, versions, threshold
         self.frame = frame.cache()
         kind = F.col("kind")
-        # the timestamps an interval can contain: flagged, or above the hysteresis level
+        # the timestamps an interval can contain: in normal operation, above the hysteresis level (≤ threshold)
         level = config.score.hysteresis * threshold
-        self.flagged = self.frame.filter((kind == "flag") | ((kind == "score") & (F.col(names.FLAG)
-                                                                                | (F.col(names.SCORE) > level))))
+        self.flagged = self.frame.filter((kind == "flag") | ((kind == "score") & F.col(names.OPERATING_STATE).isNull()
+                                                             & (F.col(names.SCORE) > level)))
 
     def commit_scores(self, paths: Paths, dates: list[str]) -> dict[str, dict]:
         """Make the dates' anomaly_scores partitions hold this pass's rows (one commit); per date n_scores,

@@ -34,41 +34,51 @@ MAX_STUDY_WINDOWS = 20_000
 STUDY_FAULTS = ("stuck", "drift", "offset", "gain", "noise_burst", "lag", "decoupling")
 
 
-def series_of_windows(windows: Windows) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per asset, (positions into ``windows`` sorted by end time (n,), the series of their last rows (n, C))."""
+def series_of_windows(windows: Windows) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per asset, (positions into ``windows`` sorted by end time (n,), the series of their last rows (n, C),
+    the first position of the unbroken run each belongs to (n,): runs break where consecutive end times are
+    further apart than the asset's step, the smallest gap between them — a masked or left-out window, a
+    segment boundary)."""
     out = []
     last = windows.series.numpy()[windows.starts + windows.window - 1]
     for a in np.unique(windows.asset):
         mine = np.flatnonzero(windows.asset == a)
         mine = mine[np.argsort(windows.end_us[mine], kind="stable")]
-        out.append((mine, last[mine].astype(np.float64)))
+        gaps = np.diff(windows.end_us[mine])
+        step = gaps[gaps > 0].min() if (gaps > 0).any() else 1
+        breaks = np.concatenate([[True], gaps != step])
+        run_start = np.maximum.accumulate(np.where(breaks, np.arange(mine.size), 0))
+        out.append((mine, last[mine].astype(np.float64), run_start))
     return out
 
 
 def injected_windows(windows: Windows, seed: int, faults=STUDY_FAULTS, per_fault: int = 2
                      ) -> tuple[Windows, np.ndarray]:
     """(the study windows rebuilt from each asset's series with faults injected, the fault class of each
-    window's last row ('' outside every event), (N,)); windows of an asset's first W−1 rows keep their
-    original history (nothing before them to rebuild)."""
+    window's last row ('' outside every event), (N,)). A window whose W rows are not all in one unbroken run
+    of the series (the first W−1 of a run) keeps its original rows, its last row injected. An asset too short
+    for every event gets none."""
     from lstmad.evaluation.injection import apply_plan, plan_injections, robust_scales
 
     w = windows.window
     arrays = np.empty((len(windows), w, windows.n_channels), dtype=np.float32)
     fault_of = np.full(len(windows), "", dtype=object)
-    for k, (positions, series) in enumerate(series_of_windows(windows)):
+    for k, (positions, series, run_start) in enumerate(series_of_windows(windows)):
         n = series.shape[0]
-        length = max(w, min(10 * w, n // (4 * per_fault * len(faults))))
-        if n < 2 * length * per_fault * len(faults):
-            injected, event = series, np.full(n, -1)
-            plan = []
-        else:
+        length = max(w, n // (4 * per_fault * len(faults)))
+        length = min(length, 10 * w)
+        plan, injected, event = [], series, np.full(n, -1)
+        try:
             plan = plan_injections(n, series.shape[1], faults=faults, per_fault=per_fault, seed=seed * 7919 + k,
                                    min_length=length, max_length=2 * length, gap=w)
             injected, event = apply_plan(series, plan, robust_scales(series), (seed, k))
+        except ValueError as error:  # too short for every event: this asset is judged clean only
+            log.info("train: injection study leaves asset %s clean: %s", windows.assets[windows.asset[positions[0]]],
+                     error)
         for i, position in enumerate(positions):
-            if i >= w - 1:
+            if i - run_start[i] >= w - 1:
                 arrays[position] = injected[i - w + 1:i + 1]
-            else:  # too early to rebuild from the series: the original window, its last row injected
+            else:
                 arrays[position] = windows.batch(np.array([position]))[0].numpy()
                 arrays[position, -1] = injected[i]
             if event[i] >= 0:
@@ -94,14 +104,14 @@ class CandidateResult:
 def injection_study(windows: Windows, factories: dict[str, Callable[[], object]], seed: int = 0
                     ) -> dict[str, CandidateResult]:
     """Fit each candidate (factory → unfitted detector) on the earlier windows, judge it on the latest
-    STUDY_SHARE with faults injected (at most MAX_STUDY_WINDOWS of them, evenly spaced)."""
+    STUDY_SHARE with faults injected (the latest MAX_STUDY_WINDOWS of them at most)."""
     from sklearn.metrics import roc_auc_score
 
     order = np.argsort(windows.end_us, kind="stable")
     n_study = int(round(len(windows) * STUDY_SHARE))
-    fit, study = windows.subset(np.sort(order[:-n_study])), windows.subset(np.sort(order[-n_study:]))
-    if len(study) > MAX_STUDY_WINDOWS:
-        study = study.subset(np.linspace(0, len(study) - 1, MAX_STUDY_WINDOWS).astype(np.int64))
+    fit = windows.subset(np.sort(order[:-n_study]))
+    # the latest MAX_STUDY_WINDOWS of them: an unbroken stretch of each asset's series, not a thinned one
+    study = windows.subset(np.sort(order[-min(n_study, MAX_STUDY_WINDOWS):]))
     injected, fault_of = injected_windows(study, seed)
     results = {}
     for name, factory in factories.items():

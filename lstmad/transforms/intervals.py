@@ -30,8 +30,8 @@ FOUND_SCHEMA = pa.schema([("interval_id", pa.string()), ("asset_id", pa.string()
 
 @dataclasses.dataclass(frozen=True)
 class AlarmRules:
-    """How scores of one asset become intervals (module docstring); the defaults change nothing beyond
-    merge gap and minimum duration."""
+    """How scores of one asset become intervals (module docstring); by default (k = n = 1, hysteresis 1)
+    only the merge gap and the minimum duration apply."""
 
     step_s: int
     min_duration_s: int = 600
@@ -66,7 +66,8 @@ class AlarmRules:
 def alarm_intervals(timestamps_us: np.ndarray, scores: np.ndarray, threshold: float, rules: AlarmRules,
                     shares: Optional[np.ndarray] = None, new_from_us: Optional[int] = None) -> list[dict]:
     """Intervals of one asset under ``rules``; inputs (n,) sorted by time (timestamps not above the
-    hysteresis level may be left out: they never belong to an interval).
+    hysteresis level may be left out: they never belong to an interval). Every timestamp given is judged by
+    its score: leave out those that must never alarm (operating states).
 
     Timestamps above hysteresis × threshold form groups, split where the gap from the end of one step to
     the next timestamp exceeds the merge gap; a group yields one interval from its first timestamp that the
@@ -83,8 +84,7 @@ def alarm_intervals(timestamps_us: np.ndarray, scores: np.ndarray, threshold: fl
     timestamps_us = np.asarray(timestamps_us, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     above = scores > threshold
-    candidate = rules.candidates(scores, threshold) | above
-    kept = np.flatnonzero(candidate)
+    kept = np.flatnonzero(rules.candidates(scores, threshold))  # hysteresis ≤ 1: every row above is one
     if kept.size == 0:
         return []
     ts = timestamps_us[kept]

@@ -29,7 +29,8 @@ class GridSeries:
     timestamps_us (n,) grid times; values (n, C) float64 with every masked value filled (interpolated within
     its segment); observed (n, C) bool, False where the value is filled rather than measured; labels (n,) int8
     (−1 unknown); segments (n,) segment number, a new one after every gap longer than the fill limit;
-    states (n,) int8 operating state (0 normal; the largest code of the bucket; 0 on inserted steps).
+    states (n,) int8 operating state (0 normal; the largest code of the bucket; an inserted step that of the
+    measured step before it).
     """
 
     timestamps_us: np.ndarray
@@ -94,7 +95,10 @@ def regular_grid(timestamps_us: np.ndarray, values: np.ndarray, labels: np.ndarr
     filled = _interpolate_within_segments(grid_values, observed, segments)
     grid_states = np.zeros(n, dtype=np.int8)
     if states is not None:
-        grid_states[position] = np.maximum.reduceat(np.asarray(states, dtype=np.int8)[order], starts)
+        # an inserted step takes the state of the measured step before it: a short gap inside a curtailment
+        # stays curtailment, never normal operation that could alarm
+        bucket_states = np.maximum.reduceat(np.asarray(states, dtype=np.int8)[order], starts)
+        grid_states = bucket_states[np.searchsorted(position, np.arange(n), side="right") - 1].astype(np.int8)
     return GridSeries(grid_bucket * step_us, filled, observed, grid_labels, segments, grid_states)
 
 
