@@ -189,3 +189,21 @@ def test_the_expected_alarm_rate_is_never_zero_and_pot_falls_back_with_few_score
     assert calibrate("mean_std", scores, times, assets).expected_row_rate == pytest.approx(1 / 101)
     few = calibrate("pot", scores, times, assets, budget=0.01)  # 100 scores: 2 above the 98th percentile
     assert few.threshold == conformal_threshold(scores, 0.01) and "too few for pot" in few.description
+
+
+def test_an_interval_budget_under_persistence_holds_and_allows_a_lower_threshold():
+    # k-of-n persistence only removes or shortens intervals at any threshold, so the lowest threshold that
+    # keeps the budget can only go down; the budget still holds under the rules scoring will apply
+    rng = np.random.default_rng(4)
+    n = 14 * 1440
+    noise, shocks = np.zeros(n), rng.normal(size=n)
+    for i in range(1, n):
+        noise[i] = 0.9 * noise[i - 1] + shocks[i]
+    times = np.arange(n, dtype=np.int64) * STEP * MICROS
+    assets = np.full(n, "A", object)
+    plain_rules, persistent = AlarmRules(STEP, 600, 300), AlarmRules(STEP, 600, 300, persistence=4, persistence_window=6)
+    plain = calibrate("alarms_per_week", noise, times, assets, budget=1.0, rules=plain_rules)
+    ruled = calibrate("alarms_per_week", noise, times, assets, budget=1.0, rules=persistent)
+    assert intervals_per_asset_week(times, assets, noise, ruled.threshold, persistent) <= 1.0
+    assert ruled.expected_intervals_per_asset_week <= 1.0
+    assert ruled.threshold <= plain.threshold
