@@ -207,3 +207,23 @@ def test_an_interval_budget_under_persistence_holds_and_allows_a_lower_threshold
     assert intervals_per_asset_week(times, assets, noise, ruled.threshold, persistent) <= 1.0
     assert ruled.expected_intervals_per_asset_week <= 1.0
     assert ruled.threshold <= plain.threshold
+
+
+def test_event_metrics_judge_the_intervals_the_alarm_rules_form():
+    # one asset, 60 one-minute steps, one labelled event at 20..34; above the threshold: 5, 6 (a blip of two),
+    # 20..34 with 27 dipping to 0.7; rules: 2 of 3 steps open an interval, hysteresis 0.5, at least 3 minutes
+    n = 60
+    labels, scores = np.zeros(n, int), np.zeros(n)
+    labels[20:35] = 1
+    scores[[5, 6]] = 2.0
+    scores[20:35] = 2.0
+    scores[27] = 0.7
+    times = np.arange(n, dtype=np.int64) * STEP * MICROS
+    rules = AlarmRules(STEP, min_duration_s=180, merge_gap_s=0, persistence=2, persistence_window=3, hysteresis=0.5)
+    got = alarm_event_metrics(times, np.full(n, "A", object), labels, scores, 1.0, rules)
+    # the blip opens at 6 (2 of 5..6) but lasts 1 minute from there: dropped; the event's interval opens at 21
+    # (2 of 19..21) and runs through the dip (0.7 > 0.5) to 34: one interval, found one minute late
+    assert (got["n_intervals"], got["interval_recall"], got["interval_precision"]) == (1, 1.0, 1.0)
+    assert got["detection_delay_min"] == 1.0 and got["false_intervals_per_asset_week"] == 0.0
+    plain = alarm_event_metrics(times, np.full(n, "A", object), labels, scores, 1.0, AlarmRules(STEP, 60, 0))
+    assert plain["n_intervals"] == 3  # the blip, and the event split at the dip
