@@ -67,6 +67,27 @@ def operator_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.n
                                       "detection_delay_min")}, "care": care["care"]}
 
 
+def stored_results(lake: Path, version: str):
+    """What the pipeline wrote for model ``version``: (its anomaly_scores rows sorted by asset and time, its
+    anomaly_intervals as {asset: [(start_us, end_us), ...]}), for benchmarks that judge the tables."""
+    import pyarrow.compute as pc
+
+    from lstmad import names
+    from lstmad.io import lakehouse
+
+    scores = lakehouse.read_table(lake, names.ANOMALY_SCORES)
+    scores = scores.filter(pc.equal(scores.column(names.MODEL_VERSION), version)) \
+        .sort_by([(names.ASSET, "ascending"), (names.TIMESTAMP, "ascending")])
+    intervals = lakehouse.read_table(lake, names.ANOMALY_INTERVALS)
+    intervals = intervals.filter(pc.equal(intervals.column(names.MODEL_VERSION), version))
+    spans: dict = {}
+    for asset, start, end in zip(intervals.column(names.ASSET).to_pylist(),
+                                 intervals.column("start").cast("int64").to_pylist(),
+                                 intervals.column("end").cast("int64").to_pylist()):
+        spans.setdefault(asset, []).append((start, end))
+    return scores, spans
+
+
 class WorkerFailed(RuntimeError):
     """A measured worker exited with an error; ``peak_rss_mb`` is what it reached, ``reason`` its last line."""
 

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from lstmad.benchmarks.common import fmt, write_report
+from lstmad.benchmarks.common import fmt, stored_results, write_report
 
 FIRST_NIGHT, LAST_NIGHT = dt.date(2026, 1, 19), dt.date(2026, 1, 30)
 DETECTORS = {
@@ -46,20 +46,15 @@ def farm_config(home: Path, name: str, budget: float, epochs: int, seed: int):
 
 def judge(config, version: str) -> dict:
     """The nights' tables of model ``version`` against the icing labels."""
-    import pyarrow.compute as pc
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from lstmad import names
     from lstmad.evaluation.care import care_score
     from lstmad.evaluation.metrics import judge_intervals, runs_of_true
     from lstmad.evaluation.vus import vus_metrics
-    from lstmad.io import lakehouse
     from lstmad.layout import Paths
 
-    lake = Paths.of(config).lake
-    scores = lakehouse.read_table(lake, names.ANOMALY_SCORES)
-    scores = scores.filter(pc.equal(scores.column(names.MODEL_VERSION), version)) \
-        .sort_by([(names.ASSET, "ascending"), (names.TIMESTAMP, "ascending")])
+    scores, spans = stored_results(Paths.of(config).lake, version)
     assets = np.asarray(scores.column(names.ASSET).to_pylist(), dtype=object)
     micros = scores.column(names.TIMESTAMP).cast("int64").to_numpy()
     labels = scores.column(names.LABEL).to_numpy().astype(int)
@@ -69,16 +64,10 @@ def judge(config, version: str) -> dict:
     # asset-nights without any icing: the unseen normal data the budget is promised on
     iced = {(a, d) for a, d, l in zip(assets, nights, labels) if l == 1}
     fault_free = np.array([(a, d) not in iced for a, d in zip(assets, nights)])
-    events, spans = {}, {}
+    events = {}
     for asset in np.unique(assets):
         mine = np.flatnonzero(assets == asset)
         events[asset] = [(micros[mine][s], micros[mine][e - 1]) for s, e in runs_of_true(labels[mine] == 1)]
-    intervals = lakehouse.read_table(lake, names.ANOMALY_INTERVALS)
-    intervals = intervals.filter(pc.equal(intervals.column(names.MODEL_VERSION), version))
-    for asset, start, end in zip(intervals.column(names.ASSET).to_pylist(),
-                                 intervals.column("start").cast("int64").to_pylist(),
-                                 intervals.column("end").cast("int64").to_pylist()):
-        spans.setdefault(asset, []).append((start, end))
     weeks = len(events) * ((LAST_NIGHT - FIRST_NIGHT).days + 1) / 7
     known = labels >= 0
     steps = max(1, config.score.min_interval_s // config.prepare.step_s)

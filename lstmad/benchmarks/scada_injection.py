@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lstmad.benchmarks.common import DataMissingError, fmt, write_report
+from lstmad.benchmarks.common import DataMissingError, fmt, stored_results, write_report
 from lstmad.config import data_dir
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "la_haute_borne.yaml"
@@ -170,7 +170,6 @@ def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataF
     """What the pipeline wrote for model ``version`` over TEST, judged against the injected events: row metrics
     (AUROC, PR-AUC, VUS-ROC/PR, realized false-alarm rate on normal rows), interval metrics (events found,
     false intervals per turbine-week, delay), CARE, per fault class, and what the curtailments received."""
-    import pyarrow.compute as pc
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from lstmad import names
@@ -178,11 +177,8 @@ def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataF
     from lstmad.evaluation.injection import event_labels
     from lstmad.evaluation.metrics import judge_intervals
     from lstmad.evaluation.vus import vus_metrics
-    from lstmad.io import lakehouse
 
-    scores = lakehouse.read_table(lake, names.ANOMALY_SCORES)
-    scores = scores.filter(pc.equal(scores.column(names.MODEL_VERSION), version)) \
-        .sort_by([(names.ASSET, "ascending"), (names.TIMESTAMP, "ascending")])
+    scores, spans = stored_results(lake, version)
     assets = np.asarray(scores.column(names.ASSET).to_pylist(), dtype=object)
     stamps = pd.Series(scores.column(names.TIMESTAMP).to_pandas())
     micros = scores.column(names.TIMESTAMP).cast("int64").to_numpy()
@@ -200,13 +196,6 @@ def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataF
            "rows_normal": int(normal.sum()), "rows_in_events": int((event >= 0).sum()),
            "rows_curtailed": int(in_state.sum()), "flags_in_curtailment": int(flags[in_state].sum())}
     out.update(care_score(micros, assets, labels, flags, max(1, min_interval_s // STEP_S)))
-    intervals = lakehouse.read_table(lake, names.ANOMALY_INTERVALS)
-    intervals = intervals.filter(pc.equal(intervals.column(names.MODEL_VERSION), version))
-    spans: dict = {}
-    for asset, start, end in zip(intervals.column(names.ASSET).to_pylist(),
-                                 intervals.column("start").cast("int64").to_pylist(),
-                                 intervals.column("end").cast("int64").to_pylist()):
-        spans.setdefault(asset, []).append((start, end))
 
     def runs(table: pd.DataFrame) -> dict:
         found: dict = {}
