@@ -9,7 +9,7 @@ from lstmad.training.params import LR_SCHEDULES, PRECISIONS
 _CHOICES = {
     "prepare.normalisation": ("zscore", "minmax"),
     "model.detector": ("lstm_forecaster", "lstm_autoencoder", "iae_lstm_kl", "pca_t2q", "isolation_forest"),  # lstmad.detectors.DETECTORS
-    "model.profile": ("small", "paper"),
+    "model.profile": ("tuned", "small", "paper"),  # detectors.variants.PIPELINE_PROFILES
     "model.error_model": ("squared", "mahalanobis"),
     "model.device": ("auto", "cpu", "cuda"),
     "model.lr_schedule": LR_SCHEDULES,
@@ -26,6 +26,12 @@ _CHOICES = {
 
 def check_config(config: PipelineConfig, source: str) -> None:
     """Raise ConfigError (one line naming the file and key) for settings that cannot work together."""
+    from lstmad.detectors.variants import BATCH_DEPENDENT_PROFILES
+
+    if config.model.profile in BATCH_DEPENDENT_PROFILES:  # before the choices check: say why it is refused
+        raise ConfigError(f"{source}: key 'model.profile' {config.model.profile!r} is the authors' batch-recurrent "
+                          "IAE-LSTM-KL, whose scores depend on the other windows of a batch: reproduction only "
+                          "(lstmad benchmark iae-reproduction); use tuned, small or paper")
     for dotted, allowed in _CHOICES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(config, section), key)

@@ -31,6 +31,14 @@ class ModelBundle:
     expected_alarm_rate: float
     drift_reference: dict
 
+    def __post_init__(self):
+        # a production score must not depend on which other windows share its batch (issue 16)
+        if getattr(self.detector, "batch_dependent", False):
+            raise ModelMismatchError(
+                f"{self.detector.kind} with the batch-recurrent LSTM (the authors' code) scores a window "
+                "differently depending on its batch neighbours; it is for reproduction only and cannot score "
+                "in the pipeline: use lstm_mode per_sample (model.profile small, paper or tuned)")
+
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         self.detector.save(directory)

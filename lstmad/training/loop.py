@@ -90,7 +90,8 @@ def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_los
                 batch_size: int, learning_rate: float, patience: int, device: torch.device, seed: int,
                 on_epoch: Optional[EpochCallback] = None, weight_decay: float = 0.0,
                 checkpoint_dir: Optional[str | Path] = None, lr_schedule: str = "constant",
-                precision: str = "fp32", compile: bool = False, pin_memory: bool = False) -> list[dict]:
+                precision: str = "fp32", compile: bool = False, pin_memory: bool = False,
+                amsgrad: bool = False, keep: str = "best") -> list[dict]:
     """fit_batches over in-memory windows: shuffled training batches, validation loss over all validation
     windows."""
     def validation_loss(network: nn.Module, bf16: bool) -> tuple[float, int]:
@@ -99,7 +100,8 @@ def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_los
     return fit_batches(model, lambda epoch: shuffled_batches(train, batch_size, seed, epoch), validation_loss,
                        batch_loss, epochs=epochs, learning_rate=learning_rate, patience=patience, device=device,
                        seed=seed, on_epoch=on_epoch, weight_decay=weight_decay, checkpoint_dir=checkpoint_dir,
-                       lr_schedule=lr_schedule, precision=precision, compile=compile, pin_memory=pin_memory)
+                       lr_schedule=lr_schedule, precision=precision, compile=compile, pin_memory=pin_memory,
+                       amsgrad=amsgrad, keep=keep)
 
 
 def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.Tensor]],
@@ -108,7 +110,7 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
                 on_epoch: Optional[EpochCallback] = None, weight_decay: float = 0.0,
                 checkpoint_dir: Optional[str | Path] = None, lr_schedule: str = "constant",
                 precision: str = "fp32", compile: bool = False, pin_memory: bool = False,
-                ranks: Ranks = Ranks()) -> list[dict]:
+                ranks: Ranks = Ranks(), amsgrad: bool = False, keep: str = "best") -> list[dict]:
     """Adam (with L2 ``weight_decay``) on ``batch_loss`` over ``epoch_batches(epoch)`` ((B, W, C) batches);
     keeps the weights of the best validation epoch and stops after ``patience`` epochs without improvement.
 
@@ -116,7 +118,8 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
     same number of equal-sized batches on every rank, so averaged gradients are those of the global batch),
     losses are summed over ``ranks`` and only rank 0 writes checkpoints. ``validation_loss(network, bf16)``
     returns this rank's (sum of batch losses × batch sizes, window count).
-    Returns one dict per epoch: {"epoch", "train_loss", "val_loss", "learning_rate", "windows" (trained, all
+    ``keep="last"`` trains every epoch and ends on the last weights (no early stopping); ``amsgrad`` switches
+    Adam to its AMSGrad form. Returns one dict per epoch: {"epoch", "train_loss", "val_loss", "learning_rate", "windows" (trained, all
     ranks), "seconds" (the epoch's wall time, validation included)}; ``model`` ends on
     ``device`` with the best weights loaded.
     With ``checkpoint_dir``, every epoch ends by saving model, optimiser, scheduler, epoch, history and
@@ -126,12 +129,14 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
     """
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     module = getattr(model, "module", model)  # the network itself, also when DDP wraps it
     model.to(device)
     bf16 = uses_bf16(precision, device)
     step_model = torch.compile(model) if compile else model
     pin = pin_memory and device.type == "cuda"
-    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay, amsgrad=amsgrad)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs))
                  if lr_schedule == "cosine" else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0))
     history: list[dict] = []
@@ -184,7 +189,7 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
             best_loss, best_state, stale = val_loss, copy.deepcopy(module.state_dict()), 0
         else:
             stale += 1
-        stopped = stale >= patience
+        stopped = stale >= patience and keep == "best"
         if checkpoint is not None and ranks.rank == 0:
             _save_checkpoint(checkpoint, {"model": module.state_dict(), "optimiser": optimiser.state_dict(),
                                           "scheduler": scheduler.state_dict(), "history": history,
@@ -194,7 +199,8 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
             on_epoch(record)
         if stopped:
             break
-    module.load_state_dict(best_state)
+    if keep == "best":
+        module.load_state_dict(best_state)
     return history
 
 

@@ -180,6 +180,13 @@ class Windows:
                                    asset=self.asset[index], label_last=self.label_last[index],
                                    label_any=self.label_any[index], state_last=self.state_last[index])
 
+    def covered_rows(self) -> np.ndarray:
+        """(R,) bool: the rows of ``series`` that lie in at least one of these windows."""
+        cover = np.zeros(self.series.shape[0] + 1, dtype=np.int64)
+        np.add.at(cover, self.starts, 1)
+        np.add.at(cover, self.starts + self.window, -1)
+        return np.cumsum(cover[:-1]) > 0
+
     def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         for lo in range(0, len(self), batch_size):
             yield self.batch(slice(lo, lo + batch_size))
