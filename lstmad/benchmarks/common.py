@@ -27,6 +27,9 @@ class DataMissingError(FileNotFoundError):
     """A benchmark's data set is not where the configuration says."""
 
 
+PROFILE_MODELS = ("small", "tuned", "authors_small")  # lstmad.detectors.variants.PROFILES
+
+
 def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, device: str = "auto",
                    variants: Optional[list[str]] = None) -> dict[str, DetectorFactory]:
     """IAE-LSTM-KL and its ablations, plus the LSTM forecaster and LSTM-AE, as fresh-detector factories."""
@@ -34,6 +37,11 @@ def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, devi
     for name in variants or list(VARIANTS):
         factories[name] = (lambda n=name: IAELSTMKLDetector.variant(
             n, profile, epochs=epochs, pretrain_epochs=max(2, epochs // 2), seed=seed, device=device))
+    # IAE-LSTM-KL under another profile than ``profile``, side by side: "iae_lstm_kl_soft@authors_small"
+    for other in PROFILE_MODELS:
+        for name in ("iae_lstm_kl_soft", "iae_lstm_kl_hard"):
+            factories[f"{name}@{other}"] = (lambda n=name, o=other: IAELSTMKLDetector.variant(
+                n, o, epochs=epochs, pretrain_epochs=max(2, epochs // 2), seed=seed, device=device))
     factories["lstm_forecaster"] = lambda: LSTMForecasterDetector(epochs=epochs, seed=seed, device=device)
     factories["lstm_forecaster_mahalanobis"] = lambda: LSTMForecasterDetector(
         epochs=epochs, seed=seed, device=device, error_model="mahalanobis")
