@@ -134,7 +134,7 @@ class ModelConfig(TrainingParams):
 
     detector: str = "lstm_forecaster"
     variant: str = "iae_lstm_kl_soft"  # iae_lstm_kl only: which model of the paper's tables
-    profile: str = "small"  # iae_lstm_kl only: small or paper
+    profile: str = "tuned"  # iae_lstm_kl only: tuned (per-sample, chosen on validation farms), small or paper
     error_model: str = "squared"  # lstm_forecaster: squared or mahalanobis
     hidden_sizes: tuple[int, ...] = (64, 32)
     dropout: float = 0.2

@@ -9,7 +9,7 @@ from lstmad.training.params import LR_SCHEDULES, PRECISIONS
 _CHOICES = {
     "prepare.normalisation": ("zscore", "minmax"),
     "model.detector": ("lstm_forecaster", "lstm_autoencoder", "iae_lstm_kl", "pca_t2q", "isolation_forest"),  # lstmad.detectors.DETECTORS
-    "model.profile": ("tuned", "small", "paper"),  # detectors.variants.PIPELINE_PROFILES
+    "model.profile": ("tuned", "authors_per_sample", "small", "paper"),  # detectors.variants.PROFILES, per sample
     "model.error_model": ("squared", "mahalanobis"),
     "model.device": ("auto", "cpu", "cuda"),
     "model.lr_schedule": LR_SCHEDULES,

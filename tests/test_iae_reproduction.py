@@ -77,7 +77,7 @@ def test_small_authors_profile_bypasses_its_lstm_in_pretraining():
     p = PROFILES["authors_small"]
     net = IAELSTMKLNet(32, 32, tuple(p["conv_channels"]), latent=p["latent"], lstm_hidden=p["lstm_hidden"],
                        lstm_mode="batch_recurrent")
-    assert net.flat == p["lstm_hidden"] == 32 * 4 * 4  # the latent layer takes either the LSTM or the encoder
+    assert net.flat == net.to_latent.in_features == 32 * 4 * 4  # the latent layer takes the LSTM or the encoder
     x = torch.rand(3, 32, 32)
     net.eval()
     with torch.no_grad():
@@ -106,7 +106,7 @@ def windows(n: int, seed: int) -> Windows:
 @pytest.fixture(scope="module")
 def fitted():
     """One batch-recurrent and one per-sample model, otherwise the authors' settings at a toy size."""
-    toy = dict(conv_channels=(4, 8, 8), latent=8, lstm_hidden=32, epochs=13, pretrain_epochs=2, batch_size=32,
+    toy = dict(conv_channels=(4, 8, 8), latent=8, epochs=13, pretrain_epochs=2, batch_size=32,
                warmup_epochs=10, device="cpu")  # 8×4 windows padded to 14×10 → 2×2×8 = 32 features
     train = windows(160, 0)
     return {mode: IAELSTMKLDetector.variant("iae_lstm_kl_soft", "authors_small", lstm_mode=mode, **toy).fit(train)
@@ -153,3 +153,17 @@ def test_config_refuses_the_authors_profile(tmp_path):
                     "  profile: authors\n")
     with pytest.raises(ConfigError, match=r"authors.yaml: key 'model.profile' 'authors' .*batch"):
         load_config(conf)
+
+
+def test_a_profile_keeps_its_training_settings_unless_the_config_changes_them():
+    from lstmad.config import ModelConfig
+    from lstmad.detectors import build_detector
+
+    own = build_detector(ModelConfig(detector="iae_lstm_kl", profile="authors_per_sample")).params
+    assert (own.learning_rate, own.batch_size, own.epochs, own.pretrain_epochs) == (1e-4, 512, 20, 10)
+    assert own.lstm_mode == "per_sample" and own.nu == pytest.approx(0.898364)
+    changed = build_detector(ModelConfig(detector="iae_lstm_kl", profile="authors_per_sample", learning_rate=3e-3,
+                                         epochs=7)).params
+    assert (changed.learning_rate, changed.batch_size, changed.epochs) == (3e-3, 512, 7)
+    small = build_detector(ModelConfig(detector="iae_lstm_kl", profile="small", epochs=8)).params
+    assert (small.learning_rate, small.batch_size, small.pretrain_epochs) == (1e-3, 256, 4)  # ModelConfig's own

@@ -200,7 +200,7 @@ def checkpoint_aurocs(protocol: Protocol, settings: dict, pretrain_epochs: int =
     return found
 
 
-def tune(json_path, trials: int = 10, validation_farms: tuple[int, ...] = (12, 13), seed: int = 0,
+def tune(json_path, trials: int = 7, validation_farms: tuple[int, ...] = (12, 13), seed: int = 0,
          device: str = "auto", progress=print) -> dict:
     """Choose the per-sample IAE-LSTM-KL's recipe, λ1, λ2, ν and learning rate on labelled *validation* farms
     (icing protocol on farms of other seeds than the benchmark's 11: other weather, other icing episodes), by
@@ -218,6 +218,13 @@ def tune(json_path, trials: int = 10, validation_farms: tuple[int, ...] = (12, 1
                      "seconds": round(time.time() - started, 1)})
         progress(f"trial {number} {settings}: AUROC at {CHECKPOINT_EPOCHS} epochs "
                  f"{np.round(mean_curve, 3).tolist()}, objective {objective:.3f}")
+        # after every trial: a search stopped for time keeps its rows
+        result = tuning_report(json_path, rows, validation_farms, seed)
+    return result
+
+
+def tuning_report(json_path, rows: list[dict], validation_farms: tuple[int, ...], seed: int) -> dict:
+    """The search's JSON and Markdown from its trial rows; ``chosen`` is the trial of largest objective."""
     best = max(rows, key=lambda r: r["objective"])
     lines = ["Per-sample IAE-LSTM-KL (soft): search on validation farms " + str(list(validation_farms)), "",
              "| trial | recipe | settings | " + " | ".join(f"AUROC @{e}" for e in CHECKPOINT_EPOCHS)
@@ -226,9 +233,9 @@ def tune(json_path, trials: int = 10, validation_farms: tuple[int, ...] = (12, 1
         settings = ", ".join(f"{k} {v:g}" for k, v in r.items() if k in SEARCH_SPACE and k != "profile") or "its own"
         lines.append(f"| {r['trial']} | {r['profile']} | {settings} | "
                      + " | ".join(fmt(v) for v in r["auroc_by_epochs"].values()) + f" | {fmt(r['objective'])} |")
-    result = {"trials": rows, "chosen": best, "models": {f"trial_{r['trial']}": {
-        "objective": r["objective"], **{f"auroc_at_{e}": v for e, v in r["auroc_by_epochs"].items()}} for r in rows},
-        "protocol": {
+    models = {f"trial_{r['trial']}": {"objective": r["objective"],
+                                      **{f"auroc_at_{e}": v for e, v in r["auroc_by_epochs"].items()}} for r in rows}
+    result = {"trials": rows, "chosen": best, "models": models, "protocol": {
         "validation_farms": list(validation_farms), "checkpoint_epochs": list(CHECKPOINT_EPOCHS),
         "stability_weight": STABILITY_WEIGHT, "search_space": {k: list(v) for k, v in SEARCH_SPACE.items()},
         "seed": seed}}

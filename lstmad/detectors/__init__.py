@@ -31,12 +31,27 @@ def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = (
     if kind is LSTMAutoencoderDetector:
         return kind(hidden=model.hidden_sizes[0], **training)
     if kind is IAELSTMKLDetector:
-        return kind.variant(model.variant, model.profile, pretrain_epochs=max(2, model.epochs // 2), **training)
+        return kind.variant(model.variant, model.profile, **iae_training(model, training))
     if kind is PCAT2QDetector:
         return kind(validation_share=model.validation_share)
     if kind is IsolationForestDetector:
         return kind(seed=model.seed, validation_share=model.validation_share)
     raise ValueError(f"unknown detector kind {model.detector!r}; choose from {', '.join(DETECTORS)}")
+
+
+def iae_training(model, training: dict) -> dict:
+    """The training settings an IAE-LSTM-KL profile runs with: a profile's own (learning rate, batch size, epochs
+    of the tuned profile, say) unless the configuration sets another value than ModelConfig's default."""
+    import dataclasses
+
+    from lstmad.detectors.variants import PROFILES
+
+    profile = PROFILES[model.profile]
+    defaults = {f.name: f.default for f in dataclasses.fields(type(model))}
+    chosen = {k: v for k, v in training.items() if k not in profile or v != defaults.get(k)}
+    if "pretrain_epochs" not in profile:
+        chosen["pretrain_epochs"] = max(2, chosen.get("epochs", model.epochs) // 2)
+    return chosen
 
 
 def load_detector(directory: str | Path) -> Detector:

@@ -15,6 +15,7 @@ batch-recurrent LSTM says so in ``batch_dependent``; lstmad.serving.bundle refus
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -42,7 +43,8 @@ class IAEParams(TrainingParams):
     leaky ReLUs; latent_norm; decoder_bias; input_scaling "train_minmax" | "none" (inputs already in [0, 1]);
     quantise_bits (0: none); pad (zeros added on every side of a window); keep "best" (validation epoch) |
     "last" (the joint phase's last epoch); epoch_criterion "loss" (the joint loss, whose soft-boundary R² term
-    moves) | "distance" (mean validation ‖ẑ − c‖² + λ2·reconstruction, on the fixed scale of the centre).
+    moves) | "distance" (mean validation ‖ẑ − c‖² + λ2·reconstruction, on the fixed scale of the centre);
+    min_batches: the batch size shrinks so that an epoch has at least this many batches (0: batch_size as is).
     """
 
     svdd: str = "soft"
@@ -54,7 +56,7 @@ class IAEParams(TrainingParams):
     nu: float = 0.1
     conv_channels: tuple[int, int, int] = (8, 16, 32)
     latent: int = 32
-    lstm_hidden: int = 128
+    lstm_hidden: Optional[int] = 128  # None: as wide as the flattened encoder output
     bias: bool = True
     pretrain_epochs: int = 5
     epochs: int = 10
@@ -73,6 +75,7 @@ class IAEParams(TrainingParams):
     pad: int = 0
     keep: str = "best"
     epoch_criterion: str = "loss"
+    min_batches: int = 0  # data hunger: at least this many optimiser steps per epoch on small training sets
 
 
 def svdd_loss(z: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor, mode: str, nu: float) -> torch.Tensor:
@@ -190,8 +193,11 @@ class IAELSTMKLDetector(Detector):
 
         # No checkpoints: the soft radius lives outside the loop's state (resume covers the other detectors).
         settings = {**loop_settings(p), "checkpoint_dir": None, "amsgrad": p.amsgrad}
+        # 300 windows in batches of 512 would be one optimiser step per epoch (SKAB's files): shrink the batch
+        self.batch_size_ = (min(p.batch_size, max(1, math.ceil(len(train) / p.min_batches))) if p.min_batches
+                            else p.batch_size)
         history = fit_network(self.network_, train, validation, reconstruction, epochs=p.pretrain_epochs,
-                              batch_size=p.batch_size, device=device, on_epoch=_tagged(on_epoch, "pretrain"),
+                              batch_size=self.batch_size_, device=device, on_epoch=_tagged(on_epoch, "pretrain"),
                               **settings)
         self.history_ = [{**h, "phase": "pretrain"} for h in history]
         self.network_.memory_on = True  # the authors insert their (untrained, orthogonal) LSTM only now
@@ -242,7 +248,7 @@ class IAELSTMKLDetector(Detector):
                 on_epoch({**record, "phase": "joint"})
 
         joint_history = fit_network(self.network_, train, validation, joint, epochs=p.epochs,
-                                    batch_size=p.batch_size, device=device, on_epoch=after_epoch,
+                                    batch_size=self.batch_size_, device=device, on_epoch=after_epoch,
                                     weight_decay=p.weight_decay, keep=p.keep, **{**settings, "seed": p.seed + 1})
         self.history_ += [{**h, "phase": "joint"} for h in joint_history]
         if p.svdd == "soft":
