@@ -28,9 +28,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from lstmad.benchmarks.common import fmt, write_report
-from lstmad.benchmarks.icing import IcingData, build
+from lstmad.benchmarks.icing import IcingData, build, split_windows
 from lstmad.data.synthetic import CHANNELS, FarmSpec, generate_farm
-from lstmad.transforms.blocks import Windows
 
 AUTHORS_BATCH = 512  # v2.py: WtbiDmV1(batch_size=512); test loader unshuffled with drop_last=True
 AUTHORS_SPLIT_SEED = 2042  # datamodules/wtbi/dsts.py: train_test_split(..., test_size=0.3, random_state=2042)
@@ -65,15 +64,8 @@ def authors_protocol(spec: FarmSpec = FarmSpec(turbines=1, days=20, step_s=60, s
     n_icing = icing_rows.shape[0] - window
     starts = np.concatenate([np.arange(n_normal), normal_rows.shape[0] + np.arange(n_icing)])
     abnormal = np.r_[np.zeros(n_normal, bool), np.ones(n_icing, bool)]
-    windows = Windows(torch.as_tensor(series, dtype=torch.float32), starts, window, starts.astype(np.int64),
-                      np.zeros(starts.size, dtype=np.int64), ["turbine"], abnormal.astype(np.int8),
-                      abnormal.astype(np.int8))
-    normal = np.flatnonzero(~abnormal)
-    shuffled = np.random.default_rng(AUTHORS_SPLIT_SEED).permutation(normal)
-    cut = int(round(0.7 * normal.size))
-    data = IcingData(windows, abnormal, np.sort(shuffled[:cut]), shuffled[cut:])
-    authors = np.concatenate([shuffled[cut:], np.flatnonzero(abnormal)])
-    return Protocol("authors", data, authors, "none")
+    data, held_out = split_windows(series, starts, abnormal, window, "turbine", AUTHORS_SPLIT_SEED)
+    return Protocol("authors", data, np.concatenate([held_out, np.flatnonzero(abnormal)]), "none")
 
 
 def icing_protocol(spec: FarmSpec = FarmSpec(turbines=4, days=10, step_s=300, seed=11), seed: int = 0) -> Protocol:

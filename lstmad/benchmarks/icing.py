@@ -63,13 +63,20 @@ def build(spec: FarmSpec, window: int = 26, half_width: int = 5, seed: int = 0) 
     starts = np.concatenate(starts)
     positive = np.concatenate([[0], np.cumsum(label == 1)])
     abnormal = (positive[starts + window] - positive[starts]) > 0
+    return split_windows(series, starts, abnormal, window, "farm", seed)[0]
+
+
+def split_windows(series: np.ndarray, starts: np.ndarray, abnormal: np.ndarray, window: int, asset: str,
+                  seed: int) -> tuple[IcingData, np.ndarray]:
+    """Windows of ``window`` rows starting at ``starts`` (N,) in one (R, C) series, ``abnormal`` (N,) bool, and
+    the paper's random split: 70 % of the normal windows train, the rest test. Returns the data (sorted indices)
+    and the held-out normal windows in their random order."""
     windows = Windows(torch.as_tensor(series, dtype=torch.float32), starts, window, starts.astype(np.int64),
-                      np.zeros(starts.size, dtype=np.int64), ["farm"], abnormal.astype(np.int8),
+                      np.zeros(starts.size, dtype=np.int64), [asset], abnormal.astype(np.int8),
                       abnormal.astype(np.int8))
-    normal = np.flatnonzero(~abnormal)
-    shuffled = np.random.default_rng(seed).permutation(normal)
-    cut = int(round(0.7 * normal.size))
-    return IcingData(windows, abnormal, np.sort(shuffled[:cut]), np.sort(shuffled[cut:]))
+    shuffled = np.random.default_rng(seed).permutation(np.flatnonzero(~abnormal))
+    cut = int(round(0.7 * shuffled.size))
+    return IcingData(windows, abnormal, np.sort(shuffled[:cut]), np.sort(shuffled[cut:])), shuffled[cut:]
 
 
 def _evaluate(factory, data: IcingData, train_index: np.ndarray, test_index: np.ndarray, seed: int) -> dict:

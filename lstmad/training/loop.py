@@ -119,9 +119,10 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
     losses are summed over ``ranks`` and only rank 0 writes checkpoints. ``validation_loss(network, bf16)``
     returns this rank's (sum of batch losses × batch sizes, window count).
     ``keep="last"`` trains every epoch and ends on the last weights (no early stopping); ``amsgrad`` switches
-    Adam to its AMSGrad form. Returns one dict per epoch: {"epoch", "train_loss", "val_loss", "learning_rate", "windows" (trained, all
+    Adam to its AMSGrad form.
+    Returns one dict per epoch: {"epoch", "train_loss", "val_loss", "learning_rate", "windows" (trained, all
     ranks), "seconds" (the epoch's wall time, validation included)}; ``model`` ends on
-    ``device`` with the best weights loaded.
+    ``device`` with the best weights loaded (the last with ``keep="last"``).
     With ``checkpoint_dir``, every epoch ends by saving model, optimiser, scheduler, epoch, history and
     early-stopping state there (``last.pt``, replaced atomically); a call that finds a checkpoint resumes
     after its epoch. Batch order and dropout are seeded per (seed, epoch, rank), so the resumed run ends with
