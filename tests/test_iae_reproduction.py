@@ -167,3 +167,11 @@ def test_a_profile_keeps_its_training_settings_unless_the_config_changes_them():
     assert (changed.learning_rate, changed.batch_size, changed.epochs) == (3e-3, 512, 7)
     small = build_detector(ModelConfig(detector="iae_lstm_kl", profile="small", epochs=8)).params
     assert (small.learning_rate, small.batch_size, small.pretrain_epochs) == (1e-3, 256, 4)  # ModelConfig's own
+
+
+def test_small_training_sets_get_at_least_min_batches_steps_an_epoch():
+    # tuned: batches of 512 but at least 8 an epoch; 100 windows, 20 % held out → 80 trained in batches of 10
+    detector = IAELSTMKLDetector.variant("iae_lstm_kl_soft", "tuned", conv_channels=(4, 8, 8), latent=8,
+                                         epochs=1, pretrain_epochs=1, device="cpu").fit(windows(100, 2))
+    assert detector.params.batch_size == 512 and detector.batch_size_ == 10
+    assert [h["windows"] for h in detector.history_] == [80, 80]
