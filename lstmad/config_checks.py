@@ -28,7 +28,8 @@ def check_config(config: PipelineConfig, source: str) -> None:
     """Raise ConfigError (one line naming the file and key) for settings that cannot work together."""
     from lstmad.detectors.variants import BATCH_DEPENDENT_PROFILES
 
-    if config.model.profile in BATCH_DEPENDENT_PROFILES:  # before the choices check: say why it is refused
+    if config.model.detector == "iae_lstm_kl" and config.model.profile in BATCH_DEPENDENT_PROFILES:
+        # before the choices check: say why it is refused
         raise ConfigError(f"{source}: key 'model.profile' {config.model.profile!r} is the authors' batch-recurrent "
                           "IAE-LSTM-KL, whose scores depend on the other windows of a batch: reproduction only "
                           "(lstmad benchmark iae-reproduction); use tuned, small or paper")

@@ -175,3 +175,27 @@ def test_small_training_sets_get_at_least_min_batches_steps_an_epoch():
                                          epochs=1, pretrain_epochs=1, device="cpu").fit(windows(100, 2))
     assert detector.params.batch_size == 512 and detector.batch_size_ == 10
     assert [h["windows"] for h in detector.history_] == [80, 80]
+
+
+def test_a_training_set_leaving_one_window_in_its_last_batch_trains():
+    # 71 windows, 20 % held out → 57 trained in batches of 8 (at least 8 a epoch): the last batch holds one window,
+    # which the latent BatchNorm cannot train on; it is left out of that epoch
+    detector = IAELSTMKLDetector.variant("iae_lstm_kl_soft", "tuned", conv_channels=(4, 8, 8), latent=8,
+                                         epochs=1, pretrain_epochs=1, device="cpu").fit(windows(71, 3))
+    assert detector.batch_size_ == 8 and [h["windows"] for h in detector.history_] == [56, 56]
+
+
+def test_windows_cover_the_rows_they_span():
+    # windows of 3 rows starting at rows 0, 1 and 6 of a 10-row series cover rows 0–3 and 6–8
+    w = Windows(torch.zeros(10, 2), np.array([0, 1, 6]), 3, np.arange(3), np.zeros(3, dtype=np.int64), ["a"],
+                np.zeros(3, dtype=np.int8), np.zeros(3, dtype=np.int8))
+    np.testing.assert_array_equal(np.flatnonzero(w.covered_rows()), [0, 1, 2, 3, 6, 7, 8])
+
+
+def test_a_value_beyond_the_training_range_changes_the_score(fitted):
+    # the inputs are quantised, not clamped: a window far above the training maximum scores differently from one
+    # at the maximum
+    detector = fitted["per_sample"]
+    top = np.tile(detector.scale_min_ + detector.scale_span_, (8, 1)).astype(np.float32)
+    at_max, beyond = Windows.from_array(top[None]), Windows.from_array((top * 50)[None])
+    assert detector.score(beyond)[0] != pytest.approx(detector.score(at_max)[0], rel=1e-3)

@@ -4,6 +4,7 @@ factory from configuration."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from lstmad.detectors.base import Detector
@@ -42,15 +43,17 @@ def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = (
 def iae_training(model, training: dict) -> dict:
     """The training settings an IAE-LSTM-KL profile runs with: a profile's own (learning rate, batch size, epochs
     of the tuned profile, say) unless the configuration sets another value than ModelConfig's default."""
-    import dataclasses
-
     from lstmad.detectors.variants import PROFILES
 
     profile = PROFILES[model.profile]
     defaults = {f.name: f.default for f in dataclasses.fields(type(model))}
     chosen = {k: v for k, v in training.items() if k not in profile or v != defaults.get(k)}
-    if "pretrain_epochs" not in profile:
-        chosen["pretrain_epochs"] = max(2, chosen.get("epochs", model.epochs) // 2)
+    epochs = chosen.get("epochs", profile.get("epochs", model.epochs))
+    if "pretrain_epochs" not in profile or epochs != profile.get("epochs"):
+        # epochs set in the configuration: pre-training and warm-up follow it
+        chosen["pretrain_epochs"] = max(2, epochs // 2)
+        if "warmup_epochs" in profile:
+            chosen["warmup_epochs"] = min(profile["warmup_epochs"], max(1, epochs // 2))
     return chosen
 
 

@@ -149,9 +149,10 @@ class IAELSTMKLDetector(Detector):
         if p.input_scaling == "train_minmax":
             x = (x - self._min_t.to(x.device)) / self._span_t.to(x.device)
         if p.quantise_bits:
-            # the authors store their windows as 8-bit images: truncation, as uint8 conversion does
+            # the authors store their windows as 8-bit images: truncation to 2^bits − 1 levels per unit. Not
+            # clamped: a value beyond the training range must stay visible to the encoder
             levels = 2 ** p.quantise_bits - 1
-            x = torch.floor(x.clamp(0.0, 1.0) * levels) / levels
+            x = torch.floor(x * levels) / levels
         if p.pad:
             x = torch.nn.functional.pad(x, (p.pad, p.pad, p.pad, p.pad))
         return x
@@ -165,6 +166,9 @@ class IAELSTMKLDetector(Detector):
         for key, allowed in choices.items():
             if getattr(p, key) not in allowed:
                 raise ValueError(f"IAE-LSTM-KL {key} must be one of {allowed}, got {getattr(p, key)!r}")
+        if p.radius_update == "batch_ratchet" and p.keep == "best":
+            raise ValueError("IAE-LSTM-KL radius_update batch_ratchet needs keep 'last': the radius of the last "
+                             "batch would sit beside the weights of an earlier epoch")
 
     def fit(self, windows: Windows, on_epoch: Optional[EpochCallback] = None) -> "IAELSTMKLDetector":
         p = self.params
@@ -192,7 +196,8 @@ class IAELSTMKLDetector(Detector):
             return torch.mean((x_hat - x.clamp(0.0, 1.0)) ** 2)
 
         # No checkpoints: the soft radius lives outside the loop's state (resume covers the other detectors).
-        settings = {**loop_settings(p), "checkpoint_dir": None, "amsgrad": p.amsgrad}
+        # a training batch of one window cannot pass the latent BatchNorm: drop it, as the authors drop the last
+        settings = {**loop_settings(p), "checkpoint_dir": None, "amsgrad": p.amsgrad, "skip_single": p.latent_norm}
         # 300 windows in batches of 512 would be one optimiser step per epoch (SKAB's files): shrink the batch
         self.batch_size_ = (min(p.batch_size, max(1, math.ceil(len(train) / p.min_batches))) if p.min_batches
                             else p.batch_size)

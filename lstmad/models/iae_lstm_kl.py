@@ -56,7 +56,10 @@ class BatchRecurrentLSTM(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(n_in, hidden)
         for name, weight in self.lstm.named_parameters():
-            nn.init.orthogonal_(weight) if name.startswith("weight") else nn.init.zeros_(weight)
+            if name.startswith("weight"):
+                nn.init.orthogonal_(weight)
+            else:
+                nn.init.zeros_(weight)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(z)  # (B, n) is an unbatched sequence of length B: the recurrence runs over the batch

@@ -79,11 +79,16 @@ def loop_settings(p: TrainingParams) -> dict:
                 compile=p.compile, pin_memory=p.pin_memory)
 
 
-def shuffled_batches(windows: Windows, batch_size: int, seed: int, epoch: int) -> Iterable[torch.Tensor]:
-    """The windows in a random order of (seed, epoch), ``batch_size`` at a time: (B, W, C) float32 batches."""
+def shuffled_batches(windows: Windows, batch_size: int, seed: int, epoch: int,
+                     skip_single: bool = False) -> Iterable[torch.Tensor]:
+    """The windows in a random order of (seed, epoch), ``batch_size`` at a time: (B, W, C) float32 batches;
+    ``skip_single`` leaves out a last batch of one window (a BatchNorm over the batch cannot train on it)."""
     order = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(windows))
     for lo in range(0, order.size, batch_size):
-        yield windows.batch(np.sort(order[lo:lo + batch_size]))
+        index = order[lo:lo + batch_size]
+        if skip_single and index.size == 1 and order.size > 1:
+            continue
+        yield windows.batch(np.sort(index))
 
 
 def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_loss: BatchLoss, *, epochs: int,
@@ -91,13 +96,16 @@ def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_los
                 on_epoch: Optional[EpochCallback] = None, weight_decay: float = 0.0,
                 checkpoint_dir: Optional[str | Path] = None, lr_schedule: str = "constant",
                 precision: str = "fp32", compile: bool = False, pin_memory: bool = False,
-                amsgrad: bool = False, keep: str = "best") -> list[dict]:
-    """fit_batches over in-memory windows: shuffled training batches, validation loss over all validation
-    windows."""
+                amsgrad: bool = False, keep: str = "best", skip_single: bool = False) -> list[dict]:
+    """fit_batches over in-memory windows: shuffled training batches (``skip_single``: see shuffled_batches),
+    validation loss over all validation windows."""
     def validation_loss(network: nn.Module, bf16: bool) -> tuple[float, int]:
         return summed_loss(network, validation.iter_batches(batch_size), batch_loss, device, bf16)
 
-    return fit_batches(model, lambda epoch: shuffled_batches(train, batch_size, seed, epoch), validation_loss,
+    def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
+        return shuffled_batches(train, batch_size, seed, epoch, skip_single)
+
+    return fit_batches(model, epoch_batches, validation_loss,
                        batch_loss, epochs=epochs, learning_rate=learning_rate, patience=patience, device=device,
                        seed=seed, on_epoch=on_epoch, weight_decay=weight_decay, checkpoint_dir=checkpoint_dir,
                        lr_schedule=lr_schedule, precision=precision, compile=compile, pin_memory=pin_memory,
