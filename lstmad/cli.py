@@ -247,30 +247,24 @@ def drift(conf: Path = ConfOption, date: str = typer.Option(..., help="scored da
 
 @app.command()
 def sql(statement: str = typer.Argument(..., help="a read-only SQL query"), conf: Path = ConfOption,
-        output: str = typer.Option("table", "--format", help="table, csv or json"),
+        output: str = typer.Option("table", "--format", help="table, csv, json or jsonl (a JSON object a line)"),
         as_of: Optional[str] = typer.Option(None, "--as-of", help="time travel: VERSION, an ISO 8601 time, or "
                                             "table=VERSION[,table=VERSION]")) -> None:
-    """Read-only SQL (DuckDB) over anomaly_scores, anomaly_intervals, drift_metrics and quarantine."""
-    from lstmad.analytics.sql import SqlError, format_table, parse_as_of, query
+    """Read-only SQL (DuckDB) over anomaly_scores, anomaly_intervals, drift_metrics, quarantine and
+    model_evaluations; the result goes to stdout (encodings: lstmad.analytics.sql.render)."""
+    from lstmad.analytics.sql import FORMATS, SqlError, parse_as_of, query, render
     from lstmad.layout import Paths
 
-    if output not in ("table", "csv", "json"):
-        _fail(f"--format must be table, csv or json, got {output!r}")
+    if output not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, got {output!r}")
     config = _config(conf)
     try:
         result = query(Paths.of(config).lake, statement, parse_as_of(as_of, statement) if as_of else None)
+        text = render(result, output)
     except SqlError as error:
         _fail(str(error))
-    if output == "json":
-        _print_json({"rows": result.to_pylist()})
-    elif output == "csv":
-        import pyarrow.csv as pacsv
-
-        sink = __import__("io").BytesIO()
-        pacsv.write_csv(result, sink)
-        typer.echo(sink.getvalue().decode().rstrip())
-    else:
-        typer.echo(format_table(result))
+    if text:  # jsonl of no rows is no lines
+        typer.echo(text)
 
 
 @app.command()
