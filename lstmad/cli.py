@@ -55,6 +55,28 @@ def _run(step, *args, **kwargs):
     except (PrepareError, SourceReadError, NoChampionError, ModelMismatchError, LakehouseError,
             FileNotFoundError) as error:
         _fail(str(error))
+    except Exception as error:  # noqa: BLE001 — no input may end in a traceback on the terminal
+        home = next((a.pipeline_home for a in args if hasattr(a, "pipeline_home")), None)
+        _fail(_unexpected(getattr(step, "__name__", "step"), error, home))
+
+
+def _unexpected(stage: str, error: BaseException, home: Optional[Path]) -> str:
+    """One line for an error nobody anticipated, naming the stage; the traceback goes to a log file under the
+    pipeline's home (``logs/``, else the temp folder) whose path the line gives."""
+    import tempfile
+    import traceback
+
+    folder = (home / "logs") if home else Path(tempfile.gettempdir()) / "lstmad-logs"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        log_file = folder / f"error-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{stage}.log"
+        log_file.write_text("".join(traceback.format_exception(error)))
+        where = f"traceback in {log_file}"
+    except OSError:
+        where = "the traceback could not be written to a log file"
+    text = " ".join(str(error).split())
+    text = text if len(text) <= 300 else text[:300] + "…"
+    return f"{stage} failed unexpectedly: {type(error).__name__}: {text} ({where})"
 
 
 # Under jobs/ (spark-submit) the result is one JSON line, the last line of stdout (what Airflow and wrappers
@@ -74,10 +96,11 @@ def run_job(command: str, argv: Optional[list[str]] = None) -> None:
     try:
         code = app([command, *(sys.argv[1:] if argv is None else argv)], standalone_mode=False)
     except Exception as error:
-        # a usage error (typer's own click exceptions): its one line, as the CLI shows it; anything else is
-        # not a usage error and goes on up
+        # a usage error (typer's own click exceptions): its one line, as the CLI shows it; anything else
+        # is one line too, its traceback in a log file
         if not (hasattr(error, "show") and hasattr(error, "exit_code")):
-            raise
+            typer.echo(f"error: {_unexpected(command, error, None)}", err=True)
+            raise SystemExit(1) from None
         error.show()
         code = error.exit_code
     finally:
@@ -457,5 +480,16 @@ def bench_queries(json_path: Optional[Path] = typer.Option(None, "--json", help=
                             progress=lambda line: typer.echo(line, err=True)))
 
 
+def main() -> None:
+    """The ``lstmad`` console script: the app, with any error nobody anticipated as one line (exit 1) and its
+    traceback in a log file, never on the terminal."""
+    try:
+        app()
+    except Exception as error:  # noqa: BLE001
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "lstmad")
+        typer.echo(f"error: {_unexpected(command, error, None)}", err=True)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

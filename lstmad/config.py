@@ -73,20 +73,28 @@ class SourceConfig:
 
     ``path`` is a landing folder partitioned by ``partition_column`` (``date=YYYY-MM-DD``; read by partition
     pruning) or, with ``partition_column: null``, one file/folder/table filtered on the timestamp.
-    ``timestamp_format`` is a Spark datetime pattern for string timestamps (empty: ISO-8601, offsets honoured);
-    ``timezone`` is the zone of timestamps that carry no offset. ``asset_constant`` names the asset of a
-    single-asset source that has no asset column.
+    ``timestamp_format`` is a Spark datetime pattern for string timestamps (empty: ISO-8601, offsets honoured)
+    or ``epoch_s``, ``epoch_ms``, ``epoch_us``, ``epoch_ns`` for numbers since 1970-01-01 UTC; ``timezone`` is
+    the zone of timestamps that carry no offset. ``asset_constant`` names the asset of a single-asset source
+    that has no asset column. CSV only: ``csv_encoding`` (a UTF-8 byte-order mark is always skipped) and
+    ``decimal_separator`` ("," for exports that write 12,5).
+    ``label_values`` maps the label column's values to 0 (normal) or 1 (anomalous), e.g. {normal: 0,
+    icing: 1}; empty: the labels must be the numbers 0 and 1. Any other value is counted
+    (``labels_not_in_domain``) and becomes unknown (−1).
     """
 
     path: str = "raw"
     format: str = "parquet"
     csv_delimiter: str = ","
+    csv_encoding: str = "utf-8"
+    decimal_separator: str = "."
     timestamp_column: str = "timestamp"
     timestamp_format: str = ""
     timezone: str = "UTC"
     asset_column: Optional[str] = None
     asset_constant: str = ""
     label_column: Optional[str] = None
+    label_values: dict[str, int] = dataclasses.field(default_factory=dict)
     partition_column: Optional[str] = None
     channels: tuple[ChannelConfig, ...] = ()
     sentinel_tolerance: float = 1e-4  # relative: float32 sources store -273.2 as -273.20001
@@ -94,6 +102,18 @@ class SourceConfig:
     @property
     def channel_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.channels)
+
+    @property
+    def csv_charset(self) -> Optional[str]:
+        """``csv_encoding`` as Spark's CSV reader names it; None for an encoding Spark cannot read."""
+        import codecs
+
+        try:
+            name = codecs.lookup(self.csv_encoding).name
+        except LookupError:
+            return None
+        return {"utf-8": "utf-8", "iso8859-1": "iso-8859-1", "latin-1": "iso-8859-1", "ascii": "us-ascii",
+                "utf-16": "utf-16", "utf-16-be": "utf-16be", "utf-16-le": "utf-16le", "utf-32": "utf-32"}.get(name)
 
     @property
     def driver_indices(self) -> tuple[int, ...]:
@@ -274,6 +294,17 @@ class AirflowConfig:
     spark_conf: str = ""  # spark-submit --conf pairs, "key=value,key=value"
     execution_timeout_min: int = 180  # a task running longer is failed (and retried)
     training_pool: str = "default_pool"  # an Airflow pool for the training task (e.g. one slot per GPU)
+    # lstmad_nightly's schedule: its first logical date (a run scores the day before it; None: two days after
+    # train.end, so the first night scored is the first one after the training range, else today in UTC) and
+    # whether unpausing creates the runs since then (false: only the latest night)
+    start_date: Optional[dt.date] = None
+    catchup: bool = False
+    # A night whose raw partition has not landed: wait (a sensor in reschedule mode, poking every
+    # data_poke_interval_s) up to data_wait_timeout_minutes and then skip it, or skip it at once; either way
+    # the night's other tasks are skipped, none fails
+    on_missing_data: str = "wait"
+    data_wait_timeout_minutes: float = 360.0
+    data_poke_interval_s: int = 600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,7 +440,10 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: key '{key}' must be a mapping, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
+        key_hint, value_hint = typing.get_args(hint) or (str, str)
+        if value_hint is str:
+            return {str(k): str(v) for k, v in value.items()}
+        return {str(k): _coerce(value_hint, v, source, f"{key}.{k}") for k, v in value.items()}
     if hint is dt.date:
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             return value

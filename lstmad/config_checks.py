@@ -6,6 +6,8 @@ from __future__ import annotations
 from lstmad.config import DISTRIBUTABLE, ConfigError, PipelineConfig
 from lstmad.training.params import LR_SCHEDULES, PRECISIONS
 
+EPOCH_FORMATS = ("epoch_s", "epoch_ms", "epoch_us", "epoch_ns")  # lstmad.spark.prepare.EPOCH_UNITS
+
 _CHOICES = {
     "prepare.normalisation": ("zscore", "minmax"),
     "model.detector": ("lstm_forecaster", "lstm_autoencoder", "iae_lstm_kl", "pca_t2q", "isolation_forest"),  # lstmad.detectors.DETECTORS
@@ -65,6 +67,21 @@ def check_config(config: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: set exactly one of 'source.asset_column' and 'source.asset_constant'")
     if src.format == "csv" and len(src.csv_delimiter) != 1:
         raise ConfigError(f"{source}: key 'source.csv_delimiter' must be one character")
+    if src.decimal_separator not in (".", ","):
+        raise ConfigError(f"{source}: key 'source.decimal_separator' must be '.' or ',', got {src.decimal_separator!r}")
+    if src.decimal_separator == "," and src.csv_delimiter == ",":
+        raise ConfigError(f"{source}: key 'source.decimal_separator' is ',' and so is 'source.csv_delimiter'; "
+                          "such exports separate fields with ';'")
+    if src.csv_charset is None:
+        raise ConfigError(f"{source}: key 'source.csv_encoding' must be an encoding Spark reads: utf-8, latin-1 "
+                          f"(iso-8859-1), us-ascii, utf-16, utf-16be, utf-16le or utf-32; got {src.csv_encoding!r}")
+    if src.timestamp_format.startswith("epoch") and src.timestamp_format not in EPOCH_FORMATS:
+        raise ConfigError(f"{source}: key 'source.timestamp_format' {src.timestamp_format!r}: numeric timestamps "
+                          f"are one of {', '.join(EPOCH_FORMATS)}")
+    for value, label in src.label_values.items():
+        if label not in (0, 1):
+            raise ConfigError(f"{source}: key 'source.label_values.{value}' must be 0 (normal) or 1 (anomalous), "
+                              f"got {label!r}")
     try:
         import zoneinfo
 

@@ -59,21 +59,64 @@ def _columns(source: SourceConfig, file: Path) -> list[tuple[str, pa.DataType]]:
     """One file's columns in file order with their Arrow types (CSV: all strings, values are parsed later, per
     value; names exactly as written, since Spark reads them so). One read of the header or footer."""
     if source.format == "csv":
-        with open(file, newline="", encoding="utf-8", errors="replace") as handle:
+        # utf-8-sig: a byte-order mark (as spreadsheet programs write it) is not part of the first name
+        encoding = "utf-8-sig" if source.csv_encoding.lower().replace("_", "-") in ("utf-8", "utf8") \
+            else source.csv_encoding
+        with open(file, newline="", encoding=encoding, errors="replace") as handle:
             header = next(csv.reader(handle, delimiter=source.csv_delimiter), None)
         if not header or not any(h.strip() for h in header):
             raise SourceSchemaError(f"{file}: empty file, no header row")
-        duplicated = sorted({h for h in header if header.count(h) > 1})
-        if duplicated:
-            raise SourceSchemaError(f"{file}: column '{duplicated[0]}' appears more than once in the header")
-        return [(h, pa.string()) for h in header]
+        columns = [(h, pa.string()) for h in header]
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(file)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise SourceSchemaError(f"{file}: not a readable Parquet file ({one_line(error)})") from None
+        columns = [(field.name, field.type) for field in schema]
+    _check_names(file, [name for name, _ in columns])
+    return columns
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message as one short line."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _check_names(file: Path, names: list[str]) -> None:
+    """Spark resolves column names case-insensitively: two names equal up to case cannot both be read."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if name.lower() in seen:
+            other = seen[name.lower()]
+            what = "appears more than once" if other == name else f"and '{other}' differ only in case"
+            raise SourceSchemaError(f"{file}: column '{name}' {what} in the header; Spark cannot tell them apart "
+                                    "(rename one in the source)")
+        seen[name.lower()] = name
+
+
+def split_empty_files(source: SourceConfig, files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(files with rows, files without: zero bytes, or a Parquet file of zero rows). Empty files are skipped
+    (and counted) when others have rows — one empty file written beside good ones must not stop a night;
+    when all are empty, all are returned as they are (the run then says there is nothing to read)."""
     import pyarrow.parquet as pq
 
-    try:
-        schema = pq.read_schema(file)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise SourceSchemaError(f"{file}: not a readable Parquet file ({error})") from None
-    return [(field.name, field.type) for field in schema]
+    def empty(file: Path) -> bool:
+        if file.stat().st_size == 0:
+            return True
+        if source.format == "parquet":
+            try:
+                return pq.read_metadata(file).num_rows == 0
+            except (pa.ArrowInvalid, OSError):
+                return False  # unreadable: _columns says so, naming the file
+        return False
+
+    flags = [empty(f) for f in files]
+    if all(flags):
+        return files, []
+    return [f for f, e in zip(files, flags) if not e], [f for f, e in zip(files, flags) if e]
 
 
 def delta_schema(location: Path) -> dict[str, str]:
@@ -121,7 +164,8 @@ def check_configured(source: SourceConfig, schema: dict[str, str], where: str) -
     for column in [*source.channel_names, *([source.label_column] if source.label_column else [])]:
         if schema[column] not in ("number", "string", "null"):
             raise SourceSchemaError(f"{where}: column '{column}' has kind {schema[column]}, expected a number")
-    if schema[source.timestamp_column] not in ("timestamp", "string", "date"):
+    numeric_time = source.timestamp_format.startswith("epoch")
+    if schema[source.timestamp_column] not in ("timestamp", "string", "date", *(("number",) if numeric_time else ())):
         raise SourceSchemaError(f"{where}: column '{source.timestamp_column}' has kind "
                                 f"{schema[source.timestamp_column]}, expected a timestamp or a string")
 

@@ -33,10 +33,13 @@ def read_source(spark: SparkSession, source: SourceConfig, location: Path, files
         frame = _read_delta(spark, source, location, partitions, delta_engine)
     elif source.format == "csv":
         reader = (spark.read.option("header", True).option("sep", source.csv_delimiter)
-                  .option("mode", "PERMISSIVE").option("enforceSchema", False))
+                  .option("mode", "PERMISSIVE").option("enforceSchema", False)
+                  .option("encoding", source.csv_charset or "utf-8"))
         if source.partition_column:
             reader = reader.option("basePath", str(location))
         frame = reader.csv([str(f) for f in files])
+        # a UTF-8 byte-order mark (spreadsheet exports) is not part of the first column's name
+        frame = frame.toDF(*[c.lstrip("\ufeff") for c in frame.columns])
         if source.partition_column:
             frame = _with_partition(frame, source.partition_column)
     else:

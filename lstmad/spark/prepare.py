@@ -20,6 +20,7 @@ from pyspark.sql import types as T
 from lstmad import names
 from lstmad.config import ChannelConfig, SourceConfig
 from lstmad.transforms import cleaning
+from lstmad.transforms.cleaning import fault_column, value_column
 from lstmad.transforms.blocks import BLOCK_SCHEMA, BLOCKS_PER_ROW_GROUP, block_counts, build_blocks
 from lstmad.transforms.series import NormalisationStats, centered_moving_average, observed_moments, regular_grid
 
@@ -28,13 +29,10 @@ OWN = "_own"  # the row lies in the dates being prepared (not history)
 SOURCE = "_source"  # the raw row as read, for the quarantine
 SOURCE_ROW = "source_row"  # its JSON, on the rows the quarantine records
 CODE = "_reason_code"
+LABEL_FAULT = "_label_fault"  # the label is not in the configured domain
 UNDATED = "undated"  # quarantine date of rows without a usable timestamp in an unpartitioned source
 MOMENT_FIELDS = ("count", "total", "total_sq", "minimum", "maximum")
 KIND, INFO = "kind", "info"  # per-asset output: kind 'block', 'counts', 'conflict' or 'moments'
-
-
-def fault_column(channel: str) -> str:
-    return f"_fault_{channel}"
 
 
 def raw_column(name: str) -> Column:
@@ -45,6 +43,8 @@ def raw_column(name: str) -> Column:
 # An offset or zone after a time of day: Z, UTC, +01, +0100, +01:00.
 _OFFSET = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|UTC|GMT|[+-]\d{2}(:?\d{2})?)$"
 _OFFSET_PATTERN_LETTERS = set("XxZOVz")
+# source.timestamp_format for numeric timestamps → microseconds per unit
+EPOCH_UNITS = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1, "epoch_ns": 0.001}
 
 
 def parsed_timestamp(raw: DataFrame, source: SourceConfig, nanos_are_naive: bool = False) -> Column:
@@ -61,8 +61,14 @@ def parsed_timestamp(raw: DataFrame, source: SourceConfig, nanos_are_naive: bool
     naive_to_utc = (lambda c: c) if source.timezone == "UTC" else (lambda c: F.to_utc_timestamp(c, source.timezone))
     if isinstance(kind, T.TimestampType):
         return column
+    if source.timestamp_format in EPOCH_UNITS:
+        # numbers since 1970-01-01 UTC, as numbers or as text ("1767225600000"); fractions of the unit kept
+        number = column.try_cast("decimal(38,9)") if not isinstance(kind, T.StringType) else \
+            F.trim(column).try_cast("decimal(38,9)")
+        micros = (number * F.lit(EPOCH_UNITS[source.timestamp_format])).try_cast("long")
+        return F.when(micros.between(-62135596800000000, 253402300799999999), F.timestamp_micros(micros))
     if isinstance(kind, T.LongType):
-        micros = F.timestamp_micros(F.expr(f"`{source.timestamp_column}` div 1000"))
+        micros = F.timestamp_micros(F.expr(f"`{source.timestamp_column.replace('`', '``')}` div 1000"))
         return naive_to_utc(micros) if nanos_are_naive else micros
     if isinstance(kind, (T.TimestampNTZType, T.DateType)):
         return naive_to_utc(column.cast("timestamp"))
@@ -75,10 +81,12 @@ def parsed_timestamp(raw: DataFrame, source: SourceConfig, nanos_are_naive: bool
     return F.when(text.rlike(_OFFSET), parsed).otherwise(naive_to_utc(parsed))
 
 
-def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_tolerance: float
-                            ) -> tuple[Column, Column]:
-    """(value as double, null where faulty; fault code, 0 where measured — lstmad.transforms.cleaning.VALUE_FAULTS)."""
-    value = raw_value.try_cast("double")
+def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_tolerance: float,
+                            decimal_comma: bool = False) -> tuple[Column, Column]:
+    """(value as double, null where faulty; fault code, 0 where measured — lstmad.transforms.cleaning.VALUE_FAULTS).
+    ``decimal_comma``: the text writes 12,5 for 12.5."""
+    text = F.regexp_replace(raw_value.cast("string"), ",", ".") if decimal_comma else raw_value
+    value = text.try_cast("double")
     fault = (F.when(raw_value.isNull(), 1).when(value.isNull(), 2)
              .when(F.isnan(value) | (F.abs(value) == F.lit(float("inf"))), 3))
     for sentinel in channel.sentinels:
@@ -88,8 +96,23 @@ def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_
         fault = fault.when(value < F.lit(float(channel.minimum)), 5)
     if channel.maximum is not None:
         fault = fault.when(value > F.lit(float(channel.maximum)), 5)
+    fault = fault.when(F.abs(value) >= F.lit(cleaning.FLOAT32_MAX), 6)  # FLT_MAX itself: a sentinel
     fault = fault.otherwise(0).cast("tinyint")
     return F.when(fault == 0, value), fault
+
+
+def label_and_fault(raw_label: Column | None, label_values: dict[str, int]) -> tuple[Column, Column]:
+    """(label: 0 normal, 1 anomalous, null unknown; label fault: true where a value is present but outside the
+    domain — ``label_values``' keys (text, trimmed) when given, else the numbers 0 and 1)."""
+    if raw_label is None:
+        return F.lit(None).cast("int"), F.lit(False)
+    if label_values:
+        mapping = F.create_map(*[x for k, v in sorted(label_values.items()) for x in (F.lit(str(k)), F.lit(int(v)))])
+        label = F.try_element_at(mapping, F.trim(raw_label.cast("string")))
+    else:
+        number = raw_label.try_cast("double")
+        label = F.when(number.isin(0.0, 1.0), number.cast("int"))
+    return label.cast("int"), raw_label.isNotNull() & label.isNull()
 
 
 def operating_state_code(states: tuple = ()):
@@ -119,19 +142,23 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
              else F.nullif(F.trim(raw_column(source.asset_column).cast("string")), F.lit("")))
     utc_date = F.date_format(F.timestamp_micros(ts_us), "yyyy-MM-dd")
     columns = [asset.alias(names.ASSET), ts_us.alias(TS_US)]
-    for channel in source.channels:
-        value, fault = channel_value_and_fault(raw_column(channel.name), channel, source.sentinel_tolerance)
-        columns += [value.alias(channel.name), fault.alias(fault_column(channel.name))]
-    label = raw_column(source.label_column).try_cast("int") if source.label_column else F.lit(None).cast("int")
+    for i, channel in enumerate(source.channels):
+        text = isinstance(raw.schema[channel.name].dataType, T.StringType)
+        value, fault = channel_value_and_fault(raw_column(channel.name), channel, source.sentinel_tolerance,
+                                               decimal_comma=text and source.decimal_separator == ",")
+        columns += [value.alias(value_column(i)), fault.alias(fault_column(i))]
+    label, label_fault = label_and_fault(raw_column(source.label_column) if source.label_column else None,
+                                         source.label_values)
     row_date = raw_column(partition).cast("string") if partition else F.coalesce(utc_date, F.lit(UNDATED))
-    columns += [label.alias(names.LABEL), operating_state_code(states).alias(names.STATE), row_date.alias(names.DATE)]
+    columns += [label.alias(names.LABEL), label_fault.alias(LABEL_FAULT), operating_state_code(states).alias(names.STATE),
+                row_date.alias(names.DATE)]
     if keep_source:
         columns.append(F.struct(*[raw_column(c) for c in raw.columns if c != partition]).alias(SOURCE))
     rows = raw.select(*columns)
 
     no_value = F.lit(True)
-    for channel in source.channel_names:
-        no_value = no_value & raw_column(channel).isNull()
+    for i in range(len(source.channels)):
+        no_value = no_value & F.col(value_column(i)).isNull()
     code = F.when(F.col(TS_US).isNull(), 1).when(F.col(names.ASSET).isNull(), 2)
     if partition:
         code = code.when(F.date_format(F.timestamp_micros(F.col(TS_US)), "yyyy-MM-dd") != F.col(names.DATE), 3)
@@ -143,8 +170,8 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
         # The raw row as JSON, only where the quarantine will record it (set aside, or a recorded value
         # fault): computed on the scan, so the quarantine needs no second pass over the source.
         recorded = F.lit(False)
-        for c in source.channel_names:
-            recorded = recorded | raw_column(fault_column(c)).isin(*cleaning.RECORDED_FAULT_CODES)
+        for i in range(len(source.channels)):
+            recorded = recorded | F.col(fault_column(i)).isin(*cleaning.RECORDED_FAULT_CODES)
         wanted = F.col(OWN) & ((F.col(CODE) != 0) | recorded)
         rows = rows.withColumn(SOURCE_ROW, F.when(wanted, F.to_json(F.col(SOURCE)))).drop(SOURCE)
     return rows
@@ -190,10 +217,11 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         ts_column = table.column(TS_US)
         has_ts = ts_column.is_valid().to_numpy(zero_copy_only=False)
         ts = ts_column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                                  for c in channel_list])
-        faults = np.column_stack([table.column(fault_column(c)).to_numpy(zero_copy_only=False)
-                                  for c in channel_list]).astype(np.uint8)
+        values = np.column_stack([table.column(value_column(i)).to_numpy(zero_copy_only=False).astype(np.float64)
+                                  for i in range(len(channel_list))])
+        faults = np.column_stack([table.column(fault_column(i)).to_numpy(zero_copy_only=False)
+                                  for i in range(len(channel_list))]).astype(np.uint8)
+        label_faults = table.column(LABEL_FAULT).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
         labels = table.column(names.LABEL).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int8)
         states = table.column(names.STATE).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int8)
         reasons = table.column(CODE).to_numpy(zero_copy_only=False).astype(np.uint8)
@@ -208,7 +236,7 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         reasons[usable[conflicting]] = cleaning.CONFLICTING
         extra_copy = np.zeros(ts.size, dtype=bool)
         extra_copy[usable[extra]] = True
-        counts_by_date = cleaning.account(dates, own, reasons, extra_copy, faults, channel_list)
+        counts_by_date = cleaning.account(dates, own, reasons, extra_copy, faults, channel_list, label_faults)
         conflict_rows = usable[conflicting]
         conflict_rows = conflict_rows[own[conflict_rows]]
         out += _records("conflict", asset, [{names.BLOCK_START: int(t)} for t in np.unique(ts[conflict_rows])])
@@ -339,7 +367,7 @@ def quarantine_candidates(side: list, channels: tuple[str, ...]) -> pa.Table:
     """The 'quarantine' records of ``per_asset`` as one table for lstmad.transforms.cleaning.quarantine_records:
     date, asset_id, timestamp_us, reason code, fault codes, source_row."""
     columns: dict[str, list] = {names.DATE: [], names.ASSET: [], TS_US: [], CODE: [], SOURCE_ROW: [],
-                                **{fault_column(c): [] for c in channels}}
+                                **{fault_column(i): [] for i in range(len(channels))}}
     for record in side:
         if record[KIND] != "quarantine":
             continue
@@ -349,11 +377,11 @@ def quarantine_candidates(side: list, channels: tuple[str, ...]) -> pa.Table:
             columns[TS_US].append(ts)
             columns[CODE].append(code)
             columns[SOURCE_ROW].append(source_row)
-            for c, fault in zip(channels, faults):
-                columns[fault_column(c)].append(fault)
+            for i, fault in enumerate(faults):
+                columns[fault_column(i)].append(fault)
     schema = pa.schema([(names.DATE, pa.string()), (names.ASSET, pa.string()), (TS_US, pa.int64()),
                         (CODE, pa.int8()), (SOURCE_ROW, pa.string()),
-                        *[(fault_column(c), pa.int8()) for c in channels]])
+                        *[(fault_column(i), pa.int8()) for i in range(len(channels))]])
     return pa.table(columns, schema=schema)
 
 
@@ -371,4 +399,4 @@ def conflicting_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str],
     rows = canonical_rows(keyed, source, own_dates, keep_source="all", nanos_are_naive=nanos_are_naive)
     return (rows.where(F.col(OWN) & (F.col(CODE) == 0))
             .select(names.DATE, names.ASSET, TS_US, F.lit(cleaning.CONFLICTING).cast("tinyint").alias(CODE),
-                    SOURCE_ROW, *[raw_column(fault_column(c)) for c in source.channel_names]))
+                    SOURCE_ROW, *[F.col(fault_column(i)) for i in range(len(source.channels))]))

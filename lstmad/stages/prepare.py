@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
+import shutil
 import time
 import uuid
 
@@ -63,6 +65,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     location = paths.raw
     try:
         files = [] if src.format == "delta" else source_schema.source_files_or_fail(src, location, history_dates, dates)
+        files, empty_files = source_schema.split_empty_files(src, files)
         schema = source_schema.observed_schema(src, location, files)
         where = str(files[0].parent if src.partition_column and files else location)
         source_schema.check_configured(src, schema, where)
@@ -112,7 +115,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
         counts = {"rows_read": 0, "rows_kept": 0, "rows_quarantined": 0, "exact_duplicates_dropped": 0,
                   "quarantined_by_reason": {}, "values_masked_by_reason": {}, "values_masked_by_channel": {},
                   "blocks": 0, "grid_rows": 0, "grid_rows_filled": 0, "values_filled": 0, "windows": 0,
-                  "windows_skipped_masked": 0, **counts}
+                  "windows_skipped_masked": 0, "labels_not_in_domain": 0, **counts}
         # rows outside normal operation, by the configured state's name (blocks count them by code)
         state_names = {str(k): s.name for k, s in enumerate(config.operating_states, start=1)}
         counts["rows_by_operating_state"] = {state_names.get(code, code): n for code, n in
@@ -120,20 +123,27 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
         if counts["rows_read"] == 0:
             raise PrepareError(f"{location}: no rows for {dates[0]} .. {dates[-1]}")
         blocks = transforms.block_rows(per_asset)
+        candidates = transforms.quarantine_candidates(side, channels)
         if fit_stats:
             per_asset_moments = {r[names.ASSET]: {k: np.array(v, dtype=np.float64) for k, v in
                                                   json.loads(r[transforms.INFO]).items()}
                                  for r in side if r[transforms.KIND] == "moments"}
             usable = {a: m for a, m in per_asset_moments.items() if m["count"].sum() > 0}
             if not usable:
-                raise PrepareError(f"{location}: no usable rows in {dates[0]} .. {dates[-1]} to fit normalisation on")
+                raise PrepareError(f"{location}: no usable rows in {dates[0]} .. {dates[-1]} to fit normalisation "
+                                   f"on: {explain_unusable(counts, candidates, src)}")
+            observed = sum(m["count"] for m in usable.values())
+            if (observed == 0).any():
+                empty = [c for c, n in zip(channels, observed) if n == 0]
+                raise PrepareError(f"{location}: column '{empty[0]}' has no usable value in {dates[0]} .. {dates[-1]} "
+                                   f"({explain_channel(counts, candidates, src, channels.index(empty[0]))}): its "
+                                   "normalisation cannot be fitted; fix the source or remove it from source.channels")
             stats = fit_normalisation(prep.normalisation, channels, fitted_on=f"{dates[0]}..{dates[-1]}",
                                       per_asset=usable if prep.normalisation_scope == "per_asset" else None,
                                       **combine_moments(list(usable.values())))
             blocks = transforms.normalise_blocks(blocks, stats)
         conflicts = [(r[names.ASSET], r[names.BLOCK_START]) for r in side if r[transforms.KIND] == "conflict"]
         began = time.perf_counter()
-        candidates = transforms.quarantine_candidates(side, channels)
         if conflicts:
             copies = transforms.conflicting_rows(raw, src, own_dates, conflicts, nanos).toArrow()
             candidates = pa.concat_tables([candidates, copies.select(candidates.column_names).cast(candidates.schema)])
@@ -144,6 +154,10 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
         staging = paths.tensors / "_staging" / run_id
         written = transforms.write_blocks(blocks.repartition(names.DATE), str(staging), run_id)
         phases["write_blocks_s"] = time.perf_counter() - began
+    except BaseException:
+        # nothing half-way: blocks staged by this run go (the caller sees the error)
+        shutil.rmtree(paths.tensors / "_staging" / run_id, ignore_errors=True)
+        raise
     finally:
         per_asset.unpersist()
     save_stats(paths.tensors, stats, make_current=fit_stats)
@@ -151,7 +165,11 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
     source_schema.record(paths.home, schema)
     summary = {"dates": [dates[0], dates[-1]], **counts, "dates_without_data": missing,
+               "files_skipped_empty": [str(f) for f in empty_files],
                "stats_id": stats.stats_id, "run_id": run_id, "phase_seconds": phases}
+    summary["warnings"] = input_warnings(summary, src)
+    for warning in summary["warnings"]:
+        log.warning("prepare %s..%s: %s", dates[0], dates[-1], warning)
     if summary["rows_read"] != summary["rows_kept"] + summary["rows_quarantined"] + summary["exact_duplicates_dropped"]:
         raise AssertionError(f"prepare accounting does not add up: {summary}")  # pragma: no cover
     log.info("prepare %s..%s: read %d rows = kept %d + quarantined %d %s + exact duplicates %d; masked values %s; "
@@ -160,6 +178,79 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
              summary["exact_duplicates_dropped"], summary["values_masked_by_reason"] or "none", summary["blocks"],
              summary["windows"], summary["windows_skipped_masked"])
     return summary
+
+
+def _example(candidates: pa.Table, key: str, where) -> str | None:
+    """The raw value of ``key`` in the first quarantine candidate row where ``where`` (a boolean NumPy mask)."""
+    rows = np.flatnonzero(where)
+    if not rows.size:
+        return None
+    value = json.loads(candidates.column("source_row")[int(rows[0])].as_py() or "{}").get(key)
+    return None if value is None else str(value)
+
+
+def _hint_timestamp(value: str) -> str:
+    if re.fullmatch(r"-?\d{9,19}(\.\d+)?", value):
+        unit = {10: "epoch_s", 13: "epoch_ms", 16: "epoch_us", 19: "epoch_ns"}.get(len(value.lstrip("-").split(".")[0]))
+        return f"numbers since 1970? set source.timestamp_format: {unit or 'epoch_s|epoch_ms|epoch_us|epoch_ns'}"
+    return "set source.timestamp_format (a Spark datetime pattern) or source.timezone"
+
+
+def _channel_example(candidates: pa.Table, src, index: int) -> str:
+    """A raw value of channel ``index`` that was masked, with its reason and a hint ('' when none recorded)."""
+    from lstmad.transforms.cleaning import VALUE_FAULTS, fault_column
+
+    name = src.channels[index].name
+    faults = candidates.column(fault_column(index)).to_numpy(zero_copy_only=False)
+    for code, reason in VALUE_FAULTS.items():
+        example = _example(candidates, name, faults == code)
+        if example is not None:
+            hint = (" (a decimal comma? set source.decimal_separator: ',')"
+                    if code == 2 and re.fullmatch(r"\s*-?\d+,\d+\s*", example) else "")
+            return f"e.g. {reason} {example!r}{hint}"
+    return ""
+
+
+def explain_channel(counts: dict, candidates: pa.Table, src, index: int) -> str:
+    """Why channel ``index`` has no usable value: how many kept rows it is masked on, and a raw example."""
+    masked = counts["values_masked_by_channel"].get(src.channels[index].name, 0)
+    example = _channel_example(candidates, src, index)
+    return f"{masked} of {counts['rows_kept']} kept rows masked, " + (example or "empty cells")
+
+
+def explain_unusable(counts: dict, candidates: pa.Table, src) -> str:
+    """Why a range has no usable row: rows set aside by reason, with a raw example (and a hint) of an
+    unparseable timestamp and of each channel's masked values."""
+    codes = candidates.column("_reason_code").to_numpy(zero_copy_only=False)
+    parts = [f"{counts['rows_read']} rows read, {counts['rows_kept']} kept"]
+    if counts["quarantined_by_reason"]:
+        parts.append("set aside: " + ", ".join(f"{k} {v}" for k, v in counts["quarantined_by_reason"].items()))
+    example = _example(candidates, src.timestamp_column, codes == 1)
+    if example is not None:
+        parts.append(f"column '{src.timestamp_column}' holds e.g. {example!r}, which is not a timestamp "
+                     f"({_hint_timestamp(example)})")
+    for i, channel in enumerate(src.channels):
+        example = _channel_example(candidates, src, i)
+        if example:
+            parts.append(f"column '{channel.name}': {example}")
+    return "; ".join(parts)
+
+
+def input_warnings(summary: dict, src) -> list[str]:
+    """What a run accepted but an operator should know: channels without any value, labels outside the
+    domain, empty files skipped."""
+    warnings = []
+    kept = summary["rows_kept"]
+    for name in src.channel_names:
+        if kept and summary["values_masked_by_channel"].get(name, 0) >= kept:
+            warnings.append(f"column '{name}' has no usable value in any of the {kept} kept rows")
+    if summary.get("labels_not_in_domain"):
+        domain = sorted(src.label_values) if src.label_values else [0, 1]
+        warnings.append(f"column '{src.label_column}': {summary['labels_not_in_domain']} labels are not in "
+                        f"{domain} (source.label_values) and count as unknown")
+    for file in summary["files_skipped_empty"]:
+        warnings.append(f"{file}: empty file skipped")
+    return warnings
 
 
 def check_operating_states(raw, states, location) -> None:

@@ -13,11 +13,24 @@ import pyarrow as pa
 ROW_REASONS = {1: "null_or_unparseable_timestamp", 2: "null_asset", 3: "timestamp_outside_partition",
                4: "no_usable_value", 5: "conflicting_duplicate"}
 CONFLICTING = 5
-# Value-level faults (uint8 codes; 0 = measured). Only the value is masked; 2..5 are recorded in the
-# quarantine table, a missing value is not (it is simply absent).
+# Value-level faults (uint8 codes; 0 = measured). Only the value is masked; 2..6 are recorded in the
+# quarantine table, a missing value is not (it is simply absent). Unrepresentable: finite, but at or beyond
+# float32's range (a PLC's FLT_MAX sentinel on a channel without physical limits); it would become ±inf in
+# the float32 tensor blocks and wreck the channel's normalisation.
 VALUE_FAULTS = {1: "missing_value", 2: "non_numeric_value", 3: "non_finite_value", 4: "sentinel_value",
-                5: "out_of_range_value"}
-RECORDED_FAULT_CODES = (2, 3, 4, 5)
+                5: "out_of_range_value", 6: "unrepresentable_value"}
+RECORDED_FAULT_CODES = (2, 3, 4, 5, 6)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def fault_column(index: int) -> str:
+    """The internal column of channel ``index``'s fault codes (by position: a channel may be named anything)."""
+    return f"_fault_{index}"
+
+
+def value_column(index: int) -> str:
+    """The internal column of channel ``index``'s values (by position, as fault_column)."""
+    return f"_value_{index}"
 
 
 def classify_duplicates(timestamps_us: np.ndarray, content: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,15 +62,17 @@ def classify_duplicates(timestamps_us: np.ndarray, content: np.ndarray) -> tuple
 
 
 def account(dates: np.ndarray, own: np.ndarray, reasons: np.ndarray, extra_copy: np.ndarray,
-            faults: np.ndarray, channels: list[str]) -> dict[str, dict]:
+            faults: np.ndarray, channels: list[str], label_faults: np.ndarray | None = None) -> dict[str, dict]:
     """Counts of the own rows per date: read, kept, quarantined by reason, exact copies dropped, masked
-    values by fault and by channel. dates (n,) str, own (n,) bool, reasons (n,) uint8 (after duplicate
-    classification), extra_copy (n,) bool, faults (n, C) uint8. Returns date → counts."""
+    values by fault and by channel, labels outside the configured domain (on kept rows). dates (n,) str,
+    own (n,) bool, reasons (n,) uint8 (after duplicate classification), extra_copy (n,) bool, faults (n, C)
+    uint8, label_faults (n,) bool. Returns date → counts."""
     if not own.any():
         return {}
     days, day_of_row = np.unique(dates[own], return_inverse=True)
     n_days = days.size
     reasons, extra_copy, faults = reasons[own], extra_copy[own], faults[own]
+    label_faults = np.zeros(reasons.size, dtype=bool) if label_faults is None else label_faults[own]
     kept = (reasons == 0) & ~extra_copy
 
     def per_day(flags: np.ndarray) -> np.ndarray:
@@ -65,6 +80,7 @@ def account(dates: np.ndarray, own: np.ndarray, reasons: np.ndarray, extra_copy:
 
     read = np.bincount(day_of_row, minlength=n_days)
     kept_count, extra_count = per_day(kept), per_day(extra_copy)
+    bad_labels = per_day(kept & label_faults)
     reason_counts = {text: per_day(reasons == code) for code, text in ROW_REASONS.items() if (reasons == code).any()}
     fault_counts = {}  # (fault, channel) → per day
     for c, channel in enumerate(channels):
@@ -83,7 +99,8 @@ def account(dates: np.ndarray, own: np.ndarray, reasons: np.ndarray, extra_copy:
         out[str(day)] = {"rows_read": int(read[i]), "rows_kept": int(kept_count[i]),
                          "rows_quarantined": int(sum(by_reason.values())),
                          "exact_duplicates_dropped": int(extra_count[i]), "quarantined_by_reason": by_reason,
-                         "values_masked_by_reason": masked_by_reason, "values_masked_by_channel": masked_by_channel}
+                         "values_masked_by_reason": masked_by_reason, "values_masked_by_channel": masked_by_channel,
+                         "labels_not_in_domain": int(bad_labels[i])}
     return out
 
 
@@ -121,8 +138,8 @@ def quarantine_records(candidates: pa.Table, channels: list[str], run_id: str, p
         if code:
             add(i, ROW_REASONS[code], None)
             continue
-        for channel in channels:
-            fault = columns[f"_fault_{channel}"][i]
+        for c, channel in enumerate(channels):
+            fault = columns[fault_column(c)][i]
             key = (columns["asset_id"][i], columns["timestamp_us"][i], channel)
             if fault in RECORDED_FAULT_CODES and key not in seen:
                 seen.add(key)
