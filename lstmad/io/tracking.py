@@ -18,6 +18,9 @@ CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoints"
 RESUME_KEY_TAG = "lstmad.resume_key"
+# the SHA-256 of a model folder's manifest (io.model_store.seal), on the training run and the registered version:
+# what a downloaded or cached copy must verify against, read from the registry, never from the copy
+CONTENT_DIGEST_TAG = "lstmad.content_digest"
 
 
 class NoChampionError(LookupError):
@@ -128,19 +131,24 @@ def finish_run(tracking_uri: str, run_id: str) -> None:
     mlflow_client(tracking_uri).set_terminated(run_id, status="FINISHED")
 
 
-def register_model(tracking_uri: str, name: str, run_id: str) -> str:
+def register_model(tracking_uri: str, name: str, run_id: str, digest: Optional[str] = None) -> str:
     """The version of registered model ``name`` that holds the run's model folder: the existing one when the
-    run was registered before (a rerun after a crash), else a new one."""
+    run was registered before (a rerun after a crash), else a new one. ``digest`` (the folder's content
+    digest) is recorded on the version; a rerun logged the folder again, so its version gets the new one."""
     client = mlflow_client(tracking_uri)
+    tags = {CONTENT_DIGEST_TAG: digest} if digest else None
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
-        return str(max(int(v.version) for v in existing))
+        version = str(max(int(v.version) for v in existing))
+        if digest:
+            client.set_model_version_tag(name, version, CONTENT_DIGEST_TAG, digest)
+        return version
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="lstmad anomaly detector (weights + JSON config)")
     source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
-    return str(client.create_model_version(name, source=source, run_id=run_id).version)
+    return str(client.create_model_version(name, source=source, run_id=run_id, tags=tags).version)
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: str, reason: str) -> None:
@@ -149,24 +157,40 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: str, reason: st
     client.set_model_version_tag(name, version, f"{alias}_reason", reason[:500])
 
 
+def _registered(client: MlflowClient, found) -> dict:
+    """{"version", "run_id", "source", "digest"} of a model version; the digest from the version's tag, else the
+    run's when the version holds the run's model folder (registered by hand from the run), else None
+    (registered before digests existed)."""
+    digest = (found.tags or {}).get(CONTENT_DIGEST_TAG)
+    if not digest and found.run_id:
+        try:
+            run = client.get_run(found.run_id)
+        except MlflowException:
+            run = None
+        if run is not None and found.source == f"{run.info.artifact_uri}/{MODEL_ARTIFACT}":
+            digest = run.data.tags.get(CONTENT_DIGEST_TAG)
+    return {"version": str(found.version), "run_id": found.run_id, "source": found.source, "digest": digest or None}
+
+
 def champion(tracking_uri: str, name: str) -> Optional[dict]:
-    """{"version", "run_id", "source"} of the champion, or None when there is none."""
+    """{"version", "run_id", "source", "digest"} of the champion, or None when there is none."""
     client = mlflow_client(tracking_uri)
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-    return {"version": str(version.version), "run_id": version.run_id, "source": version.source}
+    return _registered(client, version)
 
 
 def registered_version(tracking_uri: str, name: str, version: str) -> dict:
-    """{"version", "run_id", "source"} of one registered version; an unknown version is refused naming it."""
+    """{"version", "run_id", "source", "digest"} of one registered version; an unknown version is refused
+    naming it."""
     client = mlflow_client(tracking_uri)
     try:
         found = client.get_model_version(name, str(version))
     except MlflowException:
         raise NoChampionError(f"model registry {tracking_uri} has no version {version} of {name}") from None
-    return {"version": str(found.version), "run_id": found.run_id, "source": found.source}
+    return _registered(client, found)
 
 
 def download_model(tracking_uri: str, source: str, destination: Optional[Path] = None) -> Path:
