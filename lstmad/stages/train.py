@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from lstmad import names
 from lstmad.config import PipelineConfig
 from lstmad.dates import iso_dates
-from lstmad.io import tracking
+from lstmad.io import model_store, tracking
 from lstmad.io.evaluations import record_evaluation
 from lstmad.io.locks import TrainingLock
 from lstmad.io.provenance import git_commit, lstmad_version
@@ -161,6 +161,10 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                      "threshold": threshold, "threshold_rule": config.threshold.rule,
                                      "detector": m.detector, "score": "anomaly score of each window's last "
                                      "timestamp; flagged when above threshold"})
+        # sealed before it is logged: the content digest goes to the run and the registered version, and every
+        # copy served later (cached or downloaded) must verify against it
+        digest = model_store.seal(model_dir)
+        lineage_tags[tracking.CONTENT_DIGEST_TAG] = digest
         tracking.log_training_run(config.tracking_uri, run_id, params, detector.history_, metrics, model_dir,
                                   lineage_tags,
                                   documents={"normalisation.json": stats.to_dict(),
@@ -171,11 +175,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                   checkpoints=None if artifacts is not None else checkpoints, figures=figures)
         shutil.rmtree(figures, ignore_errors=True)
         name = config.registered_model_name
-        version = tracking.register_model(config.tracking_uri, name, run_id)  # the run's version if it has one
-        if (paths.models / f"v{version}").exists():
-            shutil.rmtree(model_dir)  # registered and cached by an attempt that crashed after it
-        else:
-            shutil.move(str(model_dir), str(paths.models / f"v{version}"))
+        # the run's version if it has one
+        version = tracking.register_model(config.tracking_uri, name, run_id, digest)
+        model_store.cache(config, version, model_dir, digest)
         if t.eval_start and t.eval_end:
             record_evaluation(paths.lake, name, version, run_id, "training", t.eval_start, t.eval_end,
                               {k[len("eval_"):]: v for k, v in metrics.items() if k.startswith("eval_")}, threshold)
