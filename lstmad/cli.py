@@ -126,9 +126,16 @@ def _results_file(config, name: str) -> Path:
 
 
 @app.callback()
-def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="log every step")) -> None:
+def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="log every step"),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines, only results and errors")
+           ) -> None:
+    from lstmad import progress
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
+    # progress of long steps (lstmad.progress) on stderr unless --quiet: a bar at a terminal, lines elsewhere
+    progress.log.setLevel(logging.WARNING if quiet else logging.INFO)
+    progress.use_bar(not quiet and not _JOB_MODE["on"])
 
 
 @app.command()
@@ -161,6 +168,53 @@ def demo(conf: Path = ConfOption) -> None:
         typer.echo(format_table(query(Paths.of(config).lake, sql)))
     if not math.isfinite(summary["auroc"]):
         _fail("the scored period has a single class: AUROC is undefined")
+
+
+@app.command()
+def init(source: Path = typer.Option(..., "--source", help="your table: a CSV/Parquet file or folder, or a Delta table"),
+         name: Optional[str] = typer.Option(None, help="pipeline name (default: from the file name)"),
+         out: Optional[Path] = typer.Option(None, help="config to write (default: conf/<name>.yaml)"),
+         format: Optional[str] = typer.Option(None, "--format", help="csv, parquet or delta (default: guessed)"),
+         train_days: Optional[int] = typer.Option(None, help="days of the suggested training range (default: "
+                                                  "half the archive, 7 to 90 days)"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing config")) -> None:
+    """Inspect a table and write a commented pipeline config for it; prints what was seen and what to run next."""
+    import re
+
+    from lstmad import progress
+    from lstmad.config import ConfigError, load_config
+    from lstmad.io.source_profile import SourceProfileError, read_stored_table
+    from lstmad.onboarding import InspectionError, config_text, inspect_table, next_commands
+
+    pipeline = name or re.sub(r"[^A-Za-z0-9_]+", "_", source.stem).strip("_").lower() or "my_pipeline"
+    target = out or Path("conf") / f"{pipeline}.yaml"
+    if target.exists() and not force:
+        _fail(f"{target} exists; give --out another path or --force to overwrite it")
+    if train_days is not None and train_days < 1:
+        _fail("--train-days must be at least 1")
+    progress.step("init: inspecting %s", source)
+    try:
+        findings = inspect_table(read_stored_table(source, format))
+    except (SourceProfileError, InspectionError) as error:
+        _fail(str(error))
+    text = config_text(findings, pipeline, train_days)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    try:
+        load_config(tmp)  # what init writes must load: a failure here is lstmad's bug, said in one line
+    except ConfigError as error:
+        tmp.unlink()
+        _fail(f"the config written for {source} does not load ({error}); please report this")
+    tmp.replace(target)
+    channels = ", ".join(c.name for c in findings.channels)
+    typer.echo(f"{source}: {findings.stored.format}, {findings.asset_count} asset(s), {findings.first:%Y-%m-%d} .. "
+               f"{findings.last:%Y-%m-%d}, every {findings.step_s} s; timestamps in '{findings.timestamp_column}'"
+               f"{', assets in ' + repr(findings.asset_column) if findings.asset_column else ''}; channels {channels}"
+               + (f"; left out {findings.ignored}" if findings.ignored else ""))
+    typer.echo(f"wrote {target}: check the lines marked CHECK, then run:")
+    for command in next_commands(str(target), findings, train_days):
+        typer.echo(f"  {command}")
 
 
 @app.command()
@@ -210,8 +264,8 @@ def train(conf: Path = ConfOption,
     from lstmad import stages
 
     config = _window_end(_config(conf), window_end)
-    result = _run(stages.train, config, promote=promote, on_epoch=lambda r: typer.echo(
-        f"epoch {r['epoch']:>2}: train loss {r['train_loss']:.4f}, validation loss {r['val_loss']:.4f}", err=True))
+    # each epoch's line (losses, windows/s) comes from the training loop's progress lines
+    result = _run(stages.train, config, promote=promote)
     result = {k: v for k, v in result.items() if k != "history"}
     if result_name:
         file = _results_file(config, result_name)
@@ -394,90 +448,9 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         typer.echo(f"logged to MLflow run {run_id} ({benchmarks.tracking_uri})", err=True)
 
 
-bench_app = typer.Typer(help="Speed and memory benchmarks (JSON).", no_args_is_help=True)
+from lstmad.cli_bench import bench_app  # noqa: E402 — the bench subcommands, in their own module
+
 app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("prepare")
-def bench_prepare(rows: int = typer.Option(1_000_000, help="rows in the generated archive"),
-                  json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
-                  source: str = typer.Option("la_haute_borne", help="la_haute_borne (replicated) or synthetic"),
-                  workdir: Optional[Path] = typer.Option(None, help="folder for the archive and outputs (temp)"),
-                  baseline: bool = typer.Option(True, help="also run the pandas baseline"),
-                  compare_smoothing: bool = typer.Option(False, "--compare-smoothing",
-                                                         help="also time smoothing as Spark row windows")) -> None:
-    """Prepare N rows with Spark and with a pandas baseline: rows/s, peak memory, storage amplification."""
-    from lstmad.benchmarks import prepare as bench
-
-    if source not in ("la_haute_borne", "synthetic"):
-        _fail(f"unknown --source {source!r}: choose la_haute_borne or synthetic")
-    try:
-        result = bench.run(rows, json_path, source, workdir, baseline, compare_smoothing,
-                           progress=lambda line: typer.echo(line, err=True))
-    except FileNotFoundError as error:
-        _fail(str(error))
-    _print_json(result)
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(float(part)) for part in text.split(",") if part.strip())
-    except ValueError:
-        _fail(f"--pyod-sizes must be comma-separated window counts such as 1e5,3e5,1e6, got {text!r}")
-
-
-def _profiles(text: str) -> tuple[str, ...]:
-    from lstmad.benchmarks.speed import PROFILES
-
-    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [p for p in chosen if p not in PROFILES]
-    if unknown or not chosen:
-        _fail(f"--profiles: unknown profile {unknown[0] if unknown else text!r}; choose from {', '.join(PROFILES)}")
-    return chosen
-
-
-@bench_app.command("score")
-def bench_score(json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
-                windows: int = typer.Option(1_000_000, help="windows scored per profile (in-process and Spark)"),
-                pyod_sizes: str = typer.Option("1e5,3e5,1e6", help="archive sizes of the PyOD LSTMAD comparison"),
-                profiles: str = typer.Option("lstm_forecaster,lstm_autoencoder,iae_lstm_kl_small"),
-                batch_size: int = typer.Option(4096, help="windows per forward pass"),
-                workdir: Optional[Path] = typer.Option(None, help="folder for the archives (temp)")) -> None:
-    """Scoring windows/s and peak memory: in-process, Spark local[*], GPU if present, PyOD LSTMAD."""
-    from lstmad.benchmarks import speed
-
-    _print_json(speed.run_score(json_path, windows, _sizes(pyod_sizes), _profiles(profiles), batch_size, workdir,
-                                progress=lambda line: typer.echo(line, err=True)))
-
-
-@bench_app.command("train")
-def bench_train(json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
-                windows: int = typer.Option(100_000, help="training windows per profile"),
-                pyod_sizes: str = typer.Option("1e5", help="archive sizes of the PyOD LSTMAD comparison"),
-                profiles: str = typer.Option("lstm_forecaster,lstm_autoencoder,iae_lstm_kl_small"),
-                epochs: int = typer.Option(1), batch_size: int = typer.Option(256),
-                processes: int = typer.Option(2, help="TorchDistributor CPU processes"),
-                workdir: Optional[Path] = typer.Option(None, help="folder for the archives (temp)")) -> None:
-    """Training windows/s and peak memory: in-process, TorchDistributor DDP, GPU if present, PyOD LSTMAD."""
-    from lstmad.benchmarks import speed
-
-    _print_json(speed.run_train(json_path, windows, _sizes(pyod_sizes), _profiles(profiles), epochs, batch_size,
-                                processes, workdir, progress=lambda line: typer.echo(line, err=True)))
-
-
-@bench_app.command("queries")
-def bench_queries(json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
-                  assets: int = typer.Option(100), days: int = typer.Option(365),
-                  step_s: int = typer.Option(600, help="seconds between scored timestamps"),
-                  repeats: int = typer.Option(5, help="runs of each query (the median is reported)"),
-                  workdir: Optional[Path] = typer.Option(None, help="folder for the generated lake (temp)")) -> None:
-    """Latency of the example analyst queries on a year of results for 100 synthetic assets."""
-    from lstmad.benchmarks import queries
-
-    if days < 30 or assets < 1:
-        _fail("--days must be at least 30 (the queries read the last month) and --assets at least 1")
-    _print_json(queries.run(json_path, assets, days, step_s, repeats, workdir,
-                            progress=lambda line: typer.echo(line, err=True)))
 
 
 def main() -> None:

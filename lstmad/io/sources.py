@@ -52,7 +52,7 @@ def read_source(spark: SparkSession, source: SourceConfig, location: Path, files
     if not source.partition_column:
         kind = frame.schema[source.timestamp_column].dataType
         if isinstance(kind, T.TimestampType):
-            ts = F.col(source.timestamp_column)
+            ts = F.col("`" + source.timestamp_column.replace("`", "``") + "`")
             # Pushed down to Parquet: row groups entirely outside the range are not read. Null timestamps
             # stay (they are quarantined as undated rows).
             frame = frame.where(ts.isNull() | ((ts >= F.lit(read_from)) & (ts < F.lit(read_to))))

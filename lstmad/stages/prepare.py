@@ -14,7 +14,7 @@ import uuid
 import numpy as np
 import pyarrow as pa
 
-from lstmad import names
+from lstmad import names, progress
 from lstmad.config import PipelineConfig
 from lstmad.dates import MICROS, day_start_us, iso_dates
 from lstmad.io import lakehouse
@@ -79,6 +79,9 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     else:
         missing = []
 
+    progress.step("prepare %s..%s: reading %s", dates[0], dates[-1],
+                  f"{len(files)} {src.format} files ({sum(f.stat().st_size for f in files) / 1e6:.1f} MB) of {location}"
+                  if files else f"the Delta table {location}")
     spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
     require_utc(spark)
     nanos = source_schema.naive_nanosecond_timestamps(src, files)
@@ -172,7 +175,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
         log.warning("prepare %s..%s: %s", dates[0], dates[-1], warning)
     if summary["rows_read"] != summary["rows_kept"] + summary["rows_quarantined"] + summary["exact_duplicates_dropped"]:
         raise AssertionError(f"prepare accounting does not add up: {summary}")  # pragma: no cover
-    log.info("prepare %s..%s: read %d rows = kept %d + quarantined %d %s + exact duplicates %d; masked values %s; "
+    progress.step("prepare %s..%s: read %d rows = kept %d + quarantined %d %s + exact duplicates %d; masked values %s; "
              "%d blocks, %d windows (%d skipped as mostly filled in)", dates[0], dates[-1], summary["rows_read"],
              summary["rows_kept"], summary["rows_quarantined"], summary["quarantined_by_reason"] or "",
              summary["exact_duplicates_dropped"], summary["values_masked_by_reason"] or "none", summary["blocks"],

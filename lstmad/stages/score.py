@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import pyarrow.compute as pc
 
-from lstmad import names
+from lstmad import names, progress
 from lstmad.config import PipelineConfig
 from lstmad.dates import date_range
 from lstmad.io import lakehouse
@@ -68,6 +68,8 @@ def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None
     bundle.check_normalisation(block_stats, str(paths.tensors))  # before any Spark task: one clear message
     stats = {sid: s.to_dict() for sid, s in block_stats.items()}
     locks = ScoringLocks(paths.locks, dates)
+    progress.step("score %s..%s: %d block files with %s v%s", dates[0], dates[-1], len(files),
+                  config.registered_model_name, registered["version"])
     scoring = scoring_pass(config, spark, files, registered, bundle, stats, lineage, versions)
     try:
         per_date = scoring.commit_scores(paths, dates)
@@ -83,8 +85,8 @@ def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None
         got = per_date.get(date, {"n_scores": 0, "n_flags": 0, "auroc": math.nan, "anomalous_share": 0.0})
         summaries.append({"date": date, "model_version": registered["version"], **got,
                           "n_intervals": n_intervals.get(date, 0), names.SOURCE_VERSION: versions[date]})
-        log.info("score %s: %d timestamps, %d flagged, %d intervals (model v%s)", date, got["n_scores"],
-                 got["n_flags"], n_intervals.get(date, 0), registered["version"])
+        progress.step("score %s: %d timestamps, %d flagged, %d intervals (model v%s)", date, got["n_scores"],
+                      got["n_flags"], n_intervals.get(date, 0), registered["version"])
     return {"start": start.isoformat(), "end": end.isoformat(), "model_version": registered["version"],
             "dates": summaries, "n_scores": sum(s["n_scores"] for s in summaries),
             "n_flags": sum(s["n_flags"] for s in summaries), "n_intervals": sum(n_intervals.values()),

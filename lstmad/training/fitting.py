@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from lstmad import names
+from lstmad import progress
 from lstmad.config import PipelineConfig
 from lstmad.dates import MICROS, day_start_us, iso_dates
 from lstmad.layout import Paths, PrepareError
@@ -119,6 +120,7 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
     from lstmad.evaluation.calibration import split_calibration
 
     t, m = config.train, config.model
+    progress.step("train: reading the training windows of %s..%s", t.start, t.end)
     _, windows = windows_of(config, t.start, t.end)
     n_total, skipped_masked, excluded = len(windows), windows.skipped_masked, 0
     # outside normal operation (curtailment, downtime, …): neither learnt nor calibrated on
@@ -143,6 +145,7 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
     log.info("train: %d windows (%d outside normal operation, %d excluded as labelled anomalous, %d inside "
              "intervals of severity >= %s, %d kept apart to calibrate) from %s..%s", len(windows), in_state, excluded,
              severe, t.exclude_severity, 0 if calibration is None else len(calibration), t.start, t.end)
+    progress.step("train: fitting %s on %d windows", type(detector).__name__, len(windows))
     detector.fit(windows, on_epoch=on_epoch)
     counts = {"train_windows": len(windows), "excluded_windows": excluded, "excluded_severe_windows": severe,
               "operating_state_windows": in_state,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lstmad.progress import Progress
 from lstmad.training.params import LR_SCHEDULES, PRECISIONS, TrainingParams
 from lstmad.transforms.blocks import Windows
 
@@ -109,7 +110,7 @@ def fit_network(model: nn.Module, train: Windows, validation: Windows, batch_los
                        batch_loss, epochs=epochs, learning_rate=learning_rate, patience=patience, device=device,
                        seed=seed, on_epoch=on_epoch, weight_decay=weight_decay, checkpoint_dir=checkpoint_dir,
                        lr_schedule=lr_schedule, precision=precision, compile=compile, pin_memory=pin_memory,
-                       amsgrad=amsgrad, keep=keep)
+                       amsgrad=amsgrad, keep=keep, windows_per_epoch=len(train))
 
 
 def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.Tensor]],
@@ -118,7 +119,8 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
                 on_epoch: Optional[EpochCallback] = None, weight_decay: float = 0.0,
                 checkpoint_dir: Optional[str | Path] = None, lr_schedule: str = "constant",
                 precision: str = "fp32", compile: bool = False, pin_memory: bool = False,
-                ranks: Ranks = Ranks(), amsgrad: bool = False, keep: str = "best") -> list[dict]:
+                ranks: Ranks = Ranks(), amsgrad: bool = False, keep: str = "best",
+                windows_per_epoch: Optional[int] = None) -> list[dict]:
     """Adam (with L2 ``weight_decay``) on ``batch_loss`` over ``epoch_batches(epoch)`` ((B, W, C) batches);
     keeps the weights of the best validation epoch and stops after ``patience`` epochs without improvement.
 
@@ -173,6 +175,9 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
         # summed on the device: a .item() per step would wait for the GPU every step
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0
         rate = optimiser.param_groups[0]["lr"]
+        # periodic lines (lstmad.progress): a long epoch shows it is alive, with its rate and ETA
+        progress = Progress(f"train epoch {epoch}/{epochs}" + (f" rank {ranks.rank}" if ranks.world_size > 1 else ""),
+                            windows_per_epoch)
         for batch in epoch_batches(epoch):
             batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
             optimiser.zero_grad(set_to_none=True)
@@ -183,6 +188,7 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
             # detached: summing the losses themselves would keep every batch's autograd graph alive
             total += loss.detach().double() * batch.shape[0]
             count += batch.shape[0]
+            progress.advance(batch.shape[0])
         scheduler.step()
         val_sum, val_count = validation_loss(module, bf16)
         total, count, val_sum, val_count = ranks.all_reduce([total.item(), count, val_sum, val_count], device)
@@ -194,6 +200,8 @@ def fit_batches(model: nn.Module, epoch_batches: Callable[[int], Iterable[torch.
         record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "learning_rate": rate,
                   "windows": int(count), "seconds": time.perf_counter() - epoch_started}
         history.append(record)
+        if ranks.rank == 0:
+            progress.finish(f"train loss {record['train_loss']:.4g}, validation loss {val_loss:.4g}")
         if val_loss < best_loss - 1e-9:
             best_loss, best_state, stale = val_loss, copy.deepcopy(module.state_dict()), 0
         else:
