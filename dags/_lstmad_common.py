@@ -14,27 +14,72 @@ JOBS = REPO / "jobs"
 
 
 RUNNERS = ("in_process", "spark_submit")
+ON_MISSING_DATA = ("wait", "skip")
+
+
+def _pipeline_yaml() -> dict:
+    return yaml.safe_load(Path(CONF).read_text()) or {}
+
+
+def _typed(key: str, value, hint):
+    """A setting written as text (an environment variable, a quoted YAML value) as its field's type; a value
+    that cannot be read so is refused by name."""
+    import typing
+
+    if not isinstance(value, str) or hint is str:
+        return value
+    text = value.strip()
+    try:
+        if hint is bool:
+            if text.lower() in ("true", "yes", "1"):
+                return True
+            if text.lower() in ("false", "no", "0"):
+                return False
+            raise ValueError(text)
+        if hint in (int, float):
+            return hint(text)
+        if dt.date in typing.get_args(hint):  # Optional[date]: empty / none → None
+            return None if text.lower() in ("", "none", "null") else dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{CONF}: airflow.{key} (or LSTMAD_AIRFLOW_{key.upper()}) is {value!r}, not a "
+                         f"{getattr(hint, '__name__', 'date YYYY-MM-DD')}") from None
+    return value
 
 
 def airflow_settings(environ=os.environ) -> dict:
     """The config's ``airflow`` section (read with yaml only: the scheduler parses DAG files constantly) over
     lstmad.config.AirflowConfig's defaults, each key overridable by a deployment through
-    LSTMAD_AIRFLOW_<KEY> (LSTMAD_AIRFLOW_RUNNER=spark_submit), so one pipeline config serves a laptop and a
-    cluster."""
+    LSTMAD_AIRFLOW_<KEY> (LSTMAD_AIRFLOW_RUNNER=spark_submit, LSTMAD_AIRFLOW_CATCHUP=true), so one pipeline
+    config serves a laptop and a cluster. Values come typed as the dataclass fields are."""
     import dataclasses
+    import typing
 
     from lstmad.config import AirflowConfig
 
-    raw = yaml.safe_load(Path(CONF).read_text()) or {}
     settings = dataclasses.asdict(AirflowConfig())
-    settings.update(raw.get("airflow") or {})
+    settings.update(_pipeline_yaml().get("airflow") or {})
     for key in settings:
         if f"LSTMAD_AIRFLOW_{key.upper()}" in environ:
             settings[key] = environ[f"LSTMAD_AIRFLOW_{key.upper()}"]
-    if settings["runner"] not in RUNNERS:
-        raise ValueError(f"{CONF}: airflow.runner (or LSTMAD_AIRFLOW_RUNNER) is {settings['runner']!r}; "
-                         f"expected one of {', '.join(RUNNERS)}")
+    hints = typing.get_type_hints(AirflowConfig)
+    settings = {key: _typed(key, value, hints.get(key, str)) for key, value in settings.items()}
+    for key, allowed in (("runner", RUNNERS), ("on_missing_data", ON_MISSING_DATA)):
+        if settings[key] not in allowed:
+            raise ValueError(f"{CONF}: airflow.{key} (or LSTMAD_AIRFLOW_{key.upper()}) is {settings[key]!r}; "
+                             f"expected one of {', '.join(allowed)}")
     return settings
+
+
+def nightly_start_date(settings: dict, train_end=None, today=None) -> dt.date:
+    """lstmad_nightly's first logical date (its run scores the day before): ``airflow.start_date``, else two
+    days after ``train.end`` (the first night scored is then the first one after the training range), else
+    ``today`` (UTC). With catch-up off only the latest night runs on unpausing, whatever this date."""
+    if settings["start_date"] is not None:
+        return settings["start_date"]
+    if train_end:  # a date as YAML reads it, or its text
+        end = train_end if isinstance(train_end, dt.date) else dt.date.fromisoformat(str(train_end))
+        return end + dt.timedelta(days=2)
+    return today or dt.datetime.now(dt.timezone.utc).date()
 
 
 def log_failure(context) -> None:
@@ -50,6 +95,7 @@ def log_failure(context) -> None:
 
 
 SETTINGS = airflow_settings()
+NIGHTLY_START = nightly_start_date(SETTINGS, (_pipeline_yaml().get("train") or {}).get("end"))
 DEFAULT_ARGS = {
     "owner": "lstmad",
     "retries": int(SETTINGS["retries"]),
@@ -105,3 +151,37 @@ def json_safe(value):
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def missing_raw_data(day: str) -> str | None:
+    """Whether the night ``day`` (YYYY-MM-DD) of raw data has landed, checked without Spark: None when it has,
+    else one line naming the path checked and what is missing there.
+
+    A source partitioned by ``source.partition_column`` has landed when its folder
+    ``<partition_column>=<day>`` holds at least one data file that prepare would read
+    (lstmad.io.source_schema.source_files: ``*.parquet`` or ``*.csv``, hidden and ``_``-prefixed files left
+    out); no ``_SUCCESS`` marker is needed, since landing jobs differ in writing one. An unpartitioned source
+    (one file, folder or table filtered on the timestamp) and a Delta source are not checked (None): whether a
+    night is in them needs its timestamps read, and footer statistics are no answer for CSV or string
+    timestamps; prepare then reads them and fails loudly when they hold nothing usable. A landing folder that
+    does not exist at all is a configuration error, raised (the task fails), never a night to wait for.
+    """
+    from lstmad.config import PipelineConfig, SourceConfig
+    from lstmad.io.source_schema import source_files
+    from lstmad.layout import Paths
+
+    # The paths as lstmad.config resolves them, from the YAML alone: load_config would import every detector
+    # (torch) on each poke. The prepare task validates the whole config.
+    raw = _pipeline_yaml()
+    section = raw.get("source") or {}
+    source = SourceConfig(**{k: section[k] for k in ("path", "format", "partition_column") if k in section})
+    landing = Paths.of(PipelineConfig(pipeline=raw["pipeline"], home=raw.get("home") or "", source=source)).raw
+    if not source.partition_column or source.format == "delta":
+        return None
+    if not landing.is_dir():
+        raise FileNotFoundError(f"{landing}: the raw landing folder (source.path) does not exist")
+    partition = landing / f"{source.partition_column}={day}"
+    if source_files(source, landing, [day]):
+        return None
+    what = "no such folder" if not partition.is_dir() else f"no *.{source.format} data file in it"
+    return f"raw data for {day} has not landed: {partition}: {what}"

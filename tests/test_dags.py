@@ -37,7 +37,8 @@ def test_dags_import_without_errors_with_tags_docs_and_retries(dag_run):
 
 def test_task_graphs(dag_run):
     nightly = dag_run[0]["dags"]["lstmad_nightly"]["tasks"]
-    assert nightly["target_date"]["downstream"] == ["drift", "prepare", "retrain_needed", "score"]
+    assert nightly["target_date"]["downstream"] == ["drift", "prepare", "raw_data_landed", "retrain_needed", "score"]
+    assert nightly["raw_data_landed"]["downstream"] == ["prepare"]  # the night's data check comes first
     assert nightly["prepare"]["downstream"] == ["score"]
     assert nightly["score"]["downstream"] == ["drift"]
     assert nightly["drift"]["downstream"] == ["retrain_needed"]
@@ -58,6 +59,7 @@ def test_training_then_nightly_runs_end_to_end(dag_run, retraining_simulation):
     assert result["first_training"] == "success"
     nights = [n["night"] for n in result["nights"]]
     assert all(n["state"] == "success" for n in result["nights"]), result["nights"]
+    assert all(n["tasks"]["raw_data_landed"] == "success" for n in result["nights"])  # every night had landed
     scores = retraining_simulation["scores"]
     assert sorted(set(scores.scored_date)) == nights
     assert (scores.groupby(names.SCORED_DATE).size() == 2 * 288).all()  # 2 turbines × 288 five-minute steps
@@ -116,6 +118,10 @@ def test_both_runners_give_the_same_tasks_and_dependencies(tmp_path):
     assert edges["local"]["lstmad_training"] == {"prepare_training_range": [], "train": ["prepare_training_range"],
                                                  "promote": ["train"]}
     assert edges["local"]["lstmad_nightly"]["drift"] == ["score", "target_date"]
+    assert edges["local"]["lstmad_nightly"]["prepare"] == ["raw_data_landed", "target_date"]
+    # the night's data check is a sensor in the worker under either runner (it lists files, no Spark)
+    assert local["lstmad_nightly"]["raw_data_landed"]["operator"] == "DecoratedSensorOperator"
+    assert cluster["lstmad_nightly"]["raw_data_landed"]["operator"] == "DecoratedSensorOperator"
     # the runner changes how a stage runs: through spark-submit on the cluster, in the worker locally
     stages = {"prepare", "score", "drift", "prepare_training_range", "train", "promote", "compact_and_vacuum"}
     for dag, tasks in cluster.items():
