@@ -203,6 +203,7 @@ def test_e_a_recreated_registry_is_served_its_own_version_1_not_the_cached_one(m
     assert not np.array_equal(bundle.detector.score(models.windows), first.scores)
     # readers that name the version (the Spark payload) now get the new model's files
     assert os.readlink(link) == second.digest and sha256(link / WEIGHTS) == second.weights
+    assert model_store.folder_of(second.config, registered) == models.models / second.digest
     # and the old registry, asked again, still gets its own
     assert_served(models, first, load(first))
     assert os.readlink(link) == first.digest

@@ -208,6 +208,12 @@ def load_bundle(config: PipelineConfig, registered: dict):
     return bundle
 
 
+def folder_of(config: PipelineConfig, registered: dict) -> Path:
+    """The cache folder load_bundle serves ``registered`` (as it returned it) from: for readers of the model's
+    files, such as the Spark payload, instead of the models/v<version> link."""
+    return Paths.of(config).models / _cache_key(_resolved(config, registered))
+
+
 def cache(config: PipelineConfig, version: str, model_dir: Path, digest: str) -> Path:
     """Move a sealed model folder just registered as ``version`` into the cache (what loading it would
     download); returns its cache folder."""
