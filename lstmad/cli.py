@@ -45,6 +45,7 @@ def _date(value: Optional[str], name: str = "--date") -> Optional[dt.date]:
 def _run(step, *args, **kwargs):
     """Run a pipeline step; expected failures (bad input, missing model) become one line, not a trace."""
     from lstmad.io.lakehouse import LakehouseError
+    from lstmad.io.model_store import ModelStoreError
     from lstmad.io.sources import SourceReadError
     from lstmad.io.tracking import NoChampionError
     from lstmad.layout import PrepareError
@@ -52,7 +53,7 @@ def _run(step, *args, **kwargs):
 
     try:
         return step(*args, **kwargs)
-    except (PrepareError, SourceReadError, NoChampionError, ModelMismatchError, LakehouseError,
+    except (PrepareError, SourceReadError, NoChampionError, ModelMismatchError, LakehouseError, ModelStoreError,
             FileNotFoundError) as error:
         _fail(str(error))
     except Exception as error:  # noqa: BLE001 — no input may end in a traceback on the terminal

@@ -20,6 +20,7 @@ _CHOICES = {
     "threshold.rule": ("percentile", "mean_std", "pot", "row_rate", "alarms_per_week"),  # evaluation.calibration.RULES
     "delta.engine": ("delta-rs", "delta-spark"),
     "airflow.runner": ("in_process", "spark_submit"),
+    "airflow.on_missing_data": ("wait", "skip"),
     "source.format": ("parquet", "csv", "delta"),
     "prepare.normalisation_scope": ("global", "per_asset"),
 }
@@ -78,6 +79,9 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if src.timestamp_format.startswith("epoch") and src.timestamp_format not in EPOCH_FORMATS:
         raise ConfigError(f"{source}: key 'source.timestamp_format' {src.timestamp_format!r}: numeric timestamps "
                           f"are one of {', '.join(EPOCH_FORMATS)}")
+    if config.airflow.data_wait_timeout_minutes < 0 or config.airflow.data_poke_interval_s < 1:
+        raise ConfigError(f"{source}: keys 'airflow.data_wait_timeout_minutes' (≥ 0) and 'airflow.data_poke_interval_s' "
+                          "(≥ 1) bound the wait for a night's raw data")
     for value, label in src.label_values.items():
         if label not in (0, 1):
             raise ConfigError(f"{source}: key 'source.label_values.{value}' must be 0 (normal) or 1 (anomalous), "

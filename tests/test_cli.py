@@ -38,3 +38,38 @@ def test_missing_java_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(session.JavaMissingError, match="Java 17\\+.*openjdk-17-jre-headless"):
         session.require_java()
+
+
+def test_an_unexpected_error_is_one_line_with_its_traceback_in_a_log_file(tmp_path, monkeypatch):
+    from lstmad import stages
+
+    def prepare(*args, **kwargs):  # a stage failing in a way nobody anticipated
+        raise RuntimeError("column `x` exploded\n  in a second line")
+
+    monkeypatch.setattr(stages, "prepare", prepare)
+    conf = write_config(tmp_path / "tiny.yaml", tiny_config_dict(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["prepare", "--conf", str(conf), "--date", "2026-01-03"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    line = result.output.strip()
+    assert line.startswith("error: prepare failed unexpectedly: RuntimeError: column `x` exploded in a second line")
+    log_file = line.split("traceback in ")[1].rstrip(")")
+    assert log_file.startswith(str(tmp_path / "home" / "tiny" / "logs"))
+    text = open(log_file).read()
+    assert text.startswith("Traceback") and "exploded" in text and "def prepare" not in text
+
+
+def test_the_console_script_turns_any_escaping_error_into_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from lstmad import cli
+
+    def broken():
+        raise KeyError("nobody expected this")
+
+    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.setattr(sys, "argv", ["lstmad", "tables", "--conf", "x.yaml"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1
+    assert err.startswith("error: tables failed unexpectedly: KeyError: 'nobody expected this' (traceback in ")

@@ -19,6 +19,7 @@ from lstmad.config import PipelineConfig
 from lstmad.dates import date_range
 from lstmad.io import lakehouse
 from lstmad.io.locks import ScoringLocks
+from lstmad.io import model_store
 from lstmad.io.model_store import champion_bundle
 from lstmad.io.tensor_store import block_files, content_version, load_stats, read_blocks
 from lstmad.layout import Paths, PrepareError
@@ -144,7 +145,8 @@ def scoring_pass(config: PipelineConfig, spark, files: list[str], registered: di
     from lstmad.spark import score as transforms
 
     paths = Paths.of(config)
-    files_of_model = transforms.model_payload(paths.models / f"v{registered['version']}")
+    # the content folder itself: models/vN is a link another registry's version N could repoint
+    files_of_model = transforms.model_payload(model_store.folder_of(config, registered))
     payload = spark.sparkContext.broadcast(files_of_model)
     # Python workers outlive jobs and keep loaded models by this key: the weights' digest, not just name and
     # version, so that another pipeline (or a re-created registry) reusing a name never gets a stale model
