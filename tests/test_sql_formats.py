@@ -264,3 +264,27 @@ def test_render_of_an_empty_result():
     empty = pa.table({"shares": pa.array([], lakehouse.CHANNEL_SHARES_TYPE), "at": pa.array([], lakehouse.UTC_US)})
     assert [render(empty, f) for f in FORMATS] == [
         "shares | at\n--------+----\n(0 rows)", '"shares","at"', '{"rows": []}', ""]
+
+
+
+def test_times_are_utc_whatever_the_machine_zone(lake, monkeypatch):
+    """date_trunc and printed offsets follow UTC (the pipeline's dates), not the machine's TZ."""
+    import datetime as dt
+    import time
+
+    from lstmad.analytics.sql import query
+    from lstmad.io.lakehouse import read_table
+
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: most instants fall on another day there
+    time.tzset()
+    try:
+        got = query(lake["lake"], "select timestamp, date_trunc('day', timestamp) as day from anomaly_scores "
+                          "where timestamp is not null order by timestamp").to_pylist()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    stamps = sorted(t for t in read_table(lake["lake"], "anomaly_scores").column("timestamp").to_pylist() if t is not None)
+    assert [r["timestamp"] for r in got] == stamps
+    assert [r["day"] for r in got] == [dt.datetime.combine(t.astimezone(dt.timezone.utc).date(), dt.time(),
+                                                           dt.timezone.utc) for t in stamps]
+    assert all(r["day"].utcoffset() == dt.timedelta(0) for r in got)

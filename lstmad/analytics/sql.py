@@ -103,6 +103,9 @@ def query(lake: Path, sql: str, as_of: Optional[dict[str, lakehouse.AsOf]] = Non
             raise SqlError(f'"{name}": {error}') from None
     connection = duckdb.connect(":memory:")
     try:
+        # UTC, as every date of the pipeline: date_trunc and printed offsets do not follow the machine's zone
+        # (set here: a connect-time setting cannot autoload the icu extension)
+        connection.execute("SET TimeZone = 'UTC'")
         for name, dataset in tables.items():
             connection.register(name, dataset)
         # After registering: no file system access from SQL (COPY … TO, read_csv on arbitrary paths).
