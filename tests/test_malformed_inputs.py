@@ -215,6 +215,18 @@ def _delta(folder: Path) -> Path:
     return target
 
 
+def _delta_partitioned(folder: Path) -> Path:
+    """A Delta table partitioned by date (two days: only 2026-01-01's partition is read)."""
+    from deltalake import write_deltalake
+
+    target = folder / "delta_partitioned"
+    frame = clean_frame().assign(date="2026-01-01")
+    other = clean_frame().assign(date="2026-01-02", time=lambda f: f.time + pd.Timedelta(days=1))
+    write_deltalake(str(target), pa.Table.from_pandas(pd.concat([frame, other]), preserve_index=False),
+                    partition_by=["date"])
+    return target
+
+
 def _empty_rows(path: Path) -> None:
     # an empty frame: pandas writes null/object columns, not the good file's types
     pq.write_table(pa.Table.from_pandas(pd.DataFrame({c: [] for c in HEADER}), preserve_index=False), path)
@@ -333,6 +345,8 @@ CASES: dict[str, tuple] = {
                                              {"rows_kept": 20, "same_as_clean": True, "files_skipped_empty": 1}),
     "parquet_truncated_file": (_truncated, {"format": "parquet"}, "not a readable Parquet file"),
     "delta_table": (_delta, {"format": "delta"}, {"rows_kept": 20, "same_as_clean": True}),
+    "delta_table_partitioned": (_delta_partitioned, {"format": "delta", "partition_column": "date"},
+                                {"rows_read": 20, "rows_kept": 20, "same_as_clean": True}),
     "binary_garbage": (b"\x00\xff\xfe PK\x03\x04" + bytes(range(256)) * 4, {}, "column 'time' is missing"),
 }
 # Only the short gap is filled: 10 and 11 are missing; a window holding both is 6/12 filled (> 25 %):
@@ -358,7 +372,7 @@ def write_case(folder: Path, name: str) -> Path:
 
 
 SOURCE_KEYS = ("timezone", "timestamp_format", "csv_delimiter", "decimal_separator", "csv_encoding", "label_column",
-               "label_values", "channels", "format")
+               "label_values", "channels", "format", "partition_column")
 
 
 def corpus_config(home: Path, path: Path, **source) -> dict:
