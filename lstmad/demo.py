@@ -60,11 +60,15 @@ def run_demo(config: PipelineConfig, echo: Callable[[str], None] = print) -> dic
     started = time.time()
     paths = Paths.of(config)
     start_afresh(paths, config.pipeline)
+    s = config.synthetic
+    echo(f"generating a synthetic wind farm: {s.turbines} turbines × {s.days} days at {s.step_s} s steps …")
     generated = stages.generate(config)
     echo(f"generated {generated['rows']} rows ({generated['anomalous_share']:.1%} icing) in {paths.raw}")
     for summary in stages.prepare_training_data(config):
         echo(f"prepared {summary['dates'][0]}..{summary['dates'][1]}: {summary['rows_read']} rows read, "
              f"{summary['rows_kept']} kept, {summary['rows_quarantined']} quarantined, {summary['windows']} windows")
+    echo(f"training {config.model.detector} on {config.train.start}..{config.train.end} "
+         "(progress lines on stderr) …")
     trained = stages.train(config, on_epoch=lambda r: echo(
         f"  epoch {r['epoch']:>2}: train loss {r['train_loss']:.4f}, validation loss {r['val_loss']:.4f}"))
     m = trained["metrics"]

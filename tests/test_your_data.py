@@ -152,7 +152,10 @@ def test_prepare_train_score_and_sql_give_what_the_archive_holds(followed, scada
 
 
 def test_the_nightly_dag_scores_the_night_before_its_logical_date(followed, scada):
-    folder, _ = followed
+    folder, outputs = followed
+    log = output_of(outputs, "airflow dags test")
+    # the tasks' progress lines reach the task log
+    assert "prepare 2014-01-16..2014-01-16: read 576 rows" in log and "score 2014-01-16: 576 timestamps" in log
     config = load_config(folder / "conf" / "my_farm.yaml")
     scores = lakehouse.read_table(Paths.of(config).lake, names.ANOMALY_SCORES).to_pandas()
     night = scores[scores[names.SCORED_DATE] == "2014-01-16"]
