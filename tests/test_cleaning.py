@@ -32,12 +32,16 @@ def test_account_counts_per_date_add_up():
     faults[0, 1] = 4
     faults[2, 0] = 1
     faults[4, 0] = 3  # on an extra copy: not counted
-    counts = account(dates, own, reasons, extra, faults, ["x", "y"])
+    # labels outside the domain: counted on kept rows only (row 1 is set aside, row 8 an extra copy)
+    label_faults = np.zeros(12, dtype=bool)
+    label_faults[[0, 1, 5, 8]] = True
+    counts = account(dates, own, reasons, extra, faults, ["x", "y"], label_faults)
     assert set(counts) == {"d1", "d2"}
     assert counts["d1"] == {"rows_read": 5, "rows_kept": 2, "rows_quarantined": 2, "exact_duplicates_dropped": 1,
                             "quarantined_by_reason": {"null_or_unparseable_timestamp": 1, "conflicting_duplicate": 1},
                             "values_masked_by_reason": {"missing_value": 1, "sentinel_value": 1},
-                            "values_masked_by_channel": {"x": 1, "y": 1}}
+                            "values_masked_by_channel": {"x": 1, "y": 1}, "labels_not_in_domain": 1}
     assert counts["d2"]["rows_read"] == 4 and counts["d2"]["rows_kept"] == 2
+    assert counts["d2"]["labels_not_in_domain"] == 1
     for day in counts.values():
         assert day["rows_read"] == day["rows_kept"] + day["rows_quarantined"] + day["exact_duplicates_dropped"]
