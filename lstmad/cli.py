@@ -64,13 +64,14 @@ def _run(step, *args, **kwargs):
 def _unexpected(stage: str, error: BaseException, home: Optional[Path]) -> str:
     """One line for an error nobody anticipated, naming the stage; the traceback goes to a log file under the
     pipeline's home (``logs/``, else the temp folder) whose path the line gives."""
+    import os
     import tempfile
     import traceback
 
     folder = (home / "logs") if home else Path(tempfile.gettempdir()) / "lstmad-logs"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        log_file = folder / f"error-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{stage}.log"
+        log_file = folder / f"error-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}-{os.getpid()}-{stage}.log"
         log_file.write_text("".join(traceback.format_exception(error)))
         where = f"traceback in {log_file}"
     except OSError:

@@ -105,15 +105,15 @@ class SourceConfig:
 
     @property
     def csv_charset(self) -> Optional[str]:
-        """``csv_encoding`` as Spark's CSV reader names it; None for an encoding Spark cannot read."""
+        """``csv_encoding`` as Spark's CSV reader names it; None for an encoding it cannot read line by line
+        (UTF-16/32 would need multi-line parsing: its lines do not end in the byte 0x0A)."""
         import codecs
 
         try:
             name = codecs.lookup(self.csv_encoding).name
         except LookupError:
             return None
-        return {"utf-8": "utf-8", "iso8859-1": "iso-8859-1", "latin-1": "iso-8859-1", "ascii": "us-ascii",
-                "utf-16": "utf-16", "utf-16-be": "utf-16be", "utf-16-le": "utf-16le", "utf-32": "utf-32"}.get(name)
+        return {"utf-8": "utf-8", "iso8859-1": "iso-8859-1", "latin-1": "iso-8859-1", "ascii": "us-ascii"}.get(name)
 
     @property
     def driver_indices(self) -> tuple[int, ...]:
@@ -443,6 +443,10 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         key_hint, value_hint = typing.get_args(hint) or (str, str)
         if value_hint is str:
             return {str(k): str(v) for k, v in value.items()}
+        for k in value:
+            if isinstance(k, bool):  # YAML 1.1 reads yes/no/on/off/true/false keys as booleans
+                raise ConfigError(f"{source}: key '{key}' has a key YAML reads as {k} (yes/no, on/off, true/false): "
+                                  "quote it")
         return {str(k): _coerce(value_hint, v, source, f"{key}.{k}") for k, v in value.items()}
     if hint is dt.date:
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):

@@ -74,8 +74,8 @@ def check_config(config: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'source.decimal_separator' is ',' and so is 'source.csv_delimiter'; "
                           "such exports separate fields with ';'")
     if src.csv_charset is None:
-        raise ConfigError(f"{source}: key 'source.csv_encoding' must be an encoding Spark reads: utf-8, latin-1 "
-                          f"(iso-8859-1), us-ascii, utf-16, utf-16be, utf-16le or utf-32; got {src.csv_encoding!r}")
+        raise ConfigError(f"{source}: key 'source.csv_encoding' must be utf-8, latin-1 (iso-8859-1) or us-ascii "
+                          f"(convert other encodings to UTF-8 first); got {src.csv_encoding!r}")
     if src.timestamp_format.startswith("epoch") and src.timestamp_format not in EPOCH_FORMATS:
         raise ConfigError(f"{source}: key 'source.timestamp_format' {src.timestamp_format!r}: numeric timestamps "
                           f"are one of {', '.join(EPOCH_FORMATS)}")

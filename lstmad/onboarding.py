@@ -204,9 +204,14 @@ def _label(frame: pd.DataFrame, skip: set) -> tuple[Optional[str], dict]:
         values = values[values.astype(str).str.strip() != ""]
         if values.nunique() > 20:
             continue
+        if pd.api.types.is_bool_dtype(values):
+            return str(name), {}  # true/false: read as 1/0
         numbers = pd.to_numeric(values, errors="coerce")
-        if numbers.notna().all() and set(numbers.unique()) <= {0, 1}:
-            return str(name), {}
+        if numbers.notna().all():
+            if set(numbers.unique()) <= {0, 1}:
+                return str(name), {}
+            # other codes: 0 normal, any other number anomalous (written for a person to check)
+            return str(name), {f"{v:g}": int(v != 0) for v in sorted(numbers.unique())}
         mapping = {str(v).strip(): 0 if str(v).strip().lower() in NORMAL_WORDS else 1
                    for v in values.astype(str).unique()}
         return str(name), mapping

@@ -200,6 +200,12 @@ def _null_typed_channel() -> pa.Table:
     return table.append_column("speed", pa.nulls(20))
 
 
+def _label_codes() -> pa.Table:
+    """Float label codes as a historian writes them (2.0: another fault class, 3.0: unknown)."""
+    codes = [0.0] * 15 + [1.0, 2.0, 2.0, 3.0, 0.0]
+    return pa.Table.from_pandas(clean_frame().assign(label=codes), preserve_index=False)
+
+
 def _truncated(folder: Path) -> Path:
     file = folder / "truncated.parquet"
     pq.write_table(pa.Table.from_pandas(clean_frame(), preserve_index=False), file)
@@ -310,6 +316,8 @@ CASES: dict[str, tuple] = {
     "epoch_milliseconds_unconfigured": (_epoch(1000), {}, "'1767225600000', which is not a timestamp (numbers since "
                                                           "1970? set source.timestamp_format: epoch_ms)"),
     "epoch_milliseconds": (_epoch(1000), {"timestamp_format": "epoch_ms"}, {"rows_kept": 20, "same_as_clean": True}),
+    "epoch_microseconds": (_epoch(1_000_000), {"timestamp_format": "epoch_us"}, {"rows_kept": 20, "same_as_clean": True}),
+    "epoch_nanoseconds": (_epoch(1_000_000_000), {"timestamp_format": "epoch_ns"}, {"rows_kept": 20, "same_as_clean": True}),
     "epoch_seconds_with_fraction": (_epoch(1, fraction=True), {"timestamp_format": "epoch_s"},
                                     {"rows_kept": 20, "same_as_clean": True}),
     "text_labels_unmapped": (_labelled(["normal"] * 18 + ["icing"] * 2), {"label_column": "label"},
@@ -343,6 +351,10 @@ CASES: dict[str, tuple] = {
     "parquet_zero_bytes_beside_a_good_one": (_parquet_folder("zero_beside", lambda p: p.write_bytes(b"")),
                                              {"format": "parquet"},
                                              {"rows_kept": 20, "same_as_clean": True, "files_skipped_empty": 1}),
+    "parquet_numeric_label_codes": (_parquet("codes", _label_codes),
+                                    {"format": "parquet", "label_column": "label", "label_values": {0: 0, 1: 1, 2: 1}},
+                                    {"rows_kept": 20, "labels_not_in_domain": 1,
+                                     "labels": [0] * 15 + [1, 1, 1, -1, 0]}),
     "parquet_truncated_file": (_truncated, {"format": "parquet"}, "not a readable Parquet file"),
     "delta_table": (_delta, {"format": "delta"}, {"rows_kept": 20, "same_as_clean": True}),
     "delta_table_partitioned": (_delta_partitioned, {"format": "delta", "partition_column": "date"},
@@ -421,7 +433,8 @@ def test_malformed_file_ends_in_counted_run_or_one_clear_error(name, tmp_path, s
             run_case(tmp_path, name, spark)
         message = str(error.value)
         assert expected in message and "\n" not in message
-        assert str(tmp_path) in message  # names the file or folder
+        (written,) = [p for p in tmp_path.iterdir() if p.name not in ("home", "conf.yaml")]
+        assert str(written) in message  # names the file or folder
         home = tmp_path / "home" / "corpus"
         assert not (home / names.TENSOR_BLOCKS).exists() and not (home / "lake").exists()
         return
@@ -443,6 +456,7 @@ def test_malformed_file_ends_in_counted_run_or_one_clear_error(name, tmp_path, s
     assert all(json.loads(row) for row in quarantine.source_row)
     if expected.get("same_as_clean"):
         np.testing.assert_allclose(block_values(config), clean_values, atol=1e-6)
+    assert np.isfinite(block_values(config)).all()
     if "files_skipped_empty" in expected:
         assert len(summary["files_skipped_empty"]) == expected["files_skipped_empty"]
     blocks = read_blocks(Paths.of(config).tensors, [DAY.isoformat()]).to_pylist()
@@ -535,3 +549,38 @@ def test_timestamp_offsets_zones_and_naive_nanoseconds(tmp_path, spark):
     assert summary["rows_kept"] == 20 and summary["windows"] == 17
     blocks = read_blocks(Paths.of(config).tensors, [DAY.isoformat()])
     assert min(blocks.column(names.BLOCK_START).to_pylist()) == 1767225600_000000  # 2026-01-01 00:00Z
+
+
+def test_a_night_after_the_fit_masks_values_that_overflow_once_normalised(tmp_path, spark):
+    """3e38 fits float32, but not once divided by speed's scale (≈ 0.3): masked and counted as
+    unrepresentable on the nightly path (statistics already fitted), never ±inf in the blocks."""
+    file = write_case(tmp_path, "clean")
+    config = load_config(write_config(tmp_path / "conf.yaml",
+                                      corpus_config(tmp_path / "home", file, channels=UNLIMITED)))
+    stages.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+    stats = load_stats(Paths.of(config).tensors)
+    assert 3e38 / stats.scale[2] > FLT_MAX > 3e38
+    with open(file, "w", newline="") as handle:
+        csv.writer(handle).writerows([HEADER, *with_value(clean_rows(), 7, "speed", "3e38")])
+    summary = stages.prepare(config, DAY, DAY, spark=spark)
+    assert summary["values_masked_by_reason"] == {"unrepresentable_value": 1} and summary["rows_kept"] == 20
+    assert np.isfinite(block_values(config)).all()
+    quarantine = lakehouse.read_table(Paths.of(config).lake, names.QUARANTINE).to_pandas()
+    (record,) = quarantine[quarantine.reason == "unrepresentable_value"].itertuples()
+    assert record.channel == "speed" and json.loads(record.source_row)["speed"] == "3e38"
+
+
+def test_a_night_where_nothing_parses_fails_saying_why_and_writes_nothing(tmp_path, spark):
+    file = write_case(tmp_path, "clean")
+    config = load_config(write_config(tmp_path / "conf.yaml", corpus_config(tmp_path / "home", file)))
+    stages.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
+    blocks_before = sorted(p.name for p in (Paths.of(config).tensors / f"date={DAY}").iterdir())
+    quarantine_version = lakehouse.describe(Paths.of(config).lake)
+    with open(file, "w", newline="") as handle:
+        csv.writer(handle).writerows([HEADER, *_epoch(1000)])
+    with pytest.raises(PrepareError) as error:
+        stages.prepare(config, DAY, DAY, spark=spark)
+    assert "no usable rows in 2026-01-01 .. 2026-01-01: 20 rows read, 0 kept" in str(error.value)
+    assert "set source.timestamp_format: epoch_ms" in str(error.value)
+    assert sorted(p.name for p in (Paths.of(config).tensors / f"date={DAY}").iterdir()) == blocks_before
+    assert lakehouse.describe(Paths.of(config).lake) == quarantine_version

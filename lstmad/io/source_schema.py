@@ -97,23 +97,25 @@ def _check_names(file: Path, names: list[str]) -> None:
         seen[name.lower()] = name
 
 
+def is_empty_file(source: SourceConfig, file: Path) -> bool:
+    """Zero bytes, or a Parquet file of zero rows (an unreadable one is not empty: _columns names it)."""
+    if file.stat().st_size == 0:
+        return True
+    if source.format == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_metadata(file).num_rows == 0
+        except (pa.ArrowInvalid, OSError):
+            return False
+    return False
+
+
 def split_empty_files(source: SourceConfig, files: list[Path]) -> tuple[list[Path], list[Path]]:
     """(files with rows, files without: zero bytes, or a Parquet file of zero rows). Empty files are skipped
     (and counted) when others have rows — one empty file written beside good ones must not stop a night;
     when all are empty, all are returned as they are (the run then says there is nothing to read)."""
-    import pyarrow.parquet as pq
-
-    def empty(file: Path) -> bool:
-        if file.stat().st_size == 0:
-            return True
-        if source.format == "parquet":
-            try:
-                return pq.read_metadata(file).num_rows == 0
-            except (pa.ArrowInvalid, OSError):
-                return False  # unreadable: _columns says so, naming the file
-        return False
-
-    flags = [empty(f) for f in files]
+    flags = [is_empty_file(source, f) for f in files]
     if all(flags):
         return files, []
     return [f for f, e in zip(files, flags) if not e], [f for f, e in zip(files, flags) if e]
@@ -161,9 +163,12 @@ def check_configured(source: SourceConfig, schema: dict[str, str], where: str) -
         if column not in schema:
             raise SourceSchemaError(f"{where}: column '{column}' is missing (configured in source); the source "
                                     f"has {sorted(schema)}")
-    for column in [*source.channel_names, *([source.label_column] if source.label_column else [])]:
+    for column in source.channel_names:
         if schema[column] not in ("number", "string", "null"):
             raise SourceSchemaError(f"{where}: column '{column}' has kind {schema[column]}, expected a number")
+    if source.label_column and schema[source.label_column] not in ("number", "string", "null", "bool"):
+        raise SourceSchemaError(f"{where}: column '{source.label_column}' has kind {schema[source.label_column]}, "
+                                "expected labels (numbers, text or true/false)")
     numeric_time = source.timestamp_format.startswith("epoch")
     if schema[source.timestamp_column] not in ("timestamp", "string", "date", *(("number",) if numeric_time else ())):
         raise SourceSchemaError(f"{where}: column '{source.timestamp_column}' has kind "

@@ -103,11 +103,23 @@ def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_
 
 def label_and_fault(raw_label: Column | None, label_values: dict[str, int]) -> tuple[Column, Column]:
     """(label: 0 normal, 1 anomalous, null unknown; label fault: true where a value is present but outside the
-    domain — ``label_values``' keys (text, trimmed) when given, else the numbers 0 and 1)."""
+    domain — ``label_values``' keys when given (compared as numbers when every key is one, so that 2, 2.0 and
+    "2" agree; else as trimmed text), else the numbers 0 and 1)."""
     if raw_label is None:
         return F.lit(None).cast("int"), F.lit(False)
-    if label_values:
-        mapping = F.create_map(*[x for k, v in sorted(label_values.items()) for x in (F.lit(str(k)), F.lit(int(v)))])
+    numeric_keys = {}
+    for key, value in label_values.items():
+        try:
+            numeric_keys[float(key)] = int(value)
+        except ValueError:
+            break
+    if label_values and len(numeric_keys) == len(label_values):
+        number, label = raw_label.try_cast("double"), F.lit(None)
+        for key, value in sorted(numeric_keys.items()):
+            label = F.when(number == F.lit(key), F.lit(value)).otherwise(label)
+    elif label_values:
+        mapping = F.create_map(*[x for k, v in sorted(label_values.items())
+                                 for x in (F.lit(str(k).strip()), F.lit(int(v)))])
         label = F.try_element_at(mapping, F.trim(raw_label.cast("string")))
     else:
         number = raw_label.try_cast("double")
@@ -126,13 +138,15 @@ def operating_state_code(states: tuple = ()):
 
 
 def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], keep_source: bool | str = False,
-                   nanos_are_naive: bool = False, states: tuple = ()) -> DataFrame:
+                   nanos_are_naive: bool = False, states: tuple = (), overflow_bounds=None) -> DataFrame:
     """Raw source rows → asset_id, timestamp_us, one double per channel (null where faulty), one fault code
     per channel, label, operating state (operating_state_code of ``states``), date (the partition's, else the
     timestamp's UTC date, else ``undated``), the
     row-level reason code (lstmad.transforms.cleaning.ROW_REASONS, 0 = usable) and ``_own`` (date in ``own_dates``);
     with ``keep_source``, ``source_row``: the raw row as JSON where the quarantine will record it, else null
-    (``keep_source="all"``: on every row).
+    (``keep_source="all"``: on every row). ``overflow_bounds`` (C,): values at or beyond these magnitudes may
+    overflow float32 once normalised (NormalisationStats.overflow_bounds): their rows carry their JSON too, in
+    case per_asset finds them unrepresentable.
 
     Nothing here raises on bad data: unparseable values become fault codes, never errors.
     """
@@ -172,6 +186,8 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
         recorded = F.lit(False)
         for i in range(len(source.channels)):
             recorded = recorded | F.col(fault_column(i)).isin(*cleaning.RECORDED_FAULT_CODES)
+            if overflow_bounds is not None:
+                recorded = recorded | (F.abs(F.col(value_column(i))) >= F.lit(float(overflow_bounds[i])))
         wanted = F.col(OWN) & ((F.col(CODE) != 0) | recorded)
         rows = rows.withColumn(SOURCE_ROW, F.when(wanted, F.to_json(F.col(SOURCE)))).drop(SOURCE)
     return rows
@@ -222,6 +238,12 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         faults = np.column_stack([table.column(fault_column(i)).to_numpy(zero_copy_only=False)
                                   for i in range(len(channel_list))]).astype(np.uint8)
         label_faults = table.column(LABEL_FAULT).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+        if stats is not None:
+            # a value float32 can hold may still overflow it once normalised (a large reading on a channel
+            # of small scale): masked and counted as unrepresentable, as in canonical_rows
+            with np.errstate(invalid="ignore", over="ignore"):
+                overflow = np.isfinite(values) & (np.abs(stats.apply(values, asset)) >= cleaning.FLOAT32_MAX)
+            faults[overflow], values[overflow] = 6, np.nan
         labels = table.column(names.LABEL).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int8)
         states = table.column(names.STATE).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int8)
         reasons = table.column(CODE).to_numpy(zero_copy_only=False).astype(np.uint8)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import shutil
 import time
 import uuid
@@ -20,6 +19,7 @@ from lstmad.dates import MICROS, day_start_us, iso_dates
 from lstmad.io import lakehouse
 from lstmad.io.tensor_store import load_stats, replace_block_files, save_stats, stats_dir
 from lstmad.layout import Paths, PrepareError
+from lstmad.transforms.diagnosis import explain_channel, explain_unusable, input_warnings
 
 log = logging.getLogger("lstmad")
 
@@ -93,15 +93,14 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     own_dates = dates if src.partition_column else [*dates, transforms.UNDATED]
     ts = F.col(transforms.TS_US)
     check_operating_states(raw, config.operating_states, location)
+    stats = None if fit_stats else load_stats(paths.tensors)
+    if stats is not None and stats.channels != tuple(channels):
+        raise PrepareError(f"{stats_dir(paths.tensors)}: reference statistics are for channels {list(stats.channels)}, "
+                           f"the configuration lists {list(channels)}; re-run prepare --fit-stats")
     rows = (transforms.canonical_rows(raw, src, own_dates, keep_source=True, nanos_are_naive=nanos,
-                                      states=config.operating_states)
+                                      states=config.operating_states,
+                                      overflow_bounds=None if stats is None else stats.overflow_bounds())
             .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
-    stats = None
-    if not fit_stats:
-        stats = load_stats(paths.tensors)
-        if stats.channels != tuple(channels):
-            raise PrepareError(f"{stats_dir(paths.tensors)}: reference statistics are for channels {list(stats.channels)}, "
-                               f"the configuration lists {list(channels)}; re-run prepare --fit-stats")
     per_asset = transforms.per_asset(rows, channels, stats, prep.window, prep.block_rows, prep.step_s,
                                      prep.max_gap_steps, prep.smoothing_half_width, start_us, end_us,
                                      has_labels=src.label_column is not None,
@@ -127,6 +126,9 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
             raise PrepareError(f"{location}: no rows for {dates[0]} .. {dates[-1]}")
         blocks = transforms.block_rows(per_asset)
         candidates = transforms.quarantine_candidates(side, channels)
+        if counts["rows_kept"] == 0:
+            raise PrepareError(f"{location}: no usable rows in {dates[0]} .. {dates[-1]}: "
+                               f"{explain_unusable(counts, candidates, src)}")
         if fit_stats:
             per_asset_moments = {r[names.ASSET]: {k: np.array(v, dtype=np.float64) for k, v in
                                                   json.loads(r[transforms.INFO]).items()}
@@ -163,97 +165,26 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
         raise
     finally:
         per_asset.unpersist()
-    save_stats(paths.tensors, stats, make_current=fit_stats)
-    replace_block_files(paths.tensors, dates, staging, written)
-    lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
-    source_schema.record(paths.home, schema)
     summary = {"dates": [dates[0], dates[-1]], **counts, "dates_without_data": missing,
                "files_skipped_empty": [str(f) for f in empty_files],
                "stats_id": stats.stats_id, "run_id": run_id, "phase_seconds": phases}
     summary["warnings"] = input_warnings(summary, src)
+    if summary["rows_read"] != summary["rows_kept"] + summary["rows_quarantined"] + summary["exact_duplicates_dropped"]:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise AssertionError(f"prepare accounting does not add up: {summary}")  # pragma: no cover
+    # the quarantine first: blocks and statistics, what scoring reads, are published last
+    lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
+    save_stats(paths.tensors, stats, make_current=fit_stats)
+    replace_block_files(paths.tensors, dates, staging, written)
+    source_schema.record(paths.home, schema)
     for warning in summary["warnings"]:
         log.warning("prepare %s..%s: %s", dates[0], dates[-1], warning)
-    if summary["rows_read"] != summary["rows_kept"] + summary["rows_quarantined"] + summary["exact_duplicates_dropped"]:
-        raise AssertionError(f"prepare accounting does not add up: {summary}")  # pragma: no cover
     progress.step("prepare %s..%s: read %d rows = kept %d + quarantined %d %s + exact duplicates %d; masked values %s; "
              "%d blocks, %d windows (%d skipped as mostly filled in)", dates[0], dates[-1], summary["rows_read"],
              summary["rows_kept"], summary["rows_quarantined"], summary["quarantined_by_reason"] or "",
              summary["exact_duplicates_dropped"], summary["values_masked_by_reason"] or "none", summary["blocks"],
              summary["windows"], summary["windows_skipped_masked"])
     return summary
-
-
-def _example(candidates: pa.Table, key: str, where) -> str | None:
-    """The raw value of ``key`` in the first quarantine candidate row where ``where`` (a boolean NumPy mask)."""
-    rows = np.flatnonzero(where)
-    if not rows.size:
-        return None
-    value = json.loads(candidates.column("source_row")[int(rows[0])].as_py() or "{}").get(key)
-    return None if value is None else str(value)
-
-
-def _hint_timestamp(value: str) -> str:
-    if re.fullmatch(r"-?\d{9,19}(\.\d+)?", value):
-        unit = {10: "epoch_s", 13: "epoch_ms", 16: "epoch_us", 19: "epoch_ns"}.get(len(value.lstrip("-").split(".")[0]))
-        return f"numbers since 1970? set source.timestamp_format: {unit or 'epoch_s|epoch_ms|epoch_us|epoch_ns'}"
-    return "set source.timestamp_format (a Spark datetime pattern) or source.timezone"
-
-
-def _channel_example(candidates: pa.Table, src, index: int) -> str:
-    """A raw value of channel ``index`` that was masked, with its reason and a hint ('' when none recorded)."""
-    from lstmad.transforms.cleaning import VALUE_FAULTS, fault_column
-
-    name = src.channels[index].name
-    faults = candidates.column(fault_column(index)).to_numpy(zero_copy_only=False)
-    for code, reason in VALUE_FAULTS.items():
-        example = _example(candidates, name, faults == code)
-        if example is not None:
-            hint = (" (a decimal comma? set source.decimal_separator: ',')"
-                    if code == 2 and re.fullmatch(r"\s*-?\d+,\d+\s*", example) else "")
-            return f"e.g. {reason} {example!r}{hint}"
-    return ""
-
-
-def explain_channel(counts: dict, candidates: pa.Table, src, index: int) -> str:
-    """Why channel ``index`` has no usable value: how many kept rows it is masked on, and a raw example."""
-    masked = counts["values_masked_by_channel"].get(src.channels[index].name, 0)
-    example = _channel_example(candidates, src, index)
-    return f"{masked} of {counts['rows_kept']} kept rows masked, " + (example or "empty cells")
-
-
-def explain_unusable(counts: dict, candidates: pa.Table, src) -> str:
-    """Why a range has no usable row: rows set aside by reason, with a raw example (and a hint) of an
-    unparseable timestamp and of each channel's masked values."""
-    codes = candidates.column("_reason_code").to_numpy(zero_copy_only=False)
-    parts = [f"{counts['rows_read']} rows read, {counts['rows_kept']} kept"]
-    if counts["quarantined_by_reason"]:
-        parts.append("set aside: " + ", ".join(f"{k} {v}" for k, v in counts["quarantined_by_reason"].items()))
-    example = _example(candidates, src.timestamp_column, codes == 1)
-    if example is not None:
-        parts.append(f"column '{src.timestamp_column}' holds e.g. {example!r}, which is not a timestamp "
-                     f"({_hint_timestamp(example)})")
-    for i, channel in enumerate(src.channels):
-        example = _channel_example(candidates, src, i)
-        if example:
-            parts.append(f"column '{channel.name}': {example}")
-    return "; ".join(parts)
-
-
-def input_warnings(summary: dict, src) -> list[str]:
-    """What a run accepted but an operator should know: channels without any value, labels outside the
-    domain, empty files skipped."""
-    warnings = []
-    kept = summary["rows_kept"]
-    for name in src.channel_names:
-        if kept and summary["values_masked_by_channel"].get(name, 0) >= kept:
-            warnings.append(f"column '{name}' has no usable value in any of the {kept} kept rows")
-    if summary.get("labels_not_in_domain"):
-        domain = sorted(src.label_values) if src.label_values else [0, 1]
-        warnings.append(f"column '{src.label_column}': {summary['labels_not_in_domain']} labels are not in "
-                        f"{domain} (source.label_values) and count as unknown")
-    for file in summary["files_skipped_empty"]:
-        warnings.append(f"{file}: empty file skipped")
-    return warnings
 
 
 def check_operating_states(raw, states, location) -> None:

@@ -183,6 +183,14 @@ class NormalisationStats:
         offset, scale = self._of(asset)
         return (values - offset) / scale
 
+    def overflow_bounds(self) -> np.ndarray:
+        """(C,) raw magnitudes below which no asset's normalised value can reach float32's largest value
+        (a conservative bound: |x − offset| / scale < FLT_MAX whenever |x| < FLT_MAX · scale − |offset|)."""
+        limit = float(np.finfo(np.float32).max)
+        pairs = [(np.asarray(self.offset), np.asarray(self.scale))] + \
+            [(np.asarray(o), np.asarray(s)) for _, o, s in self.per_asset]
+        return np.min([np.maximum(0.0, limit * s - np.abs(o)) for o, s in pairs], axis=0)
+
     def invert(self, values: np.ndarray, asset: str | None = None) -> np.ndarray:
         """Undo ``apply``: (n, C) normalised → (n, C) in source units."""
         offset, scale = self._of(asset)
