@@ -154,34 +154,19 @@ def json_safe(value):
 
 
 def missing_raw_data(day: str) -> str | None:
-    """Whether the night ``day`` (YYYY-MM-DD) of raw data has landed, checked without Spark: None when it has,
-    else one line naming the path checked and what is missing there.
-
-    A source partitioned by ``source.partition_column`` has landed when its folder
-    ``<partition_column>=<day>`` holds at least one data file that prepare would read
-    (lstmad.io.source_schema.source_files: ``*.parquet`` or ``*.csv``, hidden and ``_``-prefixed files left
-    out); no ``_SUCCESS`` marker is needed, since landing jobs differ in writing one. An unpartitioned source
-    (one file, folder or table filtered on the timestamp) and a Delta source are not checked (None): whether a
-    night is in them needs its timestamps read, and footer statistics are no answer for CSV or string
-    timestamps; prepare then reads them and fails loudly when they hold nothing usable. A landing folder that
-    does not exist at all is a configuration error, raised (the task fails), never a night to wait for.
-    """
-    from lstmad.config import PipelineConfig, SourceConfig
-    from lstmad.io.source_schema import source_files
+    """Whether the night ``day`` (YYYY-MM-DD) of raw data has landed (lstmad.io.landing.missing_night: folders,
+    file sizes and statistics, no Spark): None when it has, else one line naming the path checked and what is
+    missing there. A landing path that does not exist is a configuration error (the task fails)."""
+    from lstmad.config import PipelineConfig, PrepareConfig, SourceConfig
+    from lstmad.io.landing import missing_night
     from lstmad.layout import Paths
 
-    # The paths as lstmad.config resolves them, from the YAML alone: load_config would import every detector
+    # The source as lstmad.config reads it, from the YAML alone: load_config would import every detector
     # (torch) on each poke. The prepare task validates the whole config.
     raw = _pipeline_yaml()
     section = raw.get("source") or {}
-    source = SourceConfig(**{k: section[k] for k in ("path", "format", "partition_column") if k in section})
+    keys = ("path", "format", "partition_column", "timestamp_column", "timezone")
+    source = SourceConfig(**{k: section[k] for k in keys if k in section})
     landing = Paths.of(PipelineConfig(pipeline=raw["pipeline"], home=raw.get("home") or "", source=source)).raw
-    if not source.partition_column or source.format == "delta":
-        return None
-    if not landing.is_dir():
-        raise FileNotFoundError(f"{landing}: the raw landing folder (source.path) does not exist")
-    partition = landing / f"{source.partition_column}={day}"
-    if source_files(source, landing, [day]):
-        return None
-    what = "no such folder" if not partition.is_dir() else f"no *.{source.format} data file in it"
-    return f"raw data for {day} has not landed: {partition}: {what}"
+    step_s = (raw.get("prepare") or {}).get("step_s", PrepareConfig.step_s)
+    return missing_night(source, landing, day, int(step_s))

@@ -208,13 +208,16 @@ def test_a_partition_has_landed_once_its_folder_holds_a_data_file(common):
     assert common.missing_raw_data("2026-01-21") is not None  # another night's folder is not this one's
 
 
-def test_unpartitioned_and_delta_sources_are_not_checked_and_a_missing_landing_folder_is_an_error(common):
+def test_unpartitioned_and_delta_sources_are_checked_and_a_missing_landing_path_is_an_error(common):
+    # (tests/test_landing.py: statistics of unpartitioned Parquet and Delta sources)
     common.write(source={"partition_column": None})
-    assert common.missing_raw_data("2026-01-20") is None
+    assert common.missing_raw_data("2026-01-20") == (f"raw data for 2026-01-20 has not landed: {common.landing}: "
+                                                     "no *.parquet file with rows")
     common.write(source={"format": "delta"})
-    assert common.missing_raw_data("2026-01-20") is None
+    with pytest.raises(FileNotFoundError, match="raw: not a Delta table"):
+        common.missing_raw_data("2026-01-20")
     common.write(source={"path": "elsewhere"})
-    with pytest.raises(FileNotFoundError, match="elsewhere: the raw landing folder \\(source.path\\) does not exist"):
+    with pytest.raises(FileNotFoundError, match="elsewhere: the raw landing path \\(source.path\\) does not exist"):
         common.missing_raw_data("2026-01-20")
 
 

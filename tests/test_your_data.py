@@ -50,10 +50,16 @@ def followed(tmp_path_factory, spark):
     """Runs the page; returns (folder, {command: output})."""
     if not SCADA.exists():
         pytest.skip(f"{SCADA} not present (set LSTMAD_DATA_DIR to the folder holding la_haute_borne/)")
-    folder = tmp_path_factory.mktemp("your_data")
+    # a repository root beside ../shared/datasets, as the page assumes
+    base = tmp_path_factory.mktemp("your_data")
+    folder = base / "lstmad"
+    folder.mkdir()
+    (base / "shared").mkdir()
+    (base / "shared" / "datasets").symlink_to(data_dir())
     (folder / "dags").symlink_to(REPO / "dags")
     saved_env, saved_cwd = dict(os.environ), Path.cwd()
-    os.environ.update(LSTMAD_HOME=str(folder / ".lstmad"), LSTMAD_DATA_DIR=str(data_dir()))
+    os.environ.pop("LSTMAD_DATA_DIR", None)  # the page exports it
+    os.environ.update(LSTMAD_HOME=str(folder / ".lstmad"))
     os.chdir(folder)
     outputs: dict[str, str] = {}
     try:
