@@ -34,6 +34,17 @@ def use_bar(enabled: bool) -> None:
     _Bar.enabled = enabled and sys.stderr.isatty()
 
 
+def in_worker() -> None:
+    """In a Spark Python worker (no logging set up): progress lines to its stderr, which the executor's log
+    (and, in local mode, the driver's console or the Airflow task log) shows."""
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def step(message: str, *args) -> None:
     """One line saying what starts now (a phase without a known total)."""
     log.info(message, *args)
@@ -89,8 +100,12 @@ class Progress:
         sys.stderr.write(f"\r{bar}{self.line()}\033[K")
         sys.stderr.flush()
 
-    def finish(self, note: str = "") -> None:
+    def finish(self, note: str = "", only_if_long: bool = False) -> None:
+        """The closing line (``only_if_long``: only when the step lasted at least the line interval, so that
+        many short steps, such as Spark tasks, stay quiet)."""
         if _Bar.enabled:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+        if only_if_long and time.perf_counter() - self.started < self.every:
+            return
         log.info(self.line() + (f"; {note}" if note else ""))

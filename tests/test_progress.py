@@ -56,3 +56,24 @@ def test_a_training_writes_a_line_per_epoch_with_its_windows_and_losses(monkeypa
         assert f"validation loss {record['val_loss']:.4g}" in line
     # with a line every batch: one per batch besides the closing line
     assert len(lines) - len(done) == 3 * int(np.ceil(trained / 64))
+
+
+def test_a_short_step_closes_quietly_when_asked_a_long_one_says_its_count(monkeypatch, caplog):
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "perf_counter", clock)
+    monkeypatch.setenv("LSTMAD_PROGRESS_S", "10")
+    caplog.set_level(logging.INFO, logger="lstmad.progress")
+    short = progress.Progress("score task", unit="timestamps")
+    clock.now += 3
+    short.advance(600)
+    short.finish(only_if_long=True)  # 3 s: one of many Spark tasks, no line
+    assert caplog.records == []
+    long = progress.Progress("score task", unit="timestamps")
+    clock.now += 12
+    long.advance(2400)  # a line at 12 s: 200 timestamps/s
+    clock.now += 8
+    long.advance(1600)
+    long.finish(only_if_long=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "score task: 2,400 timestamps, 200 timestamps/s, 0:12 elapsed",
+        "score task: 4,000 timestamps, 200 timestamps/s, 0:20 elapsed"]

@@ -195,10 +195,15 @@ def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, st
     lineage, source_versions = lineage or {}, source_versions or {}
 
     def score_pieces(pieces):
+        from lstmad import progress
+
+        progress.in_worker()
+        done = progress.Progress("score task", unit="timestamps")
         bundle = _bundle_from_payload(model_key, payload_broadcast.value, worker_device(device))
         for file, blocks in pieces:
             day = date_of_block_file(file)
             table, share_rows = scored_blocks(bundle, blocks, stats_by_id, batch_size, max_masked_share, threshold)
+            done.advance(table.num_rows)
             states = table.column(names.STATE).to_numpy()
             table = table.append_column(names.OPERATING_STATE, operating_state_names(states, state_names))
             flags = table.column(names.FLAG).to_numpy(zero_copy_only=False)
@@ -217,6 +222,7 @@ def scored_pieces(spark, files: list[str], model_key: str, payload_broadcast, st
             level = threshold if interval_level is None else interval_level
             above = (table.column(names.SCORE).to_numpy() > level) & (states == 0)  # never outside normal operation
             yield _pass_rows("flag", table, flags | above, share_rows, day, None)
+        done.finish(only_if_long=True)
 
     return _over_items(spark, items, per_core, score_pieces, PASS_STRUCT)
 
