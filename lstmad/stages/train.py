@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 import pyarrow.compute as pc
 
-from lstmad import names
+from lstmad import names, progress
 from lstmad.config import PipelineConfig
 from lstmad.dates import iso_dates
 from lstmad.io import model_store, tracking
@@ -90,6 +90,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         started = time.time()
         candidate_metrics: dict[str, float] = {}
         if m.candidates:
+            progress.step("train: fitting each of model.candidates %s to choose one", ", ".join(m.candidates))
             config, candidate_metrics = chosen_candidate(config)
             m = config.model
             tags["detector"] = m.detector
@@ -102,6 +103,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
             detector, counts, calibration_scores = fit_in_memory(config, detector, on_epoch)
         train_seconds = time.time() - started
         notes = training_notes(detector, config, counts)
+        progress.step("train: calibrating the alarm threshold (%s)", config.threshold.rule)
         calibration = calibrated_threshold(config, detector, calibration_scores)
         threshold = calibration.threshold
         train_dates = iso_dates(t.start, t.end)
@@ -119,6 +121,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
         figures = model_dir.with_name(model_dir.name + "-plots")
         if t.eval_start and t.eval_end:
+            progress.step("train: evaluating on %s..%s", t.eval_start, t.eval_end)
             eval_blocks, _ = windows_of(config, t.eval_start, t.eval_end)
             scored = score_blocks(bundle, eval_blocks, {stats.stats_id: stats},
                                   max_masked_share=config.prepare.max_masked_share)
@@ -165,6 +168,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         # copy served later (cached or downloaded) must verify against it
         digest = model_store.seal(model_dir)
         lineage_tags[tracking.CONTENT_DIGEST_TAG] = digest
+        progress.step("train: logging the run to MLflow and registering it")
         tracking.log_training_run(config.tracking_uri, run_id, params, detector.history_, metrics, model_dir,
                                   lineage_tags,
                                   documents={"normalisation.json": stats.to_dict(),
@@ -246,7 +250,7 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
         return build_detector(model, "", drivers)
 
     chosen, how, results = choose_candidate(config.model.candidates, make, windows, evaluation, config.model.seed)
-    log.info("train: model.candidates: %s wins (%s)", chosen, how)
+    progress.step("train: model.candidates: %s wins (%s)", chosen, how)
     metrics = {}
     for name, result in results.items():
         metrics[f"candidate_{name}_auroc"] = result.mean_auroc

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from lstmad import progress
 from lstmad.transforms.blocks import Windows
 
 log = logging.getLogger("lstmad")
@@ -129,7 +130,7 @@ def injection_study(windows: Windows, factories: dict[str, Callable[[], object]]
             by_fault[fault] = float(roc_auc_score(fault_of[rows] == fault, scores[rows]))
         results[name] = CandidateResult(name, float(np.mean(list(by_fault.values()))) if by_fault else float("nan"),
                                         by_fault, float(np.mean(clean > threshold)))
-        log.info("train: candidate %s: mean AUROC %.3f over injected faults %s", name,
+        progress.step("train: candidate %s: mean AUROC %.3f over injected faults %s", name,
                  results[name].mean_auroc, {k: round(v, 3) for k, v in by_fault.items()})
     return results
 
@@ -159,7 +160,7 @@ def labelled_study(fit: Windows, evaluation: Windows, factories: dict[str, Calla
         threshold = float(np.percentile(detector.validation_scores_, 95))
         normal = evaluation.label_last == 0
         results[name] = CandidateResult(name, auroc, {"labelled": auroc}, float(np.mean(scores[normal] > threshold)))
-        log.info("train: candidate %s: AUROC %.3f on the labelled evaluation range", name, auroc)
+        progress.step("train: candidate %s: AUROC %.3f on the labelled evaluation range", name, auroc)
     return results
 
 
