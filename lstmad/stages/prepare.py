@@ -173,7 +173,11 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
         shutil.rmtree(staging, ignore_errors=True)
         raise AssertionError(f"prepare accounting does not add up: {summary}")  # pragma: no cover
     # the quarantine first: blocks and statistics, what scoring reads, are published last
-    lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
+    try:
+        lakehouse.replace_partitions(paths.lake, names.QUARANTINE, quarantine, own_dates, config.delta.engine, spark)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     save_stats(paths.tensors, stats, make_current=fit_stats)
     replace_block_files(paths.tensors, dates, staging, written)
     source_schema.record(paths.home, schema)
