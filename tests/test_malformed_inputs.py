@@ -570,17 +570,21 @@ def test_a_night_after_the_fit_masks_values_that_overflow_once_normalised(tmp_pa
     assert record.channel == "speed" and json.loads(record.source_row)["speed"] == "3e38"
 
 
-def test_a_night_where_nothing_parses_fails_saying_why_and_writes_nothing(tmp_path, spark):
+def test_a_night_where_nothing_parses_keeps_no_block_quarantines_every_row_and_says_why(tmp_path, spark):
+    """After the fit, a night of epoch-millisecond timestamps: prepared (its stale blocks go, its 20 rows are
+    quarantined), its warnings say what could not be parsed; scoring it then says where to look."""
     file = write_case(tmp_path, "clean")
     config = load_config(write_config(tmp_path / "conf.yaml", corpus_config(tmp_path / "home", file)))
     stages.prepare(config, DAY, DAY, fit_stats=True, spark=spark)
-    blocks_before = sorted(p.name for p in (Paths.of(config).tensors / f"date={DAY}").iterdir())
-    quarantine_version = lakehouse.describe(Paths.of(config).lake)
+    assert (Paths.of(config).tensors / f"date={DAY}").is_dir()
     with open(file, "w", newline="") as handle:
         csv.writer(handle).writerows([HEADER, *_epoch(1000)])
-    with pytest.raises(PrepareError) as error:
-        stages.prepare(config, DAY, DAY, spark=spark)
-    assert "no usable rows in 2026-01-01 .. 2026-01-01: 20 rows read, 0 kept" in str(error.value)
-    assert "set source.timestamp_format: epoch_ms" in str(error.value)
-    assert sorted(p.name for p in (Paths.of(config).tensors / f"date={DAY}").iterdir()) == blocks_before
-    assert lakehouse.describe(Paths.of(config).lake) == quarantine_version
+    summary = stages.prepare(config, DAY, DAY, spark=spark)
+    assert summary["rows_kept"] == 0 and summary["quarantined_by_reason"] == {"null_or_unparseable_timestamp": 20}
+    assert summary["warnings"][0].startswith("no usable rows: 20 rows read, 0 kept; set aside: "
+                                             "null_or_unparseable_timestamp 20; column 'time' holds e.g. "
+                                             "'1767225600000', which is not a timestamp")
+    assert "set source.timestamp_format: epoch_ms" in summary["warnings"][0]
+    assert summary["blocks"] == 0 and not (Paths.of(config).tensors / f"date={DAY}").exists()
+    quarantine = lakehouse.read_table(Paths.of(config).lake, names.QUARANTINE).to_pandas()
+    assert len(quarantine) == 20 and set(quarantine.reason) == {"null_or_unparseable_timestamp"}

@@ -126,9 +126,8 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
             raise PrepareError(f"{location}: no rows for {dates[0]} .. {dates[-1]}")
         blocks = transforms.block_rows(per_asset)
         candidates = transforms.quarantine_candidates(side, channels)
-        if counts["rows_kept"] == 0:
-            raise PrepareError(f"{location}: no usable rows in {dates[0]} .. {dates[-1]}: "
-                               f"{explain_unusable(counts, candidates, src)}")
+        # a night that keeps no row is prepared (its stale blocks go, its rows are quarantined) and says why
+        unusable = explain_unusable(counts, candidates, src) if counts["rows_kept"] == 0 else ""
         if fit_stats:
             per_asset_moments = {r[names.ASSET]: {k: np.array(v, dtype=np.float64) for k, v in
                                                   json.loads(r[transforms.INFO]).items()}
@@ -168,7 +167,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     summary = {"dates": [dates[0], dates[-1]], **counts, "dates_without_data": missing,
                "files_skipped_empty": [str(f) for f in empty_files],
                "stats_id": stats.stats_id, "run_id": run_id, "phase_seconds": phases}
-    summary["warnings"] = input_warnings(summary, src)
+    summary["warnings"] = ([f"no usable rows: {unusable}"] if unusable else []) + input_warnings(summary, src)
     if summary["rows_read"] != summary["rows_kept"] + summary["rows_quarantined"] + summary["exact_duplicates_dropped"]:
         shutil.rmtree(staging, ignore_errors=True)
         raise AssertionError(f"prepare accounting does not add up: {summary}")  # pragma: no cover
