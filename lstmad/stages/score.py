@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import math
 import time
 from typing import Optional
@@ -17,15 +16,12 @@ import pyarrow.compute as pc
 from lstmad import names, progress
 from lstmad.config import PipelineConfig
 from lstmad.dates import date_range
-from lstmad.io import lakehouse
+from lstmad.io import lakehouse, model_store
 from lstmad.io.locks import ScoringLocks
-from lstmad.io import model_store
 from lstmad.io.model_store import champion_bundle
 from lstmad.io.tensor_store import block_files, content_version, load_stats, read_blocks
 from lstmad.layout import Paths, PrepareError
 from lstmad.serving.intervals import commit_intervals, interval_rows
-
-log = logging.getLogger("lstmad")
 
 
 def score(config: PipelineConfig, day: dt.date, spark=None, champion: Optional[tuple] = None) -> dict:
