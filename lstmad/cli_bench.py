@@ -44,11 +44,11 @@ def bench_prepare(rows: int = typer.Option(1_000_000, help="rows in the generate
     _print_json(result)
 
 
-def _sizes(text: str) -> tuple[int, ...]:
+def _sizes(text: str, option: str = "--pyod-sizes") -> tuple[int, ...]:
     try:
         return tuple(int(float(part)) for part in text.split(",") if part.strip())
     except ValueError:
-        _fail(f"--pyod-sizes must be comma-separated window counts such as 1e5,3e5,1e6, got {text!r}")
+        _fail(f"{option} must be comma-separated counts such as 1e5,3e5,1e6, got {text!r}")
 
 
 def _profiles(text: str) -> tuple[str, ...]:
@@ -103,3 +103,18 @@ def bench_queries(json_path: Optional[Path] = typer.Option(None, "--json", help=
         _fail("--days must be at least 30 (the queries read the last month) and --assets at least 1")
     _print_json(queries.run(json_path, assets, days, step_s, repeats, workdir,
                             progress=lambda line: typer.echo(line, err=True)))
+
+
+@bench_app.command("night")
+def bench_night(assets: str = typer.Option("10,100,1000", help="fleet sizes, comma-separated"),
+                channels: int = typer.Option(26, help="channels per asset (the first C of the synthetic 26)"),
+                json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
+                workdir: Optional[Path] = typer.Option(None, help="folder for the fleets (temp)")) -> None:
+    """One night of a synthetic fleet through prepare → score → intervals → commit → drift in a fresh process:
+    per-stage seconds, values/s/core, peak memory, and the fixed and per-asset cost of a night."""
+    from lstmad.benchmarks import night
+
+    sizes = _sizes(assets, "--assets")
+    if not sizes or min(sizes) < 1 or not 1 <= channels <= 26:
+        _fail("--assets must be positive counts such as 10,100,1000 and --channels between 1 and 26")
+    _print_json(night.run(json_path, sizes, channels, workdir, progress=lambda line: typer.echo(line, err=True)))

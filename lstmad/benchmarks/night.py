@@ -1,0 +1,137 @@
+"""``lstmad bench night``: one night of a synthetic fleet through the nightly path, as the DAG runs it.
+
+Per fleet size N: a synthetic farm of N turbines × 3 days at 1-minute steps (lstmad.data.synthetic) is landed,
+day 1 is prepared and a small forecaster trained on it (setup, not timed), then one fresh process runs the
+night of day 3 (day 2 its history) as the nightly DAG does, in one Spark session: prepare → score (flags,
+attribution, intervals, commits) → drift. Reported: per-stage wall seconds, the night's wall seconds from
+process start, values of the night (N × channels × 1,440) per second per core, and the peak resident
+memory of the process tree. A line through the sizes separates the fixed cost of a night from its cost per
+asset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from lstmad.benchmarks.common import finish_json, measured_subprocess
+
+MODULE = "lstmad.benchmarks.night"
+FIRST = dt.date(2026, 1, 1)
+NIGHT = FIRST + dt.timedelta(days=2)
+ROWS_PER_NIGHT = 1440
+
+
+def fleet_config(home: Path, assets: int, channels: int) -> Path:
+    """A pipeline config for ``assets`` synthetic turbines and the first ``channels`` of its 26 channels."""
+    import yaml
+
+    from lstmad.data.synthetic import CHANNELS
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "demo.yaml").read_text())
+    raw.update(pipeline=f"night_{assets}", home=str(home))
+    raw["source"]["channels"] = list(CHANNELS[:channels])
+    raw["synthetic"].update(turbines=assets, days=3, step_s=60, start=FIRST)
+    raw["model"].update(detector="lstm_forecaster", hidden_sizes=[32, 16], epochs=1, batch_size=512, patience=1,
+                        max_train_windows=20_000, candidates=[])
+    raw["train"].update(start=FIRST, end=FIRST, eval_start=None, eval_end=None, window_days=0, eval_days=0)
+    raw["threshold"].update(rule="percentile", percentile=99.0, calibration_share=0.0)
+    raw["spark"].update(master="local[*]")
+    file = home / f"night_{assets}.yaml"
+    home.mkdir(parents=True, exist_ok=True)
+    file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return file
+
+
+def worker_setup(conf: str) -> dict:
+    """Land the farm, prepare day 1 (fitting the normalisation) and train the champion."""
+    from lstmad import stages
+    from lstmad.config import load_config
+
+    config = load_config(conf)
+    started = time.perf_counter()
+    stages.generate(config)
+    stages.prepare_training_data(config)
+    trained = stages.train(config)
+    return {"seconds": round(time.perf_counter() - started, 1), "model_version": trained["model_version"]}
+
+
+def worker_night(conf: str, process_started: str) -> dict:
+    """The night of day 3 in this process, one Spark session: per-stage seconds."""
+    from lstmad import stages
+    from lstmad.config import load_config
+    from lstmad.spark.session import get_session
+
+    config = load_config(conf)
+    stage_s: dict[str, float] = {}
+    began = time.perf_counter()
+    spark = get_session(config.spark)
+    stage_s["spark_session"] = time.perf_counter() - began
+    began = time.perf_counter()
+    prepared = stages.prepare(config, NIGHT, NIGHT, spark=spark)
+    stage_s["prepare"] = time.perf_counter() - began
+    began = time.perf_counter()
+    scored = stages.score(config, NIGHT, spark=spark)
+    stage_s["score_intervals_commit"] = time.perf_counter() - began
+    began = time.perf_counter()
+    stages.drift(config, NIGHT)
+    stage_s["drift"] = time.perf_counter() - began
+    return {"stage_seconds": {k: round(v, 2) for k, v in stage_s.items()},
+            "night_seconds": round(time.time() - float(process_started), 2),
+            "rows_read": prepared["rows_read"], "n_scores": scored["n_scores"], "n_intervals": scored["n_intervals"]}
+
+
+def sizing(results: list[dict], cores: int) -> dict:
+    """Night seconds = fixed + per_asset × N, fitted by least squares over the sizes; what it predicts for
+    10,000 and 100,000 assets on this many cores, and the cores a 60-minute night would need (the per-asset
+    part spread over the cores, the fixed part not)."""
+    n = np.array([r["assets"] for r in results], dtype=float)
+    seconds = np.array([r["night_seconds"] for r in results], dtype=float)
+    if n.size < 2:
+        return {}
+    per_asset, fixed = np.polyfit(n, seconds, 1)
+    model = {"fixed_s": round(float(fixed), 2), "per_asset_s": round(float(per_asset), 5), "cores": cores}
+    if per_asset <= 0 or fixed < 0:
+        return {**model, "note": "the sizes are too close for a per-asset cost to show (the fixed cost dominates)"}
+    for fleet in (10_000, 100_000):
+        model[f"predicted_minutes_{fleet}_assets_here"] = round((fixed + per_asset * fleet) / 60, 1)
+        work = per_asset * fleet * cores  # core-seconds of the per-asset part
+        model[f"cores_for_a_60_minute_night_{fleet}_assets"] = int(np.ceil(work / max(1.0, 3600 - fixed)))
+    return model
+
+
+def run(json_path: Optional[Path] = None, assets: tuple[int, ...] = (10, 100, 1000), channels: int = 26,
+        workdir: Optional[Path] = None, progress: Callable[[str], None] = print) -> dict:
+    cores = os.cpu_count() or 1
+    results = []
+    with tempfile.TemporaryDirectory(dir=workdir) as scratch:
+        for n in assets:
+            conf = fleet_config(Path(scratch) / f"n{n}", n, channels)
+            progress(f"bench night: {n} assets: landing 3 days, preparing day 1, training …")
+            setup = measured_subprocess(MODULE, "setup", str(conf))
+            progress(f"bench night: {n} assets: the night of {NIGHT} …")
+            night = measured_subprocess(MODULE, "night", str(conf), repr(time.time()))
+            values = n * channels * ROWS_PER_NIGHT
+            entry = {"assets": n, "channels": channels, "values": values, "setup_seconds": setup["seconds"],
+                     **night, "values_per_s_per_core": round(values / (night["night_seconds"] * cores), 1)}
+            results.append(entry)
+            progress(f"bench night: {n} assets: {night['night_seconds']} s, "
+                     f"{entry['values_per_s_per_core']:,.0f} values/s/core, peak {night['peak_rss_mb']} MB")
+    largest = max(results, key=lambda r: r["assets"])
+    result = {"values_per_s_per_core": largest["values_per_s_per_core"], "assets": largest["assets"],
+              "definition": "assets × channels × rows of the night ÷ (wall seconds of the night's process × cores)",
+              "sizes": results, "sizing": sizing(results, cores)}
+    return finish_json(result, json_path)
+
+
+if __name__ == "__main__":
+    command, *arguments = sys.argv[1:]
+    print(json.dumps({"setup": worker_setup, "night": worker_night}[command](*arguments)))

@@ -1,0 +1,33 @@
+"""lstmad bench night: the sizing model on a hand-worked line, and one tiny fleet's night end to end (its
+counts against the farm it landed)."""
+
+import os
+
+import pytest
+
+from lstmad.benchmarks import night
+
+
+def test_the_sizing_model_separates_fixed_and_per_asset_cost():
+    # nights of 20 s + 0.05 s per asset on 2 cores
+    results = [{"assets": n, "night_seconds": 20 + 0.05 * n} for n in (10, 100, 1000)]
+    model = night.sizing(results, cores=2)
+    assert model["fixed_s"] == pytest.approx(20) and model["per_asset_s"] == pytest.approx(0.05)
+    assert model["predicted_minutes_10000_assets_here"] == pytest.approx((20 + 500) / 60, abs=0.05)
+    # per-asset work: 0.05 s × N × 2 cores of core-seconds, spread over the 3,580 s a 60-minute night leaves
+    assert model["cores_for_a_60_minute_night_10000_assets"] == 1  # 1,000 core-s
+    assert model["cores_for_a_60_minute_night_100000_assets"] == 3  # 10,000 core-s / 3,580 s = 2.8
+    flat = night.sizing([{"assets": 1, "night_seconds": 30}, {"assets": 2, "night_seconds": 29}], cores=2)
+    assert "note" in flat and "predicted_minutes_10000_assets_here" not in flat
+
+
+@pytest.mark.spark
+def test_one_night_of_a_tiny_fleet_end_to_end(tmp_path):
+    result = night.run(tmp_path / "night.json", assets=(2,), channels=3, workdir=tmp_path, progress=lambda _: None)
+    (size,) = result["sizes"]
+    assert size["values"] == 2 * 3 * 1440 and size["rows_read"] == size["n_scores"] == 2 * 1440
+    assert set(size["stage_seconds"]) == {"spark_session", "prepare", "score_intervals_commit", "drift"}
+    assert size["night_seconds"] >= sum(size["stage_seconds"].values())
+    assert result["values_per_s_per_core"] == pytest.approx(
+        2 * 3 * 1440 / (size["night_seconds"] * os.cpu_count()), rel=1e-3)
+    assert size["peak_rss_mb"] > 0 and (tmp_path / "night.json").exists()
