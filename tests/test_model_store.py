@@ -280,3 +280,25 @@ def test_a_rerun_after_a_crash_past_registration_records_the_digest_of_what_it_l
     bundle = model_store.load_bundle(config, registered)
     assert sha256(models.models / registered["digest"] / WEIGHTS) == sha256(store / WEIGHTS)
     assert bundle.detector.score(models.windows).shape == (len(models.windows.label_last),)
+
+
+def test_a_copy_discarded_by_another_process_while_loading_is_fetched_once_more(models, monkeypatch, caplog):
+    """Process A found the cache broken and discarded the folder just as this process (B) had fetched it and
+    was loading it: B fetches once more instead of reporting the store's copy as broken."""
+    ref = models.first
+    shutil.rmtree(models.models / ref.digest)  # not cached: this load fetches
+    real_load = ModelBundle.load
+    calls = []
+
+    def load_racing_a_discard(folder):
+        calls.append(folder)
+        if len(calls) == 1:
+            shutil.rmtree(folder)  # what A's discard does between B's fetch and B's load
+        return real_load(folder)
+
+    monkeypatch.setattr(ModelBundle, "load", staticmethod(load_racing_a_discard))
+    with caplog.at_level(logging.WARNING, logger="lstmad"):
+        bundle = load(ref)
+    assert len(calls) == 2 and "vanished while loading" in caplog.text
+    np.testing.assert_allclose(bundle.detector.score(models.windows), ref.scores, rtol=1e-6)
+    assert sha256(models.models / ref.digest / WEIGHTS) == ref.weights

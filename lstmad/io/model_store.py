@@ -198,14 +198,26 @@ def load_bundle(config: PipelineConfig, registered: dict):
                 log.warning("%s: fetching it again", error)
                 _discard(folder)
     if bundle is None:
-        _fetch(config, registered, folder)
-        try:
-            bundle = _open(folder, where, "the store's copy")
-        except ModelStoreError:
-            _discard(folder)  # a store fixed later is fetched again
-            raise
+        bundle = _fetched(config, registered, folder, where)
     _link(models, registered["version"], folder)
     return bundle
+
+
+def _fetched(config: PipelineConfig, registered: dict, folder: Path, where: str):
+    """Fetch the version into ``folder`` and open it. A copy that vanished between the two (another process
+    that found the cache broken discarded it just then) is fetched once more; one that does not load is
+    discarded, so that a store fixed later is fetched again, and refused."""
+    for attempt in (1, 2):
+        _fetch(config, registered, folder)
+        try:
+            return _open(folder, where, "the store's copy")
+        except ModelStoreError:
+            if attempt == 1 and not (folder / MANIFEST).exists():
+                log.warning("%s: the copy in %s vanished while loading (another process replaced it): fetching "
+                            "it once more", where, folder)
+                continue
+            _discard(folder)
+            raise
 
 
 def folder_of(config: PipelineConfig, registered: dict) -> Path:
