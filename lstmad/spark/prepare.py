@@ -227,6 +227,8 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
     """
     channel_list = list(channels)
     stats_id = stats.stats_id if stats is not None else ""
+    # below these magnitudes no value can overflow once normalised: the exact check runs only on rows above
+    bounds = stats.overflow_bounds() if stats is not None else None
 
     def step(table: pa.Table) -> pa.Table:
         asset = table.column(names.ASSET)[0].as_py()
@@ -238,12 +240,17 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         faults = np.column_stack([table.column(fault_column(i)).to_numpy(zero_copy_only=False)
                                   for i in range(len(channel_list))]).astype(np.uint8)
         label_faults = table.column(LABEL_FAULT).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
-        if stats is not None:
+        with np.errstate(invalid="ignore"):
+            suspect = np.flatnonzero((np.abs(values) >= bounds).any(axis=1)) if bounds is not None else []
+        if len(suspect):
             # a value float32 can hold may still overflow it once normalised (a large reading on a channel
             # of small scale): masked and counted as unrepresentable, as in canonical_rows
+            rows = values[suspect]
             with np.errstate(invalid="ignore", over="ignore"):
-                overflow = np.isfinite(values) & (np.abs(stats.apply(values, asset)) >= cleaning.FLOAT32_MAX)
-            faults[overflow], values[overflow] = 6, np.nan
+                overflow = np.isfinite(rows) & (np.abs(stats.apply(rows, asset)) >= cleaning.FLOAT32_MAX)
+            rows[overflow] = np.nan
+            values[suspect] = rows
+            faults[suspect] = np.where(overflow, 6, faults[suspect])
         labels = table.column(names.LABEL).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int8)
         states = table.column(names.STATE).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int8)
         reasons = table.column(CODE).to_numpy(zero_copy_only=False).astype(np.uint8)
