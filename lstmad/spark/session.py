@@ -56,6 +56,11 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         # pandas writes nanosecond timestamps, which Spark otherwise refuses (PARQUET_TYPE_ILLEGAL): read them
         # as longs, and lstmad.spark.prepare turns them into instants.
         "spark.sql.legacy.parquet.nanosAsLong": "true",
+        # prepare's per-channel checks make whole-stage methods too large for the JVM to compile (HotSpot
+        # leaves methods over 8,000 bytes of bytecode interpreted): above that, Spark falls back to its
+        # expression-by-expression code, which compiles. Measured on a 26-channel night of 1,000 assets, the
+        # checks took 28 s interpreted and 5.7 s compiled (docs/benchmarks.md, bench night).
+        "spark.sql.codegen.hugeMethodLimit": "8000",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
     }
