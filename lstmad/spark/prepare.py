@@ -319,8 +319,11 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         codes, _ = pd.factorize(table.column(names.ASSET).to_pandas(), use_na_sentinel=True)
         order = np.argsort(codes, kind="stable")
         bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        # one take of the whole partition into asset order, then zero-copy slices: a take per asset on the
+        # many-chunked table cost two thirds of this step
+        table = table.take(order).combine_chunks()
         for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [order.size]])):
-            yield from step(table.take(order[lo:hi])).to_batches()
+            yield from step(table.slice(lo, hi - lo)).to_batches()
 
     return rows.repartition(partitions, names.ASSET).mapInArrow(each_asset, PER_ASSET_SCHEMA)
 
