@@ -147,3 +147,25 @@ def test_shares_of_a_perfect_fit_are_equal_and_the_arrow_form_is_sorted_and_spar
                                         {"channel": "a", "share": 0.2}],
                                  None, [{"channel": "a", "share": 0.6}, {"channel": "c", "share": 0.3},
                                         {"channel": "b", "share": 0.1}]]
+
+
+@pytest.mark.parametrize("name", ["squared", "mahalanobis", "autoencoder", "iae", "pca"])
+def test_scores_and_shares_of_the_flagged_windows_in_one_pass_equal_score_then_channel_shares(fitted, data, name):
+    detector, test = fitted[name], Windows.from_array(data[1])
+    expected_scores = detector.score(test)
+    threshold = np.quantile(expected_scores, 0.8)
+    picked = np.flatnonzero(expected_scores > threshold)
+    scores, shares = detector.score_and_shares(test, lambda s: s > threshold)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+    assert shares.shape == (picked.size, C)
+    np.testing.assert_allclose(shares, detector.channel_shares(test.subset(picked)), rtol=1e-6, atol=1e-9)
+    _, empty = detector.score_and_shares(test, lambda s: np.zeros(s.shape, bool))
+    assert empty.shape == (0, C)
+
+
+def test_a_detector_without_attribution_scores_and_gives_no_shares(data):
+    detector = IsolationForestDetector(n_estimators=10, seed=0).fit(data[0])
+    test = Windows.from_array(data[1])
+    scores, shares = detector.score_and_shares(test, lambda s: s > 0)
+    np.testing.assert_array_equal(scores, detector.score(test))
+    assert shares is None

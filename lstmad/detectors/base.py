@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -34,6 +34,21 @@ class Detector:
         if hasattr(self, "network_"):
             self.network_.to(device)
         return self
+
+    def score_and_shares(self, windows: Windows, selected: Callable[[np.ndarray], np.ndarray],
+                         batch_size: int = 4096) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """(N,) scores of the windows, and the (K, C) channel shares of the K windows ``selected(scores)`` (an
+        (N,) boolean mask) picks, or None when the detector has no attribution. Here the picked windows go
+        through the model a second time; detectors whose score and shares come from the same error vectors
+        override this to run the model once."""
+        scores = self.score(windows, batch_size=batch_size)
+        shares_of = getattr(self, "channel_shares", None)
+        if shares_of is None:
+            return scores, None
+        picked = np.flatnonzero(selected(scores))
+        if picked.size == 0:
+            return scores, np.zeros((0, windows.n_channels))
+        return scores, shares_of(windows.subset(picked), batch_size=batch_size)
 
     def keep_validation_times(self, validation: Windows) -> None:
         """Remember when and on which asset each validation window ends (``validation_end_us_``,

@@ -77,16 +77,27 @@ class LSTMAutoencoderDetector(Detector):
         return np.concatenate(out) if out else np.zeros((0, self.window_, self.n_channels_))
 
     def score(self, windows: Windows, batch_size: int = 2048) -> np.ndarray:
-        errors = self._errors(windows, batch_size)
-        per_step = self.error_model_.score(errors.reshape(-1, self.n_channels_)).reshape(errors.shape[:2])
-        return per_step.mean(axis=1)
+        return self._scores_of(self._errors(windows, batch_size))
 
     attribution_method = "reconstruction_error_share"
 
     def channel_shares(self, windows: Windows, batch_size: int = 2048) -> np.ndarray:
         """(N, C) share of each channel in each window's score: its terms of the per-step Mahalanobis
         distances of the reconstruction error, summed over the window's W steps."""
+        return self._shares_of(self._errors(windows, batch_size))
+
+    def score_and_shares(self, windows: Windows, selected, batch_size: int = 2048):
+        """score and channel_shares of the selected windows from one forward pass (Detector.score_and_shares)."""
         errors = self._errors(windows, batch_size)
+        scores = self._scores_of(errors)
+        return scores, self._shares_of(errors[np.flatnonzero(selected(scores))])
+
+    def _scores_of(self, errors: np.ndarray) -> np.ndarray:
+        """(N, W, C) reconstruction errors → (N,) mean per-step Mahalanobis distance."""
+        per_step = self.error_model_.score(errors.reshape(-1, self.n_channels_)).reshape(errors.shape[:2])
+        return per_step.mean(axis=1)
+
+    def _shares_of(self, errors: np.ndarray) -> np.ndarray:
         terms = attribution.mahalanobis_terms(errors - self.error_model_.mean_, self.error_model_.precision_)
         return attribution.shares(terms.sum(axis=1))
 

@@ -128,10 +128,7 @@ class LSTMForecasterDetector(Detector):
     def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
         """(N,) float64 scores of N windows (N, W, C): mean squared error of the forecast last row, or its
         Mahalanobis distance under the validation error Gaussian."""
-        errors = self._errors(windows, batch_size)
-        if getattr(self, "error_model_", None) is not None:
-            return self.error_model_.score(errors)
-        return np.mean(errors ** 2, axis=1)
+        return self._scores_of(self._errors(windows, batch_size))
 
     attribution_method = "forecast_error_share"
 
@@ -139,7 +136,22 @@ class LSTMForecasterDetector(Detector):
         """(N, C) share of each channel in each window's score: its squared forecast error over the sum, or
         with the Mahalanobis error model its term of the distance (lstmad.transforms.attribution); drivers,
         never scored, get 0."""
+        return self._shares_of(self._errors(windows, batch_size))
+
+    def score_and_shares(self, windows: Windows, selected, batch_size: int = 4096):
+        """score and channel_shares of the selected windows from one forward pass (Detector.score_and_shares)."""
         errors = self._errors(windows, batch_size)
+        scores = self._scores_of(errors)
+        return scores, self._shares_of(errors[np.flatnonzero(selected(scores))])
+
+    def _scores_of(self, errors: np.ndarray) -> np.ndarray:
+        """(N, R) prediction errors → (N,) scores."""
+        if getattr(self, "error_model_", None) is not None:
+            return self.error_model_.score(errors)
+        return np.mean(errors ** 2, axis=1)
+
+    def _shares_of(self, errors: np.ndarray) -> np.ndarray:
+        """(N, R) prediction errors → (N, C) channel shares (drivers 0)."""
         if getattr(self, "error_model_", None) is not None:
             per_response = attribution.shares(attribution.mahalanobis_terms(errors - self.error_model_.mean_,
                                                                              self.error_model_.precision_))

@@ -55,9 +55,21 @@ def scored_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
     """score_blocks' table and, with a threshold, the flagged rows' shares (K, C) in the model's channel
     order (None without a threshold or an attribution)."""
     windows = model_windows(bundle, blocks, stats_by_id, max_masked_share)
-    scores = bundle.detector.score(windows, batch_size=batch_size) if len(windows) else np.zeros(0)
+    detector = bundle.detector
+    share_rows = None
+    if threshold is None:
+        scores = detector.score(windows, batch_size=batch_size) if len(windows) else np.zeros(0)
+    else:
+        def flagged(window_scores: np.ndarray) -> np.ndarray:  # never outside normal operation
+            return (window_scores > threshold) & (windows.state_last == 0)
+
+        if len(windows):
+            scores, share_rows = detector.score_and_shares(windows, flagged, batch_size=batch_size)
+        else:
+            scores = np.zeros(0)
+            share_rows = np.zeros((0, len(bundle.channels))) if hasattr(detector, "channel_shares") else None
     columns = {
-        names.ASSET: pa.array([windows.assets[i] for i in windows.asset], pa.string()),
+        names.ASSET: pa.array(list(windows.assets), pa.string()).take(pa.array(windows.asset)),
         "timestamp_us": pa.array(windows.end_us, pa.int64()),
         names.SCORE: pa.array(scores, pa.float64()),
         names.LABEL: pa.array(windows.label_last, pa.int8()),
@@ -65,28 +77,12 @@ def scored_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
     }
     if threshold is None:
         return pa.table(columns, schema=SCORE_SCHEMA), None
-    flags, share_rows = flag_and_attribute(bundle, windows, np.where(windows.state_last == 0, scores, -np.inf),
-                                           threshold, batch_size)
+    flags = flagged(scores)
     channel_shares = (pa.nulls(len(flags), CHANNEL_SHARES_TYPE) if share_rows is None
                       else shares_array(share_rows, np.flatnonzero(flags), len(flags), bundle.channels))
     table = pa.table({**columns, names.FLAG: pa.array(flags), names.CHANNEL_SHARES: channel_shares},
                      schema=FLAGGED_SCORE_SCHEMA)
     return table, share_rows
-
-
-def flag_and_attribute(bundle: ModelBundle, windows: Windows, scores: np.ndarray, threshold: float,
-                       batch_size: int = 4096) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Flags (N,) = score > threshold, and the flagged windows' channel shares (K, C) in the model's channel
-    order (detector.channel_shares, run on the K flagged windows only), or None when the detector has no
-    attribution."""
-    flags = np.asarray(scores > threshold, dtype=bool)
-    shares_of = getattr(bundle.detector, "channel_shares", None)
-    if shares_of is None:
-        return flags, None
-    flagged = np.flatnonzero(flags)
-    if flagged.size == 0:
-        return flags, np.zeros((0, len(bundle.channels)))
-    return flags, shares_of(windows.subset(flagged), batch_size=batch_size)
 
 
 def operating_state_names(codes: np.ndarray, state_names: tuple[str, ...]) -> pa.Array:
