@@ -84,3 +84,28 @@ def test_ks_counts_repeated_values_as_steps_and_skips_non_finite_ones():
     with_nan = np.vstack([night, [[np.nan]], [[np.inf]]])
     assert ks_statistic(reference_quantiles(reference), with_nan)[0] == pytest.approx(
         ks_statistic(reference_quantiles(reference), night)[0])
+
+
+def test_psi_and_ks_of_a_float32_night_with_gaps_match_numpy_histogram_and_scipy():
+    """drift_statistics (one sort per channel, channels in threads) against numpy.histogram shares and
+    scipy's two-sample KS on the same rows."""
+    from scipy.stats import ks_2samp
+
+    from lstmad.evaluation.drift import drift_statistics, reference_quantiles
+
+    rng = np.random.default_rng(3)
+    reference_rows = rng.normal(size=(5000, 3))
+    reference = {**reference_histogram(reference_rows), "quantiles": reference_quantiles(reference_rows)}
+    night = (rng.normal(size=(4000, 3)) * [1.0, 1.5, 1.0] + [0.0, 0.0, 0.7]).astype(np.float32)
+    night[::97, 0] = np.nan
+    night[5, 1], night[6, 2] = np.inf, -np.inf
+    psi, ks = drift_statistics(reference, night)
+    for c in range(3):
+        column = night[:, c].astype(np.float64)
+        q = np.maximum(np.histogram(column[~np.isnan(column)], np.asarray(reference["edges"][c]))[0] / len(night), 1e-4)
+        p = np.maximum(np.asarray(reference["proportions"][c]), 1e-4)
+        assert psi[c] == pytest.approx(np.sum((q - p) * np.log(q / p)), rel=1e-9)
+        finite = column[np.isfinite(column)]
+        # the reference is 101 stored quantiles, not its rows: within a quantile step of scipy's statistic
+        assert ks[c] == pytest.approx(ks_2samp(finite, reference_rows[:, c]).statistic, abs=0.02)
+    assert ks[2] > 0.2 and ks[0] < 0.05

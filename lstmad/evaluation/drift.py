@@ -3,6 +3,9 @@ alarm rate and model age."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 PSI_EPSILON = 1e-4
@@ -29,14 +32,56 @@ def population_stability_index(reference: dict[str, list], values: np.ndarray) -
 
     Shares are floored at 1e-4 so an empty bin gives a large but finite index.
     """
-    values = np.asarray(values, dtype=np.float64)
-    out = np.empty(values.shape[1])
-    for c, (edges, p) in enumerate(zip(reference["edges"], reference["proportions"])):
-        q = np.histogram(values[:, c], np.asarray(edges))[0] / max(values.shape[0], 1)
-        p = np.maximum(np.asarray(p), PSI_EPSILON)
-        q = np.maximum(q, PSI_EPSILON)
-        out[c] = float(np.sum((q - p) * np.log(q / p)))
-    return out
+    return drift_statistics(reference, values, with_ks=False)[0]
+
+
+def _psi_of_sorted(x: np.ndarray, n: int, edges: list[float], proportions: list[float]) -> float:
+    """PSI of one channel from its sorted non-NaN values ``x`` (n rows in all) against the reference bins
+    [e_i, e_i+1) (the last closed, as numpy.histogram's)."""
+    edges = np.asarray(edges, dtype=x.dtype if x.dtype == np.float64 else np.float64)
+    at = np.searchsorted(x, edges, side="left")
+    at[-1] = np.searchsorted(x, edges[-1], side="right")
+    q = np.maximum(np.diff(at) / max(n, 1), PSI_EPSILON)
+    p = np.maximum(np.asarray(proportions, dtype=np.float64), PSI_EPSILON)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def _ks_of_sorted(x: np.ndarray, quantiles: list[float]) -> float:
+    """Two-sample KS of one channel's sorted finite values ``x`` against the reference CDF interpolated
+    between its stored ``quantiles``; 0 without values."""
+    n = x.size
+    if n == 0:
+        return 0.0
+    q = np.asarray(quantiles, dtype=np.float64)
+    above = np.arange(1, n + 1) / n - _reference_cdf(q, x, "right")  # the night's CDF at each point
+    below = _reference_cdf(q, x, "left") - np.arange(0, n) / n        # and just below it
+    return float(max(above.max(), below.max(), 0.0))
+
+
+def drift_statistics(reference: dict, values: np.ndarray, with_ks: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(PSI (C,), KS (C,)) of values (n, C) against a drift reference (``edges``/``proportions`` and, for KS,
+    ``quantiles``; KS is 0 without them or with ``with_ks`` False): each channel sorted once, in its own
+    precision (float32 night values sort in half the time of float64), channels in parallel threads (NumPy's
+    sort and search release the GIL)."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    n, n_channels = values.shape
+    quantiles = reference.get("quantiles") if with_ks else None
+
+    def channel(c: int) -> tuple[float, float]:
+        column = np.ascontiguousarray(values[:, c])
+        x = np.sort(column[~np.isnan(column)]).astype(np.float64)
+        psi = _psi_of_sorted(x, n, reference["edges"][c], reference["proportions"][c])
+        if quantiles is None:
+            return psi, 0.0
+        finite = x[np.searchsorted(x, -np.inf, side="right"):np.searchsorted(x, np.inf, side="left")]
+        return psi, _ks_of_sorted(finite, quantiles[c])
+
+    with ThreadPoolExecutor(max_workers=max(1, min(n_channels, os.cpu_count() or 1))) as pool:
+        pairs = list(pool.map(channel, range(n_channels)))
+    return (np.array([p for p, _ in pairs], dtype=np.float64).reshape(n_channels),
+            np.array([k for _, k in pairs], dtype=np.float64).reshape(n_channels))
 
 
 QUANTILES = 101
@@ -74,17 +119,13 @@ def ks_statistic(quantiles: list[list[float]], values: np.ndarray) -> np.ndarray
     """Two-sample Kolmogorov-Smirnov statistic per channel, sup |F_night − F_reference|, with the reference
     CDF interpolated between its stored quantiles; values (n, C) → (C,) in [0, 1]. Non-finite values are
     left out; a channel without finite values gets 0."""
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
     out = np.zeros(values.shape[1])
     for c, q in enumerate(quantiles):
-        x = np.sort(values[:, c][np.isfinite(values[:, c])])
-        n = x.size
-        if n == 0:
-            continue
-        q = np.asarray(q, dtype=np.float64)
-        above = np.arange(1, n + 1) / n - _reference_cdf(q, x, "right")  # the night's CDF at each point
-        below = _reference_cdf(q, x, "left") - np.arange(0, n) / n        # and just below it
-        out[c] = float(max(above.max(), below.max(), 0.0))
+        column = values[:, c]
+        out[c] = _ks_of_sorted(np.sort(column[np.isfinite(column)]).astype(np.float64), q)
     return out
 
 

@@ -25,7 +25,7 @@ log = logging.getLogger("lstmad")
 def drift(config: PipelineConfig, day: dt.date) -> dict:
     """Input drift (PSI per channel against the champion's training reference) and the day's alarm rate
     against the expected one; one row in drift_metrics and a retraining signal."""
-    from lstmad.evaluation.drift import ks_statistic, population_stability_index, retrain_signal, score_ks
+    from lstmad.evaluation.drift import drift_statistics, retrain_signal, score_ks
 
     paths = Paths.of(config)
     registered, bundle = champion_bundle(config)
@@ -33,16 +33,18 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     blocks = read_blocks(paths.tensors, [date])
     if blocks.num_rows == 0:
         raise PrepareError(f"{paths.tensors}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
-    parts = []
+    parts, stats_by_id = [], {}
     columns = blocks.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.VALUES, names.STATS_ID,
                              names.ASSET])
     for n_rows, n_hist, n_ch, raw, sid, asset in zip(*columns.to_pydict().values()):
         values = np.frombuffer(raw, dtype=np.float32).reshape(n_rows, n_ch)[n_hist:]
-        parts.append(bundle.renormalise(values, load_stats(paths.tensors, sid), asset))
-    values = np.concatenate(parts)
+        if sid not in stats_by_id:
+            stats_by_id[sid] = load_stats(paths.tensors, sid)
+        parts.append(bundle.renormalise(values, stats_by_id[sid], asset))
+    # float32 as the blocks hold them (the statistics below sort each channel: half the bytes of float64)
+    values = np.concatenate(parts).astype(np.float32, copy=False)
     reference = bundle.drift_reference
-    psi = population_stability_index(reference, values)
-    ks = ks_statistic(reference["quantiles"], values) if "quantiles" in reference else np.zeros_like(psi)
+    psi, ks = drift_statistics(reference, values)  # ks 0 for a reference saved without quantiles
     scores_path = lakehouse.table_path(paths.lake, names.ANOMALY_SCORES)
     night = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG, names.SCORE],
                            ds.field(names.SCORED_DATE) == date)
