@@ -39,10 +39,11 @@ def fleet_config(home: Path, assets: int, channels: int) -> Path:
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "demo.yaml").read_text())
     raw.update(pipeline=f"night_{assets}", home=str(home))
     raw["source"]["channels"] = list(CHANNELS[:channels])
-    raw["synthetic"].update(turbines=assets, days=3, step_s=60, start=FIRST)
-    raw["model"].update(detector="lstm_forecaster", hidden_sizes=[32, 16], epochs=1, batch_size=512, patience=1,
+    raw["synthetic"].update(turbines=assets, days=3, step_s=60, start=FIRST,
+                            icing_episodes_per_turbine=0.15)  # the demo's icing per day (1.5 in 30 days)
+    raw["model"].update(detector="lstm_forecaster", hidden_sizes=[32, 16], epochs=2, batch_size=512, patience=1,
                         max_train_windows=20_000, candidates=[])
-    raw["train"].update(start=FIRST, end=FIRST, eval_start=None, eval_end=None, window_days=0, eval_days=0)
+    raw["train"].update(start=FIRST, end=FIRST + dt.timedelta(days=1), eval_start=None, eval_end=None, window_days=0, eval_days=0)
     raw["threshold"].update(rule="percentile", percentile=99.0, calibration_share=0.0)
     raw["spark"].update(master="local[*]")
     file = home / f"night_{assets}.yaml"
