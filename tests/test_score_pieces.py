@@ -1,6 +1,7 @@
 """How Spark scoring cuts block files into task pieces: every block in exactly one piece, in file order."""
 
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 
 from lstmad.spark.score import read_piece, work_items
@@ -35,3 +36,15 @@ def test_a_piece_decodes_only_the_row_groups_that_hold_it(tmp_path, monkeypatch)
                         lambda self, groups, **kw: decoded.append(list(groups)) or real(self, groups, **kw))
     assert read_piece(file, 14, 5).column("block_start").to_pylist() == [14, 15, 16, 17, 18]
     assert decoded == [[1, 2]]  # blocks 14–18 lie in groups 1 (8–15) and 2 (16–23)
+
+
+@pytest.mark.spark
+def test_local_python_workers_start_with_the_scoring_libraries_already_imported(spark):
+    """Workers fork from lstmad's daemon (spark/worker_daemon.py): a task that imports nothing finds torch and
+    lstmad's scoring code loaded."""
+    def loaded(_):
+        import sys
+
+        return [all(m in sys.modules for m in ("torch", "lstmad.spark.score", "lstmad.spark.prepare"))]
+
+    assert spark.sparkContext.parallelize([0, 1], 2).map(loaded).collect() == [[True], [True]]

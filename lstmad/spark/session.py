@@ -65,7 +65,9 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         "spark.ui.showConsoleProgress": "false",
     }
     if local:
-        settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+        settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+                         # workers forked with lstmad's libraries already imported (spark/worker_daemon.py)
+                         "spark.python.daemon.module": "lstmad.spark.worker_daemon"})
     if delta_spark:
         settings["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
         settings["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
