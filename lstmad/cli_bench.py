@@ -109,7 +109,12 @@ def bench_queries(json_path: Optional[Path] = typer.Option(None, "--json", help=
 def bench_night(assets: str = typer.Option("10,100,1000", help="fleet sizes, comma-separated"),
                 channels: int = typer.Option(26, help="channels per asset (the first C of the synthetic 26)"),
                 json_path: Optional[Path] = typer.Option(None, "--json", help="where to write the JSON result"),
-                workdir: Optional[Path] = typer.Option(None, help="folder for the fleets (temp)")) -> None:
+                workdir: Optional[Path] = typer.Option(None, help="folder for the fleets (temp)"),
+                cluster_assets: Optional[int] = typer.Option(
+                    None, help="also run this fleet size's night on a loopback standalone cluster and check the "
+                    "sizing model's prediction for it"),
+                cluster_workers: int = typer.Option(2, help="workers of that cluster (sharing this machine's cores)")
+                ) -> None:
     """One night of a synthetic fleet through prepare → score → intervals → commit → drift in a fresh process:
     per-stage seconds, values/s/core, peak memory, and the fixed and per-asset cost of a night."""
     from lstmad.benchmarks import night
@@ -117,4 +122,9 @@ def bench_night(assets: str = typer.Option("10,100,1000", help="fleet sizes, com
     sizes = _sizes(assets, "--assets")
     if not sizes or min(sizes) < 1 or not 1 <= channels <= 26:
         _fail("--assets must be positive counts such as 10,100,1000 and --channels between 1 and 26")
-    _print_json(night.run(json_path, sizes, channels, workdir, progress=lambda line: typer.echo(line, err=True)))
+    if cluster_assets is not None and cluster_assets not in sizes:
+        _fail(f"--cluster-assets must be one of the --assets sizes ({assets})")
+    if cluster_workers < 1:
+        _fail("--cluster-workers must be at least 1")
+    _print_json(night.run(json_path, sizes, channels, workdir, progress=lambda line: typer.echo(line, err=True),
+                          cluster_assets=cluster_assets, cluster_workers=cluster_workers))

@@ -8,11 +8,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from lstmad.spark.loopback_cluster import cluster_env, loopback_cluster
+
+__all__ = ["cluster_env"]  # the environment of the test cluster's processes, for tests that start Spark ones
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONF = REPO / "conf" / "demo.yaml"
@@ -107,43 +110,15 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).parent
 
 
-def cluster_env() -> dict:
-    """Environment for Spark processes of the test cluster: this virtualenv's Python, loopback only."""
-    return {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
-            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-
-
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
     """A Spark standalone master and one 2-core worker bound to 127.0.0.1, stopped at the end of the session:
-    yields (master URL, log folder holding master.log and worker.log)."""
+    yields (master URL, log folder holding master.log and worker0.log)."""
     logs = tmp_path_factory.mktemp("cluster")
-    port = free_port()
-    spark_class = str(spark_home() / "bin" / "spark-class")
-    master_log, worker_log = open(logs / "master.log", "w"), open(logs / "worker.log", "w")
-    master = subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                               "--port", str(port), "--webui-port", str(free_port())], env=cluster_env(),
-                              stdout=master_log, stderr=subprocess.STDOUT)
-    url = f"spark://127.0.0.1:{port}"
-    worker = subprocess.Popen([spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-                               "--cores", "2", "--memory", "4g", "--webui-port", str(free_port()),
-                               "--work-dir", str(logs / "work")], env=cluster_env(),
-                              stdout=worker_log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 90
-        while "Successfully registered with master" not in (logs / "worker.log").read_text():
-            if time.time() > deadline or worker.poll() is not None or master.poll() is not None:
-                pytest.fail(f"standalone cluster did not come up:\n{(logs / 'master.log').read_text()[-2000:]}\n"
-                            f"{(logs / 'worker.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url, logs
-    finally:
-        for process in (worker, master):
-            process.terminate()
-        for process in (worker, master):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        master_log.close()
-        worker_log.close()
+        with loopback_cluster(logs, workers=1, cores=2, memory="4g", timeout_s=90) as url:
+            yield url, logs
+    except RuntimeError as error:
+        if "did not come up" not in str(error):
+            raise
+        pytest.fail(f"{error}:\n{(logs / 'master.log').read_text()[-2000:]}\n{(logs / 'worker0.log').read_text()[-2000:]}")

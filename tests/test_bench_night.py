@@ -21,9 +21,20 @@ def test_the_sizing_model_separates_fixed_and_per_asset_cost():
     assert "note" in flat and "predicted_minutes_10000_assets_here" not in flat
 
 
+def test_the_cluster_check_spreads_only_the_per_asset_part_over_the_cluster_cores():
+    model = {"fixed_s": 20.0, "per_asset_s": 0.05}
+    # 1,000 assets measured here on 2 cores: 20 + 50 s; on a 4-core cluster the 50 s of per-asset work halve
+    check = night.cluster_check({"assets": 1000, "night_seconds": 52.0}, model, local_cores=2, cluster_cores=4)
+    assert check["predicted_night_seconds"] == pytest.approx(45.0)
+    assert check["measured_over_predicted"] == pytest.approx(52 / 45, abs=1e-3) and check["within_30_percent"]
+    slow = night.cluster_check({"assets": 1000, "night_seconds": 60.0}, model, local_cores=2, cluster_cores=4)
+    assert not slow["within_30_percent"]
+
+
 @pytest.mark.spark
-def test_one_night_of_a_tiny_fleet_end_to_end(tmp_path):
-    result = night.run(tmp_path / "night.json", assets=(2,), channels=3, workdir=tmp_path, progress=lambda _: None)
+def test_one_night_of_a_tiny_fleet_end_to_end_here_and_on_a_loopback_cluster(tmp_path):
+    result = night.run(tmp_path / "night.json", assets=(2,), channels=3, workdir=tmp_path, progress=lambda _: None,
+                       cluster_assets=2, cluster_workers=2)
     (size,) = result["sizes"]
     assert size["values"] == 2 * 3 * 1440 and size["rows_read"] == size["n_scores"] == 2 * 1440
     assert set(size["stage_seconds"]) == {"spark_session", "prepare", "score_intervals_commit", "drift"}
@@ -31,3 +42,8 @@ def test_one_night_of_a_tiny_fleet_end_to_end(tmp_path):
     assert result["values_per_s_per_core"] == pytest.approx(
         2 * 3 * 1440 / (size["night_seconds"] * os.cpu_count()), rel=1e-3)
     assert size["peak_rss_mb"] > 0 and (tmp_path / "night.json").exists()
+    # the same night once more on a 2-worker standalone cluster: the same rows read and scored
+    on_cluster = result["cluster_check"]
+    assert on_cluster["rows_read"] == on_cluster["n_scores"] == 2 * 1440
+    assert on_cluster["n_intervals"] == size["n_intervals"]
+    assert "no sizing model" in on_cluster["note"]  # one fleet size: nothing to predict from

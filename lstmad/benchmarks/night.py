@@ -65,13 +65,25 @@ def worker_setup(conf: str) -> dict:
     return {"seconds": round(time.perf_counter() - started, 1), "model_version": trained["model_version"]}
 
 
-def worker_night(conf: str, process_started: str) -> dict:
-    """The night of day 3 in this process, one Spark session: per-stage seconds."""
+def worker_night(conf: str, process_started: str, master: str = "") -> dict:
+    """The night of day 3 in this process, one Spark session (on ``master`` when given, a standalone
+    cluster's URL): per-stage seconds."""
     from lstmad import stages
     from lstmad.config import load_config
     from lstmad.spark.session import get_session
 
-    config = load_config(conf)
+    cluster = None
+    if master:
+        from lstmad.packaging import py_files_zip
+
+        # executors import lstmad from the zip Spark ships them, as spark-submit --py-files does, and run this
+        # interpreter (the loopback cluster is this machine): PySpark names it to them from PYSPARK_PYTHON
+        package = py_files_zip(Path(conf).parent / "dist")
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        cluster = {"spark.master": master,
+                   "spark.conf": {"spark.driver.host": "127.0.0.1", "spark.executor.memory": "3g",
+                                  "spark.submit.pyFiles": str(package)}}
+    config = load_config(conf, cluster)
     stage_s: dict[str, float] = {}
     began = time.perf_counter()
     spark = get_session(config.spark)
@@ -109,10 +121,24 @@ def sizing(results: list[dict], cores: int) -> dict:
     return model
 
 
+def cluster_check(measured: dict, model: dict, local_cores: int, cluster_cores: int) -> dict:
+    """The sizing model's prediction for a night of ``measured["assets"]`` on ``cluster_cores`` cores (its
+    per-asset part spread over them, its fixed part not) against the night measured on the cluster."""
+    n = measured["assets"]
+    predicted = model["fixed_s"] + model["per_asset_s"] * n * local_cores / cluster_cores
+    return {**measured, "cluster_cores": cluster_cores, "predicted_night_seconds": round(predicted, 2),
+            "measured_over_predicted": round(measured["night_seconds"] / predicted, 3),
+            "within_30_percent": abs(measured["night_seconds"] / predicted - 1) <= 0.30}
+
+
 def run(json_path: Optional[Path] = None, assets: tuple[int, ...] = (10, 100, 1000), channels: int = 26,
-        workdir: Optional[Path] = None, progress: Callable[[str], None] = print) -> dict:
+        workdir: Optional[Path] = None, progress: Callable[[str], None] = print,
+        cluster_assets: Optional[int] = None, cluster_workers: int = 2) -> dict:
+    """Nights of the ``assets`` fleet sizes in fresh processes, the sizing model through them and, with
+    ``cluster_assets`` (one of the sizes), that night once more on a loopback standalone cluster of
+    ``cluster_workers`` workers sharing this machine's cores, beside what the sizing model predicts for it."""
     cores = os.cpu_count() or 1
-    results = []
+    results, on_cluster = [], None
     with tempfile.TemporaryDirectory(dir=workdir) as scratch:
         for n in assets:
             conf = fleet_config(Path(scratch) / f"n{n}", n, channels)
@@ -126,10 +152,23 @@ def run(json_path: Optional[Path] = None, assets: tuple[int, ...] = (10, 100, 10
             results.append(entry)
             progress(f"bench night: {n} assets: {night['night_seconds']} s, "
                      f"{entry['values_per_s_per_core']:,.0f} values/s/core, peak {night['peak_rss_mb']} MB")
+            if n == cluster_assets:
+                from lstmad.spark.loopback_cluster import loopback_cluster
+
+                per_worker = max(1, cores // cluster_workers)
+                progress(f"bench night: {n} assets on a loopback cluster of {cluster_workers} workers × "
+                         f"{per_worker} cores …")
+                with loopback_cluster(Path(scratch) / "cluster", cluster_workers, per_worker) as master:
+                    again = measured_subprocess(MODULE, "night", str(conf), repr(time.time()), master)
+                on_cluster = ({"assets": n, **again}, per_worker * cluster_workers)
     largest = max(results, key=lambda r: r["assets"])
     result = {"values_per_s_per_core": largest["values_per_s_per_core"], "assets": largest["assets"],
               "definition": "assets × channels × rows of the night ÷ (wall seconds of the night's process × cores)",
               "sizes": results, "sizing": sizing(results, cores)}
+    if on_cluster is not None and "per_asset_s" in result["sizing"]:
+        result["cluster_check"] = cluster_check(on_cluster[0], result["sizing"], cores, on_cluster[1])
+    elif on_cluster is not None:
+        result["cluster_check"] = {**on_cluster[0], "note": "no sizing model to check (one size only)"}
     return finish_json(result, json_path)
 
 
