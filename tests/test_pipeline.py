@@ -110,12 +110,15 @@ def test_rows_read_equal_kept_plus_quarantined(run):
     assert all(json.loads(row) for row in quarantine.source_row)
 
 
-def test_blocks_hold_smoothed_normalised_values_equal_to_numpy_reference(run):
+@pytest.mark.parametrize("date", ["2026-01-03", SCORED.isoformat()])
+def test_blocks_hold_smoothed_normalised_values_equal_to_numpy_reference(run, date):
+    """A training date (blocks cached until the statistics are fitted, then written) and the scored night
+    (statistics known: each task writes its blocks in the one pass) against the same NumPy reference."""
     config, paths = run["config"], run["paths"]
     stats = load_stats(paths.tensors)
-    day = run["clean_day"]
+    day = run["clean_day"] if date == "2026-01-03" else pd.read_parquet(paths.raw / f"date={date}" / "part-0.parquet")
     turbine = day[day.turbine_id == "T01"].sort_values("timestamp")
-    blocks = read_blocks(paths.tensors, ["2026-01-03"]).to_pandas()
+    blocks = read_blocks(paths.tensors, [date]).to_pandas()
     blocks = blocks[blocks.asset_id == "T01"].sort_values("block_start")
     # 288 own rows in blocks of at most 100 rows, W−1 = 11 of which repeat the previous block: 89 own per block
     assert len(blocks) == 4 and (blocks.n_rows <= config.prepare.block_rows).all()

@@ -83,8 +83,9 @@ def parsed_timestamp(raw: DataFrame, source: SourceConfig, nanos_are_naive: bool
 
 def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_tolerance: float,
                             decimal_comma: bool = False) -> tuple[Column, Column]:
-    """(value as double, null where faulty; fault code, 0 where measured — lstmad.transforms.cleaning.VALUE_FAULTS).
-    ``decimal_comma``: the text writes 12,5 for 12.5."""
+    """(value as double, as read; fault code, 0 where measured — lstmad.transforms.cleaning.VALUE_FAULTS).
+    The caller masks the value where the code is not 0 (canonical_rows does it in a projection of its own,
+    so that Spark evaluates each code once per row). ``decimal_comma``: the text writes 12,5 for 12.5."""
     text = F.regexp_replace(raw_value.cast("string"), ",", ".") if decimal_comma else raw_value
     value = text.try_cast("double")
     fault = (F.when(raw_value.isNull(), 1).when(value.isNull(), 2)
@@ -98,7 +99,7 @@ def channel_value_and_fault(raw_value: Column, channel: ChannelConfig, sentinel_
         fault = fault.when(value > F.lit(float(channel.maximum)), 5)
     fault = fault.when(F.abs(value) >= F.lit(cleaning.FLOAT32_MAX), 6)  # FLT_MAX itself: a sentinel
     fault = fault.otherwise(0).cast("tinyint")
-    return F.when(fault == 0, value), fault
+    return value, fault
 
 
 def label_and_fault(raw_label: Column | None, label_values: dict[str, int]) -> tuple[Column, Column]:
@@ -161,6 +162,7 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
         value, fault = channel_value_and_fault(raw_column(channel.name), channel, source.sentinel_tolerance,
                                                decimal_comma=text and source.decimal_separator == ",")
         columns += [value.alias(value_column(i)), fault.alias(fault_column(i))]
+    n_channels = len(source.channels)
     label, label_fault = label_and_fault(raw_column(source.label_column) if source.label_column else None,
                                          source.label_values)
     row_date = raw_column(partition).cast("string") if partition else F.coalesce(utc_date, F.lit(UNDATED))
@@ -169,6 +171,11 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
     if keep_source:
         columns.append(F.struct(*[raw_column(c) for c in raw.columns if c != partition]).alias(SOURCE))
     rows = raw.select(*columns)
+    # masked in a projection of their own: Spark keeps it apart (each code is used twice below), so a
+    # channel's fault code is evaluated once per row instead of once for the code and again for the value
+    rows = rows.select(*[F.when(F.col(fault_column(i)) == 0, F.col(value_column(i))).alias(value_column(i))
+                         if name == value_column(i) else F.col(name)
+                         for name in rows.columns for i in [_channel_index(name, n_channels)]])
 
     no_value = F.lit(True)
     for i in range(len(source.channels)):
@@ -193,6 +200,11 @@ def canonical_rows(raw: DataFrame, source: SourceConfig, own_dates: list[str], k
     return rows
 
 
+def _channel_index(column: str, n_channels: int) -> int:
+    """The channel a value column holds (value_column(i) → i), −1 for any other column."""
+    return next((i for i in range(n_channels) if column == value_column(i)), -1)
+
+
 # ------------------------------------------------------------------------------------------ per-asset step
 
 PER_ASSET_SCHEMA = T.StructType([
@@ -207,6 +219,7 @@ PER_ASSET_SCHEMA = T.StructType([
     T.StructField(INFO, T.StringType()),
 ])
 _PER_ASSET_ARROW = pa.schema([(KIND, pa.string()), *BLOCK_SCHEMA, (INFO, pa.string())])
+_BLOCK_FILE_SCHEMA = pa.schema([field for field in BLOCK_SCHEMA if field.name != names.DATE])
 
 
 def _records(kind: str, asset: str, rows: list[dict]) -> list[dict]:
@@ -215,8 +228,8 @@ def _records(kind: str, asset: str, rows: list[dict]) -> list[dict]:
 
 def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationStats | None, window: int,
               block_rows: int, step_s: int, max_gap_steps: int, half_width: int, own_from_us: int, own_to_us: int,
-              has_labels: bool, max_masked_share: float = 1.0, partitions: int = 8, has_states: bool = False
-              ) -> DataFrame:
+              has_labels: bool, max_masked_share: float = 1.0, partitions: int = 8, has_states: bool = False,
+              write_to: str | None = None, run_id: str = "") -> DataFrame:
     """Partition ``canonical_rows`` by asset (``partitions`` tasks); per asset (NumPy): classify duplicates, count the own rows, put the
     usable rows on the grid, fill, smooth, and cut tensor blocks of [own_from_us, own_to_us).
 
@@ -224,6 +237,11 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
     lstmad.transforms.cleaning.account plus lstmad.transforms.blocks.block_counts summed over the date's blocks), 'conflict' (block_start: a timestamp whose copies disagree) and, without
     ``stats``, 'moments' (info: JSON of the observed moments of the smoothed own rows) — the blocks then hold
     smoothed values in source units as float64, for ``normalise_blocks`` once the statistics are fitted.
+
+    With ``write_to`` (a staging folder the executors see) and ``stats``, each task writes its blocks itself,
+    one Parquet file per date (write_block_files), and returns 'file' records (date, info: the file's name)
+    in their place: the night is prepared in one pass, without caching the blocks in Spark or shuffling them
+    again to write them.
     """
     channel_list = list(channels)
     stats_id = stats.stats_id if stats is not None else ""
@@ -322,10 +340,55 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         # one take of the whole partition into asset order, then zero-copy slices: a take per asset on the
         # many-chunked table cost two thirds of this step
         table = table.take(order).combine_chunks()
+        blocks_by_date: dict[str, list[pa.Table]] = {}
         for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [order.size]])):
-            yield from step(table.slice(lo, hi - lo)).to_batches()
+            out = step(table.slice(lo, hi - lo))
+            if write_to is None:
+                yield from out.to_batches()
+                continue
+            kinds = out.column(KIND).to_numpy(zero_copy_only=False)
+            yield from out.filter(pa.array(kinds != "block")).to_batches()
+            _by_date(out.filter(pa.array(kinds == "block")).select(BLOCK_SCHEMA.names), blocks_by_date)
+        if write_to is not None:
+            for day, name in write_block_files(blocks_by_date, write_to, run_id):
+                yield pa.RecordBatch.from_pylist([{KIND: "file", names.DATE: day, INFO: name}],
+                                                 schema=_PER_ASSET_ARROW)
 
+    if write_to is not None and stats is None:
+        raise ValueError("per_asset writes blocks itself only with statistics (unnormalised blocks wait for them)")
     return rows.repartition(partitions, names.ASSET).mapInArrow(each_asset, PER_ASSET_SCHEMA)
+
+
+def _by_date(blocks: pa.Table, into: dict[str, list[pa.Table]]) -> None:
+    """Add BLOCK_SCHEMA rows to ``into``, grouped by their date (the date column dropped: it is the folder)."""
+    import pyarrow.compute as pc
+
+    dates = blocks.column(names.DATE)
+    for day in pc.unique(dates).to_pylist():
+        into.setdefault(day, []).append(blocks.filter(pc.equal(dates, day)).drop_columns([names.DATE]))
+
+
+def write_block_files(tables_by_date: dict[str, list[pa.Table]], folder: str, run_id: str) -> list[tuple[str, str]]:
+    """Write each date's block tables as one Parquet file (zstd, BLOCKS_PER_ROW_GROUP blocks per row group)
+    under ``folder/date=YYYY-MM-DD/``; each file appears by an atomic rename, so no reader sees half of one.
+    Returns (date, file name) of every file written."""
+    import os
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    written = []
+    for day, parts in tables_by_date.items():
+        target = os.path.join(folder, f"{names.DATE}={day}")
+        os.makedirs(target, exist_ok=True)
+        name = f"part-{run_id}-{uuid.uuid4().hex[:12]}.zstd.parquet"
+        tmp = os.path.join(target, f".{name}.tmp")
+        # one file schema whichever way the blocks came (through Spark, or straight from a task)
+        table = pa.concat_tables(parts).cast(_BLOCK_FILE_SCHEMA)
+        pq.write_table(table, tmp, compression="zstd", row_group_size=BLOCKS_PER_ROW_GROUP)
+        os.replace(tmp, os.path.join(target, name))
+        written.append((day, name))
+    return written
 
 
 def normalise_blocks(blocks: DataFrame, stats: NormalisationStats) -> DataFrame:
@@ -357,26 +420,11 @@ def write_blocks(blocks: DataFrame, folder: str, run_id: str) -> list[tuple[str,
     rename, so a reader never sees half a file; the caller removes the files an earlier run left behind.
     ``folder`` must be visible to the executors (local mode, or a shared file system).
     """
-    import os
-    import uuid
-
     def write(batches):
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
         by_date: dict[str, list[pa.Table]] = {}
         for batch in batches:
-            table = pa.Table.from_batches([batch])
-            dates = table.column(names.DATE)
-            for day in pc.unique(dates).to_pylist():
-                by_date.setdefault(day, []).append(table.filter(pc.equal(dates, day)).drop_columns([names.DATE]))
-        for day, parts in by_date.items():
-            target = os.path.join(folder, f"{names.DATE}={day}")
-            os.makedirs(target, exist_ok=True)
-            name = f"part-{run_id}-{uuid.uuid4().hex[:12]}.zstd.parquet"
-            tmp = os.path.join(target, f".{name}.tmp")
-            pq.write_table(pa.concat_tables(parts), tmp, compression="zstd", row_group_size=BLOCKS_PER_ROW_GROUP)
-            os.replace(tmp, os.path.join(target, name))
+            _by_date(pa.Table.from_batches([batch]), by_date)
+        for day, name in write_block_files(by_date, folder, run_id):
             yield pa.RecordBatch.from_pydict({names.DATE: [day], "file": [name]})
 
     return [(r[names.DATE], r["file"]) for r in blocks.mapInArrow(write, f"{names.DATE} string, file string").collect()]

@@ -101,13 +101,20 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                                       states=config.operating_states,
                                       overflow_bounds=None if stats is None else stats.overflow_bounds())
             .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
+    staging = paths.tensors / "_staging" / run_id
+    # With the reference statistics known (a night), the tasks write their blocks themselves in the one pass;
+    # fitting them first needs every asset's moments, so the blocks wait in Spark's cache to be normalised.
+    one_pass = stats is not None
     per_asset = transforms.per_asset(rows, channels, stats, prep.window, prep.block_rows, prep.step_s,
                                      prep.max_gap_steps, prep.smoothing_half_width, start_us, end_us,
                                      has_labels=src.label_column is not None,
                                      has_states=bool(config.operating_states),
                                      max_masked_share=prep.max_masked_share,
                                      partitions=max(spark.sparkContext.defaultParallelism,
-                                                    config.spark.shuffle_partitions)).persist()
+                                                    config.spark.shuffle_partitions),
+                                     write_to=str(staging) if one_pass else None, run_id=run_id)
+    if not one_pass:
+        per_asset = per_asset.persist()
     phases: dict[str, float] = {}
     began = time.perf_counter()
     try:
@@ -154,16 +161,19 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
         quarantine = quarantine_records(candidates, list(channels), run_id, config.pipeline)
         phases["quarantine_s"] = time.perf_counter() - began
         began = time.perf_counter()
-        # One file per date: each date's blocks of every asset go to one task (small files cost a footer each).
-        staging = paths.tensors / "_staging" / run_id
-        written = transforms.write_blocks(blocks.repartition(names.DATE), str(staging), run_id)
+        if one_pass:  # written by the tasks of the pass above
+            written = [(r[names.DATE], r[transforms.INFO]) for r in side if r[transforms.KIND] == "file"]
+        else:
+            # One file per date: each date's blocks of every asset go to one task (small files cost a footer each).
+            written = transforms.write_blocks(blocks.repartition(names.DATE), str(staging), run_id)
         phases["write_blocks_s"] = time.perf_counter() - began
     except BaseException:
         # nothing half-way: blocks staged by this run go (the caller sees the error)
         shutil.rmtree(paths.tensors / "_staging" / run_id, ignore_errors=True)
         raise
     finally:
-        per_asset.unpersist()
+        if not one_pass:
+            per_asset.unpersist()
     summary = {"dates": [dates[0], dates[-1]], **counts, "dates_without_data": missing,
                "files_skipped_empty": [str(f) for f in empty_files],
                "stats_id": stats.stats_id, "run_id": run_id, "phase_seconds": phases}
