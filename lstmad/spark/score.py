@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
@@ -16,7 +15,7 @@ from pyspark.sql import types as T
 from lstmad import names
 from lstmad.io.lakehouse import CHANNEL_SHARES_TYPE
 from lstmad.serving.scoring import interval_id, operating_state_names, score_blocks, scored_blocks
-from lstmad.transforms.intervals import AlarmRules, alarm_intervals
+from lstmad.transforms.intervals import FOUND_SCHEMA, AlarmRules, alarm_intervals
 from lstmad.transforms.series import NormalisationStats
 
 # One loaded model per Python worker process, keyed by model version: Spark reuses its Python workers
@@ -270,13 +269,12 @@ def anomaly_intervals(flagged: DataFrame, threshold: float, rules: AlarmRules,
     """
     carried = carried or {}
 
-    def merge(pdf: pd.DataFrame) -> pd.DataFrame:
-        asset = str(pdf[names.ASSET].iloc[0])
+    def intervals_of(asset: str, times: np.ndarray, scores: np.ndarray, rows: list) -> list[dict]:
         tail = carried.get(asset) or {"timestamp_us": [], "score": [], "shares": []}
-        times = np.concatenate([np.asarray(tail["timestamp_us"], np.int64), pdf["timestamp_us"].to_numpy(np.int64)])
-        scores = np.concatenate([np.asarray(tail["score"], np.float64), pdf[names.SCORE].to_numpy(np.float64)])
+        times = np.concatenate([np.asarray(tail["timestamp_us"], np.int64), times])
+        scores = np.concatenate([np.asarray(tail["score"], np.float64), scores])
         # shares (n, C) with NaN rows where a timestamp has none (no attribution, or written without it)
-        rows = list(tail["shares"]) + list(pdf["shares"])
+        rows = list(tail["shares"]) + rows
         width = next((len(r) for r in rows if r is not None), 0)
         shares = np.array([np.full(width, np.nan) if r is None else np.asarray(r, np.float64) for r in rows]) \
             .reshape(len(rows), width) if width else None
@@ -288,10 +286,30 @@ def anomaly_intervals(flagged: DataFrame, threshold: float, rules: AlarmRules,
             row[names.ASSET] = asset
             mean = row.pop("shares", None)
             row["shares"] = None if mean is None or np.isnan(mean).any() else mean.tolist()
-        return pd.DataFrame(found, columns=INTERVAL_STRUCT.fieldNames())
+        return found
 
-    return flagged.select(names.ASSET, "timestamp_us", names.SCORE, "shares") \
-        .groupBy(names.ASSET).applyInPandas(merge, INTERVAL_STRUCT)
+    def each_partition(batches):
+        # every asset of the partition in one call (a grouped pandas UDF paid a DataFrame per asset)
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        assets = table.column(names.ASSET).to_numpy(zero_copy_only=False).astype(object)
+        times = table.column("timestamp_us").to_numpy()
+        scores = table.column(names.SCORE).to_numpy()
+        share_rows = table.column("shares").to_pylist()
+        order = np.argsort(assets, kind="stable")
+        bounds = np.flatnonzero(assets[order][1:] != assets[order][:-1]) + 1
+        found = []
+        for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [order.size]])):
+            mine = order[lo:hi]
+            found += intervals_of(str(assets[mine[0]]), times[mine], scores[mine], [share_rows[i] for i in mine])
+        if found:
+            yield pa.RecordBatch.from_pylist(found, schema=FOUND_SCHEMA)
+
+    partitions = max(1, flagged.sparkSession.sparkContext.defaultParallelism)
+    return (flagged.select(names.ASSET, "timestamp_us", names.SCORE, "shares")
+            .repartition(partitions, names.ASSET).mapInArrow(each_partition, INTERVAL_STRUCT))
 
 
 INTERVAL_STRUCT = T.StructType([
