@@ -48,3 +48,14 @@ def test_local_python_workers_start_with_the_scoring_libraries_already_imported(
         return [all(m in sys.modules for m in ("torch", "lstmad.spark.score", "lstmad.spark.prepare"))]
 
     assert spark.sparkContext.parallelize([0, 1], 2).map(loaded).collect() == [[True], [True]]
+
+
+def test_a_large_file_is_cut_into_pieces_of_at_most_the_block_cap(tmp_path):
+    """However many assets a night holds, a task scores at most max_blocks blocks at a time."""
+    file = block_file(tmp_path / "fleet.parquet", 300, row_group_size=32)
+    items = work_items([file], parallelism=2, per_core=4, max_blocks=64)
+    # ceil(300 / 8) = 38 per piece wanted for 8 pieces, within the cap of 64: 8 pieces; at 1,000 blocks the cap
+    assert [count for _, _, count in items] == [38] * 7 + [34]
+    big = block_file(tmp_path / "bigger.parquet", 1000, row_group_size=32)
+    counts = [count for _, _, count in work_items([big], parallelism=2, per_core=4, max_blocks=64)]
+    assert counts == [64] * 15 + [40] and sum(counts) == 1000

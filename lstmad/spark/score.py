@@ -72,10 +72,16 @@ def _bundle_from_payload(key: str, payload: dict[str, bytes], device: str = "cpu
     return _LOADED_BUNDLES[key]
 
 
-def work_items(files: list[str], parallelism: int, per_core: int = 4) -> list[tuple[str, int, int]]:
-    """(file, first block, number of blocks) pieces of the block files, at least ``per_core`` per core: whole
-    files when there are enough of them, else each file cut into equal runs of blocks (a single date still
-    spreads over every core)."""
+# The most blocks one scoring piece holds: a task's memory (its windows and errors) then stays the same
+# whatever the fleet's size; 64 blocks of 4,096 rows × 26 channels are about 27 MB of float32 values.
+MAX_BLOCKS_PER_PIECE = 64
+
+
+def work_items(files: list[str], parallelism: int, per_core: int = 4,
+               max_blocks: int = MAX_BLOCKS_PER_PIECE) -> list[tuple[str, int, int]]:
+    """(file, first block, number of blocks) pieces of the block files, at least ``per_core`` per core and at
+    most ``max_blocks`` blocks each: whole files when there are enough small ones, else each file cut into
+    equal runs of blocks (a single date still spreads over every core)."""
     import pyarrow.parquet as pq
 
     wanted = max(1, parallelism * per_core)
@@ -83,7 +89,7 @@ def work_items(files: list[str], parallelism: int, per_core: int = 4) -> list[tu
     pieces_per_file = max(1, -(-wanted // max(1, len(files))))
     items = []
     for file, blocks in zip(files, sizes):
-        step = max(1, -(-blocks // pieces_per_file))
+        step = min(max(1, -(-blocks // pieces_per_file)), max(1, max_blocks))
         items += [(file, lo, min(step, blocks - lo)) for lo in range(0, blocks, step)]
     return items
 
