@@ -62,6 +62,14 @@ def read_blocks(path: str | Path, dates: Sequence[str], columns: Optional[list[s
     return table.sort_by([(names.DATE, "ascending"), (names.ASSET, "ascending"), (names.BLOCK_START, "ascending")])
 
 
+def iter_blocks(path: str | Path, dates: Sequence[str], columns: list[str], batch_size: int = 64):
+    """Record batches of at most ``batch_size`` blocks of the given dates, in file order (no sort): for a pass
+    over a night whose memory is one batch, not the night."""
+    dataset = _block_dataset(Path(path))
+    yield from dataset.scanner(columns=columns, filter=ds.field(names.DATE).isin(list(dates)),
+                               batch_size=batch_size).to_batches()
+
+
 def _block_dataset(path: Path) -> ds.Dataset:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no tensor blocks yet; run prepare first")

@@ -16,7 +16,7 @@ from lstmad import names
 from lstmad.config import PipelineConfig
 from lstmad.io import lakehouse
 from lstmad.io.model_store import champion_bundle
-from lstmad.io.tensor_store import load_stats, read_blocks
+from lstmad.io.tensor_store import iter_blocks, load_stats, read_blocks
 from lstmad.layout import Paths, PrepareError
 
 log = logging.getLogger("lstmad")
@@ -30,19 +30,7 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     paths = Paths.of(config)
     registered, bundle = champion_bundle(config)
     date = day.isoformat()
-    blocks = read_blocks(paths.tensors, [date])
-    if blocks.num_rows == 0:
-        raise PrepareError(f"{paths.tensors}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
-    parts, stats_by_id = [], {}
-    columns = blocks.select([names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.VALUES, names.STATS_ID,
-                             names.ASSET])
-    for n_rows, n_hist, n_ch, raw, sid, asset in zip(*columns.to_pydict().values()):
-        values = np.frombuffer(raw, dtype=np.float32).reshape(n_rows, n_ch)[n_hist:]
-        if sid not in stats_by_id:
-            stats_by_id[sid] = load_stats(paths.tensors, sid)
-        parts.append(bundle.renormalise(values, stats_by_id[sid], asset))
-    # float32 as the blocks hold them (the statistics below sort each channel: half the bytes of float64)
-    values = np.concatenate(parts).astype(np.float32, copy=False)
+    values = night_values(paths, date, bundle)
     reference = bundle.drift_reference
     psi, ks = drift_statistics(reference, values)  # ks 0 for a reference saved without quantiles
     scores_path = lakehouse.table_path(paths.lake, names.ANOMALY_SCORES)
@@ -81,6 +69,27 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     log.info("drift %s: max PSI %.3f (%s), alarm rate %.4f vs %.4f expected, retrain=%s", date, row["max_psi"],
              row["max_psi_channel"], alarm_rate, bundle.expected_alarm_rate, retrain)
     return {k: v for k, v in row.items() if k != "psi_by_channel"}
+
+
+def night_values(paths: Paths, date: str, bundle) -> np.ndarray:
+    """The own rows of a date's tensor blocks in the model's normalisation, (n, C) float32 as the blocks hold
+    them (the drift statistics sort each channel: half the bytes of float64). Read a batch of blocks at a
+    time into one array: the memory is the night's values once, not its blocks several times over."""
+    sizes = read_blocks(paths.tensors, [date], [names.N_ROWS, names.N_HISTORY])
+    if sizes.num_rows == 0:
+        raise PrepareError(f"{paths.tensors}: no tensor blocks for {date}; run lstmad prepare --date {date} first")
+    total = int(np.sum(sizes.column(names.N_ROWS).to_numpy() - sizes.column(names.N_HISTORY).to_numpy()))
+    out = np.empty((total, len(bundle.channels)), dtype=np.float32)
+    position, stats_by_id = 0, {}
+    columns = [names.N_ROWS, names.N_HISTORY, names.N_CHANNELS, names.VALUES, names.STATS_ID, names.ASSET]
+    for batch in iter_blocks(paths.tensors, [date], columns):
+        for n_rows, n_hist, n_ch, raw, sid, asset in zip(*batch.to_pydict().values()):
+            own = np.frombuffer(raw, dtype=np.float32).reshape(n_rows, n_ch)[n_hist:]
+            if sid not in stats_by_id:
+                stats_by_id[sid] = load_stats(paths.tensors, sid)
+            out[position:position + own.shape[0]] = bundle.renormalise(own, stats_by_id[sid], asset)
+            position += own.shape[0]
+    return out[:position]
 
 
 def retrain_needed(config: PipelineConfig, day: dt.date) -> bool:
