@@ -47,3 +47,12 @@ def test_one_night_of_a_tiny_fleet_end_to_end_here_and_on_a_loopback_cluster(tmp
     assert on_cluster["rows_read"] == on_cluster["n_scores"] == 2 * 1440
     assert on_cluster["n_intervals"] == size["n_intervals"]
     assert "no sizing model" in on_cluster["note"]  # one fleet size: nothing to predict from
+
+
+def test_prepare_tasks_grow_with_the_source_so_a_task_holds_about_the_same_rows():
+    from lstmad.stages.prepare import SOURCE_BYTES_PER_TASK, prepare_partitions
+
+    assert prepare_partitions(2, 4, 3 * 2**20) == 4                       # a small night: the configured floor
+    assert prepare_partitions(2, 4, 628 * 2**20) == 20                    # 628 MB of source: ⌈628 / 32⌉
+    assert prepare_partitions(8, 4, 0) == 8                               # every core busy
+    assert prepare_partitions(2, 4, 10 * SOURCE_BYTES_PER_TASK + 1) == 11

@@ -110,8 +110,9 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                                      has_labels=src.label_column is not None,
                                      has_states=bool(config.operating_states),
                                      max_masked_share=prep.max_masked_share,
-                                     partitions=max(spark.sparkContext.defaultParallelism,
-                                                    config.spark.shuffle_partitions),
+                                     partitions=prepare_partitions(spark.sparkContext.defaultParallelism,
+                                                                   config.spark.shuffle_partitions,
+                                                                   sum(f.stat().st_size for f in files)),
                                      write_to=str(staging) if one_pass else None, run_id=run_id)
     if not one_pass:
         per_asset = per_asset.persist()
@@ -198,6 +199,18 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
              summary["exact_duplicates_dropped"], summary["values_masked_by_reason"] or "none", summary["blocks"],
              summary["windows"], summary["windows_skipped_masked"])
     return summary
+
+
+# Source bytes per prepare task: more tasks for a larger night keep each task's rows (and its Python
+# worker's memory) about the same whatever the fleet's size.
+SOURCE_BYTES_PER_TASK = 32 * 2**20
+
+
+def prepare_partitions(parallelism: int, shuffle_partitions: int, source_bytes: int) -> int:
+    """Tasks of prepare's per-asset step: every core busy, at least spark.shuffle_partitions, and one per
+    SOURCE_BYTES_PER_TASK of source files read (history included; a Delta source, listed as no files, keeps
+    the first two)."""
+    return max(parallelism, shuffle_partitions, -(-source_bytes // SOURCE_BYTES_PER_TASK))
 
 
 def check_operating_states(raw, states, location) -> None:
