@@ -82,9 +82,9 @@ CONTENT_VERSION_FILE = "_content_version.json"
 
 def content_version(root: str | Path, day: str) -> str:
     """The source data version of one date of a tensor-block table: "sha256:<hex>", the SHA-256 of the sorted
-    SHA-256 digests (hex, one per line) of its block files' bytes, so the same blocks give the same version
-    whatever their files are called. Cached beside the files (keyed by their names and sizes, so a
-    re-prepared date is hashed afresh); results carry it as their lineage."""
+    SHA-256 digests (hex, one per line) of its blocks (block_digest), so the same blocks give the same version
+    however they are spread over files, ordered in them or encoded. Cached beside the files (keyed by their
+    names and sizes, so a re-prepared date is hashed afresh); results carry it as their lineage."""
     import hashlib
     import json
     import os
@@ -101,13 +101,13 @@ def content_version(root: str | Path, day: str) -> str:
             return cached["version"]
     except (OSError, ValueError):
         pass
+    import pyarrow.parquet as pq
+
     digests = []
     for file in files:
-        digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        digests.append(digest.hexdigest())
+        with pq.ParquetFile(file) as handle:
+            for batch in handle.iter_batches(batch_size=64):
+                digests += block_digests(batch)
     version = "sha256:" + hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
     try:  # a read-only archive still gets its version, just not cached
         staged = cache.with_name(f".{cache.name}.{os.getpid()}")
@@ -116,6 +116,23 @@ def content_version(root: str | Path, day: str) -> str:
     except OSError:
         pass
     return version
+
+
+def block_digests(blocks) -> list[str]:
+    """The SHA-256 (hex) of each block of a table or record batch: every column in name order, each value
+    length-prefixed (binary as its bytes, null as a marker, anything else as its text)."""
+    import hashlib
+
+    columns = sorted(blocks.schema.names)
+    values = [blocks.column(blocks.schema.get_field_index(name)).to_pylist() for name in columns]
+    out = []
+    for row in zip(*values):
+        digest = hashlib.sha256()
+        for value in row:
+            data = b"\x00null" if value is None else value if isinstance(value, bytes) else str(value).encode()
+            digest.update(len(data).to_bytes(8, "little") + data)
+        out.append(digest.hexdigest())
+    return out
 
 
 # ------------------------------------------------------------------------------ writing a prepared date
