@@ -334,7 +334,9 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
             return
         table = pa.Table.from_batches(batches)
 
-        codes, _ = pd.factorize(table.column(names.ASSET).to_pandas(), use_na_sentinel=True)
+        # assets in name order (not arrival order): a task's block file is the same whatever order the
+        # shuffle delivered its rows in
+        codes, _ = pd.factorize(table.column(names.ASSET).to_pandas(), sort=True, use_na_sentinel=True)
         order = np.argsort(codes, kind="stable")
         bounds = np.flatnonzero(np.diff(codes[order])) + 1
         # one take of the whole partition into asset order, then zero-copy slices: a take per asset on the

@@ -102,9 +102,10 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                                       overflow_bounds=None if stats is None else stats.overflow_bounds())
             .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
     staging = paths.tensors / "_staging" / run_id
-    # With the reference statistics known (a night), the tasks write their blocks themselves in the one pass;
-    # fitting them first needs every asset's moments, so the blocks wait in Spark's cache to be normalised.
-    one_pass = stats is not None
+    # A night with the reference statistics known: the tasks write their blocks themselves in the one pass
+    # (a file per task). Fitting the statistics needs every asset's moments first, so those blocks wait in
+    # Spark's cache to be normalised; a range of dates keeps one file per date (not one per task and date).
+    one_pass = stats is not None and len(dates) == 1
     per_asset = transforms.per_asset(rows, channels, stats, prep.window, prep.block_rows, prep.step_s,
                                      prep.max_gap_steps, prep.smoothing_half_width, start_us, end_us,
                                      has_labels=src.label_column is not None,
