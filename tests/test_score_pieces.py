@@ -42,12 +42,18 @@ def test_a_piece_decodes_only_the_row_groups_that_hold_it(tmp_path, monkeypatch)
 def test_local_python_workers_start_with_the_scoring_libraries_already_imported(spark):
     """Workers fork from lstmad's daemon (spark/worker_daemon.py): a task that imports nothing finds torch and
     lstmad's scoring code loaded."""
-    def loaded(_):
+    def forked_from(_):
+        import os
         import sys
 
-        return [all(m in sys.modules for m in ("torch", "lstmad.spark.score", "lstmad.spark.prepare"))]
+        # workers are reused across tasks, so the modules alone could come from an earlier task: the parent
+        # process is what shows the daemon
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as handle:
+            parent = handle.read().replace(b"\0", b" ").decode()
+        return [("lstmad.spark.worker_daemon" in parent,
+                 all(m in sys.modules for m in ("torch", "lstmad.spark.score", "lstmad.spark.prepare")))]
 
-    assert spark.sparkContext.parallelize([0, 1], 2).map(loaded).collect() == [[True], [True]]
+    assert spark.sparkContext.parallelize([0, 1], 2).map(forked_from).collect() == [[(True, True)], [(True, True)]]
 
 
 def test_a_large_file_is_cut_into_pieces_of_at_most_the_block_cap(tmp_path):

@@ -78,7 +78,8 @@ def drift_statistics(reference: dict, values: np.ndarray, with_ks: bool = True) 
         finite = x[np.searchsorted(x, -np.inf, side="right"):np.searchsorted(x, np.inf, side="left")]
         return psi, _ks_of_sorted(finite, quantiles[c])
 
-    with ThreadPoolExecutor(max_workers=max(1, min(n_channels, os.cpu_count() or 1))) as pool:
+    # at most 4 threads: each holds a float64 copy of its channel and a few temporaries of its length
+    with ThreadPoolExecutor(max_workers=max(1, min(n_channels, os.cpu_count() or 1, 4))) as pool:
         pairs = list(pool.map(channel, range(n_channels)))
     return (np.array([p for p, _ in pairs], dtype=np.float64).reshape(n_channels),
             np.array([k for _, k in pairs], dtype=np.float64).reshape(n_channels))
