@@ -437,7 +437,8 @@ def block_rows(per_asset_rows: DataFrame) -> DataFrame:
 
 
 def side_records(per_asset_rows: DataFrame) -> list:
-    """The small non-block records ('counts', 'conflict', 'moments') to the driver."""
+    """The small non-block records ('counts', 'conflict', 'quarantine', 'moments' and, when the tasks wrote
+    the blocks themselves, 'file') to the driver."""
     return (per_asset_rows.where(F.col(KIND) != "block")
             .select(KIND, names.ASSET, names.DATE, names.BLOCK_START, INFO).collect())
 
