@@ -156,6 +156,7 @@ class ModelConfig(TrainingParams):
     variant: str = "iae_lstm_kl_soft"  # iae_lstm_kl only: which model of the paper's tables
     profile: str = "tuned"  # iae_lstm_kl only: tuned (per-sample, chosen on validation farms), small or paper
     error_model: str = "squared"  # lstm_forecaster: squared or mahalanobis
+    residual_steps: int = 1  # lstm_forecaster: a window's error is the mean of its last k rows' residuals
     hidden_sizes: tuple[int, ...] = (64, 32)
     dropout: float = 0.2
     max_train_windows: int = 0

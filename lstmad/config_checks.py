@@ -95,6 +95,11 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if config.prepare.step_s <= 0 or 86_400 % config.prepare.step_s:
         raise ConfigError(f"{source}: key 'prepare.step_s' must be a positive divisor of 86400 (a day), got "
                           f"{config.prepare.step_s}")
+    # the forecaster predicts rows 2..W from the rows before them; a normal-behaviour model every row
+    most_steps = config.prepare.window - (0 if src.driver_indices else 1)
+    if not 1 <= config.model.residual_steps <= most_steps:
+        raise ConfigError(f"{source}: key 'model.residual_steps' must lie between 1 and {most_steps} for windows "
+                          f"of {config.prepare.window} rows, got {config.model.residual_steps}")
     if config.prepare.max_gap_steps < 0:
         raise ConfigError(f"{source}: key 'prepare.max_gap_steps' must be 0 or more")
     if not 0 <= config.prepare.max_masked_share <= 1:

@@ -63,3 +63,11 @@ def test_step_must_divide_a_day(tmp_path, step):
     raw["prepare"]["step_s"] = step
     with pytest.raises(ConfigError, match="prepare.step_s"):
         load_config(write_config(tmp_path / "c.yaml", raw))
+
+
+@pytest.mark.parametrize("steps", [0, 26])
+def test_residual_steps_must_fit_the_window(steps):
+    # the demo's windows are 26 rows and it has no drivers: rows 2..26 can be forecast, so 1..25
+    with pytest.raises(ConfigError, match=r"model\.residual_steps.*between 1 and 25"):
+        load_config(DEMO_CONF, {"model.residual_steps": steps})
+    assert load_config(DEMO_CONF, {"model.residual_steps": 25}).model.residual_steps == 25

@@ -1,4 +1,6 @@
-"""A driver/response (normal-behaviour) model separates a relational fault that a plain forecaster misses.
+"""A driver/response (normal-behaviour) model separates a relational fault that a plain forecaster misses; the
+mean residual of a window's last rows (``residual_steps``) shows a shift smaller than the noise that one row's
+residual hides.
 
 Toy turbine: wind speed (driver) is gusty, little of it predictable from its past (AR(1), φ = 0.3); power
 (response) follows the wind of the same step, power = 1.5 · wind + noise. The fault: the anemometer reads
@@ -90,3 +92,68 @@ def test_a_saved_normal_behaviour_model_scores_the_same(fitted, tmp_path):
     normal_behaviour.save(tmp_path)
     again = LSTMForecasterDetector.load(tmp_path)
     np.testing.assert_allclose(again.score(test), normal_behaviour.score(test), rtol=1e-6)
+
+
+def offset_series(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The toy turbine with another fault: the power sensor reads high by its own noise's scale during FAULT
+    (values (n, 2) standardised on the training rows, labels (n,))."""
+    rng = np.random.default_rng(seed)
+    n = TRAIN_ROWS + TEST_ROWS
+    wind = np.zeros(n)
+    shocks = rng.normal(size=n)
+    for t in range(1, n):
+        wind[t] = 0.3 * wind[t - 1] + shocks[t]
+    power = 1.5 * wind + 0.1 * rng.normal(size=n)
+    power[FAULT] += 0.1
+    values = np.column_stack([wind, power])
+    values = (values - values[:TRAIN_ROWS].mean(axis=0)) / values[:TRAIN_ROWS].std(axis=0)
+    labels = np.zeros(n, dtype=np.int8)
+    labels[FAULT] = 1
+    return values, labels
+
+
+@pytest.fixture(scope="module")
+def offset_fitted():
+    values, labels = offset_series()
+    train = windows_of(values, labels, range(0, TRAIN_ROWS))
+    test = windows_of(values, labels, range(TRAIN_ROWS, TRAIN_ROWS + TEST_ROWS))
+    settings = dict(hidden_sizes=(16,), dropout=0.0, learning_rate=0.01, epochs=8, batch_size=128, patience=3, seed=0,
+                    device="cpu", drivers=(0,), error_model="mahalanobis")
+    last_row = LSTMForecasterDetector(**settings).fit(train)
+    mean_of_8 = LSTMForecasterDetector(residual_steps=8, **settings).fit(train)
+    return test, last_row, mean_of_8
+
+
+def test_the_mean_residual_of_the_last_rows_shows_an_offset_within_the_noise(offset_fitted):
+    test, last_row, mean_of_8 = offset_fitted
+    truth = test.label_last == 1
+    last_row_auroc, mean_auroc = roc_auc_score(truth, last_row.score(test)), roc_auc_score(truth, mean_of_8.score(test))
+    # one residual: a shift of one noise scale against noise of one; the mean of 8: against noise of 1/√8
+    assert last_row_auroc < 0.75
+    assert mean_auroc > 0.85 and mean_auroc > last_row_auroc + 0.15
+
+
+def test_a_windows_error_is_the_mean_of_its_last_rows_residuals(offset_fitted):
+    test, _, mean_of_8 = offset_fitted
+    import torch
+
+    sample = test.subset(np.arange(0, len(test), 97))
+    batch = sample.batch(slice(None))
+    network = mean_of_8.network_.eval()
+    # reference: row t predicted by the network run on the window's rows up to t alone (the LSTM is causal)
+    with torch.no_grad():
+        residuals = np.stack([(network(batch[:, :t + 1, [0]])[:, 0] - batch[:, t, 1]).double().numpy()
+                              for t in range(WINDOW - 8, WINDOW)], axis=1)
+    mean_residual = residuals.mean(axis=1)
+    model = mean_of_8.error_model_
+    expected = (mean_residual - model.mean_[0]) ** 2 * model.precision_[0, 0]
+    np.testing.assert_allclose(mean_of_8.score(sample), expected, rtol=1e-5)
+
+
+def test_residual_steps_beyond_the_window_are_refused():
+    values, labels = offset_series()
+    train = windows_of(values, labels, range(0, 200))
+    with pytest.raises(ValueError, match="residual_steps 11 must be between 1 and 10"):
+        LSTMForecasterDetector(drivers=(0,), residual_steps=11, epochs=1).fit(train)
+    with pytest.raises(ValueError, match="residual_steps 10 must be between 1 and 9"):
+        LSTMForecasterDetector(residual_steps=10, epochs=1).fit(train)

@@ -30,6 +30,9 @@ class DataMissingError(FileNotFoundError):
 PROFILE_MODELS = ("small", "tuned", "authors_small")  # lstmad.detectors.variants.PROFILES
 
 
+MEAN_STEPS = 13  # residual_steps of the *_mean forecasters: half of the benchmarks' 26-row windows
+
+
 def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, device: str = "auto",
                    variants: Optional[list[str]] = None) -> dict[str, DetectorFactory]:
     """IAE-LSTM-KL and its ablations, plus the LSTM forecaster and LSTM-AE, as fresh-detector factories."""
@@ -45,6 +48,11 @@ def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, devi
     factories["lstm_forecaster"] = lambda: LSTMForecasterDetector(epochs=epochs, seed=seed, device=device)
     factories["lstm_forecaster_mahalanobis"] = lambda: LSTMForecasterDetector(
         epochs=epochs, seed=seed, device=device, error_model="mahalanobis")
+    # scored by the mean residual of the last half of their (26-row) windows' rows
+    factories["lstm_forecaster_mean"] = lambda: LSTMForecasterDetector(
+        epochs=epochs, seed=seed, device=device, residual_steps=MEAN_STEPS)
+    factories["lstm_forecaster_mahalanobis_mean"] = lambda: LSTMForecasterDetector(
+        epochs=epochs, seed=seed, device=device, error_model="mahalanobis", residual_steps=MEAN_STEPS)
     factories["lstm_ae"] = lambda: LSTMAutoencoderDetector(epochs=epochs, seed=seed, device=device)
     return factories
 

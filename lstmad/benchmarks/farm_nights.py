@@ -24,6 +24,11 @@ FIRST_NIGHT, LAST_NIGHT = dt.date(2026, 1, 19), dt.date(2026, 1, 30)
 DETECTORS = {
     "lstm_forecaster": {"model.detector": "lstm_forecaster", "model.error_model": "squared"},
     "lstm_forecaster_mahalanobis": {"model.detector": "lstm_forecaster", "model.error_model": "mahalanobis"},
+    # scored by the mean residual of the last half of their 12-row windows' rows
+    "lstm_forecaster_mean": {"model.detector": "lstm_forecaster", "model.error_model": "squared",
+                             "model.residual_steps": 6},
+    "lstm_forecaster_mahalanobis_mean": {"model.detector": "lstm_forecaster", "model.error_model": "mahalanobis",
+                                         "model.residual_steps": 6},
     "lstm_autoencoder": {"model.detector": "lstm_autoencoder"},
     "iae_lstm_kl": {"model.detector": "iae_lstm_kl", "model.variant": "iae_lstm_kl_soft"},
     "pca_t2q": {"model.detector": "pca_t2q"},

@@ -60,11 +60,16 @@ FAULT_CLASSES = (
 # above the threshold open an interval, it continues above 80 % of the threshold, across gaps of an hour.
 ALARM_RULES = {"min_interval_s": 1800, "merge_gap_s": 3600, "persistence": 3, "persistence_window": 6,
                "hysteresis": 0.8}
-DETECTORS = {
-    "lstm_forecaster": {"model": {"detector": "lstm_forecaster", "error_model": "squared"}},
-    "lstm_forecaster_mahalanobis": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis"}},
-    "normal_behaviour": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis"},
+DETECTORS = {  # each sets residual_steps: the shipped configuration's differs
+    "lstm_forecaster": {"model": {"detector": "lstm_forecaster", "error_model": "squared", "residual_steps": 1}},
+    "lstm_forecaster_mahalanobis": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
+                                              "residual_steps": 1}},
+    "normal_behaviour": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis", "residual_steps": 1},
                          "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
+    # the same, each window scored by the mean residual of its last 12 rows (2 of its 4 hours)
+    "normal_behaviour_mean": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
+                                        "residual_steps": 12},
+                              "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
     "pca_t2q": {"model": {"detector": "pca_t2q"}},
     "lstm_autoencoder": {"model": {"detector": "lstm_autoencoder"}},
 }

@@ -29,13 +29,20 @@ class ForecasterParams(TrainingParams):
     dropout: float = 0.2
     error_model: str = "squared"  # or "mahalanobis": Gaussian of validation errors (Malhotra et al. 2015)
     drivers: tuple[int, ...] = ()  # channel indices that drive the others (normal-behaviour model); () forecasts
+    # k: a window is scored by the mean of the residuals of its last k predicted rows, not the last one alone.
+    # A fault that shifts a channel by less than its noise (an offset, a drift, a gain) moves each residual
+    # a little but their mean by as much, while the mean's noise shrinks (the EWMA/MEWMA charts of statistical
+    # process control, here over a moving window); 1: the last row.
+    residual_steps: int = 1
 
 
 class LSTMForecasterDetector(Detector):
     """fit(windows) → self; score(windows) → (N,) mean squared next-step error of each window's last row.
 
     Windows are (N, W, C): the first W−1 rows predict row W; with ``drivers`` (D channel indices), the
-    drivers' W rows predict the other R = C − D channels of row W and only those are scored. Fitted state: ``network_``, ``n_channels_``,
+    drivers' W rows predict the other R = C − D channels of row W and only those are scored. With
+    ``residual_steps`` k > 1 each of the last k rows is predicted the same way (from the rows up to it) and the
+    window's error vector is the mean of their k errors. Fitted state: ``network_``, ``n_channels_``,
     ``window_``, ``history_`` (per-epoch losses), ``validation_scores_`` (scores of the held-out windows).
     """
 
@@ -63,21 +70,24 @@ class LSTMForecasterDetector(Detector):
     # The three steps of fit, apart: lstmad.training.distributed trains new_network on batch_loss across processes and
     # hands the result to adopt.
     def batch_loss(self, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        """MSE of the predicted rows (next_step_errors); batch (B, W, C)."""
-        return torch.mean(self.next_step_errors(model, batch) ** 2)
+        """MSE of the predicted rows (step_errors); batch (B, W, C)."""
+        return torch.mean(self.step_errors(model, batch) ** 2)
 
     def responses(self, n_channels: int) -> list[int]:
         """The channels the model predicts and scores: all, or those that are not drivers."""
         drivers = set(self.params.drivers)
         return [c for c in range(n_channels) if c not in drivers]
 
-    def next_step_errors(self, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        """(B, R) prediction errors of the last row of each window in ``batch`` (B, W, C): every channel from
-        the rows before it, or the responses from the drivers of all W rows (current ones included)."""
+    def step_errors(self, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """(B, k, R) prediction errors of the last k = ``residual_steps`` rows of each window in ``batch`` (B, W,
+        C): every channel of a row from the rows before it, or its responses from the drivers of the rows up to
+        it (its own included)."""
+        steps = self.params.residual_steps
         if not self.params.drivers:
-            return model(batch[:, :-1, :]) - batch[:, -1, :]
-        drivers = list(self.params.drivers)
-        return model(batch[:, :, drivers]) - batch[:, -1, self.responses(batch.shape[2])]
+            actual = batch[:, -steps:, :]
+            return model(batch[:, :-1, :], steps=steps).reshape(actual.shape) - actual
+        actual = batch[:, -steps:, self.responses(batch.shape[2])]
+        return model(batch[:, :, list(self.params.drivers)], steps=steps).reshape(actual.shape) - actual
 
     def new_network(self, n_channels: int, window: int) -> StackedLSTMForecaster:
         """A freshly initialised network (seeded: weight initialisation is part of the seeded run)."""
@@ -87,6 +97,11 @@ class LSTMForecasterDetector(Detector):
 
     def network_of_shape(self, n_channels: int) -> StackedLSTMForecaster:
         drivers = tuple(self.params.drivers)
+        # the first row has no row before it to be forecast from; a normal-behaviour model predicts every row
+        most_steps = self.window_ - (0 if drivers else 1)
+        if not 1 <= self.params.residual_steps <= most_steps:
+            raise ValueError(f"residual_steps {self.params.residual_steps} must be between 1 and {most_steps} "
+                             f"for windows of {self.window_} rows")
         if drivers and (max(drivers) >= n_channels or len(set(drivers)) >= n_channels or min(drivers) < 0):
             raise ValueError(f"drivers {list(drivers)} must be distinct channel indices below {n_channels}, "
                              "leaving at least one response channel")
@@ -112,7 +127,8 @@ class LSTMForecasterDetector(Detector):
 
     @torch.no_grad()
     def _errors(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
-        """Prediction error vectors of the windows' last rows, (N, R) (R = C without drivers)."""
+        """Prediction error vectors of the windows' last rows (the mean over the last ``residual_steps`` rows),
+        (N, R) (R = C without drivers)."""
         self._check_fitted()
         if windows.n_channels != self.n_channels_ or windows.window != self.window_:
             raise ValueError(f"windows are {windows.window}×{windows.n_channels}, the model expects "
@@ -122,7 +138,7 @@ class LSTMForecasterDetector(Detector):
         out = np.empty((len(windows), len(self.responses(self.n_channels_))), dtype=np.float64)
         for lo in range(0, len(windows), batch_size):
             batch = windows.batch(slice(lo, lo + batch_size)).to(device)
-            out[lo:lo + batch.shape[0]] = self.next_step_errors(network, batch).double().cpu().numpy()
+            out[lo:lo + batch.shape[0]] = self.step_errors(network, batch).mean(dim=1).double().cpu().numpy()
         return out
 
     def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
