@@ -393,6 +393,8 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
               profile: str = typer.Option("small", help="IAE-LSTM-KL profile: small, tuned or paper (the IAE "
                                                         "studies use authors_small and small themselves)"),
               seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda"),
+              cross_fit_folds: int = typer.Option(0, help="skab, farm-nights, scada-injection: calibrate the "
+                                                          "threshold on out-of-fold scores of k folds (0: off)"),
               track: bool = typer.Option(True, help="log the evaluation to MLflow under $LSTMAD_HOME/benchmarks")) -> None:
     """Run a benchmark on its published protocol; writes JSON, a Markdown table and PNG plots."""
     from lstmad.benchmarks.common import DataMissingError
@@ -400,11 +402,13 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
     chosen = models.split(",") if models else None
     options = dict(models=chosen, epochs=epochs, profile=profile, seed=seed, device=device,
                    progress=lambda line: typer.echo(line, err=True))
+    if cross_fit_folds and name not in ("skab", "farm-nights", "scada-injection"):
+        _fail(f"--cross-fit-folds applies to skab, farm-nights and scada-injection, not {name}")
     try:
         if name == "skab":
             from lstmad.benchmarks import skab
 
-            result = skab.run(json_path, **options)
+            result = skab.run(json_path, cross_fit_folds=cross_fit_folds, **options)
         elif name == "icing":
             from lstmad.benchmarks import icing
 
@@ -416,11 +420,11 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         elif name == "scada-injection":
             from lstmad.benchmarks import scada_injection
 
-            result = scada_injection.run(json_path, **options)
+            result = scada_injection.run(json_path, cross_fit_folds=cross_fit_folds, **options)
         elif name == "farm-nights":
             from lstmad.benchmarks import farm_nights
 
-            result = farm_nights.run(json_path, **options)
+            result = farm_nights.run(json_path, cross_fit_folds=cross_fit_folds, **options)
         elif name == "iae-reproduction":
             from lstmad.benchmarks import iae_reproduction
 

@@ -226,6 +226,9 @@ class ThresholdConfig:
     # 0: the validation windows calibrate (measured on the demo farm: a 10 % slice at the end of 14 days, 1.4
     # days of one weather, gave 13 % false alarms on later normal rows for a 5 % expectation; validation, 4.8 %)
     calibration_share: float = 0.0
+    # k ≥ 2: calibrate on out-of-fold scores of the whole training range instead (lstmad.training.cross_fit:
+    # k more fits; every season of the range, not its last stretch); 0: off
+    cross_fit_folds: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,6 +133,15 @@ def check_config(config: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")
     if not 0 <= th.calibration_share < 0.5:
         raise ConfigError(f"{source}: key 'threshold.calibration_share' must lie in [0, 0.5)")
+    if th.cross_fit_folds == 1 or th.cross_fit_folds < 0:
+        raise ConfigError(f"{source}: key 'threshold.cross_fit_folds' must be 0 (off) or at least 2, "
+                          f"got {th.cross_fit_folds}")
+    if th.cross_fit_folds and th.calibration_share > 0:
+        raise ConfigError(f"{source}: keys 'threshold.cross_fit_folds' and 'threshold.calibration_share' both choose "
+                          "the calibration windows: set one")
+    if th.cross_fit_folds and d.processes:
+        raise ConfigError(f"{source}: key 'threshold.cross_fit_folds' needs the training windows in one process "
+                          "(train.distributed.processes: 0)")
     if th.rule == "row_rate" and not 0 < th.budget < 1:
         raise ConfigError(f"{source}: key 'threshold.budget' is a share of rows for rule row_rate: in (0, 1)")
     if th.rule == "pot" and not 0 < th.budget < 0.02:

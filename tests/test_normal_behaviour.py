@@ -150,6 +150,24 @@ def test_a_windows_error_is_the_mean_of_its_last_rows_residuals(offset_fitted):
     np.testing.assert_allclose(mean_of_8.score(sample), expected, rtol=1e-5)
 
 
+def test_without_drivers_each_of_the_last_rows_is_forecast_from_the_rows_before_it():
+    values, labels = offset_series()
+    train = windows_of(values, labels, range(0, 600))
+    forecaster = LSTMForecasterDetector(residual_steps=4, hidden_sizes=(8,), dropout=0.0, epochs=1, seed=0,
+                                        device="cpu").fit(train)
+    import torch
+
+    sample = train.subset(np.arange(0, len(train), 53))
+    batch = sample.batch(slice(None))
+    network = forecaster.network_.eval()
+    # reference: row t (0-based, of W) forecast by the network run on rows 0..t−1 alone
+    with torch.no_grad():
+        errors = np.stack([(network(batch[:, :t, :]) - batch[:, t, :]).double().numpy()
+                           for t in range(WINDOW - 4, WINDOW)], axis=1)  # (n, 4, C)
+    expected = np.mean(errors.mean(axis=1) ** 2, axis=1)  # squared error model: mean over the channels
+    np.testing.assert_allclose(forecaster.score(sample), expected, rtol=1e-5)
+
+
 def test_residual_steps_beyond_the_window_are_refused():
     values, labels = offset_series()
     train = windows_of(values, labels, range(0, 200))

@@ -132,3 +132,30 @@ def test_a_condition_that_cannot_be_evaluated_is_refused_in_one_line(pipeline, t
                                  operating_states=(OperatingState("idle", "no_such_column > 1"),))
     with pytest.raises(PrepareError, match=r"operating_states\[0\]\.when.*idle"):
         stages.prepare(broken, DAYS[0], DAYS[0], fit_stats=True, spark=spark)
+
+
+def test_a_cross_fitted_threshold_is_calibrated_on_every_training_window_in_normal_operation(tmp_path, spark):
+    import mlflow
+
+    source = tmp_path / "scada.parquet"
+    turbine_day(DAYS[0], 0).to_parquet(source)
+    raw = {
+        "pipeline": "folded", "home": str(tmp_path / "home"),
+        "source": {"path": str(source), "format": "parquet", "timestamp_column": "time", "asset_column": "turbine",
+                   "label_column": None, "partition_column": None, "channels": ["wind", "power"]},
+        "operating_states": [{"name": "stopped", "when": "status = 3"},
+                             {"name": "curtailed", "when": "power < 100 AND wind > 6.5"}],
+        "prepare": {"step_s": 60, "smoothing_half_width": 0, "window": WINDOW, "block_rows": 512},
+        "model": {"detector": "pca_t2q", "validation_share": 0.2},
+        "train": {"start": DAYS[0], "end": DAYS[0], "eval_start": None, "eval_end": None},
+        "threshold": {"rule": "row_rate", "budget": 0.05, "cross_fit_folds": 4},
+        "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"},
+    }
+    config = load_config(write_config(tmp_path / "conf.yaml", raw))
+    stages.prepare(config, DAYS[0], DAYS[0], fit_stats=True, spark=spark)
+    trained = stages.train(config, promote=False, spark=spark)
+    # windows end at rows 7..1439 (1,433); the 90 marked rows end windows outside normal operation
+    assert trained["metrics"]["calibration_windows"] == 1433 - len(STOPPED) - len(CURTAILED)
+    mlflow.set_tracking_uri(config.tracking_uri)
+    described = mlflow.get_run(trained["run_id"]).data.params["calibration"]
+    assert described == "row rate 0.05 (conformal) of out-of-fold (4 folds) scores"

@@ -142,9 +142,10 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
     return frame, events, curtailed
 
 
-def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int) -> dict:
+def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int, cross_fit_folds: int = 0) -> dict:
     """The shipped la_haute_borne configuration, pointed at the study's table, with the curtailment status as an
-    operating state, the threshold calibrated to false intervals per turbine-week, and ``detector``'s settings."""
+    operating state, the threshold calibrated to false intervals per turbine-week (on the latest 10 % of the
+    training windows, or with ``cross_fit_folds`` on out-of-fold scores), and ``detector``'s settings."""
     raw = yaml.safe_load(REPO_CONF.read_text())
     raw["pipeline"] = f"scada_injection_{detector}"
     raw["home"] = str(home)
@@ -156,7 +157,8 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
     raw["operating_states"] = [{"name": "curtailment", "when": "curtailed = 1"}]
     raw["model"].update(settings["model"], seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
-    raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.1)
+    raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.0 if cross_fit_folds else 0.1,
+                            cross_fit_folds=cross_fit_folds)
     raw["score"].update(ALARM_RULES)
     return raw
 
@@ -226,7 +228,7 @@ def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataF
 
 
 def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, seed: int = 0,
-        workdir: Optional[Path] = None, progress=print, **_) -> dict:
+        workdir: Optional[Path] = None, cross_fit_folds: int = 0, progress=print, **_) -> dict:
     """Build the study, run the pipeline's CLI for each detector (prepare once, then train and score each),
     judge what it wrote; JSON, Markdown and a per-class figure next to ``json_path``."""
     import tempfile
@@ -244,7 +246,7 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, se
     results, prepared = {}, False
     for name in models:
         started = time.time()
-        raw = study_config(work / "home", source, name, seed, epochs)
+        raw = study_config(work / "home", source, name, seed, epochs, cross_fit_folds)
         raw["pipeline"] = "scada_injection"  # one home: the tensor blocks are prepared once for every detector
         conf = work / f"{name}.yaml"
         conf.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -268,7 +270,9 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, se
     protocol = {"train": [d.isoformat() for d in TRAIN], "test": [d.isoformat() for d in TEST], "seed": seed,
                 "epochs": epochs, "classes": [dataclasses.asdict(f) for f in FAULT_CLASSES],
                 "events": int(len(events)), "curtailments": int(len(curtailed)),
-                "threshold": "alarms_per_week 0.5 on the latest 10 % of the training windows", "workdir": str(work)}
+                "threshold": "alarms_per_week 0.5 on " + (f"out-of-fold scores ({cross_fit_folds} folds)" if cross_fit_folds
+                                                          else "the latest 10 % of the training windows"),
+                "workdir": str(work)}
     return write_report("scada_injection", {"models": results, "protocol": protocol}, json_path,
                         markdown(results, protocol), {"classes": lambda ax: _plot(ax, results)})
 

@@ -29,6 +29,7 @@ from lstmad.dates import MICROS
 from lstmad.evaluation.calibration import conformal_threshold
 from lstmad.evaluation.metrics import confusion_metrics
 from lstmad.evaluation.thresholds import skab_threshold
+from lstmad.training.cross_fit import out_of_fold_scores
 from lstmad.transforms.blocks import Windows
 from lstmad.transforms.intervals import AlarmRules
 
@@ -88,7 +89,7 @@ def threshold_for(name: str, train_scores: np.ndarray) -> float:
 
 
 def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, epochs: int = 15,
-        profile: str = "small", seed: int = 0, device: str = "auto", max_files: int = 0,
+        profile: str = "small", seed: int = 0, device: str = "auto", max_files: int = 0, cross_fit_folds: int = 0,
         progress=print) -> dict:
     """Run the protocol for each model; returns {"models": {name: {"f1", "far", "mar", "auroc", …}}}."""
     factories = {**deep_detectors(profile, epochs, seed, device), **classical_detectors(seed)}
@@ -111,8 +112,13 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
             threshold = threshold_for(name, detector.score(train))
             scores = detector.score(test)
             flags = scores > threshold
-            # lstmad's calibration: the conformal quantile of the scores of its held-out validation windows
+            # lstmad's calibration: the conformal quantile of the scores of its held-out validation windows, or
+            # of out-of-fold scores of all 375 training windows (each fold one contiguous chunk of them: the
+            # file's first 400 rows are too short for several chunks a fold once purged)
             held_out = getattr(detector, "validation_scores_", None)
+            if cross_fit_folds:
+                held_out = out_of_fold_scores(lambda w: factories[name]().fit(w), train, cross_fit_folds, window,
+                                              chunks_per_fold=1)
             budget_flags.append(scores > conformal_threshold(held_out, BUDGET) if held_out is not None and
                                 len(held_out) else np.zeros(len(scores), bool))
             y = test.label_last == 1
@@ -143,7 +149,9 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
                  f"MAR {100 * metrics['mar']:.2f} %, AUROC {metrics['auroc']:.3f} ({metrics['seconds']} s)")
     result = {"models": results, "protocol": {"files": len(files), "train_rows": TRAIN_ROWS, "window": window,
                                               "epochs": epochs, "profile": profile, "seed": seed,
-                                              "threshold": "quantile(train scores, 0.99) x 1.5; T2+Q: limits"}}
+                                              "threshold": "quantile(train scores, 0.99) x 1.5; T2+Q: limits",
+                                              "budget_calibration": f"out-of-fold scores ({cross_fit_folds} folds)"
+                                              if cross_fit_folds else "validation windows"}}
     return write_report("skab", result, json_path, markdown(results, len(files)), {
         "f1_far": lambda ax: _plot(ax, results)})
 

@@ -1,7 +1,8 @@
 """Stacked LSTM forecaster detector: next-step prediction, score = squared error of the predicted last row; or,
 with driver channels, a normal-behaviour model: the response channels of the last row predicted from the driver
 channels of the whole window (wind speed → power, ambient → temperatures), score = their residuals, so a
-fault that breaks the relation between channels shows even when every channel still looks normal alone."""
+fault that breaks the relation between channels shows even when every channel still looks normal alone. With
+``residual_steps`` k > 1 the residual is the mean over the window's last k rows, each predicted the same way."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class ForecasterParams(TrainingParams):
 
 
 class LSTMForecasterDetector(Detector):
-    """fit(windows) → self; score(windows) → (N,) mean squared next-step error of each window's last row.
+    """fit(windows) → self; score(windows) → (N,) mean squared next-step error of each window's last row (of
+    the mean error of its last ``residual_steps`` rows).
 
     Windows are (N, W, C): the first W−1 rows predict row W; with ``drivers`` (D channel indices), the
     drivers' W rows predict the other R = C − D channels of row W and only those are scored. With
@@ -142,8 +144,9 @@ class LSTMForecasterDetector(Detector):
         return out
 
     def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
-        """(N,) float64 scores of N windows (N, W, C): mean squared error of the forecast last row, or its
-        Mahalanobis distance under the validation error Gaussian."""
+        """(N,) float64 scores of N windows (N, W, C): mean squared error of the forecast last row (of the mean
+        error of the last ``residual_steps`` rows), or its Mahalanobis distance under the validation error
+        Gaussian."""
         return self._scores_of(self._errors(windows, batch_size))
 
     attribution_method = "forecast_error_share"

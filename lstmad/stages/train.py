@@ -108,7 +108,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         threshold = calibration.threshold
         train_dates = iso_dates(t.start, t.end)
         drift_reference = training_reference(paths.tensors, train_dates, config.drift.psi_bins)
-        reference_scores = (calibration_scores.scores if calibration_scores is not None
+        # the deployed model's scores of windows it never trained on: out-of-fold scores come from other models
+        own_calibration = calibration_scores is not None and not calibration_scores.source.startswith("out-of-fold")
+        reference_scores = (calibration_scores.scores if own_calibration
                             else np.asarray(detector.validation_scores_))
         drift_reference["score_quantiles"] = reference_quantiles(reference_scores[:, None])[0]
         drift_reference["trained_until"] = config.train.end.isoformat()
@@ -203,9 +205,10 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
 
 
 def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
-    """The threshold.rule's Calibration on the calibration slice's scores, or (calibration_share 0, or too
-    few windows for a slice) on the validation scores: windows the model never trained on, scored out of fold
-    where an error model was fitted on them. The description says which."""
+    """The threshold.rule's Calibration on the calibration slice's scores or the out-of-fold scores of the
+    training range (threshold.cross_fit_folds), else (calibration_share 0, or too few windows for a slice) on
+    the validation scores: windows the model never trained on, scored out of fold where an error model was
+    fitted on them. The description says which."""
     from lstmad.dates import MICROS
     from lstmad.evaluation.calibration import calibrate
 
@@ -221,7 +224,7 @@ def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
         source = "validation"
     else:
         scores, end_us, assets = calibration_scores.scores, calibration_scores.end_us, calibration_scores.assets
-        source = "calibration"
+        source = calibration_scores.source
     return calibrate(th.rule, scores, end_us, assets, percentile=th.percentile, budget=th.budget,
                      rules=AlarmRules.of(config.score, step_s), source=source)
 

@@ -89,6 +89,7 @@ class CalibrationScores:
     scores: np.ndarray
     end_us: np.ndarray
     assets: np.ndarray
+    source: str = "calibration"  # what scored them, for the threshold's description
 
     @classmethod
     def of(cls, detector, windows) -> "CalibrationScores":
@@ -138,10 +139,15 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
             severe = int(inside.sum())
             windows = windows.subset(np.flatnonzero(~inside))
     windows, calibration = split_calibration(windows, config.threshold.calibration_share)
+    folds = config.threshold.cross_fit_folds
+    if folds:
+        # before the long fit: a fold that would leave too little to fit on fails now, not after it
+        check_folds(windows.end_us, folds, _reach_us(config))
+    every_window = windows  # cross-fitting scores them all: the alarm rules need the unthinned series
     subsampled_from = 0
     if m.max_train_windows and len(windows) > m.max_train_windows:
         subsampled_from = len(windows)
-        windows = windows.subset(np.linspace(0, len(windows) - 1, m.max_train_windows).astype(np.int64))
+        windows = thinned(windows, m.max_train_windows)
     log.info("train: %d windows (%d outside normal operation, %d excluded as labelled anomalous, %d inside "
              "intervals of severity >= %s, %d kept apart to calibrate) from %s..%s", len(windows), in_state, excluded,
              severe, t.exclude_severity, 0 if calibration is None else len(calibration), t.start, t.end)
@@ -150,7 +156,50 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
     counts = {"train_windows": len(windows), "excluded_windows": excluded, "excluded_severe_windows": severe,
               "operating_state_windows": in_state,
               "skipped_masked_windows": skipped_masked, "processes": 0, "subsampled_from": subsampled_from}
+    if folds:
+        return detector, counts, cross_fitted(config, every_window, folds)
     return detector, counts, None if calibration is None else CalibrationScores.of(detector, calibration)
+
+
+def thinned(windows, most: int):
+    """``most`` windows evenly spaced through ``windows`` (model.max_train_windows)."""
+    return windows.subset(np.linspace(0, len(windows) - 1, most).astype(np.int64))
+
+
+def _reach_us(config: PipelineConfig) -> int:
+    """How close in end time two windows of an asset may be and still share rows: a window's length."""
+    return config.prepare.window * config.prepare.step_s * MICROS
+
+
+def check_folds(end_us: np.ndarray, folds: int, reach_us: int) -> None:
+    """Raise PrepareError (one line, as for other unusable training data) when a cross-fitting fold would leave
+    too few windows to fit on (cross_fit)."""
+    from lstmad.training.cross_fit import fit_mask, time_folds
+
+    fold, edges = time_folds(end_us, folds)
+    for held_out in range(folds):
+        if (fold == held_out).any() and fit_mask(end_us, fold, edges, folds, held_out, reach_us).sum() < 10:
+            raise PrepareError(f"threshold.cross_fit_folds {folds}: fold {held_out + 1} leaves fewer than 10 training "
+                             "windows to fit on; use fewer folds or a longer training range")
+
+
+def cross_fitted(config: PipelineConfig, windows, folds: int) -> CalibrationScores:
+    """Out-of-fold scores of all the training ``windows`` (lstmad.training.cross_fit), each fold by a fresh
+    detector of the configured kind fitted, like the deployed one, on at most model.max_train_windows of the
+    other folds' windows."""
+    from lstmad.detectors import build_detector
+    from lstmad.training.cross_fit import out_of_fold_scores
+
+    most = config.model.max_train_windows
+
+    def fit(fold_windows):
+        if most and len(fold_windows) > most:
+            fold_windows = thinned(fold_windows, most)
+        return build_detector(config.model, "", config.source.driver_indices).fit(fold_windows)
+
+    scores = out_of_fold_scores(fit, windows, folds, _reach_us(config))
+    return CalibrationScores(scores, np.asarray(windows.end_us), np.asarray(windows.assets, dtype=object)[windows.asset],
+                             f"out-of-fold ({folds} folds)")
 
 
 def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict, Optional[CalibrationScores]]:
