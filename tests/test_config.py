@@ -70,4 +70,7 @@ def test_residual_steps_must_fit_the_window(steps):
     # the demo's windows are 26 rows and it has no drivers: rows 2..26 can be forecast, so 1..25
     with pytest.raises(ConfigError, match=r"model\.residual_steps.*between 1 and 25"):
         load_config(DEMO_CONF, {"model.residual_steps": steps})
-    assert load_config(DEMO_CONF, {"model.residual_steps": 25}).model.residual_steps == 25
+    fits = load_config(DEMO_CONF, {"model.residual_steps": 25, "model.detector": "lstm_forecaster"})
+    assert fits.model.residual_steps == 25
+    with pytest.raises(ConfigError, match=r"model\.residual_steps.*lstm_forecaster"):
+        load_config(DEMO_CONF, {"model.residual_steps": 4, "model.detector": "pca_t2q"})

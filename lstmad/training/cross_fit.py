@@ -2,8 +2,8 @@
 
 A threshold calibrated on the latest slice of the training range (the validation windows) knows one stretch
 of weather; new nights bring others, and their normal rows alarm more often than promised (the synthetic farm,
-a 5 % budget: 9.7 %, 13.2 % and 10.2 % on the fault-free nights for the forecaster, IAE-LSTM-KL and the
-Isolation Forest; docs/training.md).
+a 5 % budget: 9.7 % and 10.2 % on the fault-free nights for the forecaster and the Isolation Forest;
+docs/training.md).
 Cross-fitting scores the whole training range out of sample instead: its time span is cut into
 ``folds × CHUNKS_PER_FOLD`` equal chunks, chunk c belongs to fold c mod folds (so each fold samples the whole
 range, every season of a year of data), and each fold is scored by a detector fitted on the other folds. The
