@@ -23,26 +23,33 @@ TRAIN_ROWS, TEST_ROWS = 3000, 1500
 FAULT = slice(TRAIN_ROWS + 500, TRAIN_ROWS + 1000)
 
 
+def gusty(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n,) AR(1) wind, φ = 0.3."""
+    out = np.zeros(n)
+    shocks = rng.normal(size=n)
+    for t in range(1, n):
+        out[t] = 0.3 * out[t - 1] + shocks[t]
+    return out
+
+
+def standardised(wind: np.ndarray, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values (n, 2) [wind, power] standardised on the training rows, labels (n,): 1 in FAULT)."""
+    values = np.column_stack([wind, power])
+    values = (values - values[:TRAIN_ROWS].mean(axis=0)) / values[:TRAIN_ROWS].std(axis=0)
+    labels = np.zeros(len(values), dtype=np.int8)
+    labels[FAULT] = 1
+    return values, labels
+
+
 def toy_series(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """(values (n, 2) [wind, power] standardised on the training rows, fault labels (n,))."""
     rng = np.random.default_rng(seed)
     n = TRAIN_ROWS + TEST_ROWS
-    def gusty() -> np.ndarray:
-        out = np.zeros(n)
-        shocks = rng.normal(size=n)
-        for t in range(1, n):
-            out[t] = 0.3 * out[t - 1] + shocks[t]
-        return out
-
-    wind, other_turbine = gusty(), gusty()
+    wind, other_turbine = gusty(rng, n), gusty(rng, n)
     power = 1.5 * wind + 0.1 * rng.normal(size=n)
     reading = wind.copy()
     reading[FAULT] = other_turbine[FAULT]  # the anemometer reads another turbine's wind
-    values = np.column_stack([reading, power])
-    values = (values - values[:TRAIN_ROWS].mean(axis=0)) / values[:TRAIN_ROWS].std(axis=0)
-    labels = np.zeros(n, dtype=np.int8)
-    labels[FAULT] = 1
-    return values, labels
+    return standardised(reading, power)
 
 
 def windows_of(values: np.ndarray, labels: np.ndarray, rows: range) -> Windows:
@@ -53,15 +60,21 @@ def windows_of(values: np.ndarray, labels: np.ndarray, rows: range) -> Windows:
     return windows
 
 
+SETTINGS = dict(hidden_sizes=(16,), dropout=0.0, learning_rate=0.01, epochs=8, batch_size=128, patience=3, seed=0,
+                device="cpu")
+
+
+def split(values: np.ndarray, labels: np.ndarray) -> tuple[Windows, Windows]:
+    """(training windows, test windows) of a toy series."""
+    return (windows_of(values, labels, range(0, TRAIN_ROWS)),
+            windows_of(values, labels, range(TRAIN_ROWS, TRAIN_ROWS + TEST_ROWS)))
+
+
 @pytest.fixture(scope="module")
 def fitted():
-    values, labels = toy_series()
-    train = windows_of(values, labels, range(0, TRAIN_ROWS))
-    test = windows_of(values, labels, range(TRAIN_ROWS, TRAIN_ROWS + TEST_ROWS))
-    settings = dict(hidden_sizes=(16,), dropout=0.0, learning_rate=0.01, epochs=8, batch_size=128, patience=3, seed=0,
-                    device="cpu")
-    plain = LSTMForecasterDetector(**settings).fit(train)
-    normal_behaviour = LSTMForecasterDetector(drivers=(0,), error_model="mahalanobis", **settings).fit(train)
+    train, test = split(*toy_series())
+    plain = LSTMForecasterDetector(**SETTINGS).fit(train)
+    normal_behaviour = LSTMForecasterDetector(drivers=(0,), error_model="mahalanobis", **SETTINGS).fit(train)
     return test, plain, normal_behaviour
 
 
@@ -99,26 +112,16 @@ def offset_series(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     (values (n, 2) standardised on the training rows, labels (n,))."""
     rng = np.random.default_rng(seed)
     n = TRAIN_ROWS + TEST_ROWS
-    wind = np.zeros(n)
-    shocks = rng.normal(size=n)
-    for t in range(1, n):
-        wind[t] = 0.3 * wind[t - 1] + shocks[t]
+    wind = gusty(rng, n)
     power = 1.5 * wind + 0.1 * rng.normal(size=n)
     power[FAULT] += 0.1
-    values = np.column_stack([wind, power])
-    values = (values - values[:TRAIN_ROWS].mean(axis=0)) / values[:TRAIN_ROWS].std(axis=0)
-    labels = np.zeros(n, dtype=np.int8)
-    labels[FAULT] = 1
-    return values, labels
+    return standardised(wind, power)
 
 
 @pytest.fixture(scope="module")
 def offset_fitted():
-    values, labels = offset_series()
-    train = windows_of(values, labels, range(0, TRAIN_ROWS))
-    test = windows_of(values, labels, range(TRAIN_ROWS, TRAIN_ROWS + TEST_ROWS))
-    settings = dict(hidden_sizes=(16,), dropout=0.0, learning_rate=0.01, epochs=8, batch_size=128, patience=3, seed=0,
-                    device="cpu", drivers=(0,), error_model="mahalanobis")
+    train, test = split(*offset_series())
+    settings = dict(SETTINGS, drivers=(0,), error_model="mahalanobis")
     last_row = LSTMForecasterDetector(**settings).fit(train)
     mean_of_8 = LSTMForecasterDetector(residual_steps=8, **settings).fit(train)
     return test, last_row, mean_of_8

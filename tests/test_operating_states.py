@@ -55,13 +55,10 @@ def expected_states(n: int = 1440) -> np.ndarray:
     return states
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, spark):
-    root = tmp_path_factory.mktemp("states")
-    source = root / "scada.parquet"
-    pd.concat([turbine_day(d, i) for i, d in enumerate(DAYS)]).to_parquet(source)
-    raw = {
-        "pipeline": "states", "home": str(root / "home"),
+def raw_config(root, source, name: str) -> dict:
+    """The pipeline of these tests over ``source``: the two operating states, PCA T²+Q on the first day."""
+    return {
+        "pipeline": name, "home": str(root / "home"),
         "source": {"path": str(source), "format": "parquet", "timestamp_column": "time", "asset_column": "turbine",
                    "label_column": None, "partition_column": None, "channels": ["wind", "power"]},
         "operating_states": [{"name": "stopped", "when": "status = 3"},
@@ -73,7 +70,14 @@ def pipeline(tmp_path_factory, spark):
         "score": {"min_interval_s": 300, "merge_gap_s": 120},
         "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"},
     }
-    config = load_config(write_config(root / "conf.yaml", raw))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, spark):
+    root = tmp_path_factory.mktemp("states")
+    source = root / "scada.parquet"
+    pd.concat([turbine_day(d, i) for i, d in enumerate(DAYS)]).to_parquet(source)
+    config = load_config(write_config(root / "conf.yaml", raw_config(root, source, "states")))
     prepared = stages.prepare(config, DAYS[0], DAYS[0], fit_stats=True, spark=spark)
     trained = stages.train(config, spark=spark)
     stages.prepare(config, DAYS[1], DAYS[1], spark=spark)
@@ -139,18 +143,8 @@ def test_a_cross_fitted_threshold_is_calibrated_on_every_training_window_in_norm
 
     source = tmp_path / "scada.parquet"
     turbine_day(DAYS[0], 0).to_parquet(source)
-    raw = {
-        "pipeline": "folded", "home": str(tmp_path / "home"),
-        "source": {"path": str(source), "format": "parquet", "timestamp_column": "time", "asset_column": "turbine",
-                   "label_column": None, "partition_column": None, "channels": ["wind", "power"]},
-        "operating_states": [{"name": "stopped", "when": "status = 3"},
-                             {"name": "curtailed", "when": "power < 100 AND wind > 6.5"}],
-        "prepare": {"step_s": 60, "smoothing_half_width": 0, "window": WINDOW, "block_rows": 512},
-        "model": {"detector": "pca_t2q", "validation_share": 0.2},
-        "train": {"start": DAYS[0], "end": DAYS[0], "eval_start": None, "eval_end": None},
-        "threshold": {"rule": "row_rate", "budget": 0.05, "cross_fit_folds": 4},
-        "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"},
-    }
+    raw = {**raw_config(tmp_path, source, "folded"),
+           "threshold": {"rule": "row_rate", "budget": 0.05, "cross_fit_folds": 4}}
     config = load_config(write_config(tmp_path / "conf.yaml", raw))
     stages.prepare(config, DAYS[0], DAYS[0], fit_stats=True, spark=spark)
     trained = stages.train(config, promote=False, spark=spark)
