@@ -10,7 +10,7 @@ import pytest
 from lstmad.config import ConfigError, load_config
 from lstmad.detectors import PCAT2QDetector
 from lstmad.evaluation.calibration import conformal_threshold
-from lstmad.training.cross_fit import fit_mask, out_of_fold_scores, time_folds
+from lstmad.training.cross_fit import fit_mask, fold_plan, out_of_fold_scores, time_folds
 from lstmad.transforms.blocks import Windows
 from tests.conftest import DEMO_CONF
 
@@ -33,6 +33,13 @@ def test_windows_near_a_held_out_chunk_are_not_fitted_on():
                                   [5, 6, 7, 8, 9, 15, 16, 17, 18, 19])
 
 
+def test_a_fold_that_would_fit_on_too_few_windows_is_refused_before_any_fit():
+    # 20 windows, 5 folds of 4 one-window chunks: fold 1 holds 0, 5, 10, 15, and a reach of 3 purges every
+    # window closer than 3 to them (1–3, 4–8, 8–13, 13–18): only window 19 is left to fit on
+    with pytest.raises(ValueError, match="fold 1 of 5 leaves 1 windows to fit on"):
+        fold_plan(np.arange(20), 5, reach_us=3)
+
+
 class RowMemory:
     """A stand-in detector that remembers the series rows of the windows it was fitted on and scores a window
     by how many of its rows it has seen."""
@@ -48,10 +55,10 @@ class RowMemory:
 
 def test_no_window_is_scored_by_a_model_that_saw_one_of_its_rows():
     series_windows = shared_series_windows(400, window=8)
-    purged = out_of_fold_scores(lambda w: RowMemory().fit(w), series_windows, folds=5, reach_us=8)
+    purged = out_of_fold_scores(lambda w: RowMemory().fit(w), series_windows, fold_plan(series_windows.end_us, 5, 8))
     assert np.isfinite(purged).all()
     np.testing.assert_array_equal(purged, 0.0)
-    leaky = out_of_fold_scores(lambda w: RowMemory().fit(w), series_windows, folds=5, reach_us=0)
+    leaky = out_of_fold_scores(lambda w: RowMemory().fit(w), series_windows, fold_plan(series_windows.end_us, 5, 0))
     assert (leaky > 0).sum() > 0  # without purging, windows next to a chunk edge share rows with the fit
 
 
@@ -86,8 +93,8 @@ def test_out_of_fold_calibration_keeps_its_budget_on_a_new_season_where_the_late
     budget = 0.05
     detector = PCAT2QDetector(validation_share=0.2).fit(train)
     latest_slice = conformal_threshold(detector.validation_scores_, budget)
-    out_of_fold = conformal_threshold(out_of_fold_scores(lambda w: PCAT2QDetector(validation_share=0.2).fit(w), train, 5,
-                                                         reach_us=1), budget)
+    out_of_fold = conformal_threshold(out_of_fold_scores(lambda w: PCAT2QDetector(validation_share=0.2).fit(w), train,
+                                                         fold_plan(train.end_us, 5, reach_us=1)), budget)
     fresh_scores = detector.score(fresh)
     assert np.mean(fresh_scores > latest_slice) > 4 * budget
     assert budget / 2 <= np.mean(fresh_scores > out_of_fold) <= 1.5 * budget

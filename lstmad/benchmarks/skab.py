@@ -29,7 +29,7 @@ from lstmad.dates import MICROS
 from lstmad.evaluation.calibration import conformal_threshold
 from lstmad.evaluation.metrics import confusion_metrics
 from lstmad.evaluation.thresholds import skab_threshold
-from lstmad.training.cross_fit import out_of_fold_scores
+from lstmad.training.cross_fit import fold_plan, out_of_fold_scores
 from lstmad.transforms.blocks import Windows
 from lstmad.transforms.intervals import AlarmRules
 
@@ -117,8 +117,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
             # file's first 400 rows are too short for several chunks a fold once purged)
             held_out = getattr(detector, "validation_scores_", None)
             if cross_fit_folds:
-                held_out = out_of_fold_scores(lambda w: factories[name]().fit(w), train, cross_fit_folds, window,
-                                              chunks_per_fold=1)
+                held_out = out_of_fold_scores(lambda w: factories[name]().fit(w), train,
+                                              fold_plan(train.end_us, cross_fit_folds, window, chunks_per_fold=1))
             budget_flags.append(scores > conformal_threshold(held_out, BUDGET) if held_out is not None and
                                 len(held_out) else np.zeros(len(scores), bool))
             y = test.label_last == 1

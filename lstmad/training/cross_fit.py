@@ -50,22 +50,32 @@ def fit_mask(end_us: np.ndarray, fold: np.ndarray, edges: np.ndarray, folds: int
     return keep
 
 
-def out_of_fold_scores(fit: Callable[[Windows], object], windows: Windows, folds: int, reach_us: int,
-                       minimum_fit: int = 10, chunks_per_fold: int = CHUNKS_PER_FOLD) -> np.ndarray:
-    """(N,) float64 scores of the N ``windows``, each by the detector ``fit(windows of the other folds)``
-    returns (time_folds, purged by fit_mask; a fresh detector each time). A fold with no windows is skipped;
-    a fold whose fit would see fewer than ``minimum_fit`` windows raises ValueError."""
-    fold, edges = time_folds(windows.end_us, folds, chunks_per_fold)
-    scores = np.full(len(windows), np.nan, dtype=np.float64)
+def fold_plan(end_us: np.ndarray, folds: int, reach_us: int, minimum_fit: int = 10,
+              chunks_per_fold: int = CHUNKS_PER_FOLD) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per non-empty fold, (positions scored, positions fitted on) into the (N,) end times ``end_us``
+    (time_folds, purged by fit_mask). Raises ValueError when a fold would be fitted on fewer than
+    ``minimum_fit`` windows: checked for every fold before anything is fitted."""
+    fold, edges = time_folds(end_us, folds, chunks_per_fold)
+    plan = []
     for held_out in range(folds):
         held = np.flatnonzero(fold == held_out)
         if held.size == 0:
             continue
-        fit_on = np.flatnonzero(fit_mask(windows.end_us, fold, edges, folds, held_out, reach_us))
+        fit_on = np.flatnonzero(fit_mask(end_us, fold, edges, folds, held_out, reach_us))
         if fit_on.size < minimum_fit:
             raise ValueError(f"cross-fitting fold {held_out + 1} of {folds} leaves {fit_on.size} windows to fit on "
                              f"(fewer than {minimum_fit}): use fewer folds or a longer training range")
-        progress.step("train: cross-fitting fold %d/%d (%d windows fit, %d scored)", held_out + 1, folds,
+        plan.append((held, fit_on))
+    return plan
+
+
+def out_of_fold_scores(fit: Callable[[Windows], object], windows: Windows,
+                       plan: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(N,) float64 scores of the N ``windows``, each fold's by the detector ``fit(its fitting windows)``
+    returns (a fresh detector each time), following ``plan`` (fold_plan of the windows' end times)."""
+    scores = np.full(len(windows), np.nan, dtype=np.float64)
+    for number, (held, fit_on) in enumerate(plan, start=1):
+        progress.step("train: cross-fitting fold %d/%d (%d windows fit, %d scored)", number, len(plan),
                       fit_on.size, held.size)
         scores[held] = fit(windows.subset(fit_on)).score(windows.subset(held))
     return scores

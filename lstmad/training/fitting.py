@@ -140,9 +140,8 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
             windows = windows.subset(np.flatnonzero(~inside))
     windows, calibration = split_calibration(windows, config.threshold.calibration_share)
     folds = config.threshold.cross_fit_folds
-    if folds:
-        # before the long fit: a fold that would leave too little to fit on fails now, not after it
-        check_folds(windows.end_us, folds, _reach_us(config))
+    # planned before the long fit: a fold that would leave too little to fit on fails now, not after it
+    plan = folds_of(windows, folds, config) if folds else None
     every_window = windows  # cross-fitting scores them all: the alarm rules need the unthinned series
     subsampled_from = 0
     if m.max_train_windows and len(windows) > m.max_train_windows:
@@ -156,8 +155,8 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
     counts = {"train_windows": len(windows), "excluded_windows": excluded, "excluded_severe_windows": severe,
               "operating_state_windows": in_state,
               "skipped_masked_windows": skipped_masked, "processes": 0, "subsampled_from": subsampled_from}
-    if folds:
-        return detector, counts, cross_fitted(config, every_window, folds)
+    if plan is not None:
+        return detector, counts, cross_fitted(config, every_window, plan)
     return detector, counts, None if calibration is None else CalibrationScores.of(detector, calibration)
 
 
@@ -166,25 +165,20 @@ def thinned(windows, most: int):
     return windows.subset(np.linspace(0, len(windows) - 1, most).astype(np.int64))
 
 
-def _reach_us(config: PipelineConfig) -> int:
-    """How close in end time two windows of an asset may be and still share rows: a window's length."""
-    return config.prepare.window * config.prepare.step_s * MICROS
+def folds_of(windows, folds: int, config: PipelineConfig) -> list:
+    """lstmad.training.cross_fit.fold_plan of the training ``windows``: purged of windows within a window's
+    length of a held-out chunk; PrepareError (one line, as other unusable training data) when a fold would be
+    fitted on too few."""
+    from lstmad.training.cross_fit import fold_plan
+
+    try:
+        return fold_plan(windows.end_us, folds, config.prepare.window * config.prepare.step_s * MICROS)
+    except ValueError as error:
+        raise PrepareError(f"threshold.cross_fit_folds: {error}") from None
 
 
-def check_folds(end_us: np.ndarray, folds: int, reach_us: int) -> None:
-    """Raise PrepareError (one line, as for other unusable training data) when a cross-fitting fold would leave
-    too few windows to fit on (cross_fit)."""
-    from lstmad.training.cross_fit import fit_mask, time_folds
-
-    fold, edges = time_folds(end_us, folds)
-    for held_out in range(folds):
-        if (fold == held_out).any() and fit_mask(end_us, fold, edges, folds, held_out, reach_us).sum() < 10:
-            raise PrepareError(f"threshold.cross_fit_folds {folds}: fold {held_out + 1} leaves fewer than 10 training "
-                             "windows to fit on; use fewer folds or a longer training range")
-
-
-def cross_fitted(config: PipelineConfig, windows, folds: int) -> CalibrationScores:
-    """Out-of-fold scores of all the training ``windows`` (lstmad.training.cross_fit), each fold by a fresh
+def cross_fitted(config: PipelineConfig, windows, plan: list) -> CalibrationScores:
+    """Out-of-fold scores of all the training ``windows`` following ``plan`` (folds_of), each fold by a fresh
     detector of the configured kind fitted, like the deployed one, on at most model.max_train_windows of the
     other folds' windows."""
     from lstmad.detectors import build_detector
@@ -197,9 +191,9 @@ def cross_fitted(config: PipelineConfig, windows, folds: int) -> CalibrationScor
             fold_windows = thinned(fold_windows, most)
         return build_detector(config.model, "", config.source.driver_indices).fit(fold_windows)
 
-    scores = out_of_fold_scores(fit, windows, folds, _reach_us(config))
+    scores = out_of_fold_scores(fit, windows, plan)
     return CalibrationScores(scores, np.asarray(windows.end_us), np.asarray(windows.assets, dtype=object)[windows.asset],
-                             f"out-of-fold ({folds} folds)")
+                             f"out-of-fold ({config.threshold.cross_fit_folds} folds)")
 
 
 def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict, Optional[CalibrationScores]]:
