@@ -57,6 +57,12 @@ def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, devi
     return factories
 
 
+def calibrated_on(cross_fit_folds: int, otherwise: str) -> str:
+    """What a benchmark's threshold was calibrated on: out-of-fold scores (threshold.cross_fit_folds), else
+    ``otherwise``."""
+    return f"out-of-fold scores ({cross_fit_folds} folds)" if cross_fit_folds else otherwise
+
+
 def classical_detectors(seed: int = 0) -> dict[str, DetectorFactory]:
     # validation_share 0: the protocols fit the baselines on all of their training rows
     return {"pca_t2q": lambda: PCAT2QDetector(validation_share=0.0),

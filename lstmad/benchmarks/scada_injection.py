@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lstmad.benchmarks.common import DataMissingError, fmt, stored_results, write_report
+from lstmad.benchmarks.common import DataMissingError, calibrated_on, fmt, stored_results, write_report
 from lstmad.config import data_dir
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "la_haute_borne.yaml"
@@ -270,8 +270,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, se
     protocol = {"train": [d.isoformat() for d in TRAIN], "test": [d.isoformat() for d in TEST], "seed": seed,
                 "epochs": epochs, "classes": [dataclasses.asdict(f) for f in FAULT_CLASSES],
                 "events": int(len(events)), "curtailments": int(len(curtailed)),
-                "threshold": "alarms_per_week 0.5 on " + (f"out-of-fold scores ({cross_fit_folds} folds)" if cross_fit_folds
-                                                          else "the latest 10 % of the training windows"),
+                "threshold": "alarms_per_week 0.5 on " + calibrated_on(cross_fit_folds,
+                                                                      "the latest 10 % of the training windows"),
                 "workdir": str(work)}
     return write_report("scada_injection", {"models": results, "protocol": protocol}, json_path,
                         markdown(results, protocol), {"classes": lambda ax: _plot(ax, results)})

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from lstmad.benchmarks.common import (
     DataMissingError,
+    calibrated_on,
     classical_detectors,
     deep_detectors,
     fmt,
@@ -150,8 +151,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
     result = {"models": results, "protocol": {"files": len(files), "train_rows": TRAIN_ROWS, "window": window,
                                               "epochs": epochs, "profile": profile, "seed": seed,
                                               "threshold": "quantile(train scores, 0.99) x 1.5; T2+Q: limits",
-                                              "budget_calibration": f"out-of-fold scores ({cross_fit_folds} folds)"
-                                              if cross_fit_folds else "validation windows"}}
+                                              "budget_calibration": calibrated_on(cross_fit_folds,
+                                                                                  "validation windows")}}
     return write_report("skab", result, json_path, markdown(results, len(files)), {
         "f1_far": lambda ax: _plot(ax, results)})
 

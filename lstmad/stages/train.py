@@ -109,8 +109,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         train_dates = iso_dates(t.start, t.end)
         drift_reference = training_reference(paths.tensors, train_dates, config.drift.psi_bins)
         # the deployed model's scores of windows it never trained on: out-of-fold scores come from other models
-        own_calibration = calibration_scores is not None and not calibration_scores.source.startswith("out-of-fold")
-        reference_scores = (calibration_scores.scores if own_calibration
+        reference_scores = (calibration_scores.scores
+                            if calibration_scores is not None and calibration_scores.by_deployed_model
                             else np.asarray(detector.validation_scores_))
         drift_reference["score_quantiles"] = reference_quantiles(reference_scores[:, None])[0]
         drift_reference["trained_until"] = config.train.end.isoformat()

@@ -90,6 +90,7 @@ class CalibrationScores:
     end_us: np.ndarray
     assets: np.ndarray
     source: str = "calibration"  # what scored them, for the threshold's description
+    by_deployed_model: bool = True  # False: out-of-fold scores, each from a model fitted without its fold
 
     @classmethod
     def of(cls, detector, windows) -> "CalibrationScores":
@@ -193,7 +194,7 @@ def cross_fitted(config: PipelineConfig, windows, plan: list) -> CalibrationScor
 
     scores = out_of_fold_scores(fit, windows, plan)
     return CalibrationScores(scores, np.asarray(windows.end_us), np.asarray(windows.assets, dtype=object)[windows.asset],
-                             f"out-of-fold ({config.threshold.cross_fit_folds} folds)")
+                             f"out-of-fold ({config.threshold.cross_fit_folds} folds)", by_deployed_model=False)
 
 
 def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, dict, Optional[CalibrationScores]]:
