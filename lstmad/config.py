@@ -157,6 +157,7 @@ class ModelConfig(TrainingParams):
     profile: str = "tuned"  # iae_lstm_kl only: tuned (per-sample, chosen on validation farms), small or paper
     error_model: str = "squared"  # lstm_forecaster: squared or mahalanobis
     residual_steps: int = 1  # lstm_forecaster: a window's error is the mean of its last k rows' residuals
+    frozen_channels: bool = False  # lstm_forecaster: a channel still for longer than training saw it raises the score
     hidden_sizes: tuple[int, ...] = (64, 32)
     dropout: float = 0.2
     max_train_windows: int = 0

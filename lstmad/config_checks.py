@@ -103,6 +103,9 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if config.model.residual_steps != 1 and config.model.detector != "lstm_forecaster" and not config.model.candidates:
         raise ConfigError(f"{source}: key 'model.residual_steps' applies to model.detector lstm_forecaster, "
                           f"not {config.model.detector}")
+    if config.model.frozen_channels and config.model.detector != "lstm_forecaster" and not config.model.candidates:
+        raise ConfigError(f"{source}: key 'model.frozen_channels' applies to model.detector lstm_forecaster, "
+                          f"not {config.model.detector}")
     if config.prepare.max_gap_steps < 0:
         raise ConfigError(f"{source}: key 'prepare.max_gap_steps' must be 0 or more")
     if not 0 <= config.prepare.max_masked_share <= 1:

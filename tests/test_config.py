@@ -74,3 +74,12 @@ def test_residual_steps_must_fit_the_window(steps):
     assert fits.model.residual_steps == 25
     with pytest.raises(ConfigError, match=r"model\.residual_steps.*lstm_forecaster"):
         load_config(DEMO_CONF, {"model.residual_steps": 4, "model.detector": "pca_t2q"})
+
+
+def test_frozen_channels_is_a_forecaster_setting():
+    assert load_config(DEMO_CONF, {"model.frozen_channels": True,
+                                   "model.detector": "lstm_forecaster"}).model.frozen_channels is True
+    with pytest.raises(ConfigError, match=r"model\.frozen_channels.*lstm_forecaster, not pca_t2q"):
+        load_config(DEMO_CONF, {"model.frozen_channels": True, "model.detector": "pca_t2q"})
+    with pytest.raises(ConfigError, match=r"model\.frozen_channels"):
+        load_config(DEMO_CONF, {"model.frozen_channels": "yes"})

@@ -53,6 +53,10 @@ def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, devi
         epochs=epochs, seed=seed, device=device, residual_steps=MEAN_STEPS)
     factories["lstm_forecaster_mahalanobis_mean"] = lambda: LSTMForecasterDetector(
         epochs=epochs, seed=seed, device=device, error_model="mahalanobis", residual_steps=MEAN_STEPS)
+    # the same, a window scoring at least what its stillest channel's stillness is worth (model.frozen_channels)
+    factories["lstm_forecaster_mahalanobis_mean_frozen"] = lambda: LSTMForecasterDetector(
+        epochs=epochs, seed=seed, device=device, error_model="mahalanobis", residual_steps=MEAN_STEPS,
+        frozen_channels=True)
     factories["lstm_ae"] = lambda: LSTMAutoencoderDetector(epochs=epochs, seed=seed, device=device)
     return factories
 

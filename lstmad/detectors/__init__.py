@@ -28,7 +28,8 @@ def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = (
     kind = DETECTORS.get(model.detector)
     if kind is LSTMForecasterDetector:
         return kind(hidden_sizes=tuple(model.hidden_sizes), dropout=model.dropout, error_model=model.error_model,
-                    drivers=tuple(drivers), residual_steps=model.residual_steps, **training)
+                    drivers=tuple(drivers), residual_steps=model.residual_steps,
+                    frozen_channels=model.frozen_channels, **training)
     if kind is LSTMAutoencoderDetector:
         return kind(hidden=model.hidden_sizes[0], **training)
     if kind is IAELSTMKLDetector:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from lstmad.detectors.base import Detector
+from lstmad.detectors.frozen import FrozenChannels, trailing_runs
 from lstmad.detectors.gaussian_error import GaussianErrorModel, cross_fitted_scores
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
 from lstmad.training.loop import EpochCallback, fit_network, loop_settings, resolve_device
@@ -35,6 +36,9 @@ class ForecasterParams(TrainingParams):
     # a little but their mean by as much, while the mean's noise shrinks (the EWMA/MEWMA charts of statistical
     # process control, here over a moving window); 1: the last row.
     residual_steps: int = 1
+    # A window's score is at least what the rarity of its stillest channel is worth on the score's own scale
+    # (lstmad.detectors.frozen): a stuck sensor shows even when it is a driver, which the model never scores.
+    frozen_channels: bool = False
 
 
 class LSTMForecasterDetector(Detector):
@@ -44,8 +48,10 @@ class LSTMForecasterDetector(Detector):
     Windows are (N, W, C): the first W−1 rows predict row W; with ``drivers`` (D channel indices), the
     drivers' W rows predict the other R = C − D channels of row W and only those are scored. With
     ``residual_steps`` k > 1 each of the last k rows is predicted the same way (from the rows up to it) and the
-    window's error vector is the mean of their k errors. Fitted state: ``network_``, ``n_channels_``,
-    ``window_``, ``history_`` (per-epoch losses), ``validation_scores_`` (scores of the held-out windows).
+    window's error vector is the mean of their k errors. With ``frozen_channels`` a window scores at least
+    what the stillness of its stillest channel is worth (lstmad.detectors.frozen, fitted on the training
+    windows, mapped onto the validation scores). Fitted state: ``network_``, ``n_channels_``, ``window_``,
+    ``history_`` (per-epoch losses), ``validation_scores_`` (scores of the held-out windows), ``frozen_``.
     """
 
     kind = "lstm_forecaster"
@@ -67,7 +73,7 @@ class LSTMForecasterDetector(Detector):
         network = self.new_network(self.n_channels_, self.window_)
         history = fit_network(network, train, validation, self.batch_loss, epochs=p.epochs,
                               batch_size=p.batch_size, device=device, on_epoch=on_epoch, **loop_settings(p))
-        return self.adopt(network, history, validation)
+        return self.adopt(network, history, validation, stillness_of=train)
 
     # The three steps of fit, apart: lstmad.training.distributed trains new_network on batch_loss across processes and
     # hands the result to adopt.
@@ -112,18 +118,25 @@ class LSTMForecasterDetector(Detector):
         return StackedLSTMForecaster(len(drivers), tuple(self.params.hidden_sizes), self.params.dropout,
                                      n_outputs=n_channels - len(drivers))
 
-    def adopt(self, network: StackedLSTMForecaster, history: list[dict], validation: Windows
-              ) -> "LSTMForecasterDetector":
+    def adopt(self, network: StackedLSTMForecaster, history: list[dict], validation: Windows,
+              stillness_of: Optional[Windows] = None) -> "LSTMForecasterDetector":
         """Take a trained network: fit the error model on ``validation`` and score the validation windows (out
-        of fold under the Mahalanobis error model: see gaussian_error.cross_fitted_scores)."""
+        of fold under the Mahalanobis error model: see gaussian_error.cross_fitted_scores). With
+        ``frozen_channels``, how still each channel sits is learnt from ``stillness_of`` (the training
+        windows; the validation windows when not given) and mapped onto the validation scores."""
         self.network_, self.history_ = network, history
-        self.error_model_ = None
+        self.error_model_ = self.frozen_ = None
         if self.params.error_model == "mahalanobis":
             errors = self._errors(validation)
             self.error_model_ = GaussianErrorModel().fit(errors)
-            self.validation_scores_ = cross_fitted_scores(errors, validation.end_us)
+            scores = cross_fitted_scores(errors, validation.end_us)
         else:
-            self.validation_scores_ = self.score(validation)
+            scores = self._scores_of(self._errors(validation))
+        if self.params.frozen_channels:
+            reference = validation if stillness_of is None else stillness_of
+            self.frozen_ = FrozenChannels().fit(trailing_runs(reference), self.window_).map_to(scores)
+            scores = np.maximum(scores, self.frozen_.floor(validation))
+        self.validation_scores_ = scores
         self.keep_validation_times(validation)
         return self
 
@@ -147,7 +160,7 @@ class LSTMForecasterDetector(Detector):
         """(N,) float64 scores of N windows (N, W, C): mean squared error of the forecast last row (of the mean
         error of the last ``residual_steps`` rows), or its Mahalanobis distance under the validation error
         Gaussian."""
-        return self._scores_of(self._errors(windows, batch_size))
+        return self._with_floor(self._scores_of(self._errors(windows, batch_size)), windows)[0]
 
     attribution_method = "forecast_error_share"
 
@@ -155,13 +168,36 @@ class LSTMForecasterDetector(Detector):
         """(N, C) share of each channel in each window's score: its squared forecast error over the sum, or
         with the Mahalanobis error model its term of the distance (lstmad.transforms.attribution); drivers,
         never scored, get 0."""
-        return self._shares_of(self._errors(windows, batch_size))
+        errors = self._errors(windows, batch_size)
+        return self._score_and_shares_of(errors, windows, np.arange(len(windows)))[1]
 
     def score_and_shares(self, windows: Windows, selected, batch_size: int = 4096):
         """score and channel_shares of the selected windows from one forward pass (Detector.score_and_shares)."""
         errors = self._errors(windows, batch_size)
-        scores = self._scores_of(errors)
-        return scores, self._shares_of(errors[np.flatnonzero(selected(scores))])
+        scores, runs = self._with_floor(self._scores_of(errors), windows)
+        return self._score_and_shares_of(errors, windows, np.flatnonzero(selected(scores)), scores, runs)
+
+    def _with_floor(self, scores: np.ndarray, windows: Windows) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """(N,) scores raised to what each window's stillness is worth, and the (N, C) trailing runs (None
+        without ``frozen_channels``)."""
+        if getattr(self, "frozen_", None) is None:
+            return scores, None
+        runs = trailing_runs(windows)
+        return np.maximum(scores, self.frozen_.floor(windows, runs)), runs
+
+    def _score_and_shares_of(self, errors: np.ndarray, windows: Windows, picked: np.ndarray,
+                             scores: Optional[np.ndarray] = None, runs: Optional[np.ndarray] = None):
+        """(N,) scores and the (K, C) shares of the ``picked`` windows: a window whose score its stillness set
+        puts all of it on its stillest channel (the stuck sensor is the one to look at)."""
+        if scores is None:
+            scores, runs = self._with_floor(self._scores_of(errors), windows)
+        shares = self._shares_of(errors[picked])
+        if runs is not None and picked.size:
+            model_scores = self._scores_of(errors[picked])
+            still = scores[picked] > model_scores
+            shares[still] = 0.0
+            shares[still, self.frozen_.frozen_channel(runs[picked][still])] = 1.0
+        return scores, shares
 
     def _scores_of(self, errors: np.ndarray) -> np.ndarray:
         """(N, R) prediction errors → (N,) scores."""
@@ -181,12 +217,15 @@ class LSTMForecasterDetector(Detector):
         return shares
 
     def saved_state(self) -> dict:
+        frozen = getattr(self, "frozen_", None)
         return {"history": self.history_,
-                "error_model": self.error_model_.to_dict() if self.error_model_ is not None else None}
+                "error_model": self.error_model_.to_dict() if self.error_model_ is not None else None,
+                "frozen": frozen.to_dict() if frozen is not None else None}
 
     def restore(self, state: dict, directory: Path, device: str) -> None:
         saved_error_model = state.get("error_model")
         self.error_model_ = GaussianErrorModel.from_dict(saved_error_model) if saved_error_model else None
+        self.frozen_ = FrozenChannels.from_dict(state["frozen"]) if state.get("frozen") else None
         self.network_ = self.load_network(self.network_of_shape(self.n_channels_), directory, device)
 
     def _check_fitted(self) -> None:

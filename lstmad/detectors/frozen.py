@@ -1,0 +1,128 @@
+"""Frozen channels: a sensor that stops changing (a stuck value, a frozen PLC register, a replayed reading).
+
+A model of the channels' relations cannot see a stuck driver (it predicts from it and never scores it), nor a
+channel stuck at a value it often takes. What it can see is how long each channel sat exactly still in the
+training data: a temperature that never held still for a whole window in a year of training and now does is
+as rare as the training data can say. That rarity becomes a p-value, and the p-value a score on the
+detector's own scale (the score its validation windows reach that rarely), so the window's score is the
+larger of the two and one threshold, calibrated as before, serves both. Channels that often sit still (a
+pitch angle at fine pitch, a nacelle that does not yaw) keep large p-values and add nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from lstmad.transforms.blocks import Windows
+
+# |Δ| at or below this (relative to max(1, |value|)) counts as unchanged: float32 rounding of a smoothed
+# constant, not a real change, which normalised sensor readings make far larger (a 0.1 °C step is 0.01).
+UNCHANGED_TOLERANCE = 1e-6
+# Runs shorter than this share of the window (and than 3 rows) are no evidence whatever the training saw: a
+# reading repeated once or twice is a historian's deadband or a forward-filled hiccup, not a stuck sensor.
+MIN_RUN_SHARE, MIN_RUN = 0.25, 3
+# Stillness with a p-value from here up is no evidence (the window keeps the detector's own score).
+ACTIVE_BELOW = 0.05
+# the score map: quantiles of the validation scores on this many log-spaced tail probabilities
+_GRID = 64
+
+
+def trailing_runs(windows: Windows) -> np.ndarray:
+    """(N, C) int: per window and channel, how many of the window's last rows equal the row before them, up to
+    W−1 (W−1: the channel did not change over the whole window)."""
+    series = windows.series.numpy()
+    n_rows, n_channels = series.shape
+    if len(windows) == 0:
+        return np.zeros((0, n_channels), dtype=np.int64)
+    unchanged = np.zeros((n_rows, n_channels), dtype=bool)
+    step = np.abs(np.diff(series, axis=0))
+    unchanged[1:] = step <= UNCHANGED_TOLERANCE * np.maximum(1.0, np.abs(series[1:]))
+    index = np.arange(n_rows)[:, None]
+    # the last row at or before each row that changed (or row 0): the run is the distance to it
+    last_change = np.maximum.accumulate(np.where(unchanged, 0, index), axis=0)
+    runs = index - last_change
+    ends = windows.starts + windows.window - 1
+    return np.minimum(runs[ends], windows.window - 1)
+
+
+class FrozenChannels:
+    """fit(reference runs (n, C), window) → self; p_values(runs (N, C)) → (N,); then map_to(validation scores)
+    → self; floor(runs) → (N,) the score a window's stillness alone is worth on the detector's scale.
+
+    p-value of a window: the smallest over channels of (1 + training windows at least as still) / (1 + n),
+    times C (Bonferroni: any one of C channels may freeze), at most 1; runs shorter than shortest_run() count
+    as no stillness (p = 1).
+    """
+
+    def fit(self, runs: np.ndarray, window: int) -> "FrozenChannels":
+        runs = np.asarray(runs, dtype=np.int64)
+        self.window_, self.n_ = int(window), int(runs.shape[0])
+        # at_least_[c, r]: reference windows whose channel c was still for at least r rows
+        counts = np.stack([np.bincount(runs[:, c], minlength=window) for c in range(runs.shape[1])])
+        self.at_least_ = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
+        return self
+
+    def shortest_run(self) -> int:
+        """Runs shorter than this are no evidence (p-value 1)."""
+        return max(MIN_RUN, int(np.ceil(MIN_RUN_SHARE * self.window_)))
+
+    def p_values(self, runs: np.ndarray) -> np.ndarray:
+        runs = np.minimum(np.asarray(runs, dtype=np.int64), self.window_ - 1)
+        runs = np.where(runs >= self.shortest_run(), runs, 0)  # at least 0 rows: every reference window
+        n_channels = self.at_least_.shape[0]
+        tail = np.take_along_axis(self.at_least_.T, runs, axis=0) if runs.size else np.zeros(runs.shape)
+        p = (1.0 + tail) / (1.0 + self.n_)
+        return np.minimum(1.0, n_channels * p.min(axis=1)) if runs.size else np.ones(runs.shape[0])
+
+    def frozen_channel(self, runs: np.ndarray) -> np.ndarray:
+        """(N,) the channel of each window whose stillness is rarest."""
+        runs = np.minimum(np.asarray(runs, dtype=np.int64), self.window_ - 1)
+        return np.argmin(np.take_along_axis(self.at_least_.T, runs, axis=0), axis=1)
+
+    def map_to(self, scores: np.ndarray) -> "FrozenChannels":
+        """Learn the detector's score at each tail probability p < ACTIVE_BELOW from its (n_v,) validation
+        scores: their quantiles down to p = k/n_v (k = max(10, 1 % of n_v)), below that an exponential tail
+        fitted to the k largest (peaks over threshold with shape 0), so a p-value smaller than any the
+        validation windows can show still maps to a larger score."""
+        scores = np.sort(np.asarray(scores, dtype=np.float64)[np.isfinite(scores)])
+        if scores.size < 2:
+            raise ValueError(f"need at least 2 finite validation scores to map stillness onto, got {scores.size}")
+        k = min(max(10, int(np.ceil(0.01 * scores.size))), scores.size - 1)
+        self.tail_p_ = k / scores.size
+        self.tail_start_ = float(scores[-k - 1])
+        self.tail_scale_ = max(float(np.mean(scores[-k:] - self.tail_start_)), 1e-12)
+        self.grid_p_ = np.geomspace(self.tail_p_, ACTIVE_BELOW, _GRID) if self.tail_p_ < ACTIVE_BELOW else np.zeros(0)
+        self.grid_scores_ = np.quantile(scores, 1.0 - self.grid_p_) if self.grid_p_.size else np.zeros(0)
+        return self
+
+    def scores_of(self, p: np.ndarray) -> np.ndarray:
+        """(N,) tail probabilities → the detector's scores that rare (−inf from ACTIVE_BELOW up: stillness
+        that common is no evidence)."""
+        p = np.asarray(p, dtype=np.float64)
+        out = np.full(p.shape, -np.inf)
+        inside = (p >= self.tail_p_) & (p < ACTIVE_BELOW)
+        if inside.any():  # grid_p_ rises, grid_scores_ fall: interpolate in log p
+            out[inside] = np.interp(np.log(p[inside]), np.log(self.grid_p_), self.grid_scores_)
+        below = (p < self.tail_p_) & (p < ACTIVE_BELOW)
+        out[below] = self.tail_start_ + self.tail_scale_ * np.log(self.tail_p_ / p[below])
+        return out
+
+    def floor(self, windows: Windows, runs: Optional[np.ndarray] = None) -> np.ndarray:
+        """(N,) the score each window's stillness is worth (−inf: not rare)."""
+        return self.scores_of(self.p_values(trailing_runs(windows) if runs is None else runs))
+
+    def to_dict(self) -> dict:
+        return {"window": self.window_, "n": self.n_, "at_least": self.at_least_.tolist(),
+                "tail_p": self.tail_p_, "tail_start": self.tail_start_, "tail_scale": self.tail_scale_,
+                "grid_p": self.grid_p_.tolist(), "grid_scores": self.grid_scores_.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FrozenChannels":
+        frozen = cls()
+        frozen.window_, frozen.n_ = int(data["window"]), int(data["n"])
+        frozen.at_least_ = np.asarray(data["at_least"], dtype=np.int64)
+        frozen.tail_p_, frozen.tail_start_, frozen.tail_scale_ = data["tail_p"], data["tail_start"], data["tail_scale"]
+        frozen.grid_p_, frozen.grid_scores_ = np.asarray(data["grid_p"]), np.asarray(data["grid_scores"])
+        return frozen
