@@ -158,6 +158,7 @@ class ModelConfig(TrainingParams):
     error_model: str = "squared"  # lstm_forecaster: squared or mahalanobis
     residual_steps: int = 1  # lstm_forecaster: a window's error is the mean of its last k rows' residuals
     frozen_channels: bool = False  # lstm_forecaster: a channel still for longer than training saw it raises the score
+    error_regimes: int = 0  # lstm_forecaster, mahalanobis: ≥ 2 fits one error Gaussian per operating regime
     hidden_sizes: tuple[int, ...] = (64, 32)
     dropout: float = 0.2
     max_train_windows: int = 0

@@ -103,6 +103,13 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if config.model.residual_steps != 1 and config.model.detector != "lstm_forecaster" and not config.model.candidates:
         raise ConfigError(f"{source}: key 'model.residual_steps' applies to model.detector lstm_forecaster, "
                           f"not {config.model.detector}")
+    if config.model.error_regimes < 0 or config.model.error_regimes == 1:
+        raise ConfigError(f"{source}: key 'model.error_regimes' must be 0 (one error Gaussian) or at least 2, got "
+                          f"{config.model.error_regimes}")
+    if config.model.error_regimes and (config.model.detector != "lstm_forecaster"
+                                       or config.model.error_model != "mahalanobis") and not config.model.candidates:
+        raise ConfigError(f"{source}: key 'model.error_regimes' applies to model.detector lstm_forecaster with "
+                          f"model.error_model mahalanobis, not {config.model.detector} with {config.model.error_model}")
     if config.model.frozen_channels and config.model.detector != "lstm_forecaster" and not config.model.candidates:
         raise ConfigError(f"{source}: key 'model.frozen_channels' applies to model.detector lstm_forecaster, "
                           f"not {config.model.detector}")

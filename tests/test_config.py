@@ -83,3 +83,12 @@ def test_frozen_channels_is_a_forecaster_setting():
         load_config(DEMO_CONF, {"model.frozen_channels": True, "model.detector": "pca_t2q"})
     with pytest.raises(ConfigError, match=r"model\.frozen_channels"):
         load_config(DEMO_CONF, {"model.frozen_channels": "yes"})
+
+
+def test_error_regimes_are_a_mahalanobis_forecaster_setting():
+    forecaster = {"model.detector": "lstm_forecaster", "model.error_model": "mahalanobis"}
+    assert load_config(DEMO_CONF, {**forecaster, "model.error_regimes": 10}).model.error_regimes == 10
+    with pytest.raises(ConfigError, match=r"model\.error_regimes' must be 0 .* or at least 2, got 1"):
+        load_config(DEMO_CONF, {**forecaster, "model.error_regimes": 1})
+    with pytest.raises(ConfigError, match=r"model\.error_regimes' applies to .* not lstm_forecaster with squared"):
+        load_config(DEMO_CONF, {**forecaster, "model.error_model": "squared", "model.error_regimes": 4})

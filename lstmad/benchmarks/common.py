@@ -57,6 +57,10 @@ def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, devi
     factories["lstm_forecaster_mahalanobis_mean_frozen"] = lambda: LSTMForecasterDetector(
         epochs=epochs, seed=seed, device=device, error_model="mahalanobis", residual_steps=MEAN_STEPS,
         frozen_channels=True)
+    # the same with one error Gaussian per operating regime (model.error_regimes)
+    factories["lstm_forecaster_mahalanobis_mean_regimes"] = lambda: LSTMForecasterDetector(
+        epochs=epochs, seed=seed, device=device, error_model="mahalanobis", residual_steps=MEAN_STEPS,
+        error_regimes=10)
     factories["lstm_ae"] = lambda: LSTMAutoencoderDetector(epochs=epochs, seed=seed, device=device)
     return factories
 

@@ -29,7 +29,7 @@ def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = (
     if kind is LSTMForecasterDetector:
         return kind(hidden_sizes=tuple(model.hidden_sizes), dropout=model.dropout, error_model=model.error_model,
                     drivers=tuple(drivers), residual_steps=model.residual_steps,
-                    frozen_channels=model.frozen_channels, **training)
+                    frozen_channels=model.frozen_channels, error_regimes=model.error_regimes, **training)
     if kind is LSTMAutoencoderDetector:
         return kind(hidden=model.hidden_sizes[0], **training)
     if kind is IAELSTMKLDetector:

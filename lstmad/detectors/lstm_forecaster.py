@@ -16,6 +16,7 @@ import torch
 from lstmad.detectors.base import Detector
 from lstmad.detectors.frozen import FrozenChannels, trailing_runs
 from lstmad.detectors.gaussian_error import GaussianErrorModel, cross_fitted_scores
+from lstmad.detectors.regimes import RegimeErrorModel, cross_fitted_regime_scores
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
 from lstmad.training.loop import EpochCallback, fit_network, loop_settings, resolve_device
 from lstmad.training.params import TrainingParams
@@ -39,6 +40,9 @@ class ForecasterParams(TrainingParams):
     # A window's score is at least what the rarity of its stillest channel is worth on the score's own scale
     # (lstmad.detectors.frozen): a stuck sensor shows even when it is a driver, which the model never scores.
     frozen_channels: bool = False
+    # ≥ 2, with the Mahalanobis error model: one error Gaussian per operating regime (k-means of the predicted
+    # values on validation windows; lstmad.detectors.regimes), for residuals whose spread depends on the regime
+    error_regimes: int = 0
 
 
 class LSTMForecasterDetector(Detector):
@@ -126,12 +130,15 @@ class LSTMForecasterDetector(Detector):
         windows; the validation windows when not given) and mapped onto the validation scores."""
         self.network_, self.history_ = network, history
         self.error_model_ = self.frozen_ = None
-        if self.params.error_model == "mahalanobis":
-            errors = self._errors(validation)
+        errors, predicted = self._residuals(validation)
+        if self.params.error_model == "mahalanobis" and self.params.error_regimes >= 2:
+            self.error_model_ = RegimeErrorModel(self.params.error_regimes, seed=self.params.seed).fit(errors, predicted)
+            scores = cross_fitted_regime_scores(errors, predicted, validation.end_us, self.error_model_)
+        elif self.params.error_model == "mahalanobis":
             self.error_model_ = GaussianErrorModel().fit(errors)
             scores = cross_fitted_scores(errors, validation.end_us)
         else:
-            scores = self._scores_of(self._errors(validation))
+            scores = self._scores_of(errors, predicted)
         if self.params.frozen_channels:
             reference = validation if stillness_of is None else stillness_of
             self.frozen_ = FrozenChannels().fit(trailing_runs(reference), self.window_).map_to(scores)
@@ -141,26 +148,32 @@ class LSTMForecasterDetector(Detector):
         return self
 
     @torch.no_grad()
-    def _errors(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
-        """Prediction error vectors of the windows' last rows (the mean over the last ``residual_steps`` rows),
-        (N, R) (R = C without drivers)."""
+    def _residuals(self, windows: Windows, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(prediction errors, predictions) of the windows' last rows (each the mean over the last
+        ``residual_steps`` rows), (N, R) each (R = C without drivers)."""
         self._check_fitted()
         if windows.n_channels != self.n_channels_ or windows.window != self.window_:
             raise ValueError(f"windows are {windows.window}×{windows.n_channels}, the model expects "
                              f"{self.window_}×{self.n_channels_}")
         network = self.network_.eval()
         device = next(network.parameters()).device
-        out = np.empty((len(windows), len(self.responses(self.n_channels_))), dtype=np.float64)
+        responses = self.responses(self.n_channels_)
+        errors = np.empty((len(windows), len(responses)), dtype=np.float64)
+        predicted = np.empty_like(errors)
+        steps = self.params.residual_steps
         for lo in range(0, len(windows), batch_size):
             batch = windows.batch(slice(lo, lo + batch_size)).to(device)
-            out[lo:lo + batch.shape[0]] = self.step_errors(network, batch).mean(dim=1).double().cpu().numpy()
-        return out
+            step = self.step_errors(network, batch)  # prediction − actual
+            actual = batch[:, -steps:, responses]
+            errors[lo:lo + batch.shape[0]] = step.mean(dim=1).double().cpu().numpy()
+            predicted[lo:lo + batch.shape[0]] = (step + actual).mean(dim=1).double().cpu().numpy()
+        return errors, predicted
 
     def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
         """(N,) float64 scores of N windows (N, W, C): mean squared error of the forecast last row (of the mean
         error of the last ``residual_steps`` rows), or its Mahalanobis distance under the validation error
         Gaussian."""
-        return self._with_floor(self._scores_of(self._errors(windows, batch_size)), windows)[0]
+        return self._with_floor(self._scores_of(*self._residuals(windows, batch_size)), windows)[0]
 
     attribution_method = "forecast_error_share"
 
@@ -168,14 +181,14 @@ class LSTMForecasterDetector(Detector):
         """(N, C) share of each channel in each window's score: its squared forecast error over the sum, or
         with the Mahalanobis error model its term of the distance (lstmad.transforms.attribution); drivers,
         never scored, get 0."""
-        errors = self._errors(windows, batch_size)
-        return self._score_and_shares_of(errors, windows, np.arange(len(windows)))[1]
+        residuals = self._residuals(windows, batch_size)
+        return self._score_and_shares_of(residuals, windows, np.arange(len(windows)))[1]
 
     def score_and_shares(self, windows: Windows, selected, batch_size: int = 4096):
         """score and channel_shares of the selected windows from one forward pass (Detector.score_and_shares)."""
-        errors = self._errors(windows, batch_size)
-        scores, runs = self._with_floor(self._scores_of(errors), windows)
-        return self._score_and_shares_of(errors, windows, np.flatnonzero(selected(scores)), scores, runs)
+        residuals = self._residuals(windows, batch_size)
+        scores, runs = self._with_floor(self._scores_of(*residuals), windows)
+        return self._score_and_shares_of(residuals, windows, np.flatnonzero(selected(scores)), scores, runs)
 
     def _with_floor(self, scores: np.ndarray, windows: Windows) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """(N,) scores raised to what each window's stillness is worth, and the (N, C) trailing runs (None
@@ -185,31 +198,40 @@ class LSTMForecasterDetector(Detector):
         runs = trailing_runs(windows)
         return np.maximum(scores, self.frozen_.floor(windows, runs)), runs
 
-    def _score_and_shares_of(self, errors: np.ndarray, windows: Windows, picked: np.ndarray,
-                             scores: Optional[np.ndarray] = None, runs: Optional[np.ndarray] = None):
-        """(N,) scores and the (K, C) shares of the ``picked`` windows: a window whose score its stillness set
-        puts all of it on its stillest channel (the stuck sensor is the one to look at)."""
+    def _score_and_shares_of(self, residuals: tuple[np.ndarray, np.ndarray], windows: Windows,
+                             picked: np.ndarray, scores: Optional[np.ndarray] = None,
+                             runs: Optional[np.ndarray] = None):
+        """(N,) scores and the (K, C) shares of the ``picked`` windows from their (errors, predictions): a window
+        whose score its stillness set puts all of it on its stillest channel (the stuck sensor is the one to
+        look at)."""
         if scores is None:
-            scores, runs = self._with_floor(self._scores_of(errors), windows)
-        shares = self._shares_of(errors[picked])
+            scores, runs = self._with_floor(self._scores_of(*residuals), windows)
+        picked_residuals = residuals[0][picked], residuals[1][picked]
+        shares = self._shares_of(*picked_residuals)
         if runs is not None and picked.size:
-            model_scores = self._scores_of(errors[picked])
+            model_scores = self._scores_of(*picked_residuals)
             still = scores[picked] > model_scores
             shares[still] = 0.0
             shares[still, self.frozen_.frozen_channel(runs[picked][still])] = 1.0
         return scores, shares
 
-    def _scores_of(self, errors: np.ndarray) -> np.ndarray:
-        """(N, R) prediction errors → (N,) scores."""
-        if getattr(self, "error_model_", None) is not None:
-            return self.error_model_.score(errors)
+    def _scores_of(self, errors: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """(N, R) prediction errors and predictions → (N,) scores."""
+        model = getattr(self, "error_model_", None)
+        if isinstance(model, RegimeErrorModel):
+            return model.score(errors, predicted)
+        if model is not None:
+            return model.score(errors)
         return np.mean(errors ** 2, axis=1)
 
-    def _shares_of(self, errors: np.ndarray) -> np.ndarray:
-        """(N, R) prediction errors → (N, C) channel shares (drivers 0)."""
-        if getattr(self, "error_model_", None) is not None:
-            per_response = attribution.shares(attribution.mahalanobis_terms(errors - self.error_model_.mean_,
-                                                                             self.error_model_.precision_))
+    def _shares_of(self, errors: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """(N, R) prediction errors and predictions → (N, C) channel shares (drivers 0)."""
+        model = getattr(self, "error_model_", None)
+        if isinstance(model, RegimeErrorModel):
+            centred, precision = model.centred_and_precision(errors, predicted)
+            per_response = attribution.shares(np.abs(centred * np.einsum("nde,ne->nd", precision, centred)))
+        elif model is not None:
+            per_response = attribution.shares(attribution.mahalanobis_terms(errors - model.mean_, model.precision_))
         else:
             per_response = attribution.shares(errors ** 2)
         shares = np.zeros((errors.shape[0], self.n_channels_), dtype=np.float64)
@@ -224,7 +246,10 @@ class LSTMForecasterDetector(Detector):
 
     def restore(self, state: dict, directory: Path, device: str) -> None:
         saved_error_model = state.get("error_model")
-        self.error_model_ = GaussianErrorModel.from_dict(saved_error_model) if saved_error_model else None
+        if saved_error_model and "centres" in saved_error_model:
+            self.error_model_ = RegimeErrorModel.from_dict(saved_error_model)
+        else:
+            self.error_model_ = GaussianErrorModel.from_dict(saved_error_model) if saved_error_model else None
         self.frozen_ = FrozenChannels.from_dict(state["frozen"]) if state.get("frozen") else None
         self.network_ = self.load_network(self.network_of_shape(self.n_channels_), directory, device)
 
