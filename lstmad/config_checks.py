@@ -110,7 +110,7 @@ def check_config(config: PipelineConfig, source: str) -> None:
                                        or config.model.error_model != "mahalanobis") and not config.model.candidates:
         raise ConfigError(f"{source}: key 'model.error_regimes' applies to model.detector lstm_forecaster with "
                           f"model.error_model mahalanobis, not {config.model.detector} with {config.model.error_model}")
-    if config.model.frozen_channels and config.model.detector != "lstm_forecaster" and not config.model.candidates:
+    if config.model.frozen_channels is True and config.model.detector != "lstm_forecaster" and not config.model.candidates:
         raise ConfigError(f"{source}: key 'model.frozen_channels' applies to model.detector lstm_forecaster, "
                           f"not {config.model.detector}")
     if config.prepare.max_gap_steps < 0:

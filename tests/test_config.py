@@ -76,9 +76,14 @@ def test_residual_steps_must_fit_the_window(steps):
         load_config(DEMO_CONF, {"model.residual_steps": 4, "model.detector": "pca_t2q"})
 
 
-def test_frozen_channels_is_a_forecaster_setting():
-    assert load_config(DEMO_CONF, {"model.frozen_channels": True,
-                                   "model.detector": "lstm_forecaster"}).model.frozen_channels is True
+def test_frozen_channels_is_a_forecaster_setting_on_unless_turned_off():
+    from lstmad.detectors import build_detector
+
+    forecaster = load_config(DEMO_CONF, {"model.detector": "lstm_forecaster"}).model
+    assert forecaster.frozen_channels is None and build_detector(forecaster).params.frozen_channels is True
+    off = load_config(DEMO_CONF, {"model.detector": "lstm_forecaster", "model.frozen_channels": False}).model
+    assert build_detector(off).params.frozen_channels is False
+    assert load_config(DEMO_CONF, {"model.detector": "pca_t2q"}).model.frozen_channels is None  # unset: no refusal
     with pytest.raises(ConfigError, match=r"model\.frozen_channels.*lstm_forecaster, not pca_t2q"):
         load_config(DEMO_CONF, {"model.frozen_channels": True, "model.detector": "pca_t2q"})
     with pytest.raises(ConfigError, match=r"model\.frozen_channels"):
