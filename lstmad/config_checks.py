@@ -110,9 +110,10 @@ def check_config(config: PipelineConfig, source: str) -> None:
                                        or config.model.error_model != "mahalanobis") and not config.model.candidates:
         raise ConfigError(f"{source}: key 'model.error_regimes' applies to model.detector lstm_forecaster with "
                           f"model.error_model mahalanobis, not {config.model.detector} with {config.model.error_model}")
-    if config.model.frozen_channels is True and config.model.detector != "lstm_forecaster" and not config.model.candidates:
-        raise ConfigError(f"{source}: key 'model.frozen_channels' applies to model.detector lstm_forecaster, "
-                          f"not {config.model.detector}")
+    if (config.model.frozen_channels is True and config.model.detector not in ("lstm_forecaster", "lstm_autoencoder")
+            and not config.model.candidates):
+        raise ConfigError(f"{source}: key 'model.frozen_channels' applies to model.detector lstm_forecaster or "
+                          f"lstm_autoencoder, not {config.model.detector}")
     if config.prepare.max_gap_steps < 0:
         raise ConfigError(f"{source}: key 'prepare.max_gap_steps' must be 0 or more")
     if not 0 <= config.prepare.max_masked_share <= 1:

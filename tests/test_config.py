@@ -84,7 +84,7 @@ def test_frozen_channels_is_a_forecaster_setting_on_unless_turned_off():
     off = load_config(DEMO_CONF, {"model.detector": "lstm_forecaster", "model.frozen_channels": False}).model
     assert build_detector(off).params.frozen_channels is False
     assert load_config(DEMO_CONF, {"model.detector": "pca_t2q"}).model.frozen_channels is None  # unset: no refusal
-    with pytest.raises(ConfigError, match=r"model\.frozen_channels.*lstm_forecaster, not pca_t2q"):
+    with pytest.raises(ConfigError, match=r"model\.frozen_channels.*lstm_forecaster or lstm_autoencoder, not pca_t2q"):
         load_config(DEMO_CONF, {"model.frozen_channels": True, "model.detector": "pca_t2q"})
     with pytest.raises(ConfigError, match=r"model\.frozen_channels"):
         load_config(DEMO_CONF, {"model.frozen_channels": "yes"})

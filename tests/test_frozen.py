@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from lstmad.detectors import LSTMForecasterDetector
+from lstmad.detectors import LSTMAutoencoderDetector, LSTMForecasterDetector
 from lstmad.detectors.frozen import FrozenChannels, trailing_runs
 from lstmad.transforms.blocks import Windows
 
@@ -85,7 +85,7 @@ def toy_turbine(seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """(values (n, 3) [ambient, wind, power] standardised on the training rows, labels (n,): 1 where stuck)."""
     rng = np.random.default_rng(seed)
     n = TRAIN_ROWS + TEST_ROWS
-    ambient = np.cumsum(rng.normal(0, 0.05, n)) + np.sin(np.arange(n) / 150)
+    ambient = np.sin(np.arange(n) / 150) + 0.1 * rng.normal(size=n)  # daily swing and sensor noise
     wind = np.zeros(n)
     for t in range(1, n):
         wind[t] = 0.3 * wind[t - 1] + rng.normal()
@@ -142,3 +142,17 @@ def test_a_saved_guarded_model_scores_the_same(stuck_ambient, tmp_path):
     test, _, guarded = stuck_ambient
     guarded.save(tmp_path)
     np.testing.assert_allclose(LSTMForecasterDetector.load(tmp_path).score(test), guarded.score(test), rtol=1e-6)
+
+
+def test_the_autoencoder_with_the_check_finds_the_stuck_driver_and_keeps_it_once_saved(stuck_ambient, tmp_path):
+    test = stuck_ambient[0]
+    values, labels = toy_turbine()
+    train = windows_of(values, labels, range(0, TRAIN_ROWS))
+    settings = dict(hidden=16, epochs=3, batch_size=128, learning_rate=0.01, seed=0, device="cpu")
+    plain = LSTMAutoencoderDetector(**settings).fit(train)
+    guarded = LSTMAutoencoderDetector(frozen_channels=True, **settings).fit(train)
+    truth = test.label_last == 1
+    assert roc_auc_score(truth, guarded.score(test)) > 0.95
+    assert roc_auc_score(truth, guarded.score(test)) > roc_auc_score(truth, plain.score(test)) + 0.1
+    guarded.save(tmp_path)
+    np.testing.assert_allclose(LSTMAutoencoderDetector.load(tmp_path).score(test), guarded.score(test), rtol=1e-6)

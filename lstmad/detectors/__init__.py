@@ -27,13 +27,13 @@ def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = (
     training = {**training_params_of(model), "checkpoint_dir": checkpoint_dir}
     kind = DETECTORS.get(model.detector)
     if kind is LSTMForecasterDetector:
-        # frozen_channels unset: on (no change on the synthetic farm or SKAB, the stuck temperature of the
-        # La Haute Borne study found: docs/training.md)
+        # frozen_channels unset: on, here and for the autoencoder (no change on the synthetic farm or SKAB, the
+        # stuck temperature of the La Haute Borne study found: docs/training.md)
         return kind(hidden_sizes=tuple(model.hidden_sizes), dropout=model.dropout, error_model=model.error_model,
                     drivers=tuple(drivers), residual_steps=model.residual_steps,
                     frozen_channels=model.frozen_channels is not False, error_regimes=model.error_regimes, **training)
     if kind is LSTMAutoencoderDetector:
-        return kind(hidden=model.hidden_sizes[0], **training)
+        return kind(hidden=model.hidden_sizes[0], frozen_channels=model.frozen_channels is not False, **training)
     if kind is IAELSTMKLDetector:
         return kind.variant(model.variant, model.profile, **iae_training(model, training))
     if kind is PCAT2QDetector:

@@ -126,3 +126,45 @@ class FrozenChannels:
         frozen.tail_p_, frozen.tail_start_, frozen.tail_scale_ = data["tail_p"], data["tail_start"], data["tail_scale"]
         frozen.grid_p_, frozen.grid_scores_ = np.asarray(data["grid_p"]), np.asarray(data["grid_scores"])
         return frozen
+
+
+class StillnessFloor:
+    """For a detector with ``params.frozen_channels`` and ``window_``: fit FrozenChannels beside its error
+    model, floor its scores, and attribute a window whose stillness set its score to the still channel.
+    Fitted state: ``frozen_`` (None when off)."""
+
+    def fit_stillness(self, reference: Windows, validation: Windows, scores: np.ndarray) -> np.ndarray:
+        """Learn the stillness of ``reference`` (the training windows), map it onto the (N,) validation
+        ``scores``; returns those scores floored (unchanged when the setting is off)."""
+        self.frozen_ = None
+        if not getattr(self.params, "frozen_channels", False):
+            return scores
+        self.frozen_ = FrozenChannels().fit(trailing_runs(reference), self.window_).map_to(scores)
+        return np.maximum(scores, self.frozen_.floor(validation))
+
+    def with_floor(self, scores: np.ndarray, windows: Windows) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """(N,) scores raised to what each window's stillness is worth, and the (N, C) trailing runs (None
+        when off)."""
+        if getattr(self, "frozen_", None) is None:
+            return scores, None
+        runs = trailing_runs(windows)
+        return np.maximum(scores, self.frozen_.floor(windows, runs)), runs
+
+    def still_shares(self, shares: np.ndarray, floored: np.ndarray, model_scores: np.ndarray,
+                     runs: Optional[np.ndarray]) -> np.ndarray:
+        """(K, C) shares with every row whose floored score exceeds the model's own put wholly on its
+        stillest channel (the stuck sensor is the one to look at); inputs are the K picked windows'."""
+        if runs is None or shares.shape[0] == 0:
+            return shares
+        still = floored > model_scores
+        shares = shares.copy()
+        shares[still] = 0.0
+        shares[still, self.frozen_.frozen_channel(runs[still])] = 1.0
+        return shares
+
+    def stillness_state(self) -> dict:
+        frozen = getattr(self, "frozen_", None)
+        return {"frozen": frozen.to_dict() if frozen is not None else None}
+
+    def restore_stillness(self, state: dict) -> None:
+        self.frozen_ = FrozenChannels.from_dict(state["frozen"]) if state.get("frozen") else None

@@ -1,5 +1,6 @@
 """LSTM-AE detector (EncDec-AD): score = mean over the window's time steps of the Mahalanobis distance of
-the reconstruction error vector under a Gaussian fitted on validation windows."""
+the reconstruction error vector under a Gaussian fitted on validation windows (with ``frozen_channels``, at
+least what the window's stillest channel's stillness is worth: lstmad.detectors.frozen)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from lstmad.detectors.base import Detector
+from lstmad.detectors.frozen import StillnessFloor
 from lstmad.detectors.gaussian_error import GaussianErrorModel, cross_fitted_scores
 from lstmad.models.lstm_autoencoder import LSTMAutoencoder
 from lstmad.training.loop import EpochCallback, fit_network, loop_settings, resolve_device
@@ -23,15 +25,16 @@ from lstmad.transforms.blocks import Windows
 class AutoencoderParams(TrainingParams):
     hidden: int = 64
     batch_size: int = 128
+    frozen_channels: bool = False  # as the forecaster's (lstmad.detectors.frozen)
 
 
 def _reconstruction_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return torch.mean((model(batch) - torch.flip(batch, dims=[1])) ** 2)
 
 
-class LSTMAutoencoderDetector(Detector):
+class LSTMAutoencoderDetector(StillnessFloor, Detector):
     """fit(windows (N, W, C)) → self; score(windows) → (N,). Fitted: network_, error_model_, history_,
-    validation_scores_."""
+    validation_scores_, frozen_."""
 
     kind = "lstm_autoencoder"
     params_class = AutoencoderParams
@@ -46,7 +49,7 @@ class LSTMAutoencoderDetector(Detector):
         history = fit_network(network, train, validation, self.batch_loss, epochs=p.epochs,
                               batch_size=p.batch_size, device=resolve_device(p.device), on_epoch=on_epoch,
                               **loop_settings(p))
-        return self.adopt(network, history, validation)
+        return self.adopt(network, history, validation, stillness_of=train)
 
     # The three steps of fit, apart (see lstmad.training.distributed).
     batch_loss = staticmethod(_reconstruction_loss)
@@ -56,14 +59,17 @@ class LSTMAutoencoderDetector(Detector):
         torch.manual_seed(self.params.seed)
         return LSTMAutoencoder(n_channels, self.params.hidden)
 
-    def adopt(self, network: LSTMAutoencoder, history: list[dict], validation: Windows) -> "LSTMAutoencoderDetector":
+    def adopt(self, network: LSTMAutoencoder, history: list[dict], validation: Windows,
+              stillness_of: Optional[Windows] = None) -> "LSTMAutoencoderDetector":
         """Take a trained network: fit the error Gaussian on ``validation``, and score the validation windows
         out of fold (each tenth by a Gaussian of the rest: scores of the windows the Gaussian was fitted on
-        are biased low, and a threshold from them alarms on most new normal rows)."""
+        are biased low, and a threshold from them alarms on most new normal rows). With ``frozen_channels``
+        the stillness of ``stillness_of`` (the training windows; else the validation windows) floors them."""
         self.network_, self.history_ = network, history
         errors = self._errors(validation)
         self.error_model_ = GaussianErrorModel().fit(errors.reshape(-1, self.n_channels_))
-        self.validation_scores_ = cross_fitted_scores(errors, validation.end_us)
+        self.validation_scores_ = self.fit_stillness(validation if stillness_of is None else stillness_of,
+                                                     validation, cross_fitted_scores(errors, validation.end_us))
         self.keep_validation_times(validation)
         return self
 
@@ -77,20 +83,24 @@ class LSTMAutoencoderDetector(Detector):
         return np.concatenate(out) if out else np.zeros((0, self.window_, self.n_channels_))
 
     def score(self, windows: Windows, batch_size: int = 2048) -> np.ndarray:
-        return self._scores_of(self._errors(windows, batch_size))
+        return self.with_floor(self._scores_of(self._errors(windows, batch_size)), windows)[0]
 
     attribution_method = "reconstruction_error_share"
 
     def channel_shares(self, windows: Windows, batch_size: int = 2048) -> np.ndarray:
         """(N, C) share of each channel in each window's score: its terms of the per-step Mahalanobis
-        distances of the reconstruction error, summed over the window's W steps."""
-        return self._shares_of(self._errors(windows, batch_size))
+        distances of the reconstruction error, summed over the window's W steps (all on the still channel
+        where its stillness set the score)."""
+        return self.score_and_shares(windows, lambda scores: np.ones(scores.size, dtype=bool), batch_size)[1]
 
     def score_and_shares(self, windows: Windows, selected, batch_size: int = 2048):
         """score and channel_shares of the selected windows from one forward pass (Detector.score_and_shares)."""
         errors = self._errors(windows, batch_size)
-        scores = self._scores_of(errors)
-        return scores, self._shares_of(errors[np.flatnonzero(selected(scores))])
+        model_scores = self._scores_of(errors)
+        scores, runs = self.with_floor(model_scores, windows)
+        picked = np.flatnonzero(selected(scores))
+        return scores, self.still_shares(self._shares_of(errors[picked]), scores[picked], model_scores[picked],
+                                         None if runs is None else runs[picked])
 
     def _scores_of(self, errors: np.ndarray) -> np.ndarray:
         """(N, W, C) reconstruction errors → (N,) mean per-step Mahalanobis distance."""
@@ -102,8 +112,9 @@ class LSTMAutoencoderDetector(Detector):
         return attribution.shares(terms.sum(axis=1))
 
     def saved_state(self) -> dict:
-        return {"error_model": self.error_model_.to_dict(), "history": self.history_}
+        return {"error_model": self.error_model_.to_dict(), "history": self.history_, **self.stillness_state()}
 
     def restore(self, state: dict, directory: Path, device: str) -> None:
         self.error_model_ = GaussianErrorModel.from_dict(state["error_model"])
+        self.restore_stillness(state)
         self.network_ = self.load_network(LSTMAutoencoder(self.n_channels_, self.params.hidden), directory, device)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lstmad.detectors.base import Detector
-from lstmad.detectors.frozen import FrozenChannels, trailing_runs
+from lstmad.detectors.frozen import StillnessFloor
 from lstmad.detectors.gaussian_error import GaussianErrorModel, cross_fitted_scores
 from lstmad.detectors.regimes import RegimeErrorModel, cross_fitted_regime_scores
 from lstmad.models.lstm_forecaster import StackedLSTMForecaster
@@ -45,7 +45,7 @@ class ForecasterParams(TrainingParams):
     error_regimes: int = 0
 
 
-class LSTMForecasterDetector(Detector):
+class LSTMForecasterDetector(StillnessFloor, Detector):
     """fit(windows) → self; score(windows) → (N,) mean squared next-step error of each window's last row (of
     the mean error of its last ``residual_steps`` rows).
 
@@ -129,7 +129,7 @@ class LSTMForecasterDetector(Detector):
         ``frozen_channels``, how still each channel sits is learnt from ``stillness_of`` (the training
         windows; the validation windows when not given) and mapped onto the validation scores."""
         self.network_, self.history_ = network, history
-        self.error_model_ = self.frozen_ = None
+        self.error_model_ = None
         errors, predicted = self._residuals(validation)
         if self.params.error_model == "mahalanobis" and self.params.error_regimes >= 2:
             self.error_model_ = RegimeErrorModel(self.params.error_regimes, seed=self.params.seed).fit(errors, predicted)
@@ -139,11 +139,8 @@ class LSTMForecasterDetector(Detector):
             scores = cross_fitted_scores(errors, validation.end_us)
         else:
             scores = self._scores_of(errors, predicted)
-        if self.params.frozen_channels:
-            reference = validation if stillness_of is None else stillness_of
-            self.frozen_ = FrozenChannels().fit(trailing_runs(reference), self.window_).map_to(scores)
-            scores = np.maximum(scores, self.frozen_.floor(validation))
-        self.validation_scores_ = scores
+        self.validation_scores_ = self.fit_stillness(validation if stillness_of is None else stillness_of,
+                                                     validation, scores)
         self.keep_validation_times(validation)
         return self
 
@@ -173,7 +170,7 @@ class LSTMForecasterDetector(Detector):
         """(N,) float64 scores of N windows (N, W, C): mean squared error of the forecast last row (of the mean
         error of the last ``residual_steps`` rows), or its Mahalanobis distance under the validation error
         Gaussian."""
-        return self._with_floor(self._scores_of(*self._residuals(windows, batch_size)), windows)[0]
+        return self.with_floor(self._scores_of(*self._residuals(windows, batch_size)), windows)[0]
 
     attribution_method = "forecast_error_share"
 
@@ -187,16 +184,8 @@ class LSTMForecasterDetector(Detector):
     def score_and_shares(self, windows: Windows, selected, batch_size: int = 4096):
         """score and channel_shares of the selected windows from one forward pass (Detector.score_and_shares)."""
         residuals = self._residuals(windows, batch_size)
-        scores, runs = self._with_floor(self._scores_of(*residuals), windows)
+        scores, runs = self.with_floor(self._scores_of(*residuals), windows)
         return self._score_and_shares_of(residuals, windows, np.flatnonzero(selected(scores)), scores, runs)
-
-    def _with_floor(self, scores: np.ndarray, windows: Windows) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """(N,) scores raised to what each window's stillness is worth, and the (N, C) trailing runs (None
-        without ``frozen_channels``)."""
-        if getattr(self, "frozen_", None) is None:
-            return scores, None
-        runs = trailing_runs(windows)
-        return np.maximum(scores, self.frozen_.floor(windows, runs)), runs
 
     def _score_and_shares_of(self, residuals: tuple[np.ndarray, np.ndarray], windows: Windows,
                              picked: np.ndarray, scores: Optional[np.ndarray] = None,
@@ -205,15 +194,12 @@ class LSTMForecasterDetector(Detector):
         whose score its stillness set puts all of it on its stillest channel (the stuck sensor is the one to
         look at)."""
         if scores is None:
-            scores, runs = self._with_floor(self._scores_of(*residuals), windows)
+            scores, runs = self.with_floor(self._scores_of(*residuals), windows)
         picked_residuals = residuals[0][picked], residuals[1][picked]
         shares = self._shares_of(*picked_residuals)
-        if runs is not None and picked.size:
-            model_scores = self._scores_of(*picked_residuals)
-            still = scores[picked] > model_scores
-            shares[still] = 0.0
-            shares[still, self.frozen_.frozen_channel(runs[picked][still])] = 1.0
-        return scores, shares
+        if runs is None:
+            return scores, shares
+        return scores, self.still_shares(shares, scores[picked], self._scores_of(*picked_residuals), runs[picked])
 
     def _scores_of(self, errors: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         """(N, R) prediction errors and predictions → (N,) scores."""
@@ -239,10 +225,9 @@ class LSTMForecasterDetector(Detector):
         return shares
 
     def saved_state(self) -> dict:
-        frozen = getattr(self, "frozen_", None)
         return {"history": self.history_,
                 "error_model": self.error_model_.to_dict() if self.error_model_ is not None else None,
-                "frozen": frozen.to_dict() if frozen is not None else None}
+                **self.stillness_state()}
 
     def restore(self, state: dict, directory: Path, device: str) -> None:
         saved_error_model = state.get("error_model")
@@ -250,7 +235,7 @@ class LSTMForecasterDetector(Detector):
             self.error_model_ = RegimeErrorModel.from_dict(saved_error_model)
         else:
             self.error_model_ = GaussianErrorModel.from_dict(saved_error_model) if saved_error_model else None
-        self.frozen_ = FrozenChannels.from_dict(state["frozen"]) if state.get("frozen") else None
+        self.restore_stillness(state)
         self.network_ = self.load_network(self.network_of_shape(self.n_channels_), directory, device)
 
     def _check_fitted(self) -> None:
