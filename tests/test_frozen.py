@@ -43,6 +43,27 @@ def test_p_values_are_the_rarest_channels_share_of_reference_windows_at_least_as
     np.testing.assert_array_equal(frozen.frozen_channel(np.array([[7, 0], [0, 5]])), [0, 1])
 
 
+def test_the_blamed_channel_is_the_one_the_p_value_comes_from_short_runs_not_counted():
+    # channel 0 never repeated a value in the reference; channel 1 often sat still for 3 or more rows
+    reference = np.column_stack([np.zeros(10, dtype=int), [0, 0, 0, 0, 0, 3, 3, 7, 7, 7]])
+    frozen = FrozenChannels().fit(reference, window=8)
+    runs = np.array([[1, 7], [2, 0], [3, 7]])
+    # by hand: row 0: channel 0's run of 1 is below 3 → none; channel 1 ≥ 7: 3 of 10 → p = 2·4/11
+    # row 1: nothing counted → 1; row 2: channel 0 ≥ 3: none of 10 → 2·1/11, rarer than channel 1's 2·4/11
+    np.testing.assert_allclose(frozen.p_values(runs), [8 / 11, 1.0, 2 / 11])
+    np.testing.assert_array_equal(frozen.frozen_channel(runs[[0, 2]]), [1, 0])
+
+
+def test_the_score_map_with_few_validation_scores_is_the_exponential_tail_of_their_largest():
+    scores = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, np.nan, np.inf])
+    frozen = FrozenChannels().fit(np.zeros((5, 1), dtype=int), window=8).map_to(scores)
+    # 11 finite scores: k = 10, the tail starts at the 11th largest (0) with scale mean(1..10) = 5.5, from
+    # p = 10/11 down; p = 0.01 → 5.5 · ln((10/11)/0.01)
+    np.testing.assert_allclose(frozen.scores_of(np.array([0.01])), 5.5 * np.log((10 / 11) / 0.01))
+    with pytest.raises(ValueError, match="at least 2 finite validation scores"):
+        FrozenChannels().fit(np.zeros((5, 1), dtype=int), window=8).map_to(np.array([1.0, np.nan]))
+
+
 def test_the_score_map_gives_the_validation_quantile_and_an_exponential_tail_beyond_it():
     rng = np.random.default_rng(0)
     scores = rng.exponential(2.0, 20_000)  # survival exp(−s/2): the score of tail probability p is 2·ln(1/p)
@@ -136,6 +157,19 @@ def test_a_window_flagged_for_stillness_is_attributed_to_the_stuck_channel(stuck
     assert raised.mean() > 0.95  # the stillness outweighs the model's own evidence on nearly every such window
     scores, shares = guarded.score_and_shares(test.subset(still[raised]), lambda s: np.ones(s.size, dtype=bool))
     np.testing.assert_allclose(shares, np.tile([1.0, 0.0, 0.0], (int(raised.sum()), 1)))
+
+
+def test_a_model_saved_before_the_check_existed_loads_without_it(stuck_ambient, tmp_path):
+    import json
+
+    test, plain, guarded = stuck_ambient
+    guarded.save(tmp_path)
+    saved = json.loads((tmp_path / "detector.json").read_text())
+    del saved["frozen"], saved["params"]["frozen_channels"], saved["params"]["error_regimes"]
+    (tmp_path / "detector.json").write_text(json.dumps(saved))
+    old = LSTMForecasterDetector.load(tmp_path)
+    assert old.frozen_ is None and old.params.frozen_channels is False
+    np.testing.assert_allclose(old.score(test), plain.score(test), rtol=1e-6)  # same network, no floor
 
 
 def test_a_saved_guarded_model_scores_the_same(stuck_ambient, tmp_path):

@@ -40,7 +40,7 @@ def test_an_offset_small_against_the_pooled_spread_is_found_in_its_own_regime():
 
 
 def test_each_point_belongs_to_its_nearest_centre():
-    model = RegimeErrorModel(2).fit(np.zeros((4, 1)), np.zeros((4, 1)), centres=np.array([[0.0, 0.0], [4.0, 0.0]]))
+    model = RegimeErrorModel(2).fit(np.zeros((4, 1)), np.zeros((4, 2)), centres=np.array([[0.0, 0.0], [4.0, 0.0]]))
     np.testing.assert_array_equal(model.regime_of(np.array([[1.9, 5.0], [2.1, -5.0], [-3.0, 0.0]])), [0, 1, 0])
 
 

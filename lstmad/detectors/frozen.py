@@ -11,17 +11,22 @@ pitch angle at fine pitch, a nacelle that does not yaw) keep large p-values and 
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import numpy as np
 
 from lstmad.transforms.blocks import Windows
 
-# |Δ| at or below this (relative to max(1, |value|)) counts as unchanged: float32 rounding of a smoothed
-# constant, not a real change, which normalised sensor readings make far larger (a 0.1 °C step is 0.01).
+log = logging.getLogger("lstmad")
+
+# |Δ| at or below this times max(1, |value|) counts as unchanged (an absolute 1e-6 below |value| = 1): float32
+# rounding of a smoothed constant, not a real change, which normalised sensor readings make far larger (a
+# 0.1 °C step is 0.01).
 UNCHANGED_TOLERANCE = 1e-6
 # Runs shorter than this share of the window (and than 3 rows) are no evidence whatever the training saw: a
 # reading repeated once or twice is a historian's deadband or a forward-filled hiccup, not a stuck sensor.
+# (So windows of 3 rows or fewer, whose runs reach 2 at most, never show stillness.)
 MIN_RUN_SHARE, MIN_RUN = 0.25, 3
 # Stillness with a p-value from here up is no evidence (the window keeps the detector's own score).
 ACTIVE_BELOW = 0.05
@@ -57,29 +62,41 @@ class FrozenChannels:
     """
 
     def fit(self, runs: np.ndarray, window: int) -> "FrozenChannels":
-        runs = np.asarray(runs, dtype=np.int64)
-        self.window_, self.n_ = int(window), int(runs.shape[0])
+        """Learn from the (n, C) trailing runs of the reference windows."""
+        self.window_, self.n_ = int(window), 0
+        self.at_least_ = np.zeros((np.asarray(runs).shape[1], self.window_), dtype=np.int64)
+        return self.add(runs)
+
+    def add(self, runs: np.ndarray) -> "FrozenChannels":
+        """Add more reference windows' (n, C) trailing runs (a reference read file by file)."""
+        runs = np.minimum(np.asarray(runs, dtype=np.int64), self.window_ - 1)
         # at_least_[c, r]: reference windows whose channel c was still for at least r rows
-        counts = np.stack([np.bincount(runs[:, c], minlength=window) for c in range(runs.shape[1])])
-        self.at_least_ = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
+        counts = np.stack([np.bincount(runs[:, c], minlength=self.window_) for c in range(runs.shape[1])])
+        self.at_least_ = self.at_least_ + np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
+        self.n_ += int(runs.shape[0])
         return self
 
     def shortest_run(self) -> int:
         """Runs shorter than this are no evidence (p-value 1)."""
         return max(MIN_RUN, int(np.ceil(MIN_RUN_SHARE * self.window_)))
 
-    def p_values(self, runs: np.ndarray) -> np.ndarray:
+    def _as_still(self, runs: np.ndarray) -> np.ndarray:
+        """(N, C) reference windows at least as still as each window's channel (runs shorter than
+        shortest_run() count as 0 rows: every reference window)."""
         runs = np.minimum(np.asarray(runs, dtype=np.int64), self.window_ - 1)
-        runs = np.where(runs >= self.shortest_run(), runs, 0)  # at least 0 rows: every reference window
-        n_channels = self.at_least_.shape[0]
-        tail = np.take_along_axis(self.at_least_.T, runs, axis=0) if runs.size else np.zeros(runs.shape)
-        p = (1.0 + tail) / (1.0 + self.n_)
-        return np.minimum(1.0, n_channels * p.min(axis=1)) if runs.size else np.ones(runs.shape[0])
+        runs = np.where(runs >= self.shortest_run(), runs, 0)
+        return np.take_along_axis(self.at_least_.T, runs, axis=0)
+
+    def p_values(self, runs: np.ndarray) -> np.ndarray:
+        runs = np.asarray(runs)
+        if runs.size == 0:
+            return np.ones(runs.shape[0])
+        p = (1.0 + self._as_still(runs)) / (1.0 + self.n_)
+        return np.minimum(1.0, self.at_least_.shape[0] * p.min(axis=1))
 
     def frozen_channel(self, runs: np.ndarray) -> np.ndarray:
-        """(N,) the channel of each window whose stillness is rarest."""
-        runs = np.minimum(np.asarray(runs, dtype=np.int64), self.window_ - 1)
-        return np.argmin(np.take_along_axis(self.at_least_.T, runs, axis=0), axis=1)
+        """(N,) the channel of each window whose stillness is rarest (the one its p-value comes from)."""
+        return np.argmin(self._as_still(runs), axis=1)
 
     def map_to(self, scores: np.ndarray) -> "FrozenChannels":
         """Learn the detector's score at each tail probability p < ACTIVE_BELOW from its (n_v,) validation
@@ -91,10 +108,11 @@ class FrozenChannels:
             raise ValueError(f"need at least 2 finite validation scores to map stillness onto, got {scores.size}")
         k = min(max(10, int(np.ceil(0.01 * scores.size))), scores.size - 1)
         self.tail_p_ = k / scores.size
-        self.tail_start_ = float(scores[-k - 1])
-        self.tail_scale_ = max(float(np.mean(scores[-k:] - self.tail_start_)), 1e-12)
         self.grid_p_ = np.geomspace(self.tail_p_, ACTIVE_BELOW, _GRID) if self.tail_p_ < ACTIVE_BELOW else np.zeros(0)
         self.grid_scores_ = np.quantile(scores, 1.0 - self.grid_p_) if self.grid_p_.size else np.zeros(0)
+        # the tail starts where the quantiles end (no step down between them)
+        self.tail_start_ = float(self.grid_scores_[0]) if self.grid_p_.size else float(scores[-k - 1])
+        self.tail_scale_ = max(float(np.mean(scores[-k:] - self.tail_start_)), 1e-12)
         return self
 
     def scores_of(self, p: np.ndarray) -> np.ndarray:
@@ -133,13 +151,21 @@ class StillnessFloor:
     model, floor its scores, and attribute a window whose stillness set its score to the still channel.
     Fitted state: ``frozen_`` (None when off)."""
 
-    def fit_stillness(self, reference: Windows, validation: Windows, scores: np.ndarray) -> np.ndarray:
-        """Learn the stillness of ``reference`` (the training windows), map it onto the (N,) validation
-        ``scores``; returns those scores floored (unchanged when the setting is off)."""
+    def fit_stillness(self, reference: "Windows | FrozenChannels", validation: Windows, scores: np.ndarray
+                      ) -> np.ndarray:
+        """Learn the stillness of ``reference`` (the training windows, or a FrozenChannels already counted
+        over them), map it onto the (N,) validation ``scores``; returns those scores floored (unchanged when
+        the setting is off, or, with a warning, when there are too few validation scores to map onto)."""
         self.frozen_ = None
         if not getattr(self.params, "frozen_channels", False):
             return scores
-        self.frozen_ = FrozenChannels().fit(trailing_runs(reference), self.window_).map_to(scores)
+        counted = reference if isinstance(reference, FrozenChannels) else \
+            FrozenChannels().fit(trailing_runs(reference), self.window_)
+        if np.isfinite(scores).sum() < 2:
+            log.warning("frozen_channels: %d finite validation scores, too few to map stillness onto; the check "
+                        "is off for this model", int(np.isfinite(scores).sum()))
+            return scores
+        self.frozen_ = counted.map_to(scores)
         return np.maximum(scores, self.frozen_.floor(validation))
 
     def with_floor(self, scores: np.ndarray, windows: Windows) -> tuple[np.ndarray, Optional[np.ndarray]]:

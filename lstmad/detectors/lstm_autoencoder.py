@@ -60,11 +60,12 @@ class LSTMAutoencoderDetector(StillnessFloor, Detector):
         return LSTMAutoencoder(n_channels, self.params.hidden)
 
     def adopt(self, network: LSTMAutoencoder, history: list[dict], validation: Windows,
-              stillness_of: Optional[Windows] = None) -> "LSTMAutoencoderDetector":
+              stillness_of=None) -> "LSTMAutoencoderDetector":
         """Take a trained network: fit the error Gaussian on ``validation``, and score the validation windows
         out of fold (each tenth by a Gaussian of the rest: scores of the windows the Gaussian was fitted on
         are biased low, and a threshold from them alarms on most new normal rows). With ``frozen_channels``
-        the stillness of ``stillness_of`` (the training windows; else the validation windows) floors them."""
+        the stillness of ``stillness_of`` (the training windows, or a FrozenChannels counted over them; else
+        the validation windows) floors them."""
         self.network_, self.history_ = network, history
         errors = self._errors(validation)
         self.error_model_ = GaussianErrorModel().fit(errors.reshape(-1, self.n_channels_))

@@ -123,11 +123,12 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
                                      n_outputs=n_channels - len(drivers))
 
     def adopt(self, network: StackedLSTMForecaster, history: list[dict], validation: Windows,
-              stillness_of: Optional[Windows] = None) -> "LSTMForecasterDetector":
+              stillness_of=None) -> "LSTMForecasterDetector":
         """Take a trained network: fit the error model on ``validation`` and score the validation windows (out
         of fold under the Mahalanobis error model: see gaussian_error.cross_fitted_scores). With
         ``frozen_channels``, how still each channel sits is learnt from ``stillness_of`` (the training
-        windows; the validation windows when not given) and mapped onto the validation scores."""
+        windows, or a FrozenChannels counted over them; the validation windows when not given) and mapped
+        onto the validation scores."""
         self.network_, self.history_ = network, history
         self.error_model_ = None
         errors, predicted = self._residuals(validation)
@@ -214,8 +215,7 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
         """(N, R) prediction errors and predictions → (N, C) channel shares (drivers 0)."""
         model = getattr(self, "error_model_", None)
         if isinstance(model, RegimeErrorModel):
-            centred, precision = model.centred_and_precision(errors, predicted)
-            per_response = attribution.shares(np.abs(centred * np.einsum("nde,ne->nd", precision, centred)))
+            per_response = attribution.shares(model.terms(errors, predicted))
         elif model is not None:
             per_response = attribution.shares(attribution.mahalanobis_terms(errors - model.mean_, model.precision_))
         else:

@@ -3,9 +3,10 @@
 A wind turbine's pitch and yaw residuals are wide at low wind (the controller hunts) and narrow at rated
 power; one Gaussian over all of them is too wide for the second and too narrow for the first, so a vane
 offset at rated power hides in the width learnt at low wind. Here the validation windows are clustered by
-the model's *predicted* values (k-means; a prediction comes from the inputs, so a fault in a response does not
-move its window to another regime), each regime gets its own Gaussian of the errors, shrunk towards a prior
-(below), and a window is scored under the Gaussian of its nearest regime.
+the model's *predicted* values (k-means; in a normal-behaviour model a prediction comes from the drivers, so a
+fault in a response does not move its window to another regime; a plain forecaster's predictions follow the
+channels' own recent past, faults included), each regime gets its own Gaussian of the errors, shrunk towards a
+prior (below), and a window is scored under the Gaussian of its nearest regime.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ VARIANCE_PRIOR_WINDOWS = 5
 class RegimeErrorModel:
     """fit(errors (n, d), operating (n, p)) → self; score(errors, operating) → (n,) (e − μ_r)ᵀ Σ_r⁻¹ (e − μ_r)
     with r the regime of each row's operating point (nearest of ``centres_`` (K, p)); ``means_`` (K, d),
-    ``precisions_`` (K, d, d). With one regime (or too few windows for two) it is GaussianErrorModel."""
+    ``precisions_`` (K, d, d). With one regime (or too few windows for two) it is about GaussianErrorModel (its
+    prior adds 50 pseudo-windows of the same Gaussian)."""
 
     def __init__(self, regimes: int, shrinkage: float = 1e-3, seed: int = 0):
         self.regimes, self.shrinkage, self.seed = int(regimes), shrinkage, seed
@@ -46,6 +48,7 @@ class RegimeErrorModel:
         pooled_cov = np.cov(errors, rowvar=False).reshape(d, d)
         pooled_sd = np.sqrt(np.maximum(np.diag(pooled_cov), 1e-12))
         pooled_corr = pooled_cov / np.outer(pooled_sd, pooled_sd)
+        np.fill_diagonal(pooled_corr, 1.0)  # a channel whose errors never vary
         self.means_, self.precisions_ = [], []
         for r in range(len(self.centres_)):
             own = errors[regime == r]
@@ -72,19 +75,33 @@ class RegimeErrorModel:
         return KMeans(k, n_init=4, random_state=self.seed).fit(operating).cluster_centers_
 
     def regime_of(self, operating: np.ndarray) -> np.ndarray:
-        """(n,) index of the nearest regime centre of each (n, p) operating point."""
+        """(n,) index of the nearest regime centre of each (n, p) operating point (‖x − c‖² as
+        ‖c‖² − 2 x·c: (n, K) at a time, never (n, K, p))."""
         operating = np.asarray(operating, dtype=np.float64)
-        distance = ((operating[:, None, :] - self.centres_[None, :, :]) ** 2).sum(axis=2)
-        return np.argmin(distance, axis=1)
+        return np.argmin((self.centres_ ** 2).sum(axis=1) - 2.0 * operating @ self.centres_.T, axis=1)
 
-    def centred_and_precision(self, errors: np.ndarray, operating: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """((n, d) errors minus their regime's mean, (n, d, d) their regime's precision)."""
+    def terms(self, errors: np.ndarray, operating: np.ndarray) -> np.ndarray:
+        """(n, d) per-channel terms of each row's distance under its regime's Gaussian
+        (attribution.mahalanobis_terms, one regime at a time)."""
+        from lstmad.transforms import attribution
+
+        errors = np.asarray(errors, dtype=np.float64)
         regime = self.regime_of(operating)
-        return np.asarray(errors, dtype=np.float64) - self.means_[regime], self.precisions_[regime]
+        out = np.empty_like(errors)
+        for r in np.unique(regime):
+            rows = regime == r
+            out[rows] = attribution.mahalanobis_terms(errors[rows] - self.means_[r], self.precisions_[r])
+        return out
 
     def score(self, errors: np.ndarray, operating: np.ndarray) -> np.ndarray:
-        centred, precision = self.centred_and_precision(errors, operating)
-        return np.einsum("nd,nde,ne->n", centred, precision, centred)
+        errors = np.asarray(errors, dtype=np.float64)
+        regime = self.regime_of(operating)
+        out = np.empty(errors.shape[0], dtype=np.float64)
+        for r in np.unique(regime):
+            rows = regime == r
+            centred = errors[rows] - self.means_[r]
+            out[rows] = np.einsum("nd,de,ne->n", centred, self.precisions_[r], centred)
+        return out
 
     def to_dict(self) -> dict:
         return {"regimes": self.regimes, "shrinkage": self.shrinkage, "seed": self.seed,

@@ -254,7 +254,15 @@ def fit_distributed(detector, data: ShardedData, processes: int = 1, local_mode:
     network = detector.new_network(result["n_channels"], data.window)
     network.load_state_dict(torch.load(io.BytesIO(result.pop("state_dict")), map_location="cpu"))
     validation = file_windows(data.validation_files, data)
-    detector.adopt(network, result["history"], validation)
+    stillness = None
+    if getattr(detector.params, "frozen_channels", False):
+        from lstmad.detectors.frozen import FrozenChannels, trailing_runs
+
+        # the training windows' stillness, counted file by file (the ranks never hand their windows back)
+        stillness = FrozenChannels().fit(np.zeros((0, validation.n_channels), dtype=np.int64), data.window)
+        for file in data.train_files:
+            stillness.add(trailing_runs(file_windows((file,), data)))
+    detector.adopt(network, result["history"], validation, stillness_of=stillness)
     result["validation_windows"] = len(validation)
     log.info("distributed training: %d processes, %d steps/epoch of %d windows, %d epochs", result["world_size"],
              result["steps_per_epoch"], detector.params.batch_size, len(result["history"]))
