@@ -25,6 +25,22 @@ def test_trailing_runs_count_the_windows_last_unchanged_rows():
     np.testing.assert_array_equal(trailing_runs(windows), [[1, 2], [2, 2], [0, 2], [1, 2]])
 
 
+def test_trailing_runs_equal_a_plain_loop_over_each_window_on_random_series_with_repeats_and_gaps():
+    rng = np.random.default_rng(4)
+    series = rng.integers(0, 3, size=(400, 3)).astype(np.float32)  # many repeats
+    series[rng.random((400, 3)) < 0.05] = np.nan  # NaN never equals anything: a change
+    window = 7
+    windows = Windows.from_array(np.stack([series[e - window + 1:e + 1] for e in range(window - 1, 400)]))
+    expected = np.zeros((len(windows), 3), dtype=int)
+    for i, e in enumerate(range(window - 1, 400)):
+        for c in range(3):
+            run = 0
+            while run < window - 1 and series[e - run, c] == series[e - run - 1, c]:
+                run += 1
+            expected[i, c] = run
+    np.testing.assert_array_equal(trailing_runs(windows), expected)
+
+
 def test_a_change_within_float32_rounding_is_no_change_but_a_real_step_is():
     values = np.array([[1.0], [1.0 + 1e-7], [1.0 + 1e-7], [1.01]], dtype=np.float32)
     windows = Windows.from_array(values[None])

@@ -39,17 +39,21 @@ def trailing_runs(windows: Windows) -> np.ndarray:
     W−1 (W−1: the channel did not change over the whole window)."""
     series = windows.series.numpy()
     n_rows, n_channels = series.shape
+    out = np.zeros((len(windows), n_channels), dtype=np.int64)
     if len(windows) == 0:
-        return np.zeros((0, n_channels), dtype=np.int64)
-    unchanged = np.zeros((n_rows, n_channels), dtype=bool)
-    step = np.abs(np.diff(series, axis=0))
-    unchanged[1:] = step <= UNCHANGED_TOLERANCE * np.maximum(1.0, np.abs(series[1:]))
-    index = np.arange(n_rows)[:, None]
-    # the last row at or before each row that changed (or row 0): the run is the distance to it
-    last_change = np.maximum.accumulate(np.where(unchanged, 0, index), axis=0)
-    runs = index - last_change
+        return out
     ends = windows.starts + windows.window - 1
-    return np.minimum(runs[ends], windows.window - 1)
+    index = np.arange(n_rows, dtype=np.int32)
+    # one channel at a time: a night's series is millions of rows, so (R,)-sized temporaries, never (R, C)
+    for c in range(n_channels):
+        values = series[:, c]
+        changed = np.ones(n_rows, dtype=bool)
+        # written as "not unchanged" so that NaN counts as a change
+        changed[1:] = ~(np.abs(values[1:] - values[:-1]) <= UNCHANGED_TOLERANCE * np.maximum(1.0, np.abs(values[1:])))
+        # the last row at or before each row that changed (or row 0): the run is the distance to it
+        last_change = np.maximum.accumulate(np.where(changed, index, 0))
+        out[:, c] = np.minimum(ends - last_change[ends], windows.window - 1)
+    return out
 
 
 class FrozenChannels:

@@ -179,28 +179,17 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
         """(N, C) share of each channel in each window's score: its squared forecast error over the sum, or
         with the Mahalanobis error model its term of the distance (lstmad.transforms.attribution); drivers,
         never scored, get 0."""
-        residuals = self._residuals(windows, batch_size)
-        return self._score_and_shares_of(residuals, windows, np.arange(len(windows)))[1]
+        return self.score_and_shares(windows, lambda scores: np.ones(scores.size, dtype=bool), batch_size)[1]
 
     def score_and_shares(self, windows: Windows, selected, batch_size: int = 4096):
         """score and channel_shares of the selected windows from one forward pass (Detector.score_and_shares)."""
-        residuals = self._residuals(windows, batch_size)
-        scores, runs = self.with_floor(self._scores_of(*residuals), windows)
-        return self._score_and_shares_of(residuals, windows, np.flatnonzero(selected(scores)), scores, runs)
-
-    def _score_and_shares_of(self, residuals: tuple[np.ndarray, np.ndarray], windows: Windows,
-                             picked: np.ndarray, scores: Optional[np.ndarray] = None,
-                             runs: Optional[np.ndarray] = None):
-        """(N,) scores and the (K, C) shares of the ``picked`` windows from their (errors, predictions): a window
-        whose score its stillness set puts all of it on its stillest channel (the stuck sensor is the one to
-        look at)."""
-        if scores is None:
-            scores, runs = self.with_floor(self._scores_of(*residuals), windows)
-        picked_residuals = residuals[0][picked], residuals[1][picked]
-        shares = self._shares_of(*picked_residuals)
-        if runs is None:
-            return scores, shares
-        return scores, self.still_shares(shares, scores[picked], self._scores_of(*picked_residuals), runs[picked])
+        errors, predicted = self._residuals(windows, batch_size)
+        model_scores = self._scores_of(errors, predicted)
+        scores, runs = self.with_floor(model_scores, windows)
+        picked = np.flatnonzero(selected(scores))
+        # a window whose stillness set its score puts all of it on its stillest channel (StillnessFloor)
+        return scores, self.still_shares(self._shares_of(errors[picked], predicted[picked]), scores[picked],
+                                         model_scores[picked], None if runs is None else runs[picked])
 
     def _scores_of(self, errors: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         """(N, R) prediction errors and predictions → (N,) scores."""
