@@ -155,14 +155,16 @@ class StillnessFloor:
     model, floor its scores, and attribute a window whose stillness set its score to the still channel.
     Fitted state: ``frozen_`` (None when off)."""
 
-    def fit_stillness(self, reference: "Windows | FrozenChannels", validation: Windows, scores: np.ndarray
+    def fit_stillness(self, reference: "Windows | FrozenChannels | None", validation: Windows, scores: np.ndarray
                       ) -> np.ndarray:
         """Learn the stillness of ``reference`` (the training windows, or a FrozenChannels already counted
-        over them), map it onto the (N,) validation ``scores``; returns those scores floored (unchanged when
-        the setting is off, or, with a warning, when there are too few validation scores to map onto)."""
+        over them; None: the validation windows), map it onto the (N,) validation ``scores``; returns those
+        scores floored (unchanged when the setting is off, or, with a warning, when there are too few
+        validation scores to map onto)."""
         self.frozen_ = None
         if not getattr(self.params, "frozen_channels", False):
             return scores
+        reference = validation if reference is None else reference
         counted = reference if isinstance(reference, FrozenChannels) else \
             FrozenChannels().fit(trailing_runs(reference), self.window_)
         if np.isfinite(scores).sum() < 2:
@@ -180,17 +182,22 @@ class StillnessFloor:
         runs = trailing_runs(windows)
         return np.maximum(scores, self.frozen_.floor(windows, runs)), runs
 
-    def still_shares(self, shares: np.ndarray, floored: np.ndarray, model_scores: np.ndarray,
-                     runs: Optional[np.ndarray]) -> np.ndarray:
-        """(K, C) shares with every row whose floored score exceeds the model's own put wholly on its
-        stillest channel (the stuck sensor is the one to look at); inputs are the K picked windows'."""
-        if runs is None or shares.shape[0] == 0:
-            return shares
-        still = floored > model_scores
+    def floored_with_shares(self, model_scores: np.ndarray, windows: Windows, selected,
+                            shares_of) -> tuple[np.ndarray, np.ndarray]:
+        """Detector.score_and_shares from the model's own (N,) scores: the floored scores, and the (K, C)
+        shares of the K windows ``selected(scores)`` picks — ``shares_of(picked)`` (indices), except that a
+        window whose stillness set its score has all of it on its stillest channel (the stuck sensor is
+        the one to look at)."""
+        scores, runs = self.with_floor(model_scores, windows)
+        picked = np.flatnonzero(selected(scores))
+        shares = shares_of(picked)
+        if runs is None or picked.size == 0:
+            return scores, shares
+        still = scores[picked] > model_scores[picked]
         shares = shares.copy()
         shares[still] = 0.0
-        shares[still, self.frozen_.frozen_channel(runs[still])] = 1.0
-        return shares
+        shares[still, self.frozen_.frozen_channel(runs[picked][still])] = 1.0
+        return scores, shares
 
     def stillness_state(self) -> dict:
         frozen = getattr(self, "frozen_", None)

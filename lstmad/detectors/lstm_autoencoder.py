@@ -69,8 +69,8 @@ class LSTMAutoencoderDetector(StillnessFloor, Detector):
         self.network_, self.history_ = network, history
         errors = self._errors(validation)
         self.error_model_ = GaussianErrorModel().fit(errors.reshape(-1, self.n_channels_))
-        self.validation_scores_ = self.fit_stillness(validation if stillness_of is None else stillness_of,
-                                                     validation, cross_fitted_scores(errors, validation.end_us))
+        self.validation_scores_ = self.fit_stillness(stillness_of, validation,
+                                                     cross_fitted_scores(errors, validation.end_us))
         self.keep_validation_times(validation)
         return self
 
@@ -97,11 +97,8 @@ class LSTMAutoencoderDetector(StillnessFloor, Detector):
     def score_and_shares(self, windows: Windows, selected, batch_size: int = 2048):
         """score and channel_shares of the selected windows from one forward pass (Detector.score_and_shares)."""
         errors = self._errors(windows, batch_size)
-        model_scores = self._scores_of(errors)
-        scores, runs = self.with_floor(model_scores, windows)
-        picked = np.flatnonzero(selected(scores))
-        return scores, self.still_shares(self._shares_of(errors[picked]), scores[picked], model_scores[picked],
-                                         None if runs is None else runs[picked])
+        return self.floored_with_shares(self._scores_of(errors), windows, selected,
+                                        lambda picked: self._shares_of(errors[picked]))
 
     def _scores_of(self, errors: np.ndarray) -> np.ndarray:
         """(N, W, C) reconstruction errors → (N,) mean per-step Mahalanobis distance."""

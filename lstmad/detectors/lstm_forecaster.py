@@ -140,8 +140,7 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
             scores = cross_fitted_scores(errors, validation.end_us)
         else:
             scores = self._scores_of(errors, predicted)
-        self.validation_scores_ = self.fit_stillness(validation if stillness_of is None else stillness_of,
-                                                     validation, scores)
+        self.validation_scores_ = self.fit_stillness(stillness_of, validation, scores)
         self.keep_validation_times(validation)
         return self
 
@@ -184,12 +183,8 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
     def score_and_shares(self, windows: Windows, selected, batch_size: int = 4096):
         """score and channel_shares of the selected windows from one forward pass (Detector.score_and_shares)."""
         errors, predicted = self._residuals(windows, batch_size)
-        model_scores = self._scores_of(errors, predicted)
-        scores, runs = self.with_floor(model_scores, windows)
-        picked = np.flatnonzero(selected(scores))
-        # a window whose stillness set its score puts all of it on its stillest channel (StillnessFloor)
-        return scores, self.still_shares(self._shares_of(errors[picked], predicted[picked]), scores[picked],
-                                         model_scores[picked], None if runs is None else runs[picked])
+        return self.floored_with_shares(self._scores_of(errors, predicted), windows, selected,
+                                        lambda picked: self._shares_of(errors[picked], predicted[picked]))
 
     def _scores_of(self, errors: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         """(N, R) prediction errors and predictions → (N,) scores."""
