@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 
 from lstmad.config import SparkConfig
+
+log = logging.getLogger(__name__)
 
 
 class JavaMissingError(RuntimeError):
@@ -28,9 +31,17 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
     adds the Delta Lake extension and catalog (their jars must be on the classpath).
     """
     require_java()
+    from py4j.protocol import Py4JError
     from pyspark.sql import SparkSession
 
-    active = SparkSession.getActiveSession()
+    try:
+        active = SparkSession.getActiveSession()
+    except (Py4JError, OSError) as error:
+        # the JVM behind this process's session is gone (killed, crashed): every later call on it would fail
+        # the same way, so it is forgotten and a new one started
+        log.warning("the Spark session's JVM is gone (%s); starting a new one", str(error).splitlines()[0][:200])
+        forget_dead_session()
+        active = None
     if active is not None:
         return active
     builder = SparkSession.builder
@@ -78,6 +89,19 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
     session.sparkContext.setLogLevel("ERROR")
     return session
 
+
+
+def forget_dead_session() -> None:
+    """Drop PySpark's references to a session and context whose JVM has gone, so that the next builder starts
+    a new JVM instead of calling the dead one."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    SparkContext._active_spark_context = None
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    SparkSession._instantiatedSession = None
+    SparkSession._activeSession = None
 
 
 def require_utc(spark) -> None:
