@@ -57,6 +57,10 @@ class ChannelConfig:
     ``role``: ``driver`` (wind speed, ambient temperature, set-points: what the asset responds to) or
     ``response`` (power, temperatures, pitch, vibration). With drivers, the LSTM forecaster becomes a
     normal-behaviour model: responses predicted from drivers, alarms on their residuals.
+    ``period``: the channel is an angle that wraps every ``period`` units (360 for degrees: wind direction,
+    nacelle yaw, vane position); it enters the model as the sine and cosine of its phase, two tensor
+    channels ``<name>:sin`` and ``<name>:cos`` (lstmad.transforms.circular). Range checks apply to the value
+    as the source has it.
     """
 
     name: str
@@ -65,6 +69,7 @@ class ChannelConfig:
     maximum: Optional[float] = None
     sentinels: tuple[float, ...] = ()
     role: str = "response"
+    period: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +121,24 @@ class SourceConfig:
         return {"utf-8": "utf-8", "iso8859-1": "iso-8859-1", "latin-1": "iso-8859-1", "ascii": "us-ascii"}.get(name)
 
     @property
+    def periods(self) -> tuple[Optional[float], ...]:
+        """Each channel's period (None: not circular), in channel order."""
+        return tuple(c.period for c in self.channels)
+
+    @property
+    def tensor_channels(self) -> tuple[str, ...]:
+        """The channels of the tensors and models: the source channels, a circular one (``period``) as its
+        sine and cosine (lstmad.transforms.circular)."""
+        from lstmad.transforms.circular import tensor_names
+
+        return tensor_names(self.channel_names, self.periods)
+
+    @property
     def driver_indices(self) -> tuple[int, ...]:
-        """Positions (in channel order) of the channels whose role is driver."""
-        return tuple(i for i, c in enumerate(self.channels) if c.role == "driver")
+        """Positions (in tensor channel order) of the tensor channels whose source channel is a driver."""
+        from lstmad.transforms.circular import source_index
+
+        return tuple(j for j, i in enumerate(source_index(self.periods)) if self.channels[i].role == "driver")
 
     @property
     def columns(self) -> list[str]:

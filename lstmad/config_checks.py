@@ -3,6 +3,8 @@ settings that cannot work together (lstmad.config.load_config runs them)."""
 
 from __future__ import annotations
 
+import math
+
 from lstmad.config import DISTRIBUTABLE, ConfigError, PipelineConfig
 from lstmad.training.params import LR_SCHEDULES, PRECISIONS
 
@@ -58,7 +60,14 @@ def check_config(config: PipelineConfig, source: str) -> None:
                               f"got {channel.role!r}")
         if channel.minimum is not None and channel.maximum is not None and channel.minimum > channel.maximum:
             raise ConfigError(f"{source}: key 'source.channels[{i}]' ({channel.name}) has minimum > maximum")
-    if src.driver_indices and len(src.driver_indices) == len(src.channels):
+        if channel.period is not None and not (math.isfinite(channel.period) and channel.period > 0):
+            raise ConfigError(f"{source}: key 'source.channels[{i}].period' ({channel.name}) must be a positive "
+                              f"number (360 for an angle in degrees), got {channel.period!r}")
+    if len(set(src.tensor_channels)) != len(src.tensor_channels):
+        clash = next(n for n in src.tensor_channels if src.tensor_channels.count(n) > 1)
+        raise ConfigError(f"{source}: key 'source.channels': channel '{clash}' is also the name of a circular "
+                          "channel's sine or cosine; rename it")
+    if src.driver_indices and all(c.role == "driver" for c in src.channels):
         raise ConfigError(f"{source}: key 'source.channels': every channel is a driver; at least one must be a "
                           "response (the channels a normal-behaviour model predicts and alarms on)")
     if src.driver_indices and config.model.detector != "lstm_forecaster":

@@ -2,7 +2,7 @@
 
 ``inspect_table`` reads what can be seen in a sample of the table (lstmad.io.source_profile.StoredTable): the
 timestamp column and its format, the asset column, the step, the date range, the numeric channels with
-their null shares, constant channels, suspected sentinels and units. ``config_text`` writes it as a
+their null shares, constant channels, suspected sentinels, units and angles that wrap. ``config_text`` writes it as a
 pipeline YAML with a suggested training range, every guess commented so that a person can check it.
 """
 
@@ -49,6 +49,8 @@ class Channel:
     low: float = float("nan")   # observed 0.1 % quantile
     high: float = float("nan")  # observed 99.9 % quantile
     isolated_extreme: Optional[float] = None  # a repeated extreme far from the rest: a sentinel to check
+    period: Optional[float] = None  # an angle in degrees (360): its values wrap (wraps: jumps seen across it)
+    wraps: int = 0
 
 
 @dataclasses.dataclass
@@ -196,6 +198,21 @@ def _channel(name: str, values: pd.Series, rows: int) -> Channel:
     return channel
 
 
+def _wraps(values: pd.Series, order: np.ndarray, assets: Optional[pd.Series]) -> int:
+    """How often ``values`` behave like an angle in degrees wrapping around: all of them within [−180, 360],
+    spread over at least 270, and a step of more than 180 between consecutive rows of one asset (in time
+    order), where a quantity that is not an angle would have to jump across most of its range. 0: not an
+    angle."""
+    present = values.dropna()
+    if present.empty or present.min() < -180.5 or present.max() > 360.5 or present.max() - present.min() < 270:
+        return 0
+    v = values.to_numpy(dtype=np.float64)[order]
+    same_asset = np.ones(v.size - 1, dtype=bool) if assets is None else \
+        (assets.to_numpy()[order][1:] == assets.to_numpy()[order][:-1])
+    with np.errstate(invalid="ignore"):
+        return int(((np.abs(np.diff(v)) > 180) & same_asset).sum())
+
+
 def _label(frame: pd.DataFrame, skip: set) -> tuple[Optional[str], dict]:
     for name in frame.columns:
         if name in skip or str(name).strip().lower() not in LABEL_NAMES:
@@ -240,6 +257,9 @@ def inspect_table(stored: StoredTable) -> Findings:
                       else pd.Timestamp(v).tz_convert("UTC") for v in (low, high)]
             first, last = as_utc
     channels, ignored = [], {}
+    # rows in time order per asset: an angle shows itself by jumping across its wrap between consecutive rows
+    times = pd.to_datetime(timestamps, utc=True).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    order = np.lexsort([times, *([frame[asset].astype(str).to_numpy()] if asset else [])])
     for name in frame.columns:
         if name in (ts_name, asset, label):
             continue
@@ -254,6 +274,8 @@ def inspect_table(stored: StoredTable) -> Findings:
         elif channel.constant:
             ignored[str(name)] = f"constant ({channel.low:g}) in the sample: no information"
         else:
+            channel.wraps = _wraps(values, order, frame[asset] if asset else None)
+            channel.period = 360.0 if channel.wraps >= 2 else None
             channels.append(channel)
     if not channels:
         raise InspectionError(f"{stored.path}: no numeric channel besides the timestamp{' and asset' if asset else ''} "
@@ -325,12 +347,17 @@ def config_text(findings: Findings, pipeline: str, train_days: Optional[int] = N
             spec["unit"] = c.unit
         if c.sentinels:
             spec["sentinels"] = [float(s) for s in c.sentinels]
+        if c.period:
+            spec["period"] = c.period
         body = ", ".join(f"{k}: {_yaml_value(v)}" for k, v in spec.items())
         notes = [f"{100 * c.null_share:.1f} % empty", f"observed {c.low:.6g} .. {c.high:.6g} (0.1–99.9 %)"]
         if c.sentinels:
             notes.append(f"suspected sentinel values on {c.sentinel_rows} rows")
         if c.isolated_extreme is not None:
             notes.append(f"CHECK: {c.isolated_extreme:g} repeats far from the rest, a sentinel?")
+        if c.period:
+            notes.append(f"CHECK: an angle? it jumped by more than 180 between consecutive rows {c.wraps} times: "
+                         "period 360 feeds the model its sine and cosine")
         lines.append(f"    - {{{body}}}   # " + "; ".join(notes))
     for name, why in f.ignored.items():
         lines.append(f"    # - {_yaml_value(name)}   # left out: {why}")

@@ -103,3 +103,47 @@ def test_the_lost_daylight_saving_hour_is_filled_not_cut(prepared):
     assert summary["windows_skipped_masked"] > 0
     # rows sit on the 10-minute grid already: every kept row is one grid row, the rest was filled in
     assert summary["grid_rows"] == summary["rows_kept"] + summary["grid_rows_filled"]
+
+
+def test_the_wind_direction_enters_the_tensors_as_its_smoothed_sine_and_cosine(prepared):
+    """Wa_avg (period 360) wraps between 359° and 0° many times a month: each fully observed row of its
+    tensor channels is the centred 3-row mean (smoothing_half_width 1) of the sine and cosine of the source
+    degrees, normalised, also where the degrees jump across the wrap."""
+    from lstmad.io.tensor_store import load_stats, read_blocks
+    from lstmad.transforms.blocks import unpack_mask
+
+    config, _ = prepared
+    src = config.source
+    assert config.prepare.smoothing_half_width == 1
+    paths = Paths.of(config)
+    stats = load_stats(paths.tensors)
+    j = src.tensor_channels.index("Wa_avg:sin")
+    assert src.tensor_channels[j + 1] == "Wa_avg:cos" and stats.channels == src.tensor_channels
+    frame = pd.read_parquet(SCADA)
+    asset = "R80711"
+    degrees = (frame[frame[src.asset_column] == asset].drop_duplicates(src.timestamp_column, keep=False)
+               .set_index(src.timestamp_column)["Wa_avg"])
+    # the three days of the prepared range on which the source's degrees cross the wrap most often
+    in_range = degrees[(degrees.index >= pd.Timestamp(START, tz="UTC")) & (degrees.index < pd.Timestamp(END, tz="UTC"))]
+    crossings = (in_range.diff().abs() > 180).groupby(in_range.index.date).sum()
+    days = [d.isoformat() for d in crossings.nlargest(3).index]
+    blocks = read_blocks(paths.tensors, days).to_pylist()
+    checked = wraps = 0
+    for block in (b for b in blocks if b[names.ASSET] == asset):
+        n, c = block[names.N_ROWS], block[names.N_CHANNELS]
+        values = np.frombuffer(block[names.VALUES], dtype=np.float32).reshape(n, c)
+        observed = unpack_mask(block[names.MASK], n, c)
+        stamps = pd.to_datetime(block[names.BLOCK_START] + np.arange(n) * block[names.STEP_S] * 1_000_000, unit="us",
+                                utc=True)
+        raw = degrees.reindex(stamps).to_numpy()
+        for k in range(1, n - 1):
+            three = raw[k - 1:k + 2]
+            if not (observed[k - 1:k + 2, j].all() and np.isfinite(three).all()):
+                continue
+            radians = np.radians(three)
+            expected = (np.array([np.sin(radians).mean(), np.cos(radians).mean()]) - np.asarray(stats.offset)[j:j + 2]) \
+                / np.asarray(stats.scale)[j:j + 2]
+            np.testing.assert_allclose(values[k, j:j + 2], expected, rtol=1e-4, atol=1e-4)
+            checked += 1
+            wraps += int(np.abs(np.diff(three)).max() > 180)
+    assert checked > 300 and wraps > 0

@@ -126,6 +126,8 @@ def test_init_sees_what_pandas_sees(followed, scada):
     sentinels = {c.name: c.sentinels for c in src.channels if c.sentinels}
     # stored as float32: -273.20001
     assert sentinels == {"Ot_avg": (-273.2,)} and int(np.isclose(scada.Ot_avg, -273.2, rtol=1e-6, atol=0).sum()) > 0
+    # the vane position, the nacelle angle and the wind direction are the archive's angles (its documentation)
+    assert {c.name: c.period for c in src.channels if c.period} == {"Va_avg": 360, "Ya_avg": 360, "Wa_avg": 360}
     assert (config.train.start, config.train.end) == (dt.date(2014, 1, 1), dt.date(2014, 1, 14))
     printed = output_of(outputs, "lstmad init")
     assert "4 asset(s), 2014-01-01 .. 2015-12-31, every 600 s" in printed

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from lstmad.detectors import load_detector
+from lstmad.transforms import circular
 from lstmad.transforms.series import NormalisationStats
 
 
@@ -38,6 +39,16 @@ class ModelBundle:
                 f"{self.detector.kind} with the batch-recurrent LSTM (the authors' code) scores a window "
                 "differently depending on its batch neighbours; it is for reproduction only and cannot score "
                 "in the pipeline: use lstm_mode per_sample (model.profile small, paper or tuned)")
+
+    @property
+    def reported_channels(self) -> tuple[str, ...]:
+        """The channels an operator reads shares of: the model's, a circular channel's sine and cosine folded
+        back into the source channel (lstmad.transforms.circular)."""
+        return circular.source_names(self.channels)
+
+    def reported_shares(self, shares: np.ndarray) -> np.ndarray:
+        """(N, C') shares over the model's channels → (N, len(reported_channels))."""
+        return circular.fold_shares(shares, self.channels)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -130,7 +130,7 @@ def interval_rows(config: PipelineConfig, paths: Paths, flagged, versions: dict[
     from lstmad.spark import score as transforms
 
     new_from_us = day_start_us(dt.date.fromisoformat(dates[0]))
-    carried = carried_tails(config, paths, lineage, bundle.channels, new_from_us)
+    carried = carried_tails(config, paths, lineage, bundle.reported_channels, new_from_us)
     found = transforms.anomaly_intervals(flagged, bundle.threshold, AlarmRules.of(config.score, config.prepare.step_s),
                                          lineage["model_name"], lineage[names.MODEL_VERSION], new_from_us,
                                          carried).toArrow()
@@ -138,7 +138,7 @@ def interval_rows(config: PipelineConfig, paths: Paths, flagged, versions: dict[
     model = {**lineage, names.THRESHOLD: bundle.threshold, "threshold_rule": bundle.threshold_rule,
              "attribution": getattr(bundle.detector, "attribution_method", "none")}
     sources = SourceVersions(paths, versions)
-    return interval_table(found, model, bundle.channels, sources), sources
+    return interval_table(found, model, bundle.reported_channels, sources), sources
 
 
 def handed_back(config: PipelineConfig, paths: Paths, dates: list[str], rederived: set[str],

@@ -52,8 +52,8 @@ def score_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, N
 def scored_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, NormalisationStats],
                   batch_size: int = 4096, max_masked_share: float = 1.0, threshold: Optional[float] = None
                   ) -> tuple[pa.Table, Optional[np.ndarray]]:
-    """score_blocks' table and, with a threshold, the flagged rows' shares (K, C) in the model's channel
-    order (None without a threshold or an attribution)."""
+    """score_blocks' table and, with a threshold, the flagged rows' shares (K, C) in the order of the model's
+    reported_channels (None without a threshold or an attribution)."""
     windows = model_windows(bundle, blocks, stats_by_id, max_masked_share)
     detector = bundle.detector
     share_rows = None
@@ -78,8 +78,10 @@ def scored_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
     if threshold is None:
         return pa.table(columns, schema=SCORE_SCHEMA), None
     flags = flagged(scores)
+    if share_rows is not None:
+        share_rows = bundle.reported_shares(share_rows)
     channel_shares = (pa.nulls(len(flags), CHANNEL_SHARES_TYPE) if share_rows is None
-                      else shares_array(share_rows, np.flatnonzero(flags), len(flags), bundle.channels))
+                      else shares_array(share_rows, np.flatnonzero(flags), len(flags), bundle.reported_channels))
     table = pa.table({**columns, names.FLAG: pa.array(flags), names.CHANNEL_SHARES: channel_shares},
                      schema=FLAGGED_SCORE_SCHEMA)
     return table, share_rows

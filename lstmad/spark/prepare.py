@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 
 from lstmad import names
 from lstmad.config import ChannelConfig, SourceConfig
-from lstmad.transforms import cleaning
+from lstmad.transforms import circular, cleaning
 from lstmad.transforms.cleaning import fault_column, value_column
 from lstmad.transforms.blocks import BLOCK_SCHEMA, BLOCKS_PER_ROW_GROUP, block_counts, build_blocks
 from lstmad.transforms.series import NormalisationStats, centered_moving_average, observed_moments, regular_grid
@@ -229,7 +229,7 @@ def _records(kind: str, asset: str, rows: list[dict]) -> list[dict]:
 def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationStats | None, window: int,
               block_rows: int, step_s: int, max_gap_steps: int, half_width: int, own_from_us: int, own_to_us: int,
               has_labels: bool, max_masked_share: float = 1.0, partitions: int = 8, has_states: bool = False,
-              write_to: str | None = None, run_id: str = "") -> DataFrame:
+              write_to: str | None = None, run_id: str = "", periods: tuple = ()) -> DataFrame:
     """Partition ``canonical_rows`` by asset (``partitions`` tasks); per asset (NumPy): classify duplicates, count the own rows, put the
     usable rows on the grid, fill, smooth, and cut tensor blocks of [own_from_us, own_to_us).
 
@@ -242,11 +242,17 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
     one Parquet file per date (write_block_files), and returns 'file' records (date, info: the file's name)
     in their place: the night is prepared in one pass, without caching the blocks in Spark or shuffling them
     again to write them.
+
+    ``channels`` are the source's; ``periods`` (one per channel, None where not circular; empty: none is)
+    turn circular channels into their sine and cosine before the grid (lstmad.transforms.circular): blocks,
+    moments and ``stats`` are over the tensor channels, the row accounting over the source's.
     """
     channel_list = list(channels)
+    periods = tuple(periods) or (None,) * len(channel_list)
+    tensor_source = circular.source_index(periods)
     stats_id = stats.stats_id if stats is not None else ""
     # below these magnitudes no value can overflow once normalised: the exact check runs only on rows above
-    bounds = stats.overflow_bounds() if stats is not None else None
+    bounds = circular.source_bounds(stats.overflow_bounds(), periods) if stats is not None else None
 
     def step(table: pa.Table) -> pa.Table:
         asset = table.column(names.ASSET)[0].as_py()
@@ -265,7 +271,10 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
             # of small scale): masked and counted as unrepresentable, as in canonical_rows
             rows = values[suspect]
             with np.errstate(invalid="ignore", over="ignore"):
-                overflow = np.isfinite(rows) & (np.abs(stats.apply(rows, asset)) >= cleaning.FLOAT32_MAX)
+                tensor_rows = circular.to_tensor_values(rows, periods)
+                too_large = np.isfinite(tensor_rows) & (np.abs(stats.apply(tensor_rows, asset)) >= cleaning.FLOAT32_MAX)
+            overflow = np.zeros(rows.shape, dtype=bool)
+            np.logical_or.at(overflow.T, tensor_source, too_large.T)  # a source channel's, from its tensor channels'
             rows[overflow] = np.nan
             values[suspect] = rows
             faults[suspect] = np.where(overflow, 6, faults[suspect])
@@ -300,7 +309,8 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
                 out += _records("quarantine", asset, [{INFO: json.dumps(payload)}])
 
         keep = (reasons == 0) & ~extra_copy
-        grid = regular_grid(ts[keep], values[keep], labels[keep], step_s, max_gap_steps, states[keep])
+        grid = regular_grid(ts[keep], circular.to_tensor_values(values[keep], periods), labels[keep], step_s,
+                            max_gap_steps, states[keep])
         grid.values = centered_moving_average(grid.values, half_width, grid.segments)
         if stats is None:
             in_range = (grid.timestamps_us >= own_from_us) & (grid.timestamps_us < own_to_us)

@@ -19,6 +19,7 @@ from lstmad.dates import MICROS, day_start_us, iso_dates
 from lstmad.io import lakehouse
 from lstmad.io.tensor_store import load_stats, replace_block_files, save_stats, stats_dir
 from lstmad.layout import Paths, PrepareError
+from lstmad.transforms import circular
 from lstmad.transforms.diagnosis import explain_channel, explain_unusable, input_warnings
 
 log = logging.getLogger("lstmad")
@@ -56,7 +57,8 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
 
     src, prep = config.source, config.prepare
     paths = Paths.of(config)
-    channels = src.channel_names
+    channels = src.channel_names  # as the source has them: checks, quarantine and row accounting
+    tensor_channels = src.tensor_channels  # circular ones as sine and cosine: grid, statistics, blocks
     dates = iso_dates(start, end)
     start_us, end_us = day_start_us(start), day_start_us(end + dt.timedelta(days=1))
     history_from_us = start_us - (prep.window - 1 + prep.smoothing_half_width + prep.max_gap_steps) * prep.step_s * MICROS
@@ -94,12 +96,12 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     ts = F.col(transforms.TS_US)
     check_operating_states(raw, config.operating_states, location)
     stats = None if fit_stats else load_stats(paths.tensors)
-    if stats is not None and stats.channels != tuple(channels):
+    if stats is not None and stats.channels != tuple(tensor_channels):
         raise PrepareError(f"{stats_dir(paths.tensors)}: reference statistics are for channels {list(stats.channels)}, "
-                           f"the configuration lists {list(channels)}; re-run prepare --fit-stats")
+                           f"the configuration lists {list(tensor_channels)}; re-run prepare --fit-stats")
+    bounds = None if stats is None else circular.source_bounds(stats.overflow_bounds(), src.periods)
     rows = (transforms.canonical_rows(raw, src, own_dates, keep_source=True, nanos_are_naive=nanos,
-                                      states=config.operating_states,
-                                      overflow_bounds=None if stats is None else stats.overflow_bounds())
+                                      states=config.operating_states, overflow_bounds=bounds)
             .where(F.col(transforms.OWN) | ((ts >= history_from_us) & (ts < start_us))))
     staging = paths.tensors / "_staging" / run_id
     # A night with the reference statistics known: the tasks write their blocks themselves in the one pass
@@ -114,7 +116,8 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                                      partitions=prepare_partitions(spark.sparkContext.defaultParallelism,
                                                                    config.spark.shuffle_partitions,
                                                                    sum(f.stat().st_size for f in files)),
-                                     write_to=str(staging) if one_pass else None, run_id=run_id)
+                                     write_to=str(staging) if one_pass else None, run_id=run_id,
+                                     periods=src.periods)
     if not one_pass:
         per_asset = per_asset.persist()
     phases: dict[str, float] = {}
@@ -147,11 +150,11 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
                                    f"on: {explain_unusable(counts, candidates, src)}")
             observed = sum(m["count"] for m in usable.values())
             if (observed == 0).any():
-                empty = [c for c, n in zip(channels, observed) if n == 0]
-                raise PrepareError(f"{location}: column '{empty[0]}' has no usable value in {dates[0]} .. {dates[-1]} "
-                                   f"({explain_channel(counts, candidates, src, channels.index(empty[0]))}): its "
+                empty = int(circular.source_index(src.periods)[np.flatnonzero(observed == 0)[0]])
+                raise PrepareError(f"{location}: column '{channels[empty]}' has no usable value in {dates[0]} .. {dates[-1]} "
+                                   f"({explain_channel(counts, candidates, src, empty)}): its "
                                    "normalisation cannot be fitted; fix the source or remove it from source.channels")
-            stats = fit_normalisation(prep.normalisation, channels, fitted_on=f"{dates[0]}..{dates[-1]}",
+            stats = fit_normalisation(prep.normalisation, tensor_channels, fitted_on=f"{dates[0]}..{dates[-1]}",
                                       per_asset=usable if prep.normalisation_scope == "per_asset" else None,
                                       **combine_moments(list(usable.values())))
             blocks = transforms.normalise_blocks(blocks, stats)

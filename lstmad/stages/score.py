@@ -56,7 +56,7 @@ def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None
                            f"{span} first (if it ran, it kept no usable row: its warnings say why, and lstmad sql "
                            f"\"select date, reason, count(*) from quarantine where date = '{missing[0]}' group by all\" "
                            "counts what was set aside)")
-    bundle.check_compatible(tuple(config.source.channel_names), config.prepare.window, config.prepare.step_s)
+    bundle.check_compatible(tuple(config.source.tensor_channels), config.prepare.window, config.prepare.step_s)
     spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
     lineage = {"model_name": config.registered_model_name, names.MODEL_VERSION: registered["version"],
                "mlflow_run_id": registered["run_id"]}

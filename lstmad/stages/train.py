@@ -114,7 +114,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                             else np.asarray(detector.validation_scores_))
         drift_reference["score_quantiles"] = reference_quantiles(reference_scores[:, None])[0]
         drift_reference["trained_until"] = config.train.end.isoformat()
-        bundle = ModelBundle(detector.to("cpu"), tuple(config.source.channel_names), config.prepare.window,
+        bundle = ModelBundle(detector.to("cpu"), tuple(config.source.tensor_channels), config.prepare.window,
                              config.prepare.step_s, stats, threshold, calibration.description,
                              calibration.expected_row_rate, drift_reference)
         metrics: dict[str, float] = {**counts, **calibration.metrics(), **candidate_metrics,
@@ -148,7 +148,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         bundle.save(model_dir)
         params = {**dataclasses.asdict(m), "window": config.prepare.window, "step_s": config.prepare.step_s,
                   "smoothing_half_width": config.prepare.smoothing_half_width,
-                  "channels": ",".join(config.source.channel_names), "threshold_rule": config.threshold.rule,
+                  "channels": ",".join(config.source.tensor_channels), "threshold_rule": config.threshold.rule,
                   "threshold_percentile": config.threshold.percentile, "threshold_budget": config.threshold.budget,
                   "calibration": calibration.description, "normalisation": stats.method,
                   "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
@@ -160,7 +160,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                   if t.eval_start and t.eval_end else "none"}
         lineage_tags = {**tags, "git_commit": git_commit(), "lstmad_version": lstmad_version()}
         # the folder becomes an MLflow model with its input signature (mlflow.pyfunc.load_model scores windows)
-        tracking.write_mlflow_model(model_dir, config.prepare.window, list(config.source.channel_names),
+        tracking.write_mlflow_model(model_dir, config.prepare.window, list(config.source.tensor_channels),
                                     {"step_s": config.prepare.step_s, "normalisation": stats.stats_id,
                                      "normalisation_scope": stats.scope, "input_units": "source units",
                                      "threshold": threshold, "threshold_rule": config.threshold.rule,
