@@ -153,7 +153,7 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
 
 def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int, cross_fit_folds: int = 0) -> dict:
     """The shipped la_haute_borne configuration, pointed at the study's table, with the curtailment status as an
-    operating state, the threshold calibrated to false intervals per turbine-week (on the latest 10 % of the
+    operating state besides the configuration's own, the threshold calibrated to false intervals per turbine-week (on the latest 10 % of the
     training windows, or with ``cross_fit_folds`` on out-of-fold scores), and ``detector``'s settings."""
     raw = yaml.safe_load(REPO_CONF.read_text())
     raw["pipeline"] = f"scada_injection_{detector}"
@@ -163,7 +163,7 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
     drivers = set(settings.get("drivers", ()))
     raw["source"]["channels"] = [{**c, "role": "driver" if c["name"] in drivers else "response"}
                                  for c in raw["source"]["channels"]]
-    raw["operating_states"] = [{"name": "curtailment", "when": "curtailed = 1"}]
+    raw["operating_states"] = [*(raw.get("operating_states") or []), {"name": "curtailment", "when": "curtailed = 1"}]
     raw["model"].update({"frozen_channels": False, "error_regimes": 0, **settings["model"]}, seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
     raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.0 if cross_fit_folds else 0.1,
