@@ -157,6 +157,14 @@ def test_prepare_train_score_and_sql_give_what_the_archive_holds(followed, scada
     read_back = list(csv.DictReader(io.StringIO(output_of(outputs, "lstmad sql --conf conf/my_farm.yaml --format csv"))))
     assert len(read_back) == min(10, len(intervals))
     assert sorted(float(r["severity"]) for r in read_back) == sorted(intervals.severity.nlargest(10).tolist())
+    # the angles' sine and cosine are folded back: the shares of a flagged row name the source's channels,
+    # each once, and sum to 1
+    flagged = first_night[first_night[names.FLAG]]
+    assert len(flagged) > 0
+    for pairs in flagged[names.CHANNEL_SHARES]:
+        listed = [p["channel"] for p in pairs]
+        assert sorted(listed) == sorted(config.source.channel_names)
+        assert sum(p["share"] for p in pairs) == pytest.approx(1.0)
 
 
 def test_the_nightly_dag_scores_the_night_before_its_logical_date(followed, scada):
