@@ -63,10 +63,11 @@ def check_config(config: PipelineConfig, source: str) -> None:
         if channel.period is not None and not (math.isfinite(channel.period) and channel.period > 0):
             raise ConfigError(f"{source}: key 'source.channels[{i}].period' ({channel.name}) must be a positive "
                               f"number (360 for an angle in degrees), got {channel.period!r}")
-    if len(set(src.tensor_channels)) != len(src.tensor_channels):
-        clash = next(n for n in src.tensor_channels if src.tensor_channels.count(n) > 1)
-        raise ConfigError(f"{source}: key 'source.channels': channel '{clash}' is also the name of a circular "
-                          "channel's sine or cosine; rename it")
+    for i, channel in enumerate(src.channels):
+        # a circular channel's tensor channels are <name>:sin and <name>:cos, folded back by these names
+        if channel.name.endswith((":sin", ":cos")):
+            raise ConfigError(f"{source}: key 'source.channels[{i}]': the name '{channel.name}' ends as a circular "
+                              "channel's sine or cosine would; rename the column")
     if src.driver_indices and all(c.role == "driver" for c in src.channels):
         raise ConfigError(f"{source}: key 'source.channels': every channel is a driver; at least one must be a "
                           "response (the channels a normal-behaviour model predicts and alarms on)")

@@ -78,7 +78,7 @@ def test_a_channel_named_like_a_sine_is_refused(tmp_path):
     first = raw["source"]["channels"][0]
     name = first if isinstance(first, str) else first["name"]
     raw["source"]["channels"] = [{"name": name, "period": 360}, f"{name}:sin", *raw["source"]["channels"][1:]]
-    with pytest.raises(ConfigError, match=rf"'{name}:sin' is also the name of a circular channel's sine"):
+    with pytest.raises(ConfigError, match=rf"source\.channels\[1\]'.*'{name}:sin' ends as a circular channel's sine"):
         load_config(write_config(tmp_path / "c.yaml", raw))
 
 
@@ -86,16 +86,76 @@ def test_init_takes_a_wrapping_channel_for_an_angle_and_a_wide_ramp_for_none(tmp
     from lstmad.io.source_profile import read_stored_table
     from lstmad.onboarding import config_text, inspect_table
 
-    # hand-made: a heading turning 20° every 10 minutes wraps at 360 five times in 100 rows; the level
-    # climbs 0 → 300 and falls back once (a refill: one jump of 297, not an angle's repeated wraps)
+    # hand-made: a heading turning 20° every 10 minutes wraps at 360 five times in 100 rows (steps of −340);
+    # the level climbs 0 → 297 and falls back once (a refill); a set-point switches between 20 and 300 every
+    # 5 rows (steps of 280, but a range of 280: no angle)
     heading = [(20 * k) % 360 for k in range(100)]
     level = [3.0 * (k % 100) for k in range(100)]
     level[50:] = [3.0 * (k - 50) for k in range(50, 100)]
-    rows = ["time,heading_deg,level_mm"] + [f"2026-01-01T{k // 6:02d}:{10 * (k % 6):02d}:00Z,{h},{v}"
-                                             for k, (h, v) in enumerate(zip(heading, level))]
+    setpoint = [20 if (k // 5) % 2 else 300 for k in range(100)]
+    rows = ["time,heading_deg,level_mm,setpoint"] + [f"2026-01-01T{k // 6:02d}:{10 * (k % 6):02d}:00Z,{h},{v},{p}"
+                                                      for k, (h, v, p) in enumerate(zip(heading, level, setpoint))]
     path = tmp_path / "export.csv"
     path.write_text("\n".join(rows) + "\n")
     findings = inspect_table(read_stored_table(path))
     found = {c.name: (c.period, c.wraps) for c in findings.channels}
-    assert found == {"heading_deg": (360.0, 5), "level_mm": (None, 0)}
+    assert found == {"heading_deg": (360.0, 5), "level_mm": (None, 0), "setpoint": (None, 0)}
     assert "period: 360" in next(line for line in config_text(findings, "x").splitlines() if "heading_deg" in line)
+
+
+def test_init_makes_a_normal_behaviour_model_when_names_say_what_drives_the_asset(tmp_path):
+    from lstmad.io.source_profile import read_stored_table
+    from lstmad.onboarding import config_text, inspect_table
+
+    # hand-made 10-minute export: a wind speed, a wind direction that wraps, a power that follows the wind and
+    # a bearing temperature
+    rows = ["timestamp,WindSpeed_mps,wind_dir_deg,power_kw,bearing_temp_c"]
+    for k in range(200):
+        speed = 4 + 8 * abs(math.sin(k / 30))
+        stamp = np.datetime64("2026-03-01T00:00") + np.timedelta64(10 * k, "m")
+        rows.append(f"{stamp}Z,{speed:.2f},{(15 * k) % 360},{min(2000.0, 1.2 * speed ** 3):.1f},{40 + k % 7}")
+    path = tmp_path / "turbine.csv"
+    path.write_text("\n".join(rows) + "\n")
+    findings = inspect_table(read_stored_table(path))
+    conf = tmp_path / "turbine.yaml"
+    conf.write_text(config_text(findings, "turbine"))
+    config = load_config(conf)
+    roles = {c.name: (c.role, c.period) for c in config.source.channels}
+    assert roles == {"WindSpeed_mps": ("driver", None), "wind_dir_deg": ("driver", 360.0),
+                     "power_kw": ("response", None), "bearing_temp_c": ("response", None)}
+    assert (config.model.error_model, config.model.residual_steps) == ("mahalanobis", 12)
+    assert config.operating_states == ()  # the cut-in state is only suggested, commented out
+
+
+def test_scored_shares_name_the_source_channels_a_circular_one_summed_from_its_sine_and_cosine():
+    import pyarrow as pa
+
+    from lstmad.detectors.pca_t2q import PCAT2QDetector
+    from lstmad.serving.bundle import ModelBundle
+    from lstmad.serving.scoring import model_windows, scored_blocks
+    from lstmad.transforms.blocks import BLOCK_SCHEMA, build_blocks
+    from lstmad.transforms.series import NormalisationStats, segment_ids
+
+    window, step, n = 8, 600, 600
+    rng = np.random.default_rng(3)
+    degrees = np.cumsum(rng.normal(0, 20, n)) % 360
+    values = np.column_stack([*circular.to_tensor_values(degrees[:, None], (360.0,)).T, rng.normal(size=n)])
+    channels = ("yaw:sin", "yaw:cos", "power")
+    ts = 1_767_225_600_000_000 + np.arange(n, dtype=np.int64) * step * 1_000_000  # 2026-01-01 on
+    stats = NormalisationStats("zscore", channels, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    blocks = pa.Table.from_pylist(build_blocks("T1", ts, values, segment_ids(ts, step), None, window, 4096, step,
+                                               stats.stats_id, int(ts[0]), int(ts[-1]) + 1), schema=BLOCK_SCHEMA)
+    detector = PCAT2QDetector()
+    windows = model_windows(ModelBundle(detector, channels, window, step, stats, 0.0, "percentile", 0.01, {}),
+                            blocks, {})
+    detector.fit(windows)
+    bundle = ModelBundle(detector, channels, window, step, stats, 0.0, "percentile", 0.01, {})
+    threshold = float(np.quantile(detector.score(windows), 0.9))
+    table, shares = scored_blocks(bundle, blocks, {stats.stats_id: stats}, threshold=threshold)
+    flags = table.column("flag").to_numpy(zero_copy_only=False)
+    tensor_shares = detector.channel_shares(windows)[flags]
+    expected = np.column_stack([tensor_shares[:, 0] + tensor_shares[:, 1], tensor_shares[:, 2]])
+    assert bundle.reported_channels == ("yaw", "power") and flags.sum() > 10
+    np.testing.assert_allclose(shares, expected, rtol=1e-12)
+    for pairs, row in zip([p for p, f in zip(table.column("channel_shares").to_pylist(), flags) if f], expected):
+        assert {p["channel"]: p["share"] for p in pairs} == pytest.approx({"yaw": row[0], "power": row[1]})

@@ -64,6 +64,17 @@ def test_injected_windows_change_only_windows_that_hold_an_event_and_label_their
     np.testing.assert_allclose(rebuilt[1:, :-1], rebuilt[:-1, 1:], atol=1e-6)
 
 
+def test_injected_faults_stay_in_the_channels_they_are_allowed_into():
+    # e.g. everything but an angle's sine and cosine (channels 0 and 1)
+    windows = windows_of(related_series(1200, 2))
+    injected, fault_of = injected_windows(windows, seed=3, channels=[2, 3, 4, 5])
+    original = np.stack([windows.batch(np.array([i]))[0].numpy() for i in range(len(windows))])
+    rebuilt = np.stack([injected.batch(np.array([i]))[0].numpy() for i in range(len(windows))])
+    assert (fault_of != "").sum() > 0
+    np.testing.assert_allclose(rebuilt[:, :, :2], original[:, :, :2], atol=1e-6)
+    assert not np.allclose(rebuilt[:, :, 2:], original[:, :, 2:], atol=1e-6)
+
+
 def test_the_study_is_deterministic_given_the_seed():
     windows = windows_of(related_series(1200, 2))
     a, fa = injected_windows(windows, seed=3)

@@ -201,6 +201,8 @@ def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataF
     score = scores.column(names.SCORE).to_numpy()
     flags = scores.column(names.FLAG).to_numpy(zero_copy_only=False)
     in_state = np.asarray(scores.column(names.OPERATING_STATE).is_valid())
+    state = np.asarray(scores.column(names.OPERATING_STATE).to_pylist(), dtype=object)
+    curtailed_rows = state == "curtailment"
     event = event_labels(assets, stamps, events)
     fault_class = np.where(event >= 0, events["class"].to_numpy()[np.clip(event, 0, None)] if len(events) else "", "")
     normal = (event < 0) & ~in_state
@@ -210,7 +212,11 @@ def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataF
            "pr_auc": float(average_precision_score(labels[judged], score[judged])),
            **vus_metrics(labels, score), "realized_far": float(flags[normal].mean()),
            "rows_normal": int(normal.sum()), "rows_in_events": int((event >= 0).sum()),
-           "rows_curtailed": int(in_state.sum()), "flags_in_curtailment": int(flags[in_state].sum())}
+           "rows_curtailed": int(curtailed_rows.sum()), "flags_in_curtailment": int(flags[curtailed_rows].sum()),
+           # rows outside normal operation are not judged; the configuration's own states among them
+           "rows_by_operating_state": {str(k): int(n) for k, n in zip(*np.unique(state[in_state].astype(str),
+                                                                                 return_counts=True))},
+           "fault_rows_judged": int(((event >= 0) & ~in_state).sum())}
     out.update(care_score(micros, assets, labels, flags, max(1, min_interval_s // STEP_S)))
 
     def runs(table: pd.DataFrame) -> dict:

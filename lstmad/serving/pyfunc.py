@@ -18,6 +18,8 @@ from lstmad.transforms.blocks import Windows
 
 class WindowScorer:
     """predict((N, W, C) windows in source units, params={"asset": name}) → (N,) float64 anomaly scores.
+    C counts the model's channels (``bundle.channels``): a circular channel (an angle with a ``period``) as two,
+    the sine and the cosine of its phase (lstmad.transforms.circular.to_tensor_values).
 
     Windows are normalised with the model's statistics (an asset's own under per-asset statistics; the
     global ones for an asset the statistics never saw) and scored as the pipeline scores them: a window's

@@ -31,14 +31,18 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
     adds the Delta Lake extension and catalog (their jars must be on the classpath).
     """
     require_java()
-    from py4j.protocol import Py4JError
+    from py4j.protocol import Py4JNetworkError
     from pyspark.sql import SparkSession
 
     try:
         active = SparkSession.getActiveSession()
-    except (Py4JError, OSError) as error:
-        # the JVM behind this process's session is gone (killed, crashed): every later call on it would fail
-        # the same way, so it is forgotten and a new one started
+    except (Py4JNetworkError, ConnectionError) as error:
+        # The JVM behind this process's session is gone (killed, crashed): every later call on it would fail
+        # the same way, so it is forgotten and a new one started. Only a JVM this process launched can be
+        # replaced (under spark-submit the JVM is spark-submit's), and only when it has really exited (an
+        # error from a live JVM must not leave it running beside a second one).
+        if "PYSPARK_GATEWAY_PORT" in os.environ or not _launched_jvm_exited():
+            raise
         log.warning("the Spark session's JVM is gone (%s); starting a new one", str(error).splitlines()[0][:200])
         forget_dead_session()
         active = None
@@ -91,17 +95,34 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
 
 
 
+def _launched_jvm_exited() -> bool:
+    """True when the JVM that PySpark launched for this process has exited."""
+    from pyspark import SparkContext
+
+    process = getattr(SparkContext._gateway, "proc", None)
+    return process is not None and process.poll() is not None
+
+
 def forget_dead_session() -> None:
     """Drop PySpark's references to a session and context whose JVM has gone, so that the next builder starts
     a new JVM instead of calling the dead one."""
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    from pyspark.sql.context import SQLContext
+
+    context = SparkContext._active_spark_context
+    server = getattr(context, "_accumulatorServer", None)
+    if server is not None:
+        server.shutdown()  # the old context's accumulator socket server, a Python thread
+    if SparkContext._gateway is not None:
+        SparkContext._gateway.shutdown()  # its py4j client side; the JVM end has gone already
     SparkContext._active_spark_context = None
     SparkContext._gateway = None
     SparkContext._jvm = None
     SparkSession._instantiatedSession = None
     SparkSession._activeSession = None
+    SQLContext._instantiatedContext = None
 
 
 def require_utc(spark) -> None:

@@ -30,6 +30,7 @@ from lstmad.layout import Paths
 from lstmad.serving.intervals import SourceVersions
 from lstmad.stages.promote import promote_model
 from lstmad.training.fitting import fit_in_memory, fit_sharded, training_notes, training_stats, windows_of
+from lstmad.transforms import circular
 from lstmad.training.resume import training_key
 from lstmad.transforms.intervals import AlarmRules
 
@@ -162,7 +163,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         # the folder becomes an MLflow model with its input signature (mlflow.pyfunc.load_model scores windows)
         tracking.write_mlflow_model(model_dir, config.prepare.window, list(config.source.tensor_channels),
                                     {"step_s": config.prepare.step_s, "normalisation": stats.stats_id,
-                                     "normalisation_scope": stats.scope, "input_units": "source units",
+                                     "normalisation_scope": stats.scope, "input_units": "source units; a circular channel (period) as the sine and cosine of its phase",
                                      "threshold": threshold, "threshold_rule": config.threshold.rule,
                                      "detector": m.detector, "score": "anomaly score of each window's last "
                                      "timestamp; flagged when above threshold"})
@@ -252,7 +253,12 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
         drivers = config.source.driver_indices if model.detector == "lstm_forecaster" else ()
         return build_detector(model, "", drivers)
 
-    chosen, how, results = choose_candidate(config.model.candidates, make, windows, evaluation, config.model.seed)
+    # the study's faults go into channels as the source has them, not into an angle's sine or cosine alone
+    src = config.source
+    linear = [j for j, i in enumerate(circular.source_index(src.periods)) if not src.periods[i]]
+    chosen, how, results = choose_candidate(config.model.candidates, make, windows, evaluation, config.model.seed,
+                                            injectable=linear if linear and len(linear) < len(src.tensor_channels)
+                                            else None)
     progress.step("train: model.candidates: %s wins (%s)", chosen, how)
     metrics = {}
     for name, result in results.items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -53,8 +53,8 @@ def series_of_windows(windows: Windows) -> list[tuple[np.ndarray, np.ndarray, np
     return out
 
 
-def injected_windows(windows: Windows, seed: int, faults=STUDY_FAULTS, per_fault: int = 2
-                     ) -> tuple[Windows, np.ndarray]:
+def injected_windows(windows: Windows, seed: int, faults=STUDY_FAULTS, per_fault: int = 2,
+                     channels: Optional[Sequence[int]] = None) -> tuple[Windows, np.ndarray]:
     """(the study windows rebuilt from each asset's series with faults injected, the fault class of each
     window's last row ('' outside every event), (N,)). A window whose W rows are not all in one unbroken run
     of the series (the first W−1 of a run) keeps its original rows, its last row injected. An asset too short
@@ -71,7 +71,7 @@ def injected_windows(windows: Windows, seed: int, faults=STUDY_FAULTS, per_fault
         plan, injected, event = [], series, np.full(n, -1)
         try:
             plan = plan_injections(n, series.shape[1], faults=faults, per_fault=per_fault, seed=seed * 7919 + k,
-                                   min_length=length, max_length=2 * length, gap=w)
+                                   min_length=length, max_length=2 * length, gap=w, channels=channels)
             injected, event = apply_plan(series, plan, robust_scales(series), (seed, k))
         except ValueError as error:  # too short for every event: this asset is judged clean only
             log.info("train: injection study leaves asset %s clean: %s", windows.assets[windows.asset[positions[0]]],
@@ -102,10 +102,11 @@ class CandidateResult:
     error: str = ""
 
 
-def injection_study(windows: Windows, factories: dict[str, Callable[[], object]], seed: int = 0
-                    ) -> dict[str, CandidateResult]:
+def injection_study(windows: Windows, factories: dict[str, Callable[[], object]], seed: int = 0,
+                    channels: Optional[Sequence[int]] = None) -> dict[str, CandidateResult]:
     """Fit each candidate (factory → unfitted detector) on the earlier windows, judge it on the latest
-    STUDY_SHARE with faults injected (the latest MAX_STUDY_WINDOWS of them at most)."""
+    STUDY_SHARE with faults injected (the latest MAX_STUDY_WINDOWS of them at most) into ``channels`` (all
+    when None)."""
     from sklearn.metrics import roc_auc_score
 
     order = np.argsort(windows.end_us, kind="stable")
@@ -113,7 +114,7 @@ def injection_study(windows: Windows, factories: dict[str, Callable[[], object]]
     fit = windows.subset(np.sort(order[:-n_study]))
     # the latest MAX_STUDY_WINDOWS of them: an unbroken stretch of each asset's series, not a thinned one
     study = windows.subset(np.sort(order[-min(n_study, MAX_STUDY_WINDOWS):]))
-    injected, fault_of = injected_windows(study, seed)
+    injected, fault_of = injected_windows(study, seed, channels=channels)
     results = {}
     for name, factory in factories.items():
         try:
@@ -165,10 +166,13 @@ def labelled_study(fit: Windows, evaluation: Windows, factories: dict[str, Calla
 
 
 def choose_candidate(candidates: tuple[str, ...], make: Callable[[str], object], fit: Windows,
-                     evaluation: Optional[Windows], seed: int) -> tuple[str, str, dict[str, CandidateResult]]:
+                     evaluation: Optional[Windows], seed: int, injectable: Optional[Sequence[int]] = None
+                     ) -> tuple[str, str, dict[str, CandidateResult]]:
     """(the winning candidate, how it was chosen: "labelled evaluation range" or "fault-injection study", every
     candidate's result). ``make(name)`` builds an unfitted detector of a candidate; the labelled route is taken
-    when ``evaluation`` holds both normal and anomalous windows."""
+    when ``evaluation`` holds both normal and anomalous windows. ``injectable``: the channels the study may
+    inject faults into (all when None; not a circular channel's sine or cosine alone, which no sensor fault
+    moves on its own)."""
     unknown = [c for c in candidates if c not in CANDIDATES]
     if unknown:
         raise ValueError(f"unknown model.candidates {unknown}; choose from {', '.join(CANDIDATES)}")
@@ -178,7 +182,7 @@ def choose_candidate(candidates: tuple[str, ...], make: Callable[[str], object],
     if labelled:
         results, how = labelled_study(fit, evaluation, factories), "labelled evaluation range"
     else:
-        results, how = injection_study(fit, factories, seed), "fault-injection study"
+        results, how = injection_study(fit, factories, seed, injectable), "fault-injection study"
     chosen = best_candidate(results)
     if chosen is None:
         raise ValueError(f"no candidate of {list(candidates)} could be fitted: "
