@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from lstmad.training.params import TrainingParams
+from lstmad.transforms import circular
 
 
 class ConfigError(ValueError):
@@ -129,16 +130,12 @@ class SourceConfig:
     def tensor_channels(self) -> tuple[str, ...]:
         """The channels of the tensors and models: the source channels, a circular one (``period``) as its
         sine and cosine (lstmad.transforms.circular)."""
-        from lstmad.transforms.circular import tensor_names
-
-        return tensor_names(self.channel_names, self.periods)
+        return circular.tensor_names(self.channel_names, self.periods)
 
     @property
     def driver_indices(self) -> tuple[int, ...]:
         """Positions (in tensor channel order) of the tensor channels whose source channel is a driver."""
-        from lstmad.transforms.circular import source_index
-
-        return tuple(j for j, i in enumerate(source_index(self.periods)) if self.channels[i].role == "driver")
+        return tuple(j for j, i in enumerate(circular.source_index(self.periods)) if self.channels[i].role == "driver")
 
     @property
     def columns(self) -> list[str]:

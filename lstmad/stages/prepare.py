@@ -151,7 +151,8 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
             observed = sum(m["count"] for m in usable.values())
             if (observed == 0).any():
                 empty = int(circular.source_index(src.periods)[np.flatnonzero(observed == 0)[0]])
-                raise PrepareError(f"{location}: column '{channels[empty]}' has no usable value in {dates[0]} .. {dates[-1]} "
+                raise PrepareError(f"{location}: column '{channels[empty]}' has no usable value in "
+                                   f"{dates[0]} .. {dates[-1]} "
                                    f"({explain_channel(counts, candidates, src, empty)}): its "
                                    "normalisation cannot be fitted; fix the source or remove it from source.channels")
             stats = fit_normalisation(prep.normalisation, tensor_channels, fitted_on=f"{dates[0]}..{dates[-1]}",

@@ -163,7 +163,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         # the folder becomes an MLflow model with its input signature (mlflow.pyfunc.load_model scores windows)
         tracking.write_mlflow_model(model_dir, config.prepare.window, list(config.source.tensor_channels),
                                     {"step_s": config.prepare.step_s, "normalisation": stats.stats_id,
-                                     "normalisation_scope": stats.scope, "input_units": "source units; a circular channel (period) as the sine and cosine of its phase",
+                                     "normalisation_scope": stats.scope,
+                                     "input_units": "source units; a circular channel (period) as the sine and "
+                                                    "cosine of its phase",
                                      "threshold": threshold, "threshold_rule": config.threshold.rule,
                                      "detector": m.detector, "score": "anomaly score of each window's last "
                                      "timestamp; flagged when above threshold"})
