@@ -380,7 +380,7 @@ def config_text(findings: Findings, pipeline: str, train_days: Optional[int] = N
         if c.isolated_extreme is not None:
             notes.append(f"CHECK: {c.isolated_extreme:g} repeats far from the rest, a sentinel?")
         if c.period:
-            notes.append(f"CHECK: an angle? it jumped by more than 180 between consecutive rows {c.wraps} times: "
+            notes.append(f"CHECK: an angle? it jumped by more than 270 between consecutive rows {c.wraps} times: "
                          "period 360 feeds the model its sine and cosine")
         if normal_behaviour and c.driver:
             notes.append(f"CHECK: its name says {c.driver}, a driver of the asset: the model predicts the other "

@@ -108,7 +108,6 @@ def forget_dead_session() -> None:
     a new JVM instead of calling the dead one."""
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
-
     from pyspark.sql.context import SQLContext
 
     context = SparkContext._active_spark_context

@@ -259,8 +259,7 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
     src = config.source
     linear = [j for j, i in enumerate(circular.source_index(src.periods)) if not src.periods[i]]
     chosen, how, results = choose_candidate(config.model.candidates, make, windows, evaluation, config.model.seed,
-                                            injectable=linear if linear and len(linear) < len(src.tensor_channels)
-                                            else None)
+                                            injectable=linear or None)
     progress.step("train: model.candidates: %s wins (%s)", chosen, how)
     metrics = {}
     for name, result in results.items():
