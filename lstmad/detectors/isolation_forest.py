@@ -8,7 +8,6 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from lstmad.detectors.base import LastRowDetector
 from lstmad.transforms.blocks import Windows
@@ -30,6 +29,10 @@ class IsolationForestDetector(LastRowDetector):
     attribution_method = "none"  # path lengths have no per-channel decomposition: no channel_shares
 
     def fit_rows(self, rows: np.ndarray) -> None:
+        # imported here: scikit-learn (with SciPy) costs ~1.5 s to import, in every process that imports
+        # lstmad.detectors — Spark's worker daemon and the nightly driver — whichever detector they run
+        from sklearn.ensemble import IsolationForest
+
         self.forest_ = IsolationForest(n_estimators=self.params.n_estimators, contamination=self.params.contamination,
                                        random_state=self.params.seed).fit(rows)
 
