@@ -386,7 +386,7 @@ def package(out: Path = typer.Option(Path("dist"), help="folder for the zip")) -
 
 @app.command()
 def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, scada-injection, farm-nights, "
-                                                    "iae-reproduction or iae-tuning"),
+                                                    "scoring-chunk, iae-reproduction or iae-tuning"),
               json_path: Path = typer.Option(..., "--json", help="where to write the JSON result"),
               models: Optional[str] = typer.Option(None, help="comma-separated model names (default: all)"),
               epochs: int = typer.Option(10, help="training epochs of the deep models"),
@@ -425,6 +425,10 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
             from lstmad.benchmarks import farm_nights
 
             result = farm_nights.run(json_path, cross_fit_folds=cross_fit_folds, **options)
+        elif name == "scoring-chunk":
+            from lstmad.benchmarks import scoring_chunk
+
+            result = scoring_chunk.run(json_path, **options)
         elif name == "iae-reproduction":
             from lstmad.benchmarks import iae_reproduction
 
@@ -436,7 +440,7 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
             result = iae_reproduction.tune(json_path, seed=seed, device=device, progress=options["progress"])
         else:
             _fail(f"unknown benchmark {name!r}: choose skab, icing, contamination, scada-injection, farm-nights, "
-                  "iae-reproduction or iae-tuning")
+                  "scoring-chunk, iae-reproduction or iae-tuning")
     except (DataMissingError, ValueError) as error:
         _fail(str(error))
     typer.echo(Path(result["files"]["markdown"]).read_text())

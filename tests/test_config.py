@@ -76,6 +76,18 @@ def test_residual_steps_must_fit_the_window(steps):
         load_config(DEMO_CONF, {"model.residual_steps": 4, "model.detector": "pca_t2q"})
 
 
+
+def test_scoring_chunk_reaches_the_forecaster_and_must_be_positive():
+    from lstmad.detectors import build_detector
+
+    with pytest.raises(ConfigError, match=r"model\.scoring_chunk.*at least 1"):
+        load_config(DEMO_CONF, {"model.scoring_chunk": 0})
+    with pytest.raises(ConfigError, match=r"model\.scoring_chunk.*lstm_forecaster"):
+        load_config(DEMO_CONF, {"model.detector": "lstm_autoencoder", "model.scoring_chunk": 25})
+    model = load_config(DEMO_CONF, {"model.detector": "lstm_forecaster", "model.scoring_chunk": 25}).model
+    assert build_detector(model).params.scoring_chunk == 25
+
+
 def test_frozen_channels_is_a_forecaster_setting_on_unless_turned_off():
     from lstmad.detectors import build_detector
 

@@ -31,7 +31,8 @@ def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = (
         # stuck temperature of the La Haute Borne study found: docs/training.md)
         return kind(hidden_sizes=tuple(model.hidden_sizes), dropout=model.dropout, error_model=model.error_model,
                     drivers=tuple(drivers), residual_steps=model.residual_steps,
-                    frozen_channels=model.frozen_channels is not False, error_regimes=model.error_regimes, **training)
+                    frozen_channels=model.frozen_channels is not False, error_regimes=model.error_regimes,
+                    scoring_chunk=model.scoring_chunk, **training)
     if kind is LSTMAutoencoderDetector:
         return kind(hidden=model.hidden_sizes[0], frozen_channels=model.frozen_channels is not False, **training)
     if kind is IAELSTMKLDetector:

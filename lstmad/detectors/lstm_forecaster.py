@@ -43,6 +43,10 @@ class ForecasterParams(TrainingParams):
     # ≥ 2, with the Mahalanobis error model: one error Gaussian per operating regime (k-means of the predicted
     # values on validation windows; lstmad.detectors.regimes), for residuals whose spread depends on the regime
     error_regimes: int = 0
+    # k > 1: consecutive windows are scored k at a time from one pass over their rows (chunked_step_errors):
+    # each scored row predicted once, from at least its window's rows, for 1/k of the work; 1: each window
+    # alone, from exactly its own rows (k× the work of the network on stride-1 windows)
+    scoring_chunk: int = 1
 
 
 class LSTMForecasterDetector(StillnessFloor, Detector):
@@ -147,7 +151,8 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
     @torch.no_grad()
     def _residuals(self, windows: Windows, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(prediction errors, predictions) of the windows' last rows (each the mean over the last
-        ``residual_steps`` rows), (N, R) each (R = C without drivers)."""
+        ``residual_steps`` rows), (N, R) each (R = C without drivers). With ``scoring_chunk`` k > 1, runs of
+        consecutive windows are scored k at a time from one pass over their rows (chunked_step_errors)."""
         self._check_fitted()
         if windows.n_channels != self.n_channels_ or windows.window != self.window_:
             raise ValueError(f"windows are {windows.window}×{windows.n_channels}, the model expects "
@@ -157,6 +162,12 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
         responses = self.responses(self.n_channels_)
         errors = np.empty((len(windows), len(responses)), dtype=np.float64)
         predicted = np.empty_like(errors)
+        chunk = self.params.scoring_chunk
+        if chunk > 1:
+            for index, step, actual in self.chunked_step_errors(network, windows, chunk, batch_size, device):
+                errors[index] = step.double().cpu().numpy()
+                predicted[index] = (step + actual).double().cpu().numpy()
+            return errors, predicted
         steps = self.params.residual_steps
         for lo in range(0, len(windows), batch_size):
             batch = windows.batch(slice(lo, lo + batch_size)).to(device)
@@ -165,6 +176,55 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
             errors[lo:lo + batch.shape[0]] = step.mean(dim=1).double().cpu().numpy()
             predicted[lo:lo + batch.shape[0]] = (step + actual).mean(dim=1).double().cpu().numpy()
         return errors, predicted
+
+    def chunked_step_errors(self, network, windows: Windows, chunk: int, batch_size: int, device):
+        """Yields (window positions (n,), mean errors (n, R), mean actual values (n, R)) of all ``windows``, k =
+        ``chunk`` consecutive windows (starts s..s+k−1 of one series) at a time from one pass of the network over
+        their W−1+k rows: the row each window scores is predicted once, from every row of the chunk before it
+        (at least the window's own W−1, at most W−2+k), instead of once per window from exactly its own rows:
+        1/k of the network's work for stride-1 windows. Windows without a consecutive neighbour are scored
+        alone, exactly as with k = 1."""
+        r, drivers = self.params.residual_steps, list(self.params.drivers)
+        responses = self.responses(self.n_channels_)
+        w = self.window_
+        starts = np.asarray(windows.starts, dtype=np.int64)
+        order = np.argsort(starts, kind="stable")
+        sorted_starts = starts[order]
+        # runs of consecutive starts, cut into chunks of ≤ k windows: (first position in order, length)
+        breaks = np.flatnonzero(np.diff(sorted_starts) != 1) + 1
+        run_first = np.concatenate([[0], breaks])
+        run_length = np.diff(np.concatenate([run_first, [sorted_starts.size]]))
+        firsts, lengths = [], []
+        for first, length in zip(run_first.tolist(), run_length.tolist()):
+            full = length // chunk
+            firsts.extend(first + i * chunk for i in range(full))
+            lengths.extend([chunk] * full)
+            if length % chunk:
+                firsts.append(first + full * chunk)
+                lengths.append(length % chunk)
+        firsts, lengths = np.asarray(firsts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+        series = windows.series
+        for m in np.unique(lengths).tolist():
+            group = firsts[lengths == m]
+            span = w - 1 + m  # rows of a chunk: its first window's W plus m − 1 later rows
+            per_batch = max(1, batch_size * w // span)  # the rows of batch_size windows per pass
+            for lo in range(0, group.size, per_batch):
+                picked = group[lo:lo + per_batch]
+                rows = torch.as_tensor(sorted_starts[picked], dtype=torch.long)
+                # (b, span, C): series rows s..s+span−1 of each chunk
+                views = series.unfold(0, span, 1)[rows].transpose(1, 2).to(device)
+                steps = m + r - 1  # every window's last r rows
+                if drivers:
+                    out = network(views[:, :, drivers], steps=steps)
+                else:
+                    out = network(views[:, :-1, :], steps=steps)
+                actual = views[:, -steps:, responses]
+                step = out.reshape(actual.shape) - actual  # (b, m + r − 1, R)
+                # window j of the chunk: the mean over its last r rows = steps j..j+r−1
+                mean_error = step.unfold(1, r, 1).mean(dim=3)  # (b, m, R)
+                mean_actual = actual.unfold(1, r, 1).mean(dim=3)
+                position = order[picked[:, None] + np.arange(m)[None, :]].reshape(-1)
+                yield position, mean_error.reshape(-1, len(responses)), mean_actual.reshape(-1, len(responses))
 
     def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
         """(N,) float64 scores of N windows (N, W, C): mean squared error of the forecast last row (of the mean
