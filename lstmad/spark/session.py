@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 
 from lstmad.config import SparkConfig
 
@@ -24,11 +25,14 @@ def require_java() -> None:
                            "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
 
 
-def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool = False):
+def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool = False,
+                warm_python_workers: bool = False):
     """The active Spark session, or a new one built from ``config``.
 
     spark-submit sets the master itself; in that case ``config.master`` is not applied. ``delta_spark``
-    adds the Delta Lake extension and catalog (their jars must be on the classpath).
+    adds the Delta Lake extension and catalog (their jars must be on the classpath). ``warm_python_workers``:
+    a new local session starts its Python worker daemon at once, in the background (warm_workers), for a caller
+    whose first job will run Python tasks.
     """
     require_java()
     from py4j.protocol import Py4JNetworkError
@@ -91,7 +95,36 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
+    if local and warm_python_workers:
+        warm_workers(session)
     return session
+
+
+def warm_workers(session) -> threading.Thread:
+    """Start the session's Python worker daemon now, in a background thread, by a one-row Arrow job.
+
+    Spark starts the daemon when the first Python task runs, and lstmad's daemon imports NumPy, pyarrow, torch
+    and lstmad's code before it forks a worker (spark/worker_daemon.py): seconds of one core on the critical
+    path of a night's first job, which here overlap with the driver building and planning that job
+    (bench night, docs/benchmarks.md). A failure (the session stopped meanwhile) is left to the job that
+    needs the workers to report.
+    """
+    from pyspark.sql import types as T
+
+    def one_row(batches):
+        yield from batches
+
+    schema = T.StructType([T.StructField("id", T.LongType())])
+
+    def run():
+        try:
+            session.range(1, numPartitions=1).mapInArrow(one_row, schema).collect()
+        except Exception as error:  # noqa: BLE001 - best effort: the real job reports a real failure
+            log.debug("warming the Python workers failed: %s", error)
+
+    thread = threading.Thread(target=run, name="lstmad-warm-python-workers", daemon=True)
+    thread.start()
+    return thread
 
 
 

@@ -84,7 +84,8 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
     progress.step("prepare %s..%s: reading %s", dates[0], dates[-1],
                   f"{len(files)} {src.format} files ({sum(f.stat().st_size for f in files) / 1e6:.1f} MB) of {location}"
                   if files else f"the Delta table {location}")
-    spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
+    spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark",
+                                 warm_python_workers=True)
     require_utc(spark)
     nanos = source_schema.naive_nanosecond_timestamps(src, files)
     run_id = uuid.uuid4().hex[:12]

@@ -57,7 +57,8 @@ def score_range(config: PipelineConfig, start: dt.date, end: dt.date, spark=None
                            f"\"select date, reason, count(*) from quarantine where date = '{missing[0]}' group by all\" "
                            "counts what was set aside)")
     bundle.check_compatible(tuple(config.source.tensor_channels), config.prepare.window, config.prepare.step_s)
-    spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark")
+    spark = spark or get_session(config.spark, delta_spark=config.delta.engine == "delta-spark",
+                                 warm_python_workers=True)
     lineage = {"model_name": config.registered_model_name, names.MODEL_VERSION: registered["version"],
                "mlflow_run_id": registered["run_id"]}
     versions = {d: content_version(paths.tensors, d) for d in dates}
