@@ -113,11 +113,10 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if config.model.residual_steps != 1 and config.model.detector != "lstm_forecaster" and not config.model.candidates:
         raise ConfigError(f"{source}: key 'model.residual_steps' applies to model.detector lstm_forecaster, "
                           f"not {config.model.detector}")
-    if config.model.scoring_chunk is not None and config.model.scoring_chunk < 1:
+    if config.model.scoring_chunk < 1:
         raise ConfigError(f"{source}: key 'model.scoring_chunk' must be at least 1 (1: each window scored alone), got "
                           f"{config.model.scoring_chunk}")
-    if (config.model.scoring_chunk not in (None, 1) and config.model.detector != "lstm_forecaster"
-            and not config.model.candidates):
+    if config.model.scoring_chunk != 1 and config.model.detector != "lstm_forecaster" and not config.model.candidates:
         raise ConfigError(f"{source}: key 'model.scoring_chunk' applies to model.detector lstm_forecaster, "
                           f"not {config.model.detector}")
     if config.model.error_regimes < 0 or config.model.error_regimes == 1:

@@ -84,12 +84,8 @@ def test_scoring_chunk_reaches_the_forecaster_and_must_be_positive():
         load_config(DEMO_CONF, {"model.scoring_chunk": 0})
     with pytest.raises(ConfigError, match=r"model\.scoring_chunk.*lstm_forecaster"):
         load_config(DEMO_CONF, {"model.detector": "lstm_autoencoder", "model.scoring_chunk": 25})
-    model = load_config(DEMO_CONF, {"model.detector": "lstm_forecaster", "model.scoring_chunk": 1}).model
-    assert build_detector(model).params.scoring_chunk == 1
-    # unset: 25 windows per pass for the forecaster (SCORING_CHUNK), nothing for the others
-    unset = load_config(DEMO_CONF, {"model.detector": "lstm_forecaster"}).model
-    assert unset.scoring_chunk is None and build_detector(unset).params.scoring_chunk == 25
-    assert load_config(DEMO_CONF, {"model.detector": "lstm_autoencoder"}).model.scoring_chunk is None
+    model = load_config(DEMO_CONF, {"model.detector": "lstm_forecaster", "model.scoring_chunk": 25}).model
+    assert build_detector(model).params.scoring_chunk == 25
 
 
 def test_frozen_channels_is_a_forecaster_setting_on_unless_turned_off():

@@ -74,11 +74,6 @@ DETECTORS = {  # each sets residual_steps (the shipped configuration's differs);
     "normal_behaviour_mean_frozen": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                                "residual_steps": 12, "frozen_channels": True},
                                      "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
-    # the same, each window scored alone (model.scoring_chunk 1; the others score 25 consecutive windows per pass)
-    "normal_behaviour_mean_frozen_alone": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
-                                                     "residual_steps": 12, "frozen_channels": True,
-                                                     "scoring_chunk": 1},
-                                           "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
     # and one error Gaussian per operating regime (model.error_regimes)
     "normal_behaviour_mean_frozen_regimes": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                                        "residual_steps": 12, "frozen_channels": True,
@@ -169,8 +164,7 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
     raw["source"]["channels"] = [{**c, "role": "driver" if c["name"] in drivers else "response"}
                                  for c in raw["source"]["channels"]]
     raw["operating_states"] = [*(raw.get("operating_states") or []), {"name": "curtailment", "when": "curtailed = 1"}]
-    raw["model"].update({"frozen_channels": False, "error_regimes": 0, "scoring_chunk": None, **settings["model"]},
-                        seed=seed, epochs=epochs)
+    raw["model"].update({"frozen_channels": False, "error_regimes": 0, **settings["model"]}, seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
     raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.0 if cross_fit_folds else 0.1,
                             cross_fit_folds=cross_fit_folds)

@@ -18,12 +18,6 @@ DETECTORS: dict[str, type[Detector]] = {d.kind: d for d in (
     LSTMForecasterDetector, LSTMAutoencoderDetector, IAELSTMKLDetector, PCAT2QDetector, IsolationForestDetector)}
 
 
-# model.scoring_chunk unset: the forecaster scores 25 consecutive windows per pass over their rows, 1/13 of the work
-# of scoring each alone, at the same AUROC and alarm rates on SKAB, the synthetic farm and La Haute Borne
-# (docs/training.md). The detector class itself defaults to 1 (each window alone).
-SCORING_CHUNK = 25
-
-
 def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = ()) -> Detector:
     """A fresh detector of the kind and settings of ``model`` (a config.ModelConfig); trained kinds checkpoint
     every epoch to ``checkpoint_dir`` when it is set; ``drivers``: channel indices a normal-behaviour
@@ -38,7 +32,7 @@ def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = (
         return kind(hidden_sizes=tuple(model.hidden_sizes), dropout=model.dropout, error_model=model.error_model,
                     drivers=tuple(drivers), residual_steps=model.residual_steps,
                     frozen_channels=model.frozen_channels is not False, error_regimes=model.error_regimes,
-                    scoring_chunk=SCORING_CHUNK if model.scoring_chunk is None else model.scoring_chunk, **training)
+                    scoring_chunk=model.scoring_chunk, **training)
     if kind is LSTMAutoencoderDetector:
         return kind(hidden=model.hidden_sizes[0], frozen_channels=model.frozen_channels is not False, **training)
     if kind is IAELSTMKLDetector:
