@@ -60,7 +60,7 @@ FAULT_CLASSES = (
 # above the threshold open an interval, it continues above 80 % of the threshold, across gaps of an hour.
 ALARM_RULES = {"min_interval_s": 1800, "merge_gap_s": 3600, "persistence": 3, "persistence_window": 6,
                "hysteresis": 0.8}
-DETECTORS = {  # each sets residual_steps (the shipped configuration's differs); frozen_channels and error_regimes are off unless set
+DETECTORS = {  # each sets residual_steps (the shipped configuration's differs); frozen_channels, error_regimes and scoring_chunk are off unless set
     "lstm_forecaster": {"model": {"detector": "lstm_forecaster", "error_model": "squared", "residual_steps": 1}},
     "lstm_forecaster_mahalanobis": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                               "residual_steps": 1}},
@@ -74,6 +74,11 @@ DETECTORS = {  # each sets residual_steps (the shipped configuration's differs);
     "normal_behaviour_mean_frozen": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                                "residual_steps": 12, "frozen_channels": True},
                                      "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
+    # the same, 25 consecutive windows scored per pass over their rows (model.scoring_chunk)
+    "normal_behaviour_mean_frozen_chunked": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
+                                                       "residual_steps": 12, "frozen_channels": True,
+                                                       "scoring_chunk": 25},
+                                             "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
     # and one error Gaussian per operating regime (model.error_regimes)
     "normal_behaviour_mean_frozen_regimes": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                                        "residual_steps": 12, "frozen_channels": True,
@@ -164,7 +169,8 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
     raw["source"]["channels"] = [{**c, "role": "driver" if c["name"] in drivers else "response"}
                                  for c in raw["source"]["channels"]]
     raw["operating_states"] = [*(raw.get("operating_states") or []), {"name": "curtailment", "when": "curtailed = 1"}]
-    raw["model"].update({"frozen_channels": False, "error_regimes": 0, **settings["model"]}, seed=seed, epochs=epochs)
+    raw["model"].update({"frozen_channels": False, "error_regimes": 0, "scoring_chunk": 1, **settings["model"]},
+                        seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
     raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.0 if cross_fit_folds else 0.1,
                             cross_fit_folds=cross_fit_folds)
