@@ -37,15 +37,16 @@ def windows_at(values: np.ndarray, starts: np.ndarray) -> Windows:
 
 @pytest.fixture(scope="module")
 def fitted():
-    """A plain forecaster (last row) and a normal-behaviour one (channel 0 drives, mean of the last 3 rows),
-    fitted once with chunked scoring."""
+    """A plain forecaster (last row, and mean of the last 3 rows) and a normal-behaviour one (channel 0 drives,
+    mean of the last 3 rows), fitted once with chunked scoring."""
     values = series()
     train = windows_at(values, np.arange(0, 300 - WINDOW + 1))
     common = dict(hidden_sizes=(8, 4), epochs=2, batch_size=64, seed=0, device="cpu", frozen_channels=False,
                   scoring_chunk=CHUNK)
     plain = LSTMForecasterDetector(**common).fit(train)
+    plain_mean = LSTMForecasterDetector(residual_steps=3, **common).fit(train)
     drivers = LSTMForecasterDetector(drivers=(0,), residual_steps=3, **common).fit(train)
-    return values, {"plain": plain, "drivers": drivers}
+    return values, {"plain": plain, "plain_mean": plain_mean, "drivers": drivers}
 
 
 def reference_scores(detector, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -74,7 +75,7 @@ def reference_scores(detector, values: np.ndarray, starts: np.ndarray) -> np.nda
     return scores
 
 
-@pytest.mark.parametrize("kind", ["plain", "drivers"])
+@pytest.mark.parametrize("kind", ["plain", "plain_mean", "drivers"])
 def test_chunked_scores_are_the_network_over_each_chunks_rows(fitted, kind):
     values, detectors = fitted
     detector = detectors[kind]

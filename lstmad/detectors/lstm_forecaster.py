@@ -44,8 +44,11 @@ class ForecasterParams(TrainingParams):
     # values on validation windows; lstmad.detectors.regimes), for residuals whose spread depends on the regime
     error_regimes: int = 0
     # k > 1: consecutive windows are scored k at a time from one pass over their rows (chunked_step_errors):
-    # each scored row predicted once, from at least its window's rows, for 1/k of the work; 1: each window
-    # alone, from exactly its own rows (k× the work of the network on stride-1 windows)
+    # each scored row predicted once, from at least its window's rows: (W−2+k)/k network steps per window
+    # instead of W−1 (1/13 at W = 26, k = 25); 1: each window alone, from exactly its own rows. A window's score
+    # then depends on which consecutive windows are scored with it: the validation windows are scored the same
+    # way only when they are consecutive too (not once model.max_train_windows has thinned them), and the
+    # MLflow pyfunc model, handed windows side by side, scores each alone (docs/training.md)
     scoring_chunk: int = 1
 
 
@@ -180,10 +183,12 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
     def chunked_step_errors(self, network, windows: Windows, chunk: int, batch_size: int, device):
         """Yields (window positions (n,), mean errors (n, R), mean actual values (n, R)) of all ``windows``, k =
         ``chunk`` consecutive windows (starts s..s+k−1 of one series) at a time from one pass of the network over
-        their W−1+k rows: the row each window scores is predicted once, from every row of the chunk before it
-        (at least the window's own W−1, at most W−2+k), instead of once per window from exactly its own rows:
-        1/k of the network's work for stride-1 windows. Windows without a consecutive neighbour are scored
-        alone, exactly as with k = 1."""
+        their W−1+k rows: each row a window scores (its last ``residual_steps``) is predicted once, from the
+        chunk's rows up to it (before it for a plain forecaster, up to and including it for a normal-behaviour
+        model) — at least those its window alone would give, at most k−1 more — instead of once per window:
+        (W−2+k)/k network steps per window instead of W−1. A run of consecutive windows is cut from its first
+        window, so a window's score depends on which of its neighbours are in ``windows``. Windows without a
+        consecutive neighbour are scored alone, exactly as with k = 1."""
         r, drivers = self.params.residual_steps, list(self.params.drivers)
         responses = self.responses(self.n_channels_)
         w = self.window_
