@@ -28,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 from lstmad.benchmarks.common import DataMissingError, MEAN_STEPS, fmt, write_report
 from lstmad.detectors import LSTMForecasterDetector
+from lstmad.detectors.base import latest_split
 
 CHUNK = 25
 FARM_MODELS = {  # (name, settings): the bench night's shape, the default shape, the mean-residual Mahalanobis one
@@ -45,13 +46,6 @@ def both_ways(detector: LSTMForecasterDetector, chunk: int, validation, train) -
     chunked.params = dataclasses.replace(detector.params, scoring_chunk=chunk)
     chunked.adopt(detector.network_, detector.history_, validation, stillness_of=train)
     return {"alone": detector, "chunked": chunked}
-
-
-def latest_split(windows, share: float):
-    """(earlier, latest ``share`` by end time): the split LSTMForecasterDetector.fit validates on."""
-    order = np.argsort(windows.end_us, kind="stable")
-    n_val = max(1, int(round(len(windows) * share)))
-    return windows.subset(np.sort(order[:-n_val])), windows.subset(np.sort(order[-n_val:]))
 
 
 def timed_scores(detector, windows) -> tuple[np.ndarray, float]:
@@ -81,8 +75,8 @@ def skab_study(epochs: int, seed: int, device: str, progress) -> dict:
             torch.manual_seed(seed)
             train, test = skab.file_windows(values, labels, 26)
             detector = factories[name]().fit(train)
-            for way, d in both_ways(detector, CHUNK, latest_split(train, detector.params.validation_share)[1],
-                                    latest_split(train, detector.params.validation_share)[0]).items():
+            earlier, validation = latest_split(train, detector.params.validation_share)
+            for way, d in both_ways(detector, CHUNK, validation, earlier).items():
                 threshold = skab.threshold_for(name, d.score(train))
                 scores, rate = timed_scores(d, test)
                 k = kept[way]
