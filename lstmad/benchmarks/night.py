@@ -29,7 +29,7 @@ FIRST = dt.date(2026, 1, 1)
 NIGHT = FIRST + dt.timedelta(days=2)
 ROWS_PER_NIGHT = 1440
 # the forecaster scores 25 consecutive windows per pass over their rows (model.scoring_chunk): the same AUROC and
-# false-alarm rate as scoring each window alone on SKAB and the synthetic farm (docs/benchmarks.md)
+# alarm rates as scoring each window alone on SKAB, the synthetic farm and La Haute Borne (docs/training.md)
 SCORING_CHUNK = 25
 
 
