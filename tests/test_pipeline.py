@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -78,18 +80,21 @@ def run(tmp_path_factory, spark):
     prepared = stages.prepare_training_data(config)
     trained = stages.train(config)
     nightly = stages.prepare(config, SCORED, SCORED)
+    worker_folders = set(Path(tempfile.gettempdir()).glob("lstmad-worker-model-*"))
     first = stages.score(config, SCORED)
     snapshot = {t: lakehouse.read_table(paths.lake, t) for t in (names.ANOMALY_SCORES, names.ANOMALY_INTERVALS)}
     versions = {t: lakehouse.table_version(paths.lake, t) for t in snapshot}
     second = run_job("score", ["--conf", str(conf), "--date", SCORED.isoformat()])  # the spark-submit entry point
     drifted = stages.drift(config, SCORED)
+    left_worker_folders = set(Path(tempfile.gettempdir()).glob("lstmad-worker-model-*")) - worker_folders
     # a second model of another kind, through the promotion gate against the champion
     challenger_config = load_config(conf, {"model.detector": "iae_lstm_kl", "model.variant": "iaead_soft",
                                            "model.epochs": 2})
     challenger = stages.train(challenger_config)
     return dict(challenger=challenger, config=config, conf=conf, paths=paths, prepared=prepared, trained=trained, nightly=nightly,
                 first=first, second=second, drifted=drifted, snapshot=snapshot, versions=versions,
-                expected_reasons=expected_reasons, clean_day=clean_day)
+                expected_reasons=expected_reasons, clean_day=clean_day,
+                left_worker_folders=left_worker_folders)
 
 
 def test_rows_read_equal_kept_plus_quarantined(run):
@@ -293,6 +298,12 @@ def test_scores_and_intervals_written(run):
         assert interval.duration_s >= run["config"].score.min_interval_s
         assert interval.severity == pytest.approx(interval.peak_score / interval.threshold)
         assert interval.model_version == "1" and interval.mlflow_run_id == run["trained"]["run_id"]
+
+
+def test_scoring_workers_leave_no_model_folders_behind(run):
+    # each Python worker unpacks the broadcast model into a temporary folder; a nightly job that left them
+    # would fill the temp dir of a long-running cluster, one folder per worker per model version
+    assert run["left_worker_folders"] == set()
 
 
 def test_scoring_the_same_date_twice_leaves_identical_tables(run):

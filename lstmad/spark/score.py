@@ -63,10 +63,12 @@ def _bundle_from_payload(key: str, payload: dict[str, bytes], device: str = "cpu
     if key not in _LOADED_BUNDLES:
         from lstmad.serving.bundle import ModelBundle
 
-        folder = Path(tempfile.mkdtemp(prefix="lstmad-worker-model-"))
-        for name, content in payload.items():
-            (folder / name).write_bytes(content)
-        bundle = ModelBundle.load(folder)
+        # every detector reads its files whole on load, so the folder goes at once: a long-lived worker
+        # (or many nights of short ones) would otherwise leave one folder per model version in the temp dir
+        with tempfile.TemporaryDirectory(prefix="lstmad-worker-model-") as folder:
+            for name, content in payload.items():
+                (Path(folder) / name).write_bytes(content)
+            bundle = ModelBundle.load(folder)
         bundle.detector.to(device)
         _LOADED_BUNDLES[key] = bundle
     return _LOADED_BUNDLES[key]
