@@ -25,6 +25,8 @@ class Detector:
     kind: str = ""
     params_class: type = object
     score_alignment = "window"  # "window": a score per window, belonging to its last row; "last": of its last row
+    judged_rows = 1  # how many of a window's last rows its score judges: a window is outside normal operation
+    # when any of them is (windows_from_blocks' state_rows), so rows of a stop never weigh in a score
 
     def __init__(self, params: Optional[object] = None, **overrides):
         self.params = dataclasses.replace(params or self.params_class(), **overrides)

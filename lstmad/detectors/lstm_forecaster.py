@@ -70,6 +70,11 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
     # Each window's score describes its last timestamp (the row that was forecast).
     score_alignment = "last"
 
+    @property
+    def judged_rows(self) -> int:
+        """The window's last ``residual_steps`` rows make its score."""
+        return self.params.residual_steps
+
     def fit(self, windows: Windows, on_epoch: Optional[EpochCallback] = None) -> "LSTMForecasterDetector":
         if len(windows) < 2:
             raise ValueError(f"need at least 2 training windows, got {len(windows)}")

@@ -43,6 +43,7 @@ class ShardedData:
     # (asset, from_us, to_us): windows of that asset whose last timestamp lies in [from_us, to_us) are left out
     # (the severe intervals of train.exclude_severity)
     excluded_spans: tuple[tuple[str, int, int], ...] = ()
+    state_rows: int = 1  # a window is outside normal operation when any of its last state_rows rows is
 
 
 def split_by_date(files: Sequence[str], validation_share: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -95,7 +96,8 @@ def file_windows(files: Sequence[str], data: ShardedData) -> Windows:
     if not files:
         raise ValueError("no tensor-block files to read windows from")
     table = pa.concat_tables([pq.read_table(f) for f in files])
-    windows = windows_from_blocks(table, data.window, max_masked_share=data.max_masked_share)
+    windows = windows_from_blocks(table, data.window, max_masked_share=data.max_masked_share,
+                                  state_rows=data.state_rows)
     windows = windows.subset(np.flatnonzero(windows.state_last == 0))
     if data.exclude_labelled:
         windows = windows.subset(np.flatnonzero(windows.label_any != 1))

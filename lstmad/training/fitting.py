@@ -27,11 +27,13 @@ MAX_SEVERE_SHARE = 0.5
 
 def windows_of(config: PipelineConfig, start: dt.date, end: dt.date):
     """(blocks, Windows) of the dates start..end of the pipeline's tensor blocks."""
+    from lstmad.detectors import judged_rows
     from lstmad.io.tensor_store import read_blocks
     from lstmad.transforms.blocks import windows_from_blocks
 
     blocks = read_blocks(Paths.of(config).tensors, iso_dates(start, end))
-    return blocks, windows_from_blocks(blocks, config.prepare.window, max_masked_share=config.prepare.max_masked_share)
+    return blocks, windows_from_blocks(blocks, config.prepare.window, max_masked_share=config.prepare.max_masked_share,
+                                       state_rows=judged_rows(config.model))
 
 
 def training_stats(config: PipelineConfig):
@@ -201,6 +203,7 @@ def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, d
     """Fit with train.distributed.processes ranks, each streaming its shard of the training dates' block
     files: the latest threshold.calibration_share of the dates calibrate, the latest of the others validate.
     Returns (detector, counts, calibration scores or None)."""
+    from lstmad.detectors import judged_rows
     from lstmad.io.tensor_store import block_files
     from lstmad.training.distributed import (
         ShardedData,
@@ -217,7 +220,7 @@ def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, d
         files, calibration_files = split_by_date(files, config.threshold.calibration_share)
     train_files, validation_files = split_by_date(files, config.model.validation_share)
     data = ShardedData(train_files, validation_files, config.prepare.window, config.prepare.max_masked_share,
-                       t.exclude_labelled_anomalies, d.shuffle_files)
+                       t.exclude_labelled_anomalies, d.shuffle_files, state_rows=judged_rows(config.model))
     severe = 0
     spans = severe_spans(config) if t.exclude_severity > 0 else ()
     if spans:

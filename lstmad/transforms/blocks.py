@@ -136,7 +136,8 @@ class Windows:
     series (R, C) float32; starts (N,) first row of each window in ``series``; end_us (N,) timestamp of each
     window's last row; asset (N,) asset name index into ``assets``; label_last (N,) label of the last row
     (−1 unknown); label_any (N,) 1 when any row of the window is labelled anomalous; state_last (N,) int8
-    operating state of the last row (0 normal operation).
+    operating state of the window (0 normal operation): that of the latest row outside normal operation among
+    the last ``state_rows`` rows of the reader (windows_from_blocks; 1: the last row's own state).
     Windows with more than the reader's ``max_masked_share`` of filled-in values are not in the set; their
     number is ``skipped_masked``.
     """
@@ -201,14 +202,25 @@ class Windows:
                    ["array"], labels, (labels == 1).astype(np.int8))
 
 
+def window_states(row_states: np.ndarray, ends: np.ndarray, state_rows: int) -> np.ndarray:
+    """(N,) int8 state of each window ending at row ``ends`` (N,) of a block whose rows are in ``row_states``
+    (n,) int8: the state of the latest row in a state (≠ 0) among rows end − state_rows + 1 .. end, else 0."""
+    index = np.arange(row_states.size)
+    latest = np.maximum.accumulate(np.where(row_states != 0, index, -1))[ends]  # latest row in a state, ≤ end
+    inside = (latest >= 0) & (latest > ends - max(1, int(state_rows)))
+    return np.where(inside, row_states[np.maximum(latest, 0)], 0).astype(np.int8)
+
+
 def windows_from_blocks(blocks: pa.Table, window: int,
                         transform: Optional[Callable[[np.ndarray, str, str], np.ndarray]] = None,
-                        max_masked_share: float = 1.0) -> Windows:
+                        max_masked_share: float = 1.0, state_rows: int = 1) -> Windows:
     """All windows of a table of blocks (BLOCK_SCHEMA rows): one concatenated (R, C) series plus indices.
 
     The series costs 1× the block bytes; windows are produced per batch by ``Windows.batch``.
     ``transform(values (n, C), stats_id, asset) -> (n, C)`` rewrites each block's values first
     (renormalisation). Windows with more than ``max_masked_share`` of their values filled in are skipped.
+    A window is outside normal operation when any of its last ``state_rows`` rows is (the rows its score is
+    made of: Detector.judged_rows), in the state of the latest such row.
     """
     parts, starts, end_us, asset_idx, label_last, label_any, state_last = [], [], [], [], [], [], []
     assets: list[str] = []
@@ -244,7 +256,7 @@ def windows_from_blocks(blocks: pa.Table, window: int,
         label_any.append(((positive[local + window] - positive[local]) > 0).astype(np.int8))
         raw_states = columns.get(names.STATES, [None] * blocks.num_rows)[i]
         state_last.append(np.zeros(local.size, np.int8) if raw_states is None
-                          else np.frombuffer(raw_states, dtype=np.int8)[local + window - 1])
+                          else window_states(np.frombuffer(raw_states, dtype=np.int8), local + window - 1, state_rows))
         offset += n_rows
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
