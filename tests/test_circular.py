@@ -127,6 +127,31 @@ def test_init_makes_a_normal_behaviour_model_when_names_say_what_drives_the_asse
     assert config.operating_states == ()  # the cut-in state is only suggested, commented out
 
 
+def test_init_suggests_the_cut_in_and_stopped_states_commented_out_and_they_load_once_uncommented(tmp_path):
+    from lstmad.io.source_profile import read_stored_table
+    from lstmad.onboarding import config_text, inspect_table
+
+    # a 10-minute export with a wind speed, a blade pitch angle and a power
+    rows = ["timestamp,Ws_avg,Ba_avg,P_avg"]
+    for k in range(200):
+        speed = 4 + 8 * abs(math.sin(k / 30))
+        stamp = np.datetime64("2026-03-01T00:00") + np.timedelta64(10 * k, "m")
+        rows.append(f"{stamp}Z,{speed:.2f},{90.0 if k % 50 < 3 else -1.0},{min(2000.0, 1.2 * speed ** 3):.1f}")
+    path = tmp_path / "turbine.csv"
+    path.write_text("\n".join(rows) + "\n")
+    text = config_text(inspect_table(read_stored_table(path)), "turbine")
+    conf = tmp_path / "turbine.yaml"
+    conf.write_text(text)
+    assert load_config(conf).operating_states == ()
+    # uncommented by hand, as the comment asks: the two states, in order, with conditions on the named columns
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("# operating_states:"))
+    lines[first:first + 3] = [line[2:] for line in lines[first:first + 3]]
+    conf.write_text("\n".join(lines) + "\n")
+    states = [(s.name, s.when) for s in load_config(conf).operating_states]
+    assert states == [("below_cut_in", "`Ws_avg` < 3.5"), ("stopped", "`Ba_avg` > 45")]
+
+
 def test_scored_shares_name_the_source_channels_a_circular_one_summed_from_its_sine_and_cosine():
     import pyarrow as pa
 
