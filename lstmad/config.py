@@ -174,9 +174,8 @@ class ModelConfig(TrainingParams):
     profile: str = "tuned"  # iae_lstm_kl only: tuned (per-sample, chosen on validation farms), small or paper
     error_model: str = "squared"  # lstm_forecaster: squared or mahalanobis
     residual_steps: int = 1  # lstm_forecaster: a window's error is the mean of its last k rows' residuals
-    # lstm_forecaster, lstm_autoencoder: a channel still for longer than training saw it raises the score;
-    # unset: on for them
-    frozen_channels: Optional[bool] = None
+    residual_spread: bool = False  # lstm_forecaster, mahalanobis, k ≥ 2: the k residuals' RMS joins their mean
+    frozen_channels: Optional[bool] = None  # forecaster, autoencoder: a channel still for too long scores; unset: on
     error_regimes: int = 0  # lstm_forecaster, mahalanobis: ≥ 2 fits one error Gaussian per operating regime
     scoring_chunk: int = 1  # lstm_forecaster: k consecutive windows per pass over their rows (1/13 the work at k=25)
     hidden_sizes: tuple[int, ...] = (64, 32)

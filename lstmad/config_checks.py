@@ -113,6 +113,11 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if config.model.residual_steps != 1 and config.model.detector != "lstm_forecaster" and not config.model.candidates:
         raise ConfigError(f"{source}: key 'model.residual_steps' applies to model.detector lstm_forecaster, "
                           f"not {config.model.detector}")
+    if config.model.residual_spread and (config.model.detector != "lstm_forecaster" or config.model.residual_steps < 2
+                                         or config.model.error_model != "mahalanobis"):
+        raise ConfigError(f"{source}: key 'model.residual_spread' needs model.detector lstm_forecaster with error_model "
+                          f"mahalanobis and residual_steps of at least 2 (the spread of k residuals), got "
+                          f"{config.model.detector}, {config.model.error_model}, {config.model.residual_steps}")
     if config.model.scoring_chunk < 1:
         raise ConfigError(f"{source}: key 'model.scoring_chunk' must be at least 1 (1: each window scored alone), got "
                           f"{config.model.scoring_chunk}")

@@ -88,6 +88,17 @@ def test_scoring_chunk_reaches_the_forecaster_and_must_be_positive():
     assert build_detector(model).params.scoring_chunk == 25
 
 
+def test_residual_spread_needs_a_mahalanobis_forecaster_over_several_rows():
+    from lstmad.detectors import build_detector
+
+    mahalanobis = {"model.detector": "lstm_forecaster", "model.error_model": "mahalanobis", "model.residual_steps": 6}
+    model = load_config(DEMO_CONF, {**mahalanobis, "model.residual_spread": True}).model
+    assert build_detector(model).params.residual_spread is True
+    for change in ({"model.residual_steps": 1}, {"model.error_model": "squared"}):
+        with pytest.raises(ConfigError, match=r"model\.residual_spread.*mahalanobis"):
+            load_config(DEMO_CONF, {**mahalanobis, "model.residual_spread": True, **change})
+
+
 def test_frozen_channels_is_a_forecaster_setting_on_unless_turned_off():
     from lstmad.detectors import build_detector
 

@@ -46,12 +46,15 @@ def fitted():
     plain = LSTMForecasterDetector(**common).fit(train)
     plain_mean = LSTMForecasterDetector(residual_steps=3, **common).fit(train)
     drivers = LSTMForecasterDetector(drivers=(0,), residual_steps=3, **common).fit(train)
-    return values, {"plain": plain, "plain_mean": plain_mean, "drivers": drivers}
+    spread = LSTMForecasterDetector(drivers=(0,), residual_steps=3, error_model="mahalanobis", residual_spread=True,
+                                    **common).fit(train)
+    return values, {"plain": plain, "plain_mean": plain_mean, "drivers": drivers, "spread": spread}
 
 
-def reference_scores(detector, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def reference_scores(detector, values: np.ndarray, starts: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     """Mean squared residual of each window's last r rows, each row predicted by its own forward call over the
-    rows of its chunk up to it."""
+    rows of its chunk up to it; with residual_spread, the fitted error Gaussian's distance of the vector (the
+    r residuals' mean, their root mean square)."""
     p = detector.params
     network = detector.network_.eval()
     data = torch.as_tensor(values)
@@ -63,7 +66,7 @@ def reference_scores(detector, values: np.ndarray, starts: np.ndarray) -> np.nda
     scores = {}
     with torch.no_grad():
         for s in starts:
-            first = run_first[s] + (s - run_first[s]) // CHUNK * CHUNK  # its chunk's first window
+            first = run_first[s] + (s - run_first[s]) // chunk * chunk  # its chunk's first window
             errors = []
             for row in range(s + WINDOW - p.residual_steps, s + WINDOW):
                 if p.drivers:
@@ -71,11 +74,16 @@ def reference_scores(detector, values: np.ndarray, starts: np.ndarray) -> np.nda
                 else:
                     predicted = network(data[first:row][None])[0]
                 errors.append(predicted.numpy() - values[row, responses])
-            scores[s] = float(np.mean(np.mean(errors, axis=0) ** 2))
+            errors = np.asarray(errors, dtype=np.float64)  # (r, R)
+            if p.residual_spread:
+                vector = np.concatenate([errors.mean(axis=0), np.sqrt((errors ** 2).mean(axis=0))])
+                scores[s] = float(detector.error_model_.score(vector[None])[0])
+            else:
+                scores[s] = float(np.mean(errors.mean(axis=0) ** 2))
     return scores
 
 
-@pytest.mark.parametrize("kind", ["plain", "plain_mean", "drivers"])
+@pytest.mark.parametrize("kind", ["plain", "plain_mean", "drivers", "spread"])
 def test_chunked_scores_are_the_network_over_each_chunks_rows(fitted, kind):
     values, detectors = fitted
     detector = detectors[kind]
@@ -85,6 +93,21 @@ def test_chunked_scores_are_the_network_over_each_chunks_rows(fitted, kind):
     got = detector.score(windows_at(values, shuffled))
     expected = reference_scores(detector, values, starts)
     np.testing.assert_allclose(got, [expected[s] for s in shuffled], rtol=1e-4, atol=1e-7)
+
+
+def test_the_spread_of_the_residuals_scores_the_same_for_windows_alone(fitted):
+    values, detectors = fitted
+    alone = copy.copy(detectors["spread"])
+    alone.params = dataclasses.replace(alone.params, scoring_chunk=1)
+    starts = np.concatenate([np.arange(300, 313), [340]])
+    got = alone.score(windows_at(values, starts))
+    expected = reference_scores(alone, values, starts, chunk=1)
+    np.testing.assert_allclose(got, [expected[s] for s in starts], rtol=1e-4, atol=1e-7)
+    # the error vector is 2R long: the mean residuals, then their root mean square (never below |mean|)
+    assert alone.error_model_.mean_.shape == (4,)
+    shares = alone.channel_shares(windows_at(values, starts))
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+    assert np.all(shares[:, 0] == 0)  # the driver
 
 
 def test_lone_windows_and_chunk_starts_score_as_windows_alone(fitted):

@@ -57,6 +57,10 @@ def deep_detectors(profile: str = "small", epochs: int = 10, seed: int = 0, devi
     factories["lstm_forecaster_mahalanobis_mean_frozen"] = lambda: LSTMForecasterDetector(
         epochs=epochs, seed=seed, device=device, error_model="mahalanobis", residual_steps=MEAN_STEPS,
         frozen_channels=True)
+    # the same with each channel's root-mean-square residual beside the mean (model.residual_spread)
+    factories["lstm_forecaster_mahalanobis_mean_frozen_spread"] = lambda: LSTMForecasterDetector(
+        epochs=epochs, seed=seed, device=device, error_model="mahalanobis", residual_steps=MEAN_STEPS,
+        frozen_channels=True, residual_spread=True)
     # the same with one error Gaussian per operating regime (model.error_regimes)
     factories["lstm_forecaster_mahalanobis_mean_regimes"] = lambda: LSTMForecasterDetector(
         epochs=epochs, seed=seed, device=device, error_model="mahalanobis", residual_steps=MEAN_STEPS,

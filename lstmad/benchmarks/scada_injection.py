@@ -60,7 +60,8 @@ FAULT_CLASSES = (
 # above the threshold open an interval, it continues above 80 % of the threshold, across gaps of an hour.
 ALARM_RULES = {"min_interval_s": 1800, "merge_gap_s": 3600, "persistence": 3, "persistence_window": 6,
                "hysteresis": 0.8}
-DETECTORS = {  # each sets residual_steps (the shipped configuration's differs); frozen_channels, error_regimes and scoring_chunk are off unless set
+DETECTORS = {  # each sets residual_steps (the shipped configuration's differs); frozen_channels, error_regimes,
+    # scoring_chunk and residual_spread are off unless set
     "lstm_forecaster": {"model": {"detector": "lstm_forecaster", "error_model": "squared", "residual_steps": 1}},
     "lstm_forecaster_mahalanobis": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                               "residual_steps": 1}},
@@ -74,6 +75,11 @@ DETECTORS = {  # each sets residual_steps (the shipped configuration's differs);
     "normal_behaviour_mean_frozen": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                                "residual_steps": 12, "frozen_channels": True},
                                      "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
+    # and each response's root-mean-square residual over the 12 rows beside the mean (model.residual_spread)
+    "normal_behaviour_mean_frozen_spread": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
+                                                      "residual_steps": 12, "frozen_channels": True,
+                                                      "residual_spread": True},
+                                            "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
     # the same, 25 consecutive windows scored per pass over their rows (model.scoring_chunk)
     "normal_behaviour_mean_frozen_chunked": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                                        "residual_steps": 12, "frozen_channels": True,
@@ -169,7 +175,8 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
     raw["source"]["channels"] = [{**c, "role": "driver" if c["name"] in drivers else "response"}
                                  for c in raw["source"]["channels"]]
     raw["operating_states"] = [*(raw.get("operating_states") or []), {"name": "curtailment", "when": "curtailed = 1"}]
-    raw["model"].update({"frozen_channels": False, "error_regimes": 0, "scoring_chunk": 1, **settings["model"]},
+    raw["model"].update({"frozen_channels": False, "error_regimes": 0, "scoring_chunk": 1, "residual_spread": False,
+                         **settings["model"]},
                         seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
     raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.0 if cross_fit_folds else 0.1,

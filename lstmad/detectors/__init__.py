@@ -30,7 +30,7 @@ def build_detector(model, checkpoint_dir: str = "", drivers: tuple[int, ...] = (
         # frozen_channels unset: on, here and for the autoencoder (no change on the synthetic farm or SKAB, the
         # stuck temperature of the La Haute Borne study found: docs/training.md)
         return kind(hidden_sizes=tuple(model.hidden_sizes), dropout=model.dropout, error_model=model.error_model,
-                    drivers=tuple(drivers), residual_steps=model.residual_steps,
+                    drivers=tuple(drivers), residual_steps=model.residual_steps, residual_spread=model.residual_spread,
                     frozen_channels=model.frozen_channels is not False, error_regimes=model.error_regimes,
                     scoring_chunk=model.scoring_chunk, **training)
     if kind is LSTMAutoencoderDetector:

@@ -2,7 +2,8 @@
 with driver channels, a normal-behaviour model: the response channels of the last row predicted from the driver
 channels of the whole window (wind speed → power, ambient → temperatures), score = their residuals, so a
 fault that breaks the relation between channels shows even when every channel still looks normal alone. With
-``residual_steps`` k > 1 the residual is the mean over the window's last k rows, each predicted the same way."""
+``residual_steps`` k > 1 the residual is the mean over the window's last k rows, each predicted the same way
+(with ``residual_spread``, their root mean square too)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class ForecasterParams(TrainingParams):
     # a little but their mean by as much, while the mean's noise shrinks (the EWMA/MEWMA charts of statistical
     # process control, here over a moving window); 1: the last row.
     residual_steps: int = 1
+    # With k ≥ 2 and the Mahalanobis error model: each response's root-mean-square residual over the k rows
+    # joins the mean (a 2R-long error vector), so a burst of noise, which the mean averages away, shows too
+    residual_spread: bool = False
     # A window's score is at least what the rarity of its stillest channel is worth on the score's own scale
     # (lstmad.detectors.frozen): a stuck sensor shows even when it is a driver, which the model never scores.
     frozen_channels: bool = False
@@ -159,7 +163,8 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
     @torch.no_grad()
     def _residuals(self, windows: Windows, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(prediction errors, predictions) of the windows' last rows (each the mean over the last
-        ``residual_steps`` rows), (N, R) each (R = C without drivers). With ``scoring_chunk`` k > 1, runs of
+        ``residual_steps`` rows), (N, R) each (R = C without drivers); with ``residual_spread`` the errors are
+        (N, 2R): the R means, then the R root-mean-square errors. With ``scoring_chunk`` k > 1, runs of
         consecutive windows are scored k at a time from one pass over their rows (chunked_step_errors)."""
         self._check_fitted()
         if windows.n_channels != self.n_channels_ or windows.window != self.window_:
@@ -168,12 +173,14 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
         network = self.network_.eval()
         device = next(network.parameters()).device
         responses = self.responses(self.n_channels_)
-        errors = np.empty((len(windows), len(responses)), dtype=np.float64)
-        predicted = np.empty_like(errors)
+        r = len(responses)
+        spread = self.params.residual_spread
+        errors = np.empty((len(windows), 2 * r if spread else r), dtype=np.float64)
+        predicted = np.empty((len(windows), r), dtype=np.float64)
         chunk = self.params.scoring_chunk
         if chunk > 1:
-            for index, step, actual in self.chunked_step_errors(network, windows, chunk, batch_size, device):
-                errors[index] = step.double().cpu().numpy()
+            for index, step, actual, rms in self.chunked_step_errors(network, windows, chunk, batch_size, device):
+                errors[index] = (torch.cat([step, rms], dim=1) if spread else step).double().cpu().numpy()
                 predicted[index] = (step + actual).double().cpu().numpy()
             return errors, predicted
         steps = self.params.residual_steps
@@ -181,12 +188,16 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
             batch = windows.batch(slice(lo, lo + batch_size)).to(device)
             step = self.step_errors(network, batch)  # prediction − actual
             actual = batch[:, -steps:, responses]
-            errors[lo:lo + batch.shape[0]] = step.mean(dim=1).double().cpu().numpy()
+            mean = step.mean(dim=1)
+            if spread:
+                mean = torch.cat([mean, step.square().mean(dim=1).sqrt()], dim=1)
+            errors[lo:lo + batch.shape[0]] = mean.double().cpu().numpy()
             predicted[lo:lo + batch.shape[0]] = (step + actual).mean(dim=1).double().cpu().numpy()
         return errors, predicted
 
     def chunked_step_errors(self, network, windows: Windows, chunk: int, batch_size: int, device):
-        """Yields (window positions (n,), mean errors (n, R), mean actual values (n, R)) of all ``windows``, k =
+        """Yields (window positions (n,), mean errors (n, R), mean actual values (n, R), root-mean-square errors
+        (n, R)) of all ``windows``, k =
         ``chunk`` consecutive windows (starts s..s+k−1 of one series) at a time from one pass of the network over
         their W−1+k rows: each row a window scores (its last ``residual_steps``) is predicted once, from the
         chunk's rows up to it (before it for a plain forecaster, up to and including it for a normal-behaviour
@@ -233,8 +244,10 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
                 # window j of the chunk: the mean over its last r rows = steps j..j+r−1
                 mean_error = step.unfold(1, r, 1).mean(dim=3)  # (b, m, R)
                 mean_actual = actual.unfold(1, r, 1).mean(dim=3)
+                rms_error = step.square().unfold(1, r, 1).mean(dim=3).sqrt()
                 position = order[picked[:, None] + np.arange(m)[None, :]].reshape(-1)
-                yield position, mean_error.reshape(-1, len(responses)), mean_actual.reshape(-1, len(responses))
+                yield (position, mean_error.reshape(-1, len(responses)), mean_actual.reshape(-1, len(responses)),
+                       rms_error.reshape(-1, len(responses)))
 
     def score(self, windows: Windows, batch_size: int = 4096) -> np.ndarray:
         """(N,) float64 scores of N windows (N, W, C): mean squared error of the forecast last row (of the mean
@@ -266,7 +279,8 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
         return np.mean(errors ** 2, axis=1)
 
     def _shares_of(self, errors: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-        """(N, R) prediction errors and predictions → (N, C) channel shares (drivers 0)."""
+        """(N, R) prediction errors (N, 2R with ``residual_spread``: a response's mean and RMS terms are summed)
+        and predictions → (N, C) channel shares (drivers 0)."""
         model = getattr(self, "error_model_", None)
         if isinstance(model, RegimeErrorModel):
             per_response = attribution.shares(model.terms(errors, predicted))
@@ -274,6 +288,9 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
             per_response = attribution.shares(attribution.mahalanobis_terms(errors - model.mean_, model.precision_))
         else:
             per_response = attribution.shares(errors ** 2)
+        if self.params.residual_spread:
+            r = per_response.shape[1] // 2
+            per_response = per_response[:, :r] + per_response[:, r:]
         shares = np.zeros((errors.shape[0], self.n_channels_), dtype=np.float64)
         shares[:, self.responses(self.n_channels_)] = per_response
         return shares
