@@ -95,31 +95,36 @@ def test_prepare_marks_and_counts_the_hand_marked_rows(pipeline):
     np.testing.assert_array_equal(windows.state_last[order], expected_states()[WINDOW - 1:])
 
 
-def test_a_window_whose_judged_rows_include_a_marked_row_is_outside_normal_operation(pipeline):
-    """A forecaster scoring the mean residual of its last k rows judges all k: the windows that end up to k − 1
-    rows after a stop still judge a stopped row, and carry its state."""
+def reference_window_states(k: int) -> list[int]:
+    """The state of each window of the day (ending at rows W−1 .. 1439) whose score is made of its last k rows:
+    the state of the latest marked row among them, else 0."""
+    marked = expected_states()
+    out = []
+    for end in range(WINDOW - 1, 1440):
+        recent = [int(s) for s in marked[end - k + 1:end + 1] if s != 0]
+        out.append(recent[-1] if recent else 0)
+    return out
+
+
+@pytest.mark.parametrize("model, k", [({"detector": "lstm_forecaster", "residual_steps": 5}, 5),
+                                      ({"detector": "lstm_autoencoder"}, WINDOW),
+                                      ({"detector": "pca_t2q"}, 1)])
+def test_a_window_whose_judged_rows_include_a_marked_row_is_outside_normal_operation(pipeline, model, k):
+    """A forecaster scoring the mean residual of its last k rows judges all k, an autoencoder the whole window,
+    PCA the last row: the windows that end up to k − 1 rows after a stop still judge a stopped row, and carry
+    its state."""
     import dataclasses
 
     from lstmad.training.fitting import windows_of
 
     config, _, _, _ = pipeline
-    k = 5
-    forecaster = dataclasses.replace(config, model=dataclasses.replace(
-        config.model, detector="lstm_forecaster", residual_steps=k))
-    _, windows = windows_of(forecaster, DAYS[0], DAYS[0])
-    marked = expected_states()
-    reference = []
-    for end in range(WINDOW - 1, 1440):
-        recent = [int(s) for s in marked[end - k + 1:end + 1] if s != 0]
-        reference.append(recent[-1] if recent else 0)
+    changed = dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
+    _, windows = windows_of(changed, DAYS[0], DAYS[0])
     order = np.argsort(windows.end_us)
-    np.testing.assert_array_equal(windows.state_last[order], reference)
+    np.testing.assert_array_equal(windows.state_last[order], reference_window_states(k))
     by_end = dict(zip(range(WINDOW - 1, 1440), windows.state_last[order]))
-    # the stop's last row is 129: the window ending at 133 still judges it, the one ending at 134 does not
-    assert (by_end[133], by_end[134], by_end[99], by_end[100]) == (1, 0, 0, 1)
-    # PCA scores the last row alone: its windows keep the last row's state (the test above)
-    _, last_row = windows_of(config, DAYS[0], DAYS[0])
-    assert int((last_row.state_last != 0).sum()) == len(STOPPED) + len(CURTAILED)
+    # the stop is rows 100..129: the window ending at 129 + k − 1 still judges its last row, the next does not
+    assert (by_end[129 + k - 1], by_end[129 + k], by_end[99], by_end[100]) == (1, 0, 0, 1)
     assert int((windows.state_last != 0).sum()) == len(STOPPED) + len(CURTAILED) + 2 * (k - 1)
 
 

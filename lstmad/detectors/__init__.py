@@ -61,10 +61,11 @@ def iae_training(model, training: dict) -> dict:
     return chosen
 
 
-def judged_rows(model) -> int:
-    """How many of a window's last rows the score of ``model``'s detector (a config.ModelConfig) judges:
-    windows with a row outside normal operation among them are outside normal operation (windows_from_blocks)."""
-    return build_detector(model).judged_rows
+def judged_rows(model, window: int) -> int:
+    """How many of a ``window``-row window's last rows the score of ``model``'s detector (a config.ModelConfig)
+    judges (Detector.judged_rows): windows with a row outside normal operation among them are outside normal
+    operation (windows_from_blocks)."""
+    return build_detector(model).judged_rows(window)
 
 
 def load_detector(directory: str | Path) -> Detector:

@@ -25,11 +25,15 @@ class Detector:
     kind: str = ""
     params_class: type = object
     score_alignment = "window"  # "window": a score per window, belonging to its last row; "last": of its last row
-    judged_rows = 1  # how many of a window's last rows its score judges: a window is outside normal operation
-    # when any of them is (windows_from_blocks' state_rows), so rows of a stop never weigh in a score
 
     def __init__(self, params: Optional[object] = None, **overrides):
         self.params = dataclasses.replace(params or self.params_class(), **overrides)
+
+    def judged_rows(self, window: int) -> int:
+        """How many of a W-row window's last rows its score is made of: W for a score of the whole window, 1
+        for one of its last row. A window is outside normal operation when any of them is
+        (windows_from_blocks' state_rows), so the rows of a stop never weigh in a score."""
+        return window if self.score_alignment == "window" else 1
 
     def to(self, device) -> "Detector":
         """Move the network (if any) to ``device``; returns self."""

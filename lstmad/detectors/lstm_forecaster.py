@@ -74,8 +74,7 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
     # Each window's score describes its last timestamp (the row that was forecast).
     score_alignment = "last"
 
-    @property
-    def judged_rows(self) -> int:
+    def judged_rows(self, window: int) -> int:
         """The window's last ``residual_steps`` rows make its score."""
         return self.params.residual_steps
 

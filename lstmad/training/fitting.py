@@ -33,7 +33,7 @@ def windows_of(config: PipelineConfig, start: dt.date, end: dt.date):
 
     blocks = read_blocks(Paths.of(config).tensors, iso_dates(start, end))
     return blocks, windows_from_blocks(blocks, config.prepare.window, max_masked_share=config.prepare.max_masked_share,
-                                       state_rows=judged_rows(config.model))
+                                       state_rows=judged_rows(config.model, config.prepare.window))
 
 
 def training_stats(config: PipelineConfig):
@@ -220,7 +220,7 @@ def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, d
         files, calibration_files = split_by_date(files, config.threshold.calibration_share)
     train_files, validation_files = split_by_date(files, config.model.validation_share)
     data = ShardedData(train_files, validation_files, config.prepare.window, config.prepare.max_masked_share,
-                       t.exclude_labelled_anomalies, d.shuffle_files, state_rows=judged_rows(config.model))
+                       t.exclude_labelled_anomalies, d.shuffle_files, state_rows=judged_rows(config.model, config.prepare.window))
     severe = 0
     spans = severe_spans(config) if t.exclude_severity > 0 else ()
     if spans:
