@@ -33,8 +33,11 @@ DRIVER_NAMES = {
                                       re.I),
     "wind direction": re.compile(r"wind.?dir|winddir|wdir|(^|[^a-z])wa([^a-z]|$)", re.I),
 }
-# a turbine's blade pitch angle: feathered (pitched past 45 degrees) with wind above cut-in, it is stopped
+# a turbine's blade pitch angle (not a pitch motor's temperature or speed) and its power: feathered (pitched
+# past 45 degrees) with wind above cut-in and no power, it is stopped
 PITCH_NAME = re.compile(r"pitch|blade.?angle|(^|[^a-z])ba([^a-z]|$)", re.I)
+NOT_AN_ANGLE = re.compile(r"temp|speed|rate|current|curr|motor|torque|volt|press|rpm", re.I)
+POWER_NAME = re.compile(r"active.?power|(^|[^a-z])power|(^|[^a-z])p([^a-z]|$)|kw", re.I)
 ASSET_WORDS = ("asset", "turbine", "unit", "machine", "device", "pump", "plant", "station", "wtg", "id", "name")
 LABEL_NAMES = ("label", "labels", "anomaly", "is_anomaly", "anomalous", "fault", "target", "class", "y")
 NORMAL_WORDS = ("normal", "ok", "none", "healthy", "false", "no", "0")
@@ -397,12 +400,18 @@ def config_text(findings: Findings, pipeline: str, train_days: Optional[int] = N
         lines += ["# operating_states:             # CHECK: a turbine idles below its cut-in wind speed (3-4 m/s);",
                   f"#   - {{name: below_cut_in, when: {_yaml_value(quoted + ' < 3.5')}}}   # uncomment to leave those "
                   "rows out of training, calibration and alarms"]
-        pitch = next((c.name for c in f.channels if not c.driver and PITCH_NAME.search(c.name)), None)
+        pitch = next((c.name for c in f.channels if not c.driver and PITCH_NAME.search(c.name)
+                      and not NOT_AN_ANGLE.search(c.name)), None)
+        power = next((c.name for c in f.channels if not c.driver and POWER_NAME.search(c.name)
+                      and not NOT_AN_ANGLE.search(c.name)), None)
         if pitch:
-            # on La Haute Borne the stops set the calibrated threshold and most false intervals (docs/benchmarks.md)
-            quoted = "`" + pitch.replace("`", "``") + "`"
-            lines += [f"#   - {{name: stopped, when: {_yaml_value(quoted + ' > 45')}}}   # CHECK: blades feathered "
-                      "above cut-in: the turbine is stopped or starting"]
+            # on La Haute Borne the stops set the calibrated threshold and most false intervals (docs/benchmarks.md);
+            # with the power too, a pitch sensor stuck feathered while the turbine produces still alarms
+            when = "`" + pitch.replace("`", "``") + "` > 45"
+            if power:
+                when += " AND `" + power.replace("`", "``") + "` < 50"
+            lines += [f"#   - {{name: stopped, when: {_yaml_value(when)}}}   # CHECK: blades feathered above cut-in"
+                      " with no power: the turbine is stopped (a status column says it better)"]
     lines += ["prepare:", f"  step_s: {step}", f"  smoothing_half_width: {1 if step >= 600 else 2}",
               f"  window: {window}                   # {window * step / 3600:.1f} hours",
               "  block_rows: 4096", "  normalisation: zscore",

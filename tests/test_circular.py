@@ -149,7 +149,7 @@ def test_init_suggests_the_cut_in_and_stopped_states_commented_out_and_they_load
     lines[first:first + 3] = [line[2:] for line in lines[first:first + 3]]
     conf.write_text("\n".join(lines) + "\n")
     states = [(s.name, s.when) for s in load_config(conf).operating_states]
-    assert states == [("below_cut_in", "`Ws_avg` < 3.5"), ("stopped", "`Ba_avg` > 45")]
+    assert states == [("below_cut_in", "`Ws_avg` < 3.5"), ("stopped", "`Ba_avg` > 45 AND `P_avg` < 50")]
 
 
 def test_scored_shares_name_the_source_channels_a_circular_one_summed_from_its_sine_and_cosine():

@@ -106,19 +106,25 @@ def reference_window_states(k: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("model, k", [({"detector": "lstm_forecaster", "residual_steps": 5}, 5),
-                                      ({"detector": "lstm_autoencoder"}, WINDOW),
-                                      ({"detector": "pca_t2q"}, 1)])
-def test_a_window_whose_judged_rows_include_a_marked_row_is_outside_normal_operation(pipeline, model, k):
-    """A forecaster scoring the mean residual of its last k rows judges all k, an autoencoder the whole window,
-    PCA the last row: the windows that end up to k − 1 rows after a stop still judge a stopped row, and carry
-    its state."""
+@pytest.mark.parametrize("model, wind_drives, k", [
+    ({"detector": "lstm_forecaster", "residual_steps": 5}, True, 5),   # power from the wind: its last 5 rows
+    ({"detector": "lstm_forecaster", "residual_steps": 5}, False, WINDOW),  # each row from the rows before it
+    ({"detector": "lstm_autoencoder"}, False, WINDOW),
+    ({"detector": "pca_t2q"}, False, 1)])
+def test_a_window_whose_judged_rows_include_a_marked_row_is_outside_normal_operation(pipeline, model, wind_drives, k):
+    """A normal-behaviour forecaster scoring the mean residual of its last k rows judges those k (its inputs
+    are the drivers), a plain forecaster and an autoencoder the whole window, PCA the last row: the windows
+    that end up to k − 1 rows after a stop still judge a stopped row, and carry its state."""
     import dataclasses
 
     from lstmad.training.fitting import windows_of
 
     config, _, _, _ = pipeline
-    changed = dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
+    source = config.source
+    if wind_drives:
+        source = dataclasses.replace(source, channels=(dataclasses.replace(source.channels[0], role="driver"),
+                                                       *source.channels[1:]))
+    changed = dataclasses.replace(config, source=source, model=dataclasses.replace(config.model, **model))
     _, windows = windows_of(changed, DAYS[0], DAYS[0])
     order = np.argsort(windows.end_us)
     np.testing.assert_array_equal(windows.state_last[order], reference_window_states(k))
@@ -186,3 +192,14 @@ def test_a_cross_fitted_threshold_is_calibrated_on_every_training_window_in_norm
     mlflow.set_tracking_uri(config.tracking_uri)
     described = mlflow.get_run(trained["run_id"]).data.params["calibration"]
     assert described == "row rate 0.05 (conformal) of out-of-fold (4 folds) scores"
+
+
+def test_drift_compares_the_alarm_rate_of_the_rows_in_normal_operation(pipeline):
+    config, _, _, _ = pipeline
+    drifted = stages.drift(config, DAYS[1])
+    scores = lakehouse.read_table(Paths.of(config).lake, names.ANOMALY_SCORES).to_pandas()
+    normal = scores[scores[names.OPERATING_STATE].isna()]
+    assert len(normal) == len(scores) - len(STOPPED) - len(CURTAILED)
+    # the marked rows are never flagged: counted in, they would dilute the rate by 90 of 1,433 rows
+    assert drifted["alarm_rate"] == pytest.approx(normal[names.FLAG].mean())
+    assert drifted["alarm_rate"] > scores[names.FLAG].mean()

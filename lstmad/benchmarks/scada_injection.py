@@ -175,8 +175,9 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
     raw["source"]["channels"] = [{**c, "role": "driver" if c["name"] in drivers else "response"}
                                  for c in raw["source"]["channels"]]
     raw["operating_states"] = [*(raw.get("operating_states") or []), {"name": "curtailment", "when": "curtailed = 1"}]
-    raw["model"].update({"frozen_channels": False, "error_regimes": 0, "scoring_chunk": 1, "residual_spread": False,
-                         **settings["model"]},
+    # the shipped config's forecaster settings are refused for other detectors (residual_steps): reset first
+    raw["model"].update({"frozen_channels": False, "error_regimes": 0, "scoring_chunk": 1, "residual_steps": 1,
+                         "residual_spread": False, **settings["model"]},
                         seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
     raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.0 if cross_fit_folds else 0.1,

@@ -61,11 +61,12 @@ def iae_training(model, training: dict) -> dict:
     return chosen
 
 
-def judged_rows(model, window: int) -> int:
-    """How many of a ``window``-row window's last rows the score of ``model``'s detector (a config.ModelConfig)
+def judged_rows(config) -> int:
+    """How many of a window's last rows the score of the pipeline's detector (``config``: a PipelineConfig)
     judges (Detector.judged_rows): windows with a row outside normal operation among them are outside normal
     operation (windows_from_blocks)."""
-    return build_detector(model).judged_rows(window)
+    drivers = config.source.driver_indices if config.model.detector == "lstm_forecaster" else ()
+    return build_detector(config.model, "", drivers).judged_rows(config.prepare.window)
 
 
 def load_detector(directory: str | Path) -> Detector:

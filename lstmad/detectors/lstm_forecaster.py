@@ -75,8 +75,9 @@ class LSTMForecasterDetector(StillnessFloor, Detector):
     score_alignment = "last"
 
     def judged_rows(self, window: int) -> int:
-        """The window's last ``residual_steps`` rows make its score."""
-        return self.params.residual_steps
+        """A normal-behaviour model: the window's last ``residual_steps`` rows (its inputs are the drivers,
+        valid in any state); a plain forecaster: every row, since each predicts the next from the responses."""
+        return self.params.residual_steps if self.params.drivers else window
 
     def fit(self, windows: Windows, on_epoch: Optional[EpochCallback] = None) -> "LSTMForecasterDetector":
         if len(windows) < 2:

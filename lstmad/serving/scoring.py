@@ -36,7 +36,8 @@ def model_windows(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
     bundle.check_normalisation({sid: stats_by_id[sid] for sid in used if sid in stats_by_id}, "tensor blocks")
     same = not used or used == {bundle.stats.stats_id}
     transform: Optional[Callable] = None if same else renormalised
-    return windows_from_blocks(blocks, bundle.window, transform, max_masked_share, bundle.detector.judged_rows(bundle.window))
+    return windows_from_blocks(blocks, bundle.window, transform, max_masked_share,
+                               state_rows=bundle.detector.judged_rows(bundle.window))
 
 
 def score_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, NormalisationStats],

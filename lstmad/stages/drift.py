@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from lstmad import names
@@ -34,12 +35,15 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     reference = bundle.drift_reference
     psi, ks = drift_statistics(reference, values)  # ks 0 for a reference saved without quantiles
     scores_path = lakehouse.table_path(paths.lake, names.ANOMALY_SCORES)
-    night = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG, names.SCORE],
+    night = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG, names.SCORE, names.OPERATING_STATE],
                            ds.field(names.SCORED_DATE) == date)
-    flags = night.column(names.FLAG).to_numpy(zero_copy_only=False)
-    if flags.size == 0:
+    if night.num_rows == 0:
         raise PrepareError(f"{scores_path}: no scores for {date}; run lstmad score --date {date} first")
-    alarm_rate = float(flags.mean())
+    # rows outside normal operation are never flagged and the reference holds none: the alarm rate and the
+    # score distribution are those of the night's rows in normal operation
+    night = night.filter(pc.is_null(night.column(names.OPERATING_STATE)))
+    flags = night.column(names.FLAG).to_numpy(zero_copy_only=False)
+    alarm_rate = float(flags.mean()) if flags.size else 0.0
     night_ks = score_ks(reference, night.column(names.SCORE).to_numpy())
     night_ks = 0.0 if math.isnan(night_ks) else night_ks  # a model saved without validation score quantiles
     age_days = float((day - dt.date.fromisoformat(reference["trained_until"])).days) \

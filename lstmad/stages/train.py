@@ -240,20 +240,27 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
     from lstmad.training.selection import CANDIDATES, choose_candidate
 
     t = config.train
-    _, windows = windows_of(config, t.start, t.end)
-    windows = windows.subset(np.flatnonzero((windows.state_last == 0) & (windows.label_any != 1)))
-    evaluation = None
-    if t.eval_start and t.eval_end:
-        _, evaluation = windows_of(config, t.eval_start, t.eval_end)
-        evaluation = evaluation.subset(np.flatnonzero(evaluation.state_last == 0))
 
     def model_of(name: str):
-        return dataclasses.replace(config.model, **CANDIDATES[name])
+        model = dataclasses.replace(config.model, **CANDIDATES[name])
+        # the spread of the residuals belongs to a Mahalanobis forecaster only (config_checks)
+        spread = model.residual_spread and model.error_model == "mahalanobis" and model.residual_steps >= 2
+        return dataclasses.replace(model, residual_spread=spread)
 
     def make(name: str):
         model = model_of(name)
         drivers = config.source.driver_indices if model.detector == "lstm_forecaster" else ()
         return build_detector(model, "", drivers)
+
+    # every candidate is compared on the same windows: those in normal operation for the one judging most rows
+    state_rows = max(make(name).judged_rows(config.prepare.window) for name in config.model.candidates
+                     if name in CANDIDATES) if any(n in CANDIDATES for n in config.model.candidates) else None
+    _, windows = windows_of(config, t.start, t.end, state_rows)
+    windows = windows.subset(np.flatnonzero((windows.state_last == 0) & (windows.label_any != 1)))
+    evaluation = None
+    if t.eval_start and t.eval_end:
+        _, evaluation = windows_of(config, t.eval_start, t.eval_end, state_rows)
+        evaluation = evaluation.subset(np.flatnonzero(evaluation.state_last == 0))
 
     # the study's faults go into channels as the source has them, not into an angle's sine or cosine alone
     src = config.source

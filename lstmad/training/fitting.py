@@ -25,15 +25,17 @@ log = logging.getLogger("lstmad")
 MAX_SEVERE_SHARE = 0.5
 
 
-def windows_of(config: PipelineConfig, start: dt.date, end: dt.date):
-    """(blocks, Windows) of the dates start..end of the pipeline's tensor blocks."""
+def windows_of(config: PipelineConfig, start: dt.date, end: dt.date, state_rows: Optional[int] = None):
+    """(blocks, Windows) of the dates start..end of the pipeline's tensor blocks; a window is outside normal
+    operation when one of its last ``state_rows`` rows is (default: the rows the detector's score judges)."""
     from lstmad.detectors import judged_rows
     from lstmad.io.tensor_store import read_blocks
     from lstmad.transforms.blocks import windows_from_blocks
 
     blocks = read_blocks(Paths.of(config).tensors, iso_dates(start, end))
-    return blocks, windows_from_blocks(blocks, config.prepare.window, max_masked_share=config.prepare.max_masked_share,
-                                       state_rows=judged_rows(config.model, config.prepare.window))
+    rows = judged_rows(config) if state_rows is None else state_rows
+    return blocks, windows_from_blocks(blocks, config.prepare.window,
+                                       max_masked_share=config.prepare.max_masked_share, state_rows=rows)
 
 
 def training_stats(config: PipelineConfig):
@@ -220,7 +222,7 @@ def fit_sharded(config: PipelineConfig, detector, spark=None) -> tuple[object, d
         files, calibration_files = split_by_date(files, config.threshold.calibration_share)
     train_files, validation_files = split_by_date(files, config.model.validation_share)
     data = ShardedData(train_files, validation_files, config.prepare.window, config.prepare.max_masked_share,
-                       t.exclude_labelled_anomalies, d.shuffle_files, state_rows=judged_rows(config.model, config.prepare.window))
+                       t.exclude_labelled_anomalies, d.shuffle_files, state_rows=judged_rows(config))
     severe = 0
     spans = severe_spans(config) if t.exclude_severity > 0 else ()
     if spans:
