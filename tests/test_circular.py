@@ -103,22 +103,29 @@ def test_init_takes_a_wrapping_channel_for_an_angle_and_a_wide_ramp_for_none(tmp
     assert "period: 360" in next(line for line in config_text(findings, "x").splitlines() if "heading_deg" in line)
 
 
-def test_init_makes_a_normal_behaviour_model_when_names_say_what_drives_the_asset(tmp_path):
+def init_config_text(tmp_path, header: str, row_of) -> str:
+    """``lstmad init``'s configuration text for a hand-made 10-minute turbine export of 200 rows: ``header``
+    names the columns after the timestamp, ``row_of(k, wind speed)`` gives row k's values as text."""
     from lstmad.io.source_profile import read_stored_table
     from lstmad.onboarding import config_text, inspect_table
 
-    # hand-made 10-minute export: a wind speed, a wind direction that wraps, a power that follows the wind and
-    # a bearing temperature
-    rows = ["timestamp,WindSpeed_mps,wind_dir_deg,power_kw,bearing_temp_c"]
+    rows = [f"timestamp,{header}"]
     for k in range(200):
         speed = 4 + 8 * abs(math.sin(k / 30))
         stamp = np.datetime64("2026-03-01T00:00") + np.timedelta64(10 * k, "m")
-        rows.append(f"{stamp}Z,{speed:.2f},{(15 * k) % 360},{min(2000.0, 1.2 * speed ** 3):.1f},{40 + k % 7}")
+        rows.append(f"{stamp}Z,{row_of(k, speed)}")
     path = tmp_path / "turbine.csv"
     path.write_text("\n".join(rows) + "\n")
-    findings = inspect_table(read_stored_table(path))
+    return config_text(inspect_table(read_stored_table(path)), "turbine")
+
+
+def test_init_makes_a_normal_behaviour_model_when_names_say_what_drives_the_asset(tmp_path):
+    # a wind speed, a wind direction that wraps, a power that follows the wind and a bearing temperature
+    text = init_config_text(tmp_path, "WindSpeed_mps,wind_dir_deg,power_kw,bearing_temp_c",
+                            lambda k, speed: f"{speed:.2f},{(15 * k) % 360},{min(2000.0, 1.2 * speed ** 3):.1f},"
+                                             f"{40 + k % 7}")
     conf = tmp_path / "turbine.yaml"
-    conf.write_text(config_text(findings, "turbine"))
+    conf.write_text(text)
     config = load_config(conf)
     roles = {c.name: (c.role, c.period) for c in config.source.channels}
     assert roles == {"WindSpeed_mps": ("driver", None), "wind_dir_deg": ("driver", 360.0),
@@ -128,18 +135,9 @@ def test_init_makes_a_normal_behaviour_model_when_names_say_what_drives_the_asse
 
 
 def test_init_suggests_the_cut_in_and_stopped_states_commented_out_and_they_load_once_uncommented(tmp_path):
-    from lstmad.io.source_profile import read_stored_table
-    from lstmad.onboarding import config_text, inspect_table
-
-    # a 10-minute export with a wind speed, a blade pitch angle and a power
-    rows = ["timestamp,Ws_avg,Ba_avg,P_avg"]
-    for k in range(200):
-        speed = 4 + 8 * abs(math.sin(k / 30))
-        stamp = np.datetime64("2026-03-01T00:00") + np.timedelta64(10 * k, "m")
-        rows.append(f"{stamp}Z,{speed:.2f},{90.0 if k % 50 < 3 else -1.0},{min(2000.0, 1.2 * speed ** 3):.1f}")
-    path = tmp_path / "turbine.csv"
-    path.write_text("\n".join(rows) + "\n")
-    text = config_text(inspect_table(read_stored_table(path)), "turbine")
+    # a wind speed, a blade pitch angle (feathered now and then) and a power
+    text = init_config_text(tmp_path, "Ws_avg,Ba_avg,P_avg", lambda k, speed: (
+        f"{speed:.2f},{90.0 if k % 50 < 3 else -1.0},{min(2000.0, 1.2 * speed ** 3):.1f}"))
     conf = tmp_path / "turbine.yaml"
     conf.write_text(text)
     assert load_config(conf).operating_states == ()
