@@ -253,8 +253,8 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
         return build_detector(model, "", drivers)
 
     # every candidate is compared on the same windows: those in normal operation for the one judging most rows
-    state_rows = max(make(name).judged_rows(config.prepare.window) for name in config.model.candidates
-                     if name in CANDIDATES) if any(n in CANDIDATES for n in config.model.candidates) else None
+    known = [name for name in config.model.candidates if name in CANDIDATES]  # the unknown are refused later
+    state_rows = max((make(name).judged_rows(config.prepare.window) for name in known), default=None)
     _, windows = windows_of(config, t.start, t.end, state_rows)
     windows = windows.subset(np.flatnonzero((windows.state_last == 0) & (windows.label_any != 1)))
     evaluation = None
