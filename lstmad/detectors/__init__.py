@@ -65,8 +65,7 @@ def judged_rows(config) -> int:
     """How many of a window's last rows the score of the pipeline's detector (``config``: a PipelineConfig)
     judges (Detector.judged_rows): windows with a row outside normal operation among them are outside normal
     operation (windows_from_blocks)."""
-    drivers = config.source.driver_indices if config.model.detector == "lstm_forecaster" else ()
-    return build_detector(config.model, "", drivers).judged_rows(config.prepare.window)
+    return build_detector(config.model, "", config.source.driver_indices).judged_rows(config.prepare.window)
 
 
 def load_detector(directory: str | Path) -> Detector:
