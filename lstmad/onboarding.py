@@ -231,6 +231,11 @@ def _wraps(values: pd.Series, timestamps: pd.Series, assets: Optional[pd.Series]
     return int((jumps & same_asset & (gaps <= 3 * typical)).sum())
 
 
+def sql_name(column: str) -> str:
+    """``column`` quoted for a Spark SQL condition (operating_states[].when)."""
+    return "`" + column.replace("`", "``") + "`"
+
+
 def _driver(channel: Channel) -> str:
     """What drives the asset that ``channel``'s name says it is ("wind speed", …), else "". A wind direction
     counts only when its values wrap like an angle."""
@@ -396,7 +401,7 @@ def config_text(findings: Findings, pipeline: str, train_days: Optional[int] = N
     wind = next((c.name for c in f.channels if c.driver == "wind speed"), None)
     if normal_behaviour and wind:
         # a suggestion only: on La Haute Borne it raised AUROC but made the calibrated threshold more cautious
-        quoted = "`" + wind.replace("`", "``") + "`"
+        quoted = sql_name(wind)
         lines += ["# operating_states:             # CHECK: a turbine idles below its cut-in wind speed (3-4 m/s);",
                   f"#   - {{name: below_cut_in, when: {_yaml_value(quoted + ' < 3.5')}}}   # uncomment to leave those "
                   "rows out of training, calibration and alarms"]
@@ -407,9 +412,7 @@ def config_text(findings: Findings, pipeline: str, train_days: Optional[int] = N
         if pitch:
             # on La Haute Borne the stops set the calibrated threshold and most false intervals (docs/benchmarks.md);
             # with the power too, a pitch sensor stuck feathered while the turbine produces still alarms
-            when = "`" + pitch.replace("`", "``") + "` > 45"
-            if power:
-                when += " AND `" + power.replace("`", "``") + "` < 50"
+            when = sql_name(pitch) + " > 45" + (f" AND {sql_name(power)} < 50" if power else "")
             lines += [f"#   - {{name: stopped, when: {_yaml_value(when)}}}   # CHECK: blades feathered above cut-in"
                       " with no power: the turbine is stopped (a status column says it better)"]
     lines += ["prepare:", f"  step_s: {step}", f"  smoothing_half_width: {1 if step >= 600 else 2}",
