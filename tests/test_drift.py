@@ -109,3 +109,16 @@ def test_psi_and_ks_of_a_float32_night_with_gaps_match_numpy_histogram_and_scipy
         # the reference is 101 stored quantiles, not its rows: within a quantile step of scipy's statistic
         assert ks[c] == pytest.approx(ks_2samp(finite, reference_rows[:, c]).statistic, abs=0.02)
     assert ks[2] > 0.2 and ks[0] < 0.05
+
+
+def test_ks_against_a_reference_with_a_step_by_hand():
+    from lstmad.evaluation.drift import ks_statistic
+
+    # reference quantiles 0, 0, 0, 1, 2 at levels 0, ¼, ½, ¾, 1: half its mass sits at 0 (a step from 0 to ½),
+    # then linear to ¾ at 1 and to 1 at 2. The night 0, 0, 1.5: its CDF jumps to ⅔ at 0 and to 1 at 1.5.
+    # Just below 1.5 the reference reaches 0.875 while the night is still at ⅔: KS = 0.875 − ⅔ = 5/24
+    # (at 0 the night leads by only ⅔ − ½).
+    quantiles = [[0.0, 0.0, 0.0, 1.0, 2.0]]
+    assert ks_statistic(quantiles, np.array([[0.0], [0.0], [1.5]]))[0] == pytest.approx(5 / 24)
+    # the night all at 0: it leads the reference's step by 1 − ½
+    assert ks_statistic(quantiles, np.zeros((4, 1)))[0] == pytest.approx(0.5)

@@ -48,14 +48,38 @@ def _psi_of_sorted(x: np.ndarray, n: int, edges: list[float], proportions: list[
 
 def _ks_of_sorted(x: np.ndarray, quantiles: list[float]) -> float:
     """Two-sample KS of one channel's sorted finite values ``x`` against the reference CDF interpolated
-    between its stored ``quantiles``; 0 without values."""
+    between its stored ``quantiles``; 0 without values.
+
+    At each x_i (i = 0 … n−1) the night's CDF jumps from i/n to (i+1)/n; the reference CDF is linear between
+    its quantiles, so one interpolation (np.interp) gives it wherever x is not a quantile the reference holds
+    several times. There (a clipped or idle channel) the reference CDF is itself a step, from the level of
+    the first tied quantile to that of the last: those runs of x are taken exactly, from their ends."""
     n = x.size
     if n == 0:
         return 0.0
     q = np.asarray(quantiles, dtype=np.float64)
-    above = np.arange(1, n + 1) / n - _reference_cdf(q, x, "right")  # the night's CDF at each point
-    below = _reference_cdf(q, x, "left") - np.arange(0, n) / n        # and just below it
-    return float(max(above.max(), below.max(), 0.0))
+    levels = np.linspace(0.0, 1.0, q.size)
+    # d_i = F_ref(x_i) − i/n: above the reference by (i+1)/n − F_ref = 1/n − d_i, below it by d_i
+    d = np.interp(x, q, levels)
+    d -= np.arange(n, dtype=np.float64) / n
+    tied, first = np.unique(q, return_index=True)
+    last = q.size - 1 - np.unique(q[::-1], return_index=True)[1]
+    steps = np.flatnonzero(last > first)
+    if steps.size == 0:
+        return float(max(1.0 / n - d.min(), d.max(), 0.0))
+    starts = np.searchsorted(x, tied[steps], side="left")
+    ends = np.searchsorted(x, tied[steps], side="right")
+    keep = np.ones(n, dtype=bool)
+    exact = [0.0]
+    for j, a, b in zip(steps, starts, ends):
+        if b > a:
+            keep[a:b] = False
+            # the run's last point is furthest above (F_night reaches b/n), its first furthest below
+            exact += [b / n - levels[last[j]], levels[first[j]] - a / n]
+    rest = d[keep]
+    if rest.size:
+        exact += [1.0 / n - rest.min(), rest.max()]
+    return float(max(exact))
 
 
 def drift_statistics(reference: dict, values: np.ndarray, with_ks: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -92,19 +116,6 @@ def reference_quantiles(values: np.ndarray, k: int = QUANTILES) -> list[list[flo
     """k evenly spaced quantiles (0 … 1) per channel of reference rows (n, C): the reference distribution
     for two-sample KS without keeping the rows."""
     return np.quantile(np.asarray(values, dtype=np.float64), np.linspace(0, 1, k), axis=0).T.tolist()
-
-
-def _reference_cdf(quantiles: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
-    """The reference CDF at x, linear between the stored quantiles (levels 0 … 1): at (side="right") or just
-    below (side="left") each x, so that a value the reference holds many times (a clipped or idle
-    channel) counts as the step it is."""
-    levels = np.linspace(0.0, 1.0, quantiles.size)
-    k = np.searchsorted(quantiles, x, side=side)
-    lo, hi = np.clip(k - 1, 0, quantiles.size - 1), np.clip(k, 0, quantiles.size - 1)
-    span = quantiles[hi] - quantiles[lo]
-    fraction = np.where(span > 0, (x - quantiles[lo]) / np.where(span > 0, span, 1.0), 0.0)
-    inside = levels[lo] + fraction * (levels[hi] - levels[lo])
-    return np.where(k == 0, 0.0, np.where(k == quantiles.size, 1.0, inside))
 
 
 def score_ks(reference: dict, scores: np.ndarray) -> float:
