@@ -261,8 +261,7 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
         ts = ts_column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         values = np.column_stack([table.column(value_column(i)).to_numpy(zero_copy_only=False).astype(np.float64)
                                   for i in range(len(channel_list))])
-        faults = np.column_stack([table.column(fault_column(i)).to_numpy(zero_copy_only=False)
-                                  for i in range(len(channel_list))]).astype(np.uint8)
+        faults = unpacked_faults(table, len(channel_list))
         label_faults = table.column(LABEL_FAULT).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
         with np.errstate(invalid="ignore"):
             suspect = np.flatnonzero((np.abs(values) >= bounds).any(axis=1)) if bounds is not None else []
@@ -368,7 +367,40 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
 
     if write_to is not None and stats is None:
         raise ValueError("per_asset writes blocks itself only with statistics (unnormalised blocks wait for them)")
-    return rows.repartition(partitions, names.ASSET).mapInArrow(each_asset, PER_ASSET_SCHEMA)
+    return packed_faults(rows, len(channel_list)).repartition(partitions, names.ASSET).mapInArrow(each_asset,
+                                                                                             PER_ASSET_SCHEMA)
+
+
+# Fault codes (0-6: lstmad.transforms.cleaning.VALUE_FAULTS) fit 3 bits: 21 channels' codes in one long.
+FAULT_BITS, FAULTS_PER_LONG = 3, 21
+
+
+def packed_fault_column(k: int) -> str:
+    return f"_faults_packed_{k}"
+
+
+def packed_faults(rows: DataFrame, n_channels: int) -> DataFrame:
+    """The channels' fault code columns replaced by ⌈C / 21⌉ longs (3 bits a channel), before the shuffle to
+    the per-asset step: Spark's row format gives every tinyint 8 bytes, so 26 codes a row were half of the
+    bytes shuffled and sent to Python. unpacked_faults reverses it."""
+    packs = []
+    for k, lo in enumerate(range(0, n_channels, FAULTS_PER_LONG)):
+        terms = [f"shiftleft(cast(`{fault_column(i)}` as bigint), {FAULT_BITS * (i - lo)})"
+                 for i in range(lo, min(lo + FAULTS_PER_LONG, n_channels))]
+        packs.append(F.expr(" | ".join(terms)).alias(packed_fault_column(k)))
+    faults = {fault_column(i) for i in range(n_channels)}
+    return rows.select(*[F.col(c) for c in rows.columns if c not in faults], *packs)
+
+
+def unpacked_faults(table: pa.Table, n_channels: int) -> np.ndarray:
+    """(rows, C) uint8 fault codes from the packed columns of packed_faults."""
+    faults = np.empty((table.num_rows, n_channels), dtype=np.uint8)
+    for k, lo in enumerate(range(0, n_channels, FAULTS_PER_LONG)):
+        hi = min(lo + FAULTS_PER_LONG, n_channels)
+        packed = table.column(packed_fault_column(k)).to_numpy(zero_copy_only=False).astype(np.int64)
+        shifts = FAULT_BITS * np.arange(hi - lo, dtype=np.int64)
+        faults[:, lo:hi] = (packed[:, None] >> shifts) & ((1 << FAULT_BITS) - 1)
+    return faults
 
 
 def _by_date(blocks: pa.Table, into: dict[str, list[pa.Table]]) -> None:
