@@ -372,8 +372,11 @@ def test_promotion_gate_compares_with_the_champion_on_the_same_evaluation_data(r
 
     config, challenger, first = run["config"], run["challenger"], run["trained"]
     assert challenger["model_version"] == "2"
-    new, old = challenger["metrics"]["eval_auroc"], challenger["champion_auroc"]
+    new, old = challenger["challenger_auroc"], challenger["champion_auroc"]
     assert old == pytest.approx(first["metrics"]["eval_auroc"])  # the champion re-scored on the same windows
+    # both models judge every window in normal operation here (no operating states): the challenger's
+    # AUROC on the windows both judge is its evaluation AUROC from training
+    assert new == pytest.approx(challenger["metrics"]["eval_auroc"]) and challenger["windows_compared"] > 0
     expected = "promoted" if new >= old else "challenger"
     assert challenger["decision"] == expected and f"{new:.4f}" in challenger["reason"]
     champion = tracking.champion(config.tracking_uri, config.registered_model_name)

@@ -7,6 +7,10 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lstmad import names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,3 +76,23 @@ def promotion_decision(challenger_auroc: float, champion: Optional[ScoredModel],
             "reason": f"no labels of both classes: alarm rate / expected {ratio:.2f} "
                       f"{'<=' if calmer else '>'} champion v{champion.version} {champion_ratio:.2f} "
                       f"x (1 + tolerance {tolerance}){stability}"}
+
+
+def on_common_windows(champion: pa.Table, challenger: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two models' score tables of one range (lstmad.serving.scoring.score_blocks: asset_id, timestamp_us,
+    score, label, state) → (champion scores (n,), challenger scores (n,), labels (n,)) at the windows both
+    scored and both judge in normal operation, in (asset, timestamp) order.
+
+    Models that judge different rows of a window (lstmad.detectors.base.Detector.judged_rows) leave different
+    windows in normal operation: compared on their own, each would be judged on rows the other never sees."""
+    keys = [names.ASSET, "timestamp_us"]
+
+    def normal(table: pa.Table, score: str) -> pa.Table:
+        table = table.filter(pc.equal(table.column(names.STATE), 0))
+        return table.select([*keys, names.SCORE, names.LABEL]).rename_columns([*keys, score, names.LABEL])
+
+    joined = normal(champion, "champion").join(normal(challenger, "challenger").drop_columns([names.LABEL]),
+                                               keys, join_type="inner")
+    joined = joined.sort_by([(k, "ascending") for k in keys])
+    return (joined.column("champion").to_numpy(), joined.column("challenger").to_numpy(),
+            joined.column(names.LABEL).to_numpy(zero_copy_only=False))
