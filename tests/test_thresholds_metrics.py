@@ -89,3 +89,17 @@ def test_rules_are_recorded_with_their_parameter():
     assert text("percentile", percentile=99.5) == "percentile 99.5 of validation scores"
     assert text("mean_std") == "mean + 3 std of validation scores"
     assert text("row_rate", budget=0.01) == "row rate 0.01 (conformal) of validation scores"
+
+
+def test_auroc_counts_ties_as_one_half_by_hand_and_against_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    from lstmad.evaluation.metrics import auroc
+
+    # positives 0.8 and 0.5, negatives 0.5 and 0.1: pairs (0.8, 0.5) 1, (0.8, 0.1) 1, (0.5, 0.5) ½, (0.5, 0.1) 1
+    assert auroc(np.array([1, 1, 0, 0]), np.array([0.8, 0.5, 0.5, 0.1])) == pytest.approx(3.5 / 4)
+    assert math.isnan(auroc(np.array([0, 0]), np.array([0.1, 0.2])))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 5000)
+    scores = np.round(rng.normal(size=5000) + labels, 1)  # many ties
+    assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)

@@ -5,7 +5,25 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of scores (n,) for labels (n,) in {0, 1}, NaN unless both are present: the
+    Mann-Whitney U over n_pos × n_neg, tied scores sharing their mean rank (a tie counts one half).
+
+    NumPy only: scoring summarises every night with it, and importing scikit-learn cost 1.6 s of each night."""
+    positive = np.asarray(labels) == 1
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    ends = np.append(starts[1:], ordered.size)
+    ranks = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # ranks starts+1 … ends share their mean
+    return float((ranks[positive[order]].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def score_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
@@ -26,8 +44,10 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> d
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     events = event_metrics(labels, flags)
+    from sklearn.metrics import average_precision_score
+
     return {
-        "auroc": float(roc_auc_score(labels, scores)) if both_classes else math.nan,
+        "auroc": auroc(labels, scores),
         "pr_auc": float(average_precision_score(labels, scores)) if both_classes else math.nan,
         "precision": precision,
         "recall": recall,

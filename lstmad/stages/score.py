@@ -161,7 +161,8 @@ def scoring_pass(config: PipelineConfig, spark, files: list[str], registered: di
 
 def score_summaries(paths: Paths, dates: list[str], version: str) -> dict[str, dict]:
     import pyarrow.dataset as ds
-    from sklearn.metrics import roc_auc_score
+
+    from lstmad.evaluation.metrics import auroc
 
     rows = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.SCORED_DATE, names.LABEL, names.SCORE, names.FLAG],
                           ds.field(names.SCORED_DATE).isin(dates) & (ds.field(names.MODEL_VERSION) == version))
@@ -175,8 +176,7 @@ def score_summaries(paths: Paths, dates: list[str], version: str) -> dict[str, d
         anomalous = int(np.sum(labels[known] == 1))
         both = 0 < anomalous < int(known.sum())
         out[date] = {"n_scores": day.num_rows, "n_flags": int(pc.sum(day.column(names.FLAG)).as_py() or 0),
-                     "auroc": float(roc_auc_score(labels[known], day.column(names.SCORE).to_numpy()[known]))
-                     if both else math.nan,
+                     "auroc": auroc(labels[known], day.column(names.SCORE).to_numpy()[known]) if both else math.nan,
                      "anomalous_share": anomalous / max(int(known.sum()), 1)}
     return out
 
