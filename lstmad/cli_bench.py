@@ -112,7 +112,8 @@ def bench_night(assets: str = typer.Option("10,100,1000", help="fleet sizes, com
                 workdir: Optional[Path] = typer.Option(None, help="folder for the fleets (temp)"),
                 cluster_assets: Optional[int] = typer.Option(
                     None, help="also run this fleet size's night on a loopback standalone cluster and check the "
-                    "sizing model's prediction for it (the smallest size runs there too: the cluster's fixed cost)"),
+                    "sizing model's prediction for it (a smaller --assets size runs there too: the cluster's fixed "
+                    "cost)"),
                 cluster_workers: int = typer.Option(2, help="workers of that cluster (sharing this machine's cores)")
                 ) -> None:
     """One night of a synthetic fleet through prepare → score → intervals → commit → drift in a fresh process:

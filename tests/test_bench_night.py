@@ -28,7 +28,7 @@ def test_the_cluster_check_spreads_only_the_per_asset_part_over_the_cluster_core
     assert check["predicted_night_seconds"] == pytest.approx(45.0)
     assert check["measured_over_predicted"] == pytest.approx(52 / 45, abs=1e-3) and check["within_30_percent"]
     slow = night.cluster_check({"assets": 1000, "night_seconds": 60.0}, model, local_cores=2, cluster_cores=4)
-    assert not slow["within_30_percent"]
+    assert not slow["within_30_percent"] and "fixed cost is this machine's" in slow["note"]
     # with a probe: 10 assets measured on the cluster at 40 s (its own fixed cost) + 990 assets × 0.025 s
     probed = night.cluster_check({"assets": 1000, "night_seconds": 70.0}, model, local_cores=2, cluster_cores=4,
                                  probe={"assets": 10, "night_seconds": 40.0})

@@ -103,3 +103,28 @@ def test_auroc_counts_ties_as_one_half_by_hand_and_against_scikit_learn():
     labels = rng.integers(0, 2, 5000)
     scores = np.round(rng.normal(size=5000) + labels, 1)  # many ties
     assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_the_promotion_gate_compares_two_models_on_the_windows_both_judge_normal():
+    import pyarrow as pa
+
+    from lstmad import names
+    from lstmad.evaluation.promotion import on_common_windows
+
+    def table(assets, stamps, scores, labels, states):
+        return pa.table({names.ASSET: assets, "timestamp_us": pa.array(stamps, pa.int64()), names.SCORE: scores,
+                         names.LABEL: pa.array(labels, pa.int8()), names.STATE: pa.array(states, pa.int8())})
+
+    # champion: asset a at t = 1 … 5, a stop at t = 3 (its window judges that row); asset b only it scored
+    champion = table(["a"] * 5 + ["b"], [1, 2, 3, 4, 5, 1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.9],
+                     [0, 0, 1, 1, 0, 1], [0, 0, 1, 0, 0, 0])
+    # challenger (judging more rows, so more windows touch a state): a at t = 2 … 6, given in another order
+    challenger = table(["a"] * 5, [6, 5, 4, 3, 2], [6.0, 5.0, 4.0, 3.0, 2.0], [0, 0, 1, 1, 0], [0, 1, 0, 2, 0])
+    # both scored and both normal: a at t = 2 and t = 4 (t = 3 and 5 are outside normal operation for one)
+    champion_scores, challenger_scores, labels = on_common_windows(champion, challenger)
+    assert champion_scores.tolist() == [0.2, 0.4]
+    assert challenger_scores.tolist() == [2.0, 4.0]
+    assert labels.tolist() == [0, 1]
+    # no window in common: nothing to compare
+    none = on_common_windows(champion, table(["c"], [1], [1.0], [0], [0]))
+    assert [len(x) for x in none] == [0, 0, 0]

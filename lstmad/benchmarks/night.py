@@ -144,7 +144,10 @@ def cluster_check(measured: dict, model: dict, local_cores: int, cluster_cores: 
              "predicted_with_the_local_fixed_cost": round(local_fixed, 2),
              "note": "the cluster's executors start their own JVMs and Python workers without lstmad's preloading "
                      "daemon (local sessions only), and share this machine's cores with the driver"}
-    if probe is not None:
+    if probe is None:
+        check["note"] += ("; no smaller size ran on the cluster, so the fixed cost is this machine's, which "
+                          "leaves out what only a cluster pays")
+    else:
         check["fixed_cost_probe"] = {"assets": probe["assets"], "night_seconds": probe["night_seconds"],
                                      "stage_seconds": probe.get("stage_seconds")}
     return check

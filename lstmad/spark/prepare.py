@@ -385,7 +385,8 @@ def packed_faults(rows: DataFrame, n_channels: int) -> DataFrame:
     bytes shuffled and sent to Python. unpacked_faults reverses it."""
     packs = []
     for k, lo in enumerate(range(0, n_channels, FAULTS_PER_LONG)):
-        terms = [f"shiftleft(cast(`{fault_column(i)}` as bigint), {FAULT_BITS * (i - lo)})"
+        # a null code (there is none: codes end in otherwise(0)) would null the other 20 channels' codes
+        terms = [f"shiftleft(coalesce(cast(`{fault_column(i)}` as bigint), 0), {FAULT_BITS * (i - lo)})"
                  for i in range(lo, min(lo + FAULTS_PER_LONG, n_channels))]
         packs.append(F.expr(" | ".join(terms)).alias(packed_fault_column(k)))
     faults = {fault_column(i) for i in range(n_channels)}

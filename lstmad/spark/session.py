@@ -83,7 +83,7 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         # PySpark 4 records the Python call site of every Column and DataFrame call for error messages: five
         # more py4j round trips per call. Building prepare's checks for 26 channels took 3.9 s with it and
         # 1.8 s without (first build in a fresh session; 2.0 s and 0.8 s warmed). lstmad reports its errors
-        # by file, column or key itself.
+        # by file, column or key itself. PySpark reads the flag once per process, from the first session.
         "spark.python.sql.dataFrameDebugging.enabled": "false",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",

@@ -74,11 +74,17 @@ def decide(config: PipelineConfig, challenger_auroc: float, eval_blocks: Optiona
     # Both scored on the same windows: those both judge in normal operation (models that judge more rows of a
     # window leave fewer). The challenger's AUROC from training was on the windows its own rows left.
     champion_scores, challenger_scores, labels = on_common_windows(champion_table, scored(challenger_bundle))
+    if labels.size == 0:
+        return {"decision": "challenger", "champion_auroc": None, "windows_compared": 0,
+                "reason": f"no evaluation window that both the challenger and champion v{current['version']} "
+                          "score in normal operation"}
     champion = model(champion_bundle, current["version"], champion_scores)
     new = model(challenger_bundle, "new", challenger_scores)
     champion_auroc = score_metrics(labels, champion_scores, champion_bundle.threshold)["auroc"]
     common_auroc = score_metrics(labels, challenger_scores, challenger_bundle.threshold)["auroc"]
     decision = promotion_decision(common_auroc, champion, champion_auroc, new, config.train.promotion_tolerance,
                                   config.train.promotion_max_score_ks)
-    return {**decision, "challenger_auroc": common_auroc, "challenger_training_auroc": challenger_auroc,
+    return {**decision, "reason": f"{decision['reason']} (on the {labels.size} evaluation windows both judge in "
+                                  "normal operation)",
+            "challenger_auroc": common_auroc, "challenger_training_auroc": challenger_auroc,
             "windows_compared": int(labels.size)}
