@@ -3,8 +3,8 @@
 Row- and value-level checks are Spark column expressions on the scan (small integer codes, no shuffle); then
 the rows are grouped by asset and one Arrow batch per asset goes through NumPy: duplicates, row accounting,
 regular grid, gap filling, centered smoothing, normalisation and tensor blocks (lstmad.transforms.cleaning,
-lstmad.transforms.series, lstmad.transforms.blocks). The quarantine, which needs the raw rows, is a second, map-only scan that
-keeps only the rows set aside. Nothing here uses one Spark row window per channel or a global ``orderBy``.
+lstmad.transforms.series, lstmad.transforms.blocks), written as files by lstmad.spark.block_files. The
+quarantine, which needs the raw rows, is a second, map-only scan that keeps only the rows set aside. Nothing here uses one Spark row window per channel or a global ``orderBy``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pyspark.sql import types as T
 
 from lstmad import names
 from lstmad.config import ChannelConfig, SourceConfig
+from lstmad.spark.block_files import add_by_date, write_block_files
 from lstmad.transforms import circular, cleaning
 from lstmad.transforms.cleaning import fault_column, value_column
-from lstmad.transforms.blocks import BLOCK_SCHEMA, BLOCKS_PER_ROW_GROUP, block_counts, build_blocks
+from lstmad.transforms.blocks import BLOCK_SCHEMA, block_counts, build_blocks
 from lstmad.transforms.series import NormalisationStats, centered_moving_average, observed_moments, regular_grid
 
 TS_US = "timestamp_us"
@@ -219,7 +220,6 @@ PER_ASSET_SCHEMA = T.StructType([
     T.StructField(INFO, T.StringType()),
 ])
 _PER_ASSET_ARROW = pa.schema([(KIND, pa.string()), *BLOCK_SCHEMA, (INFO, pa.string())])
-_BLOCK_FILE_SCHEMA = pa.schema([field for field in BLOCK_SCHEMA if field.name != names.DATE])
 
 
 def _records(kind: str, asset: str, rows: list[dict]) -> list[dict]:
@@ -359,7 +359,7 @@ def per_asset(rows: DataFrame, channels: tuple[str, ...], stats: NormalisationSt
                 continue
             kinds = out.column(KIND).to_numpy(zero_copy_only=False)
             yield from out.filter(pa.array(kinds != "block")).to_batches()
-            _by_date(out.filter(pa.array(kinds == "block")).select(BLOCK_SCHEMA.names), blocks_by_date)
+            add_by_date(out.filter(pa.array(kinds == "block")).select(BLOCK_SCHEMA.names), blocks_by_date)
         if write_to is not None:
             for day, name in write_block_files(blocks_by_date, write_to, run_id):
                 yield pa.RecordBatch.from_pylist([{KIND: "file", names.DATE: day, INFO: name}],
@@ -402,77 +402,6 @@ def unpacked_faults(table: pa.Table, n_channels: int) -> np.ndarray:
         shifts = FAULT_BITS * np.arange(hi - lo, dtype=np.int64)
         faults[:, lo:hi] = (packed[:, None] >> shifts) & ((1 << FAULT_BITS) - 1)
     return faults
-
-
-def _by_date(blocks: pa.Table, into: dict[str, list[pa.Table]]) -> None:
-    """Add BLOCK_SCHEMA rows to ``into``, grouped by their date (the date column dropped: it is the folder)."""
-    import pyarrow.compute as pc
-
-    dates = blocks.column(names.DATE)
-    for day in pc.unique(dates).to_pylist():
-        into.setdefault(day, []).append(blocks.filter(pc.equal(dates, day)).drop_columns([names.DATE]))
-
-
-def write_block_files(tables_by_date: dict[str, list[pa.Table]], folder: str, run_id: str) -> list[tuple[str, str]]:
-    """Write each date's block tables as one Parquet file (zstd, BLOCKS_PER_ROW_GROUP blocks per row group)
-    under ``folder/date=YYYY-MM-DD/``; each file appears by an atomic rename, so no reader sees half of one.
-    Returns (date, file name) of every file written."""
-    import os
-    import uuid
-
-    import pyarrow.parquet as pq
-
-    written = []
-    for day, parts in tables_by_date.items():
-        target = os.path.join(folder, f"{names.DATE}={day}")
-        os.makedirs(target, exist_ok=True)
-        name = f"part-{run_id}-{uuid.uuid4().hex[:12]}.zstd.parquet"
-        tmp = os.path.join(target, f".{name}.tmp")
-        # one file schema whichever way the blocks came (through Spark, or straight from a task)
-        table = pa.concat_tables(parts).cast(_BLOCK_FILE_SCHEMA)
-        pq.write_table(table, tmp, compression="zstd", row_group_size=BLOCKS_PER_ROW_GROUP)
-        os.replace(tmp, os.path.join(target, name))
-        written.append((day, name))
-    return written
-
-
-def normalise_blocks(blocks: DataFrame, stats: NormalisationStats) -> DataFrame:
-    """Blocks of ``per_asset`` without statistics (float64, source units) → normalised float32 blocks."""
-    stats_id = stats.stats_id
-
-    def normalise(batches):
-        for batch in batches:
-            columns = batch.to_pydict()
-            new_values = []
-            for raw, n_rows, n_ch, asset in zip(columns[names.VALUES], columns[names.N_ROWS],
-                                                columns[names.N_CHANNELS], columns[names.ASSET]):
-                values = stats.apply(np.frombuffer(raw, dtype=np.float64).reshape(n_rows, n_ch), asset)
-                values[~np.isfinite(values)] = 0.0
-                new_values.append(values.astype(np.float32).tobytes())
-            columns[names.VALUES] = new_values
-            columns[names.STATS_ID] = [stats_id] * batch.num_rows
-            yield pa.RecordBatch.from_pydict(columns, schema=batch.schema)
-
-    return blocks.mapInArrow(normalise, blocks.schema)
-
-
-def write_blocks(blocks: DataFrame, folder: str, run_id: str) -> list[tuple[str, str]]:
-    """Write block rows as Parquet (zstd) under ``folder/date=YYYY-MM-DD/``, one file per task and date,
-    from the tasks themselves with pyarrow; returns (date, file name) of every file written.
-
-    Spark's own partitioned writer costs ~15 ms per file through its commit protocol, and a nightly backfill
-    writes one folder per date: on 730 dates that was 80 % of prepare. Each file appears by an atomic
-    rename, so a reader never sees half a file; the caller removes the files an earlier run left behind.
-    ``folder`` must be visible to the executors (local mode, or a shared file system).
-    """
-    def write(batches):
-        by_date: dict[str, list[pa.Table]] = {}
-        for batch in batches:
-            _by_date(pa.Table.from_batches([batch]), by_date)
-        for day, name in write_block_files(by_date, folder, run_id):
-            yield pa.RecordBatch.from_pydict({names.DATE: [day], "file": [name]})
-
-    return [(r[names.DATE], r["file"]) for r in blocks.mapInArrow(write, f"{names.DATE} string, file string").collect()]
 
 
 def block_rows(per_asset_rows: DataFrame) -> DataFrame:

@@ -50,6 +50,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
 
     from lstmad.io import source_schema
     from lstmad.io.sources import read_source
+    from lstmad.spark import block_files
     from lstmad.spark import prepare as transforms
     from lstmad.spark.session import get_session, require_utc
     from lstmad.transforms.cleaning import merge_counts, quarantine_records
@@ -159,7 +160,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
             stats = fit_normalisation(prep.normalisation, tensor_channels, fitted_on=f"{dates[0]}..{dates[-1]}",
                                       per_asset=usable if prep.normalisation_scope == "per_asset" else None,
                                       **combine_moments(list(usable.values())))
-            blocks = transforms.normalise_blocks(blocks, stats)
+            blocks = block_files.normalise_blocks(blocks, stats)
         conflicts = [(r[names.ASSET], r[names.BLOCK_START]) for r in side if r[transforms.KIND] == "conflict"]
         began = time.perf_counter()
         if conflicts:
@@ -172,7 +173,7 @@ def prepare(config: PipelineConfig, start: dt.date, end: dt.date, fit_stats: boo
             written = [(r[names.DATE], r[transforms.INFO]) for r in side if r[transforms.KIND] == "file"]
         else:
             # One file per date: each date's blocks of every asset go to one task (small files cost a footer each).
-            written = transforms.write_blocks(blocks.repartition(names.DATE), str(staging), run_id)
+            written = block_files.write_blocks(blocks.repartition(names.DATE), str(staging), run_id)
         phases["write_blocks_s"] = time.perf_counter() - began
     except BaseException:
         # nothing half-way: blocks staged by this run go (the caller sees the error)
