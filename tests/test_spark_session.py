@@ -3,6 +3,7 @@ own (the suite's shared session is left alone)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -36,3 +37,36 @@ def test_a_session_whose_jvm_was_killed_is_replaced_and_runs_jobs():
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sum 5050" in done.stdout  # 1 + … + 100
     assert "the Spark session's JVM is gone" in done.stderr
+
+
+def test_the_second_driver_jvm_maps_sparks_classes_from_the_archive_the_first_recorded(tmp_path):
+    """The first session records the class archive at exit and publishes it whole; the next JVM loads Spark's
+    classes from it (the JVM's own class-loading log says where each class came from)."""
+    def session_in_a_new_process(log: str) -> subprocess.CompletedProcess:
+        script = textwrap.dedent(f"""
+            from lstmad.config import SparkConfig
+            from lstmad.spark.session import get_session
+
+            options = "-Xlog:class+load=info:file={tmp_path / log}"
+            spark = get_session(SparkConfig(master="local[1]", shuffle_partitions=1, driver_memory="512m",
+                                            conf={{"spark.driver.extraJavaOptions": options}}))
+            print("sum", spark.range(1, 101).groupBy().sum("id").collect()[0][0])
+        """)
+        return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "LSTMAD_JVM_CACHE": str(tmp_path / "cache")})
+
+    def where_loaded(log: str, name: str) -> str:
+        line = next(x for x in (tmp_path / log).read_text().splitlines() if f" {name} source: " in x)
+        return line.split(" source: ", 1)[1]
+
+    first = session_in_a_new_process("first.log")
+    assert first.returncode == 0 and "sum 5050" in first.stdout, first.stderr[-3000:]
+    assert "cds" not in first.stdout.lower()  # the dump's warnings stay off the job's output
+    published = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(published) == 1 and published[0].startswith("spark-") and published[0].endswith(".jsa")
+    assert where_loaded("first.log", "org.apache.spark.SparkContext").endswith(".jar")
+
+    second = session_in_a_new_process("second.log")
+    assert second.returncode == 0 and "sum 5050" in second.stdout, second.stderr[-3000:]
+    assert where_loaded("second.log", "org.apache.spark.SparkContext") == "shared objects file (top)"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == published

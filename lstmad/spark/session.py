@@ -96,9 +96,21 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         settings["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
         settings["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     settings.update(config.conf)
+    from pyspark import SparkContext
+
+    # a driver JVM this process launches now maps Spark's classes from one archive (or records it)
+    archived = not submitted and config.class_archive and SparkContext._gateway is None
+    if archived:
+        from lstmad.spark import class_archive
+
+        options = class_archive.driver_java_options(settings)
+        if options:
+            settings[class_archive.JAVA_OPTIONS] = options
     for key, value in settings.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
+    if archived:
+        class_archive.session_started()
     session.sparkContext.setLogLevel("ERROR")
     if local and warm_python_workers:
         warm_workers(session)
