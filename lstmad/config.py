@@ -286,8 +286,7 @@ class SparkConfig:
     shuffle_partitions: int = 4
     driver_memory: str = "2g"
     conf: dict[str, str] = dataclasses.field(default_factory=dict)
-    # the driver JVM maps a class-data archive of Spark's classes (lstmad.spark.class_archive)
-    class_archive: bool = True
+    class_archive: bool = True  # the driver JVM maps Spark's classes from one file (lstmad.spark.class_archive)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,8 +52,10 @@ def test_the_second_driver_jvm_maps_sparks_classes_from_the_archive_the_first_re
                                             conf={{"spark.driver.extraJavaOptions": options}}))
             print("sum", spark.range(1, 101).groupBy().sum("id").collect()[0][0])
         """)
-        return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "LSTMAD_JVM_CACHE": str(tmp_path / "cache")})
+        # in tmp_path: the JVM that maps a damaged archive below leaves its crash report where it runs
+        return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "LSTMAD_JVM_CACHE": str(tmp_path / "cache"),
+                                                "PYTHONPATH": str(REPO)})
 
     def where_loaded(log: str, name: str) -> str:
         line = next(x for x in (tmp_path / log).read_text().splitlines() if f" {name} source: " in x)
@@ -62,7 +64,7 @@ def test_the_second_driver_jvm_maps_sparks_classes_from_the_archive_the_first_re
     first = session_in_a_new_process("first.log")
     assert first.returncode == 0 and "sum 5050" in first.stdout, first.stderr[-3000:]
     assert "cds" not in first.stdout.lower()  # the dump's warnings stay off the job's output
-    published = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    published = sorted(p.name for p in (tmp_path / "cache").iterdir())  # whole: nothing half-written beside it
     assert len(published) == 1 and published[0].startswith("spark-") and published[0].endswith(".jsa")
     assert where_loaded("first.log", "org.apache.spark.SparkContext").endswith(".jar")
 
@@ -70,3 +72,13 @@ def test_the_second_driver_jvm_maps_sparks_classes_from_the_archive_the_first_re
     assert second.returncode == 0 and "sum 5050" in second.stdout, second.stderr[-3000:]
     assert where_loaded("second.log", "org.apache.spark.SparkContext") == "shared objects file (top)"
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == published
+
+    # an archive cut short (a full disk) would kill every JVM that maps it: the session starts without it
+    archive = tmp_path / "cache" / published[0]
+    whole = archive.read_bytes()
+    archive.unlink()
+    archive.write_bytes(whole[: len(whole) // 2])
+    third = session_in_a_new_process("third.log")
+    assert third.returncode == 0 and "sum 5050" in third.stdout, third.stderr[-3000:]
+    assert "did not start with the class archive" in third.stderr
+    assert where_loaded("third.log", "org.apache.spark.SparkContext").endswith(".jar")

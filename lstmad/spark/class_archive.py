@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -37,8 +38,10 @@ USER_MANAGED = ("SharedArchiveFile", "ArchiveClassesAtExit", "-Xshare", "AutoCre
 STALE_PART_S = 6 * 3600  # a recording not published within six hours was cut off (its process killed)
 UNUSED_ARCHIVE_S = 7 * 86400  # archives of other keys (an upgraded JDK or Spark) go after a week unused
 WAIT_FOR_DUMP_S = 120
+DYNAMIC_ARCHIVE_MAGIC = 0xF00BABA8  # HotSpot's CDS_DYNAMIC_ARCHIVE_MAGIC
 
-# this process's recording: {"part", "archive", "marker": Path, "process": the JVM's Popen (once started)}
+# this process's recording: {"part", "archive", "marker": Path, "process": the JVM's Popen (once started),
+# "pid": the recording process's}
 _recording: Optional[dict] = None
 
 
@@ -48,11 +51,18 @@ def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lstmad" / "jvm"
 
 
+def java_executable(environ: Mapping[str, str] = os.environ) -> Optional[str]:
+    """The java Spark's launcher runs: JAVA_HOME's, else the one on the PATH."""
+    if environ.get("JAVA_HOME"):
+        return str(Path(environ["JAVA_HOME"]) / "bin" / "java")
+    return shutil.which("java")
+
+
 def archive_key(conf: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> str:
     """16 hex digits naming the Java runtime, Spark's jars and the jars and class path ``conf`` adds."""
     import pyspark
 
-    java = (Path(environ["JAVA_HOME"]) / "bin" / "java") if environ.get("JAVA_HOME") else shutil.which("java")
+    java = java_executable(environ)
     parts = [pyspark.__version__]
     if java and Path(java).exists():
         real = Path(java).resolve()
@@ -94,7 +104,7 @@ def driver_java_options(conf: Mapping[str, str], environ: Mapping[str, str] = os
         log.debug("no JVM class archive: %s is not writable (%s)", folder, error)
         return own
     part = folder / f".{archive.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
-    _recording = {"part": part, "archive": archive, "marker": marker, "process": None}
+    _recording = {"part": part, "archive": archive, "marker": marker, "process": None, "pid": os.getpid()}
     atexit.register(_publish)
     return f"{own} -XX:ArchiveClassesAtExit={part} {QUIET}".strip()
 
@@ -111,7 +121,7 @@ def _publish() -> None:
     """At exit: end the recording JVM (its stdin closed, as PySpark's own exit does), wait for its dump and
     publish the archive by an atomic rename, so no JVM ever maps half a file."""
     recording = _recording
-    if recording is None:
+    if recording is None or recording["pid"] != os.getpid():  # a forked child's exit: not its JVM
         return
     part, archive, process = recording["part"], recording["archive"], recording["process"]
     if process is None:  # no JVM was launched after all
@@ -127,13 +137,46 @@ def _publish() -> None:
             if process.stdin is not None:
                 process.stdin.close()  # the gateway exits on end of input (System.exit(0)), then dumps
             process.wait(timeout=WAIT_FOR_DUMP_S)
-        if process.returncode == 0 and part.is_file() and part.stat().st_size > 0:
+        if process.returncode == 0 and _is_archive(part):
             os.replace(part, archive)
     except Exception as error:  # noqa: BLE001 - at exit, best effort: the next session records again
         log.debug("JVM class archive not published: %s", error)
     finally:
         part.unlink(missing_ok=True)
         recording["marker"].unlink(missing_ok=True)
+
+
+def _is_archive(file: Path) -> bool:
+    """Whether ``file`` is a whole dynamic archive a JVM can map: its magic number, and a JVM that maps it
+    starts (a truncated archive kills the JVM that maps it with SIGBUS; one it cannot use it ignores)."""
+    import subprocess
+    import tempfile
+
+    try:
+        with open(file, "rb") as handle:
+            if int.from_bytes(handle.read(4), sys.byteorder) != DYNAMIC_ARCHIVE_MAGIC:
+                return False
+        java = java_executable()
+        if java is None:
+            return False
+        with tempfile.TemporaryDirectory() as scratch:  # where a crashing JVM would leave its report
+            done = subprocess.run([java, f"-XX:SharedArchiveFile={file}", QUIET, "-XX:-CreateCoredumpOnCrash",
+                                   "-version"], cwd=scratch, capture_output=True, timeout=60)
+        return done.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def discard(options: str) -> bool:
+    """After a driver JVM started with ``options`` failed to start: remove the archive they map (a damaged
+    file would stop every later session too). True when they mapped one."""
+    mapped = [o.split("=", 1)[1] for o in options.split() if o.startswith("-XX:SharedArchiveFile=")]
+    for archive in mapped:
+        if Path(archive).parent == cache_dir():  # only lstmad's own, never one the user named
+            log.warning("the driver JVM did not start with the class archive %s; it is removed", archive)
+            Path(archive).unlink(missing_ok=True)
+            return True
+    return False
 
 
 def _remove_stale(folder: Path) -> None:

@@ -108,7 +108,15 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
             settings[class_archive.JAVA_OPTIONS] = options
     for key, value in settings.items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    try:
+        session = builder.getOrCreate()
+    except Exception as error:
+        # a damaged archive (a disk that filled, a file cut short) stops the JVM at start: without it, again
+        if not (archived and "JAVA_GATEWAY_EXITED" in str(error)
+                and class_archive.discard(settings.get(class_archive.JAVA_OPTIONS, ""))):
+            raise
+        builder = builder.config(class_archive.JAVA_OPTIONS, config.conf.get(class_archive.JAVA_OPTIONS, ""))
+        session = builder.getOrCreate()
     if archived:
         class_archive.session_started()
     session.sparkContext.setLogLevel("ERROR")
