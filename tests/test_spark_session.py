@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -40,45 +42,66 @@ def test_a_session_whose_jvm_was_killed_is_replaced_and_runs_jobs():
 
 
 def test_the_second_driver_jvm_maps_sparks_classes_from_the_archive_the_first_recorded(tmp_path):
-    """The first session records the class archive at exit and publishes it whole; the next JVM loads Spark's
-    classes from it (the JVM's own class-loading log says where each class came from)."""
-    def session_in_a_new_process(log: str) -> subprocess.CompletedProcess:
+    """The first session records the class archive and publishes it whole; later JVMs load Spark's classes from
+    it (the JVM's own class-loading log says where each class came from). A damaged archive is removed and the
+    session starts without it. A recorder that ends by os._exit (as Airflow's task runners do) leaves its JVM
+    to write the file alone: the next session publishes it."""
+    cache = tmp_path / "cache"
+
+    def session_in_a_new_process(log: str, hard_exit: bool = False) -> subprocess.CompletedProcess:
         script = textwrap.dedent(f"""
+            import os
             from lstmad.config import SparkConfig
             from lstmad.spark.session import get_session
 
             options = "-Xlog:class+load=info:file={tmp_path / log}"
             spark = get_session(SparkConfig(master="local[1]", shuffle_partitions=1, driver_memory="512m",
                                             conf={{"spark.driver.extraJavaOptions": options}}))
-            print("sum", spark.range(1, 101).groupBy().sum("id").collect()[0][0])
+            print("sum", spark.range(1, 101).groupBy().sum("id").collect()[0][0], flush=True)
+            if {hard_exit}:
+                os._exit(0)
         """)
-        # in tmp_path: the JVM that maps a damaged archive below leaves its crash report where it runs
-        return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "LSTMAD_JVM_CACHE": str(tmp_path / "cache"),
-                                                "PYTHONPATH": str(REPO)})
+        # in tmp_path: the JVM that maps the damaged archive below leaves its crash report where it runs
+        done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "LSTMAD_JVM_CACHE": str(cache), "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0 and "sum 5050" in done.stdout, done.stderr[-3000:]
+        return done
 
-    def where_loaded(log: str, name: str) -> str:
-        line = next(x for x in (tmp_path / log).read_text().splitlines() if f" {name} source: " in x)
-        return line.split(" source: ", 1)[1]
+    def where_loaded(log: str, name: str = "org.apache.spark.SparkContext") -> str:
+        lines = [x for x in (tmp_path / log).read_text().splitlines() if f" {name} source: " in x]
+        assert lines, f"{name} is not in the JVM's class-loading log {log}"
+        return lines[0].split(" source: ", 1)[1]
+
+    def archives() -> list[str]:
+        return sorted(p.name for p in cache.iterdir() if p.suffix == ".jsa")
 
     first = session_in_a_new_process("first.log")
-    assert first.returncode == 0 and "sum 5050" in first.stdout, first.stderr[-3000:]
     assert "cds" not in first.stdout.lower()  # the dump's warnings stay off the job's output
-    published = sorted(p.name for p in (tmp_path / "cache").iterdir())  # whole: nothing half-written beside it
+    published = sorted(p.name for p in cache.iterdir())  # the archive alone: no part or marker left
     assert len(published) == 1 and published[0].startswith("spark-") and published[0].endswith(".jsa")
-    assert where_loaded("first.log", "org.apache.spark.SparkContext").endswith(".jar")
+    assert where_loaded("first.log").endswith(".jar")
 
     second = session_in_a_new_process("second.log")
-    assert second.returncode == 0 and "sum 5050" in second.stdout, second.stderr[-3000:]
-    assert where_loaded("second.log", "org.apache.spark.SparkContext") == "shared objects file (top)"
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == published
+    assert "cds" not in second.stdout.lower()
+    assert where_loaded("second.log") == "shared objects file (top)"
+    assert archives() == published
 
-    # an archive cut short (a full disk) would kill every JVM that maps it: the session starts without it
-    archive = tmp_path / "cache" / published[0]
+    # an archive cut short (a full disk) would kill every JVM that maps it: removed, the session starts without
+    archive = cache / published[0]
     whole = archive.read_bytes()
     archive.unlink()
     archive.write_bytes(whole[: len(whole) // 2])
     third = session_in_a_new_process("third.log")
-    assert third.returncode == 0 and "sum 5050" in third.stdout, third.stderr[-3000:]
-    assert "did not start with the class archive" in third.stderr
-    assert where_loaded("third.log", "org.apache.spark.SparkContext").endswith(".jar")
+    assert "damaged; it is removed" in third.stderr
+    assert where_loaded("third.log").endswith(".jar") and archives() == []
+
+    session_in_a_new_process("fourth.log", hard_exit=True)  # records, then ends without its exit handlers
+    marker = next(cache.glob(".spark-*.recording"))
+    jvm = int(marker.read_text().split()[1])
+    waited = 0
+    while Path(f"/proc/{jvm}").exists() and waited < 240:  # the orphaned JVM writes the archive, then exits
+        time.sleep(1)
+        waited += 1
+    session_in_a_new_process("fifth.log")
+    assert where_loaded("fifth.log") == "shared objects file (top)"
+    assert sorted(p.name for p in cache.iterdir()) == published

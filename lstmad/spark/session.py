@@ -32,7 +32,9 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
     spark-submit sets the master itself; in that case ``config.master`` is not applied. ``delta_spark``
     adds the Delta Lake extension and catalog (their jars must be on the classpath). ``warm_python_workers``:
     a new local session starts its Python worker daemon at once, in the background (warm_workers), for a caller
-    whose first job will run Python tasks.
+    whose first job will run Python tasks. A driver JVM launched here maps Spark's classes from the class
+    archive (lstmad.spark.class_archive; ``config.class_archive``), or records it; one that cannot start
+    with a damaged archive starts again without it.
     """
     require_java()
     from py4j.protocol import Py4JNetworkError
@@ -112,7 +114,8 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         session = builder.getOrCreate()
     except Exception as error:
         # a damaged archive (a disk that filled, a file cut short) stops the JVM at start: without it, again
-        if not (archived and "JAVA_GATEWAY_EXITED" in str(error)
+        condition = getattr(error, "getCondition", lambda: None)() or str(error)
+        if not (archived and "JAVA_GATEWAY_EXITED" in condition
                 and class_archive.discard(settings.get(class_archive.JAVA_OPTIONS, ""))):
             raise
         builder = builder.config(class_archive.JAVA_OPTIONS, config.conf.get(class_archive.JAVA_OPTIONS, ""))
@@ -150,7 +153,6 @@ def warm_workers(session) -> threading.Thread:
     thread = threading.Thread(target=run, name="lstmad-warm-python-workers", daemon=True)
     thread.start()
     return thread
-
 
 
 def _launched_jvm_exited() -> bool:
