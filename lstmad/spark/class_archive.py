@@ -25,13 +25,14 @@ import dataclasses
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+from lstmad.spark.session import java_executable
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,6 @@ def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     if environ.get(CACHE_ENV):
         return Path(environ[CACHE_ENV])
     return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lstmad" / "jvm"
-
-
-def java_executable(environ: Mapping[str, str] = os.environ) -> Optional[str]:
-    """The java Spark's launcher runs: JAVA_HOME's, else the one on the PATH."""
-    if environ.get("JAVA_HOME"):
-        return str(Path(environ["JAVA_HOME"]) / "bin" / "java")
-    return shutil.which("java")
 
 
 def archive_key(conf: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> str:

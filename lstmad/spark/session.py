@@ -17,9 +17,16 @@ class JavaMissingError(RuntimeError):
     """No Java runtime: Spark cannot start."""
 
 
+def java_executable(environ=os.environ) -> str | None:
+    """The java Spark's launcher runs: JAVA_HOME's, else the one on the PATH (None: no Java)."""
+    if environ.get("JAVA_HOME"):
+        return os.path.join(environ["JAVA_HOME"], "bin", "java")
+    return shutil.which("java")
+
+
 def require_java() -> None:
     """Fail with one clear line when no Java runtime is installed (Spark needs Java 17+)."""
-    if os.environ.get("JAVA_HOME") or shutil.which("java"):
+    if java_executable():
         return
     raise JavaMissingError("Spark needs a Java 17+ runtime and none was found: install one "
                            "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
