@@ -37,6 +37,56 @@ def test_the_cluster_check_spreads_only_the_per_asset_part_over_the_cluster_core
     assert probed["within_30_percent"] and probed["fixed_cost_probe"]["assets"] == 10
 
 
+def test_memory_growth_is_taken_between_the_two_largest_sizes_against_the_night_data():
+    split = lambda d, j, w: {"driver": d, "jvm": j, "python_workers": w}  # noqa: E731
+    results = [{"assets": 10, "peak_pss_mb": 1600.0, "peak_pss_by_process_mb": split(500, 600, 500)},
+               {"assets": 1000, "peak_pss_mb": 2600.0, "peak_pss_by_process_mb": split(800, 1000, 800)},
+               {"assets": 3000, "peak_pss_mb": 3000.0, "peak_pss_by_process_mb": split(1150, 1050, 800)}]
+    memory = night.memory_growth(results, channels=26)
+    # the night's values as doubles: 26 channels × 1,440 rows × 8 bytes = 0.2856 MiB per asset
+    assert memory["night_data_mb_per_asset"] == pytest.approx(26 * 1440 * 8 / 2**20, abs=1e-4)
+    # 400 MB over 2,000 more assets: 0.2 MB per asset, within the night's data; 10 → 1,000 is not used
+    assert memory["between_assets"] == [1000, 3000] and memory["growth_mb_per_asset"] == pytest.approx(0.2)
+    assert memory["growth_mb_per_asset_by_process"] == pytest.approx(
+        {"driver": 0.175, "jvm": 0.025, "python_workers": 0.0})
+    assert memory["within_the_night_data"] is True
+    results[-1]["peak_pss_mb"] = 3800.0  # 0.6 MB per asset: more than the night's values
+    assert night.memory_growth(results, channels=26)["within_the_night_data"] is False
+    assert "growth_mb_per_asset" not in night.memory_growth(results[:1], channels=26)
+
+
+def test_tree_memory_counts_pages_shared_by_forked_processes_once(tmp_path):
+    """A process that fills 200 MB and then forks: both resident sets hold the 200 MB, the proportional sets
+    split it — summed RSS counts it twice, summed PSS once."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from lstmad.benchmarks.common import tree_memory
+
+    ready = tmp_path / "ready"
+    script = (f"import os, time\nblock = bytearray(200 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n"
+              f"pid = os.fork()\nopen({str(ready)!r} + str(pid == 0), 'w').close()\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 30
+        while not ((tmp_path / "readyTrue").exists() and (tmp_path / "readyFalse").exists()):
+            assert time.time() < deadline, "the forked processes did not start"
+            time.sleep(0.05)
+        rss, pss = tree_memory(psutil.Process(parent.pid))
+        mib = 2**20
+        assert set(pss) == {"driver", "python_workers"}  # the root is the driver, its fork a worker
+        assert rss > 2 * 200 * mib  # each resident set holds the block
+        assert rss - sum(pss.values()) > 180 * mib  # the proportional sets hold it once between them
+        assert pss["driver"] > 100 * mib and pss["python_workers"] > 100 * mib  # half each
+    finally:
+        for process in psutil.Process(parent.pid).children(recursive=True) + [psutil.Process(parent.pid)]:
+            process.kill()
+        parent.wait()
+
+
 @pytest.mark.spark
 def test_one_night_of_a_tiny_fleet_end_to_end_here_and_on_a_loopback_cluster(tmp_path):
     result = night.run(tmp_path / "night.json", assets=(2,), channels=3, workdir=tmp_path, progress=lambda _: None,
@@ -48,6 +98,9 @@ def test_one_night_of_a_tiny_fleet_end_to_end_here_and_on_a_loopback_cluster(tmp
     assert result["values_per_s_per_core"] == pytest.approx(
         2 * 3 * 1440 / (size["night_seconds"] * os.cpu_count()), rel=1e-3)
     assert size["peak_rss_mb"] > 0 and (tmp_path / "night.json").exists()
+    assert 0 < size["peak_pss_mb"] <= size["peak_rss_mb"]
+    assert size["peak_pss_mb"] == pytest.approx(sum(size["peak_pss_by_process_mb"].values()), abs=0.5)
+    assert size["peak_pss_by_process_mb"]["jvm"] > 0 and size["peak_pss_by_process_mb"]["driver"] > 0
     # the same night once more on a 2-worker standalone cluster: the same rows read and scored
     on_cluster = result["cluster_check"]
     assert on_cluster["rows_read"] == on_cluster["n_scores"] == 2 * 1440

@@ -137,10 +137,44 @@ class WorkerFailed(RuntimeError):
 SAMPLE_S = 0.5
 
 
+def process_role(process, root_pid: int) -> str:
+    """What a process of a measured tree is: "driver" (the worker run by measured_subprocess), "jvm" (Spark's
+    JVM and anything else Java), or "python_workers" (PySpark's daemon and workers, and other children)."""
+    if process.pid == root_pid:
+        return "driver"
+    name = process.name().lower()
+    return "jvm" if name.startswith("java") else "python_workers"
+
+
+def tree_memory(root) -> tuple[int, dict[str, int]]:
+    """(summed RSS, summed PSS by process_role) in bytes of ``root`` (a psutil.Process) and its descendants.
+    PSS (proportional set size) counts a page shared by k processes as 1/k in each — PySpark's workers are
+    forked from one daemon and share its pages, which a sum of RSS counts once per worker; where PSS cannot
+    be read (no /proc/PID/smaps), RSS stands in."""
+    import psutil
+
+    rss, pss = 0, {}
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            resident = process.memory_info().rss
+            try:
+                proportional = process.memory_full_info().pss
+            except (AttributeError, psutil.AccessDenied):
+                proportional = resident
+            role = process_role(process, root.pid)
+        except psutil.Error:  # ended between the listing and the reading
+            continue
+        rss += resident
+        pss[role] = pss.get(role, 0) + proportional
+    return rss, pss
+
+
 def measured_subprocess(module: str, worker: str, *args: str) -> dict:
     """Run ``python -m module worker args…`` in a fresh process and parse the JSON line it prints last; adds
-    peak_rss_mb, the peak resident memory of its whole process tree (JVM and Python workers included),
-    sampled every SAMPLE_S seconds."""
+    the peak memory of its whole process tree (JVM and Python workers included), sampled every SAMPLE_S
+    seconds: ``peak_rss_mb`` (resident sets summed: pages shared by forked workers counted in each),
+    ``peak_pss_mb`` (proportional sets summed: each page once — what the tree occupies) and
+    ``peak_pss_by_process_mb``, that peak's split over driver, JVM and Python workers (tree_memory)."""
     import subprocess
     import sys
     import threading
@@ -150,18 +184,20 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
 
     process = subprocess.Popen([sys.executable, "-m", module, worker, *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    peak = 0
+    peak_rss, peak_pss, peak_split = 0, 0, {}
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak_rss, peak_pss, peak_split
         root = psutil.Process(process.pid)
         while not done.is_set():
             try:
-                tree = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                rss, pss = tree_memory(root)
             except psutil.Error:
-                pass
+                rss, pss = 0, {}
+            peak_rss = max(peak_rss, rss)
+            if sum(pss.values()) > peak_pss:
+                peak_pss, peak_split = sum(pss.values()), pss
             time.sleep(SAMPLE_S)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -170,9 +206,12 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
     done.set()
     sampler.join()
     if process.returncode != 0:
-        raise WorkerFailed(worker, err, round(peak / 2**20, 1))
+        raise WorkerFailed(worker, err, round(peak_rss / 2**20, 1))
     result = json.loads(out.strip().splitlines()[-1])
-    result["peak_rss_mb"] = round(peak / 2**20, 1)
+    result["peak_rss_mb"] = round(peak_rss / 2**20, 1)
+    result["peak_pss_mb"] = round(peak_pss / 2**20, 1)
+    result["peak_pss_by_process_mb"] = {role: round(peak_split.get(role, 0) / 2**20, 1)
+                                        for role in ("driver", "jvm", "python_workers")}
     return result
 
 

@@ -4,9 +4,9 @@ Per fleet size N: a synthetic farm of N turbines × 3 days at 1-minute steps (ls
 day 1 is prepared and a small forecaster trained on it (setup, not timed), then one fresh process runs the
 night of day 3 (day 2 its history) as the nightly DAG does, in one Spark session: prepare → score (flags,
 attribution, intervals, commits) → drift. Reported: per-stage wall seconds, the night's wall seconds from
-process start, values of the night (N × channels × 1,440) per second per core, and the peak resident
-memory of the process tree. A line through the sizes separates the fixed cost of a night from its cost per
-asset. On a cluster the fixed cost is the cluster's own (executors start with the application): one small
+process start, values of the night (N × channels × 1,440) per second per core, and the peak memory of the
+process tree (PSS, by process), with its growth per asset beside the night's own data. A line through the
+sizes separates the fixed cost of a night from its cost per asset. On a cluster the fixed cost is the cluster's own (executors start with the application): one small
 night there measures it, and the per-asset cost measured here, spread over the cluster's cores, is added.
 """
 
@@ -125,6 +125,29 @@ def sizing(results: list[dict], cores: int) -> dict:
     return model
 
 
+def memory_growth(results: list[dict], channels: int) -> dict:
+    """How the night's peak memory (PSS of the process tree, by process) grows with the fleet, against the
+    night's own data: its values as the source holds them (N × channels × ROWS_PER_NIGHT doubles). The growth
+    per asset is taken between the two largest sizes — below some hundreds of assets the fixed parts (a
+    Parquet row group, a scoring piece, the JVM's heap) are still filling up to their bounds."""
+    sizes = sorted((r for r in results if r.get("peak_pss_mb")), key=lambda r: r["assets"])
+    night_mb_per_asset = channels * ROWS_PER_NIGHT * 8 / 2**20
+    out = {"night_data_mb_per_asset": round(night_mb_per_asset, 4),
+           "peak_pss_mb": {str(r["assets"]): r["peak_pss_mb"] for r in sizes}}
+    if len(sizes) < 2:
+        return out
+    small, large = sizes[-2], sizes[-1]
+    extra = large["assets"] - small["assets"]
+    per_asset = (large["peak_pss_mb"] - small["peak_pss_mb"]) / extra
+    out.update({"between_assets": [small["assets"], large["assets"]],
+                "growth_mb_per_asset": round(per_asset, 4),
+                "growth_mb_per_asset_by_process": {
+                    role: round((large["peak_pss_by_process_mb"][role] - small["peak_pss_by_process_mb"][role]) / extra, 4)
+                    for role in large["peak_pss_by_process_mb"]},
+                "within_the_night_data": per_asset <= night_mb_per_asset})
+    return out
+
+
 def cluster_check(measured: dict, model: dict, local_cores: int, cluster_cores: int,
                   probe: Optional[dict] = None) -> dict:
     """The sizing model's prediction for a night of ``measured["assets"]`` on ``cluster_cores`` cores against
@@ -178,7 +201,7 @@ def run(json_path: Optional[Path] = None, assets: tuple[int, ...] = (10, 100, 10
                      **night, "values_per_s_per_core": round(values / (night["night_seconds"] * cores), 1)}
             results.append(entry)
             progress(f"bench night: {n} assets: {night['night_seconds']} s, "
-                     f"{entry['values_per_s_per_core']:,.0f} values/s/core, peak {night['peak_rss_mb']} MB")
+                     f"{entry['values_per_s_per_core']:,.0f} values/s/core, peak {night['peak_pss_mb']} MB (PSS)")
             # on the cluster: the checked size, and the smallest as the probe of the cluster's fixed cost
             if cluster_assets is not None and n in (cluster_assets, min(assets)):
                 from lstmad.spark.loopback_cluster import loopback_cluster
@@ -191,7 +214,7 @@ def run(json_path: Optional[Path] = None, assets: tuple[int, ...] = (10, 100, 10
     largest = max(results, key=lambda r: r["assets"])
     result = {"values_per_s_per_core": largest["values_per_s_per_core"], "assets": largest["assets"],
               "definition": "assets × channels × rows of the night ÷ (wall seconds of the night's process × cores)",
-              "sizes": results, "sizing": sizing(results, cores)}
+              "sizes": results, "sizing": sizing(results, cores), "memory": memory_growth(results, channels)}
     if cluster_assets in on_cluster and "per_asset_s" in result["sizing"]:
         probe = on_cluster.get(min(assets)) if min(assets) != cluster_assets else None
         result["cluster_check"] = cluster_check(on_cluster[cluster_assets], result["sizing"], cores,

@@ -158,6 +158,10 @@ def generate_farm(spec: FarmSpec) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+# rows per row group of the landing files: 64 Ki rows of 26 channels, about 14 MB of doubles
+LANDING_ROW_GROUP_ROWS = 65_536
+
+
 def write_landing_table(farm: pd.DataFrame, path: str | Path, partition_column: str = "date") -> list[Path]:
     """Write the farm as the raw landing table: Parquet, one folder per UTC date (``date=YYYY-MM-DD``).
 
@@ -172,9 +176,12 @@ def write_landing_table(farm: pd.DataFrame, path: str | Path, partition_column: 
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "part-0.parquet"
         tmp = folder / ".part-0.parquet.tmp"
-        # Microsecond timestamps: Spark cannot read Parquet nanosecond timestamps.
+        # Microsecond timestamps: Spark cannot read Parquet nanosecond timestamps. Row groups of a landing
+        # file's size, not pyarrow's 1 Mi rows: Spark's reader holds a task's whole row group (compressed column
+        # chunks, off the JVM heap), so a fleet's daily file in 1 Mi-row groups cost the JVM 450 MB more at
+        # 1,000 turbines (docs/operations.md, "Memory of a night")
         pq.write_table(pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False), tmp,
-                       coerce_timestamps="us")
+                       coerce_timestamps="us", row_group_size=LANDING_ROW_GROUP_ROWS)
         tmp.replace(target)
         written.append(target)
     return written

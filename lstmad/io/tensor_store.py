@@ -67,7 +67,7 @@ def iter_blocks(path: str | Path, dates: Sequence[str], columns: list[str], batc
     over a night whose memory is one batch, not the night."""
     dataset = _block_dataset(Path(path))
     yield from dataset.scanner(columns=columns, filter=ds.field(names.DATE).isin(list(dates)),
-                               batch_size=batch_size).to_batches()
+                               batch_size=batch_size, batch_readahead=0, fragment_readahead=0).to_batches()
 
 
 def _block_dataset(path: Path) -> ds.Dataset:
