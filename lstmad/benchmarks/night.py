@@ -166,7 +166,8 @@ def cluster_check(measured: dict, model: dict, local_cores: int, cluster_cores: 
              "within_30_percent": abs(measured["night_seconds"] / predicted - 1) <= 0.30,
              "predicted_with_the_local_fixed_cost": round(local_fixed, 2),
              "note": "the cluster's executors start their own JVMs and Python workers without lstmad's preloading "
-                     "daemon (local sessions only), and share this machine's cores with the driver"}
+                     "daemon (local sessions only), and share this machine's cores with the driver; its peak memory "
+                     "is the driver's process tree only (the executors are children of the cluster's workers)"}
     if probe is None:
         check["note"] += ("; no smaller size ran on the cluster, so the fixed cost is this machine's, which "
                           "leaves out what only a cluster pays")
