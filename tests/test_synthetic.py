@@ -42,6 +42,21 @@ def test_landing_table_is_partitioned_by_date(tmp_path):
     assert sum(len(pd.read_parquet(f)) for f in files) == 48
 
 
+def test_landing_files_hold_row_groups_of_64_ki_rows_and_plain_encoded_readings(tmp_path):
+    import pyarrow.parquet as pq
+
+    # 50 turbines × 1,440 minutes = 72,000 rows in one day: one full row group of 65,536 rows and the rest
+    farm = generate_farm(FarmSpec(turbines=50, days=1, step_s=60, seed=2))
+    (file,) = write_landing_table(farm, tmp_path)
+    meta = pq.ParquetFile(file).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [65_536, 72_000 - 65_536]
+    columns = {meta.row_group(0).column(j).path_in_schema: meta.row_group(0).column(j) for j in range(meta.num_columns)}
+    assert columns["turbine_id"].has_dictionary_page
+    assert not any(columns[name].has_dictionary_page for name in CHANNELS)
+    back = pd.read_parquet(file)
+    pd.testing.assert_frame_equal(back[list(CHANNELS)], farm[list(CHANNELS)].reset_index(drop=True))
+
+
 def test_a_regime_change_moves_the_recalibrated_channels_and_warms_the_temperatures_from_its_day():
     base = FarmSpec(turbines=1, days=4, step_s=600, seed=3)
     before = generate_farm(base)
