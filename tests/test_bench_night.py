@@ -39,15 +39,15 @@ def test_the_cluster_check_spreads_only_the_per_asset_part_over_the_cluster_core
 
 def test_memory_growth_is_taken_between_the_two_largest_sizes_against_the_night_data():
     split = lambda d, j, w: {"driver": d, "jvm": j, "python_workers": w}  # noqa: E731
-    results = [{"assets": 10, "peak_pss_mb": 1600.0, "peak_pss_by_process_mb": split(500, 600, 500)},
-               {"assets": 1000, "peak_pss_mb": 2600.0, "peak_pss_by_process_mb": split(800, 1000, 800)},
-               {"assets": 3000, "peak_pss_mb": 3000.0, "peak_pss_by_process_mb": split(1150, 1050, 800)}]
+    results = [{"assets": 10, "peak_pss_mb": 1600.0, "own_peak_pss_by_process_mb": split(500, 600, 500)},
+               {"assets": 1000, "peak_pss_mb": 2600.0, "own_peak_pss_by_process_mb": split(800, 1000, 800)},
+               {"assets": 3000, "peak_pss_mb": 3000.0, "own_peak_pss_by_process_mb": split(1150, 1050, 800)}]
     memory = night.memory_growth(results, channels=26)
-    # the night's values as doubles: 26 channels × 1,440 rows × 8 bytes = 0.2856 MiB per asset
-    assert memory["night_data_mb_per_asset"] == pytest.approx(26 * 1440 * 8 / 2**20, abs=1e-4)
+    # the night's values as doubles: 26 channels × 1,440 rows × 8 bytes = 299,520 bytes = 0.2856 MiB per asset
+    assert memory["night_data_mb_per_asset"] == 0.2856
     # 400 MB over 2,000 more assets: 0.2 MB per asset, within the night's data; 10 → 1,000 is not used
     assert memory["between_assets"] == [1000, 3000] and memory["growth_mb_per_asset"] == pytest.approx(0.2)
-    assert memory["growth_mb_per_asset_by_process"] == pytest.approx(
+    assert memory["own_peak_growth_mb_per_asset_by_process"] == pytest.approx(
         {"driver": 0.175, "jvm": 0.025, "python_workers": 0.0})
     assert memory["within_the_night_data"] is True
     results[-1]["peak_pss_mb"] = 3800.0  # 0.6 MB per asset: more than the night's values
@@ -58,6 +58,7 @@ def test_memory_growth_is_taken_between_the_two_largest_sizes_against_the_night_
 def test_tree_memory_counts_pages_shared_by_forked_processes_once(tmp_path):
     """A process that fills 200 MB and then forks: both resident sets hold the 200 MB, the proportional sets
     split it — summed RSS counts it twice, summed PSS once."""
+    import contextlib
     import subprocess
     import sys
     import time
@@ -66,6 +67,8 @@ def test_tree_memory_counts_pages_shared_by_forked_processes_once(tmp_path):
 
     from lstmad.benchmarks.common import tree_memory
 
+    if not hasattr(psutil.Process().memory_full_info(), "pss"):
+        pytest.skip("this system does not report proportional set sizes (no /proc/PID/smaps)")
     ready = tmp_path / "ready"
     script = (f"import os, time\nblock = bytearray(200 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n"
               f"pid = os.fork()\nopen({str(ready)!r} + str(pid == 0), 'w').close()\ntime.sleep(60)\n")
@@ -82,8 +85,11 @@ def test_tree_memory_counts_pages_shared_by_forked_processes_once(tmp_path):
         assert rss - sum(pss.values()) > 180 * mib  # the proportional sets hold it once between them
         assert pss["driver"] > 100 * mib and pss["python_workers"] > 100 * mib  # half each
     finally:
-        for process in psutil.Process(parent.pid).children(recursive=True) + [psutil.Process(parent.pid)]:
-            process.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for process in psutil.Process(parent.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+        parent.kill()
         parent.wait()
 
 
@@ -100,6 +106,8 @@ def test_one_night_of_a_tiny_fleet_end_to_end_here_and_on_a_loopback_cluster(tmp
     assert size["peak_rss_mb"] > 0 and (tmp_path / "night.json").exists()
     assert 0 < size["peak_pss_mb"] <= size["peak_rss_mb"]
     assert size["peak_pss_mb"] == pytest.approx(sum(size["peak_pss_by_process_mb"].values()), abs=0.5)
+    for role, own_peak in size["own_peak_pss_by_process_mb"].items():  # each at least its share of the peak
+        assert own_peak >= size["peak_pss_by_process_mb"][role]
     assert size["peak_pss_by_process_mb"]["jvm"] > 0 and size["peak_pss_by_process_mb"]["driver"] > 0
     # the same night once more on a 2-worker standalone cluster: the same rows read and scored
     on_cluster = result["cluster_check"]

@@ -173,8 +173,9 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
     """Run ``python -m module worker args…`` in a fresh process and parse the JSON line it prints last; adds
     the peak memory of its whole process tree (JVM and Python workers included), sampled every SAMPLE_S
     seconds: ``peak_rss_mb`` (resident sets summed: pages shared by forked workers counted in each),
-    ``peak_pss_mb`` (proportional sets summed: each page once — what the tree occupies) and
-    ``peak_pss_by_process_mb``, that peak's split over driver, JVM and Python workers (tree_memory)."""
+    ``peak_pss_mb`` (proportional sets summed: each page once — what the tree occupies),
+    ``peak_pss_by_process_mb``, that peak's split over driver, JVM and Python workers (tree_memory), and
+    ``own_peak_pss_by_process_mb``, each of the three's own peak (reached at different times)."""
     import subprocess
     import sys
     import threading
@@ -184,7 +185,7 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
 
     process = subprocess.Popen([sys.executable, "-m", module, worker, *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    peak_rss, peak_pss, peak_split = 0, 0, {}
+    peak_rss, peak_pss, peak_split, own_peaks = 0, 0, {}, {}
     done = threading.Event()
 
     def sample() -> None:
@@ -198,6 +199,8 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
             peak_rss = max(peak_rss, rss)
             if sum(pss.values()) > peak_pss:
                 peak_pss, peak_split = sum(pss.values()), pss
+            for role, size in pss.items():
+                own_peaks[role] = max(own_peaks.get(role, 0), size)
             time.sleep(SAMPLE_S)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -210,8 +213,9 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = round(peak_rss / 2**20, 1)
     result["peak_pss_mb"] = round(peak_pss / 2**20, 1)
-    result["peak_pss_by_process_mb"] = {role: round(peak_split.get(role, 0) / 2**20, 1)
-                                        for role in ("driver", "jvm", "python_workers")}
+    roles = ("driver", "jvm", "python_workers")
+    result["peak_pss_by_process_mb"] = {role: round(peak_split.get(role, 0) / 2**20, 1) for role in roles}
+    result["own_peak_pss_by_process_mb"] = {role: round(own_peaks.get(role, 0) / 2**20, 1) for role in roles}
     return result
 
 

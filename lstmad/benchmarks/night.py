@@ -4,10 +4,11 @@ Per fleet size N: a synthetic farm of N turbines × 3 days at 1-minute steps (ls
 day 1 is prepared and a small forecaster trained on it (setup, not timed), then one fresh process runs the
 night of day 3 (day 2 its history) as the nightly DAG does, in one Spark session: prepare → score (flags,
 attribution, intervals, commits) → drift. Reported: per-stage wall seconds, the night's wall seconds from
-process start, values of the night (N × channels × 1,440) per second per core, and the peak memory of the
-process tree (PSS, by process), with its growth per asset beside the night's own data. A line through the
-sizes separates the fixed cost of a night from its cost per asset. On a cluster the fixed cost is the cluster's own (executors start with the application): one small
-night there measures it, and the per-asset cost measured here, spread over the cluster's cores, is added.
+process start, values of the night (N × channels × 1,440) per second per core, and the peak memory of
+the process tree (PSS, by process), with its growth per asset beside the night's own data. A line through
+the sizes separates the fixed cost of a night from its cost per asset. On a cluster the fixed cost is the
+cluster's own (executors start with the application): one small night there measures it, and the
+per-asset cost measured here, spread over the cluster's cores, is added.
 """
 
 from __future__ import annotations
@@ -126,10 +127,13 @@ def sizing(results: list[dict], cores: int) -> dict:
 
 
 def memory_growth(results: list[dict], channels: int) -> dict:
-    """How the night's peak memory (PSS of the process tree, by process) grows with the fleet, against the
-    night's own data: its values as the source holds them (N × channels × ROWS_PER_NIGHT doubles). The growth
-    per asset is taken between the two largest sizes — below some hundreds of assets the fixed parts (a
-    Parquet row group, a scoring piece, the JVM's heap) are still filling up to their bounds."""
+    """How the night's peak memory (PSS of the process tree) grows with the fleet, against the night's own
+    data: its values as the source holds them (N × channels × ROWS_PER_NIGHT doubles). The growth per asset
+    is taken between the two largest sizes — below some hundreds of assets the fixed parts (a Parquet row
+    group, a scoring piece, the JVM's heap) are still filling up to their bounds — in all and for each
+    process's own peak (driver, JVM, Python workers). One night per size: the JVM's peak varies by some
+    hundreds of MB from run to run (its heap grows under load up to spark.driver.memory), so a comparison
+    of two sizes is indicative, not a measurement of the JVM's growth."""
     sizes = sorted((r for r in results if r.get("peak_pss_mb")), key=lambda r: r["assets"])
     night_mb_per_asset = channels * ROWS_PER_NIGHT * 8 / 2**20
     out = {"night_data_mb_per_asset": round(night_mb_per_asset, 4),
@@ -141,10 +145,11 @@ def memory_growth(results: list[dict], channels: int) -> dict:
     per_asset = (large["peak_pss_mb"] - small["peak_pss_mb"]) / extra
     out.update({"between_assets": [small["assets"], large["assets"]],
                 "growth_mb_per_asset": round(per_asset, 4),
-                "growth_mb_per_asset_by_process": {
-                    role: round((large["peak_pss_by_process_mb"][role] - small["peak_pss_by_process_mb"][role]) / extra, 4)
-                    for role in large["peak_pss_by_process_mb"]},
                 "within_the_night_data": per_asset <= night_mb_per_asset})
+    if "own_peak_pss_by_process_mb" in large and "own_peak_pss_by_process_mb" in small:
+        out["own_peak_growth_mb_per_asset_by_process"] = {
+            role: round((peak - small["own_peak_pss_by_process_mb"][role]) / extra, 4)
+            for role, peak in large["own_peak_pss_by_process_mb"].items()}
     return out
 
 

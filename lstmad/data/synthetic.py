@@ -176,10 +176,10 @@ def write_landing_table(farm: pd.DataFrame, path: str | Path, partition_column: 
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "part-0.parquet"
         tmp = folder / ".part-0.parquet.tmp"
-        # Microsecond timestamps: Spark cannot read Parquet nanosecond timestamps. Row groups of a landing
-        # file's size, not pyarrow's 1 Mi rows: Spark's reader holds a task's whole row group (compressed column
-        # chunks, off the JVM heap), so a fleet's daily file in 1 Mi-row groups cost the JVM 450 MB more at
-        # 1,000 turbines. A dictionary only for the turbine id: continuous readings rarely repeat, so
+        # Microsecond timestamps: Spark cannot read Parquet nanosecond timestamps. Row groups of 64 Ki rows,
+        # not pyarrow's 1 Mi: Spark's reader holds a task's whole row group (compressed column chunks, off the
+        # JVM heap), so a fleet's daily file in 1 Mi-row groups cost the JVM about 410 MB more at 1,000
+        # turbines on 2 cores. A dictionary only for the turbine id: continuous readings rarely repeat, so
         # dictionary-encoded they take more bytes, and Spark reads them a value at a time (about 4 s more of
         # a 1,000-turbine night's prepare; docs/operations.md, "Memory of a night")
         pq.write_table(pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False), tmp,
