@@ -137,6 +137,9 @@ class WorkerFailed(RuntimeError):
 SAMPLE_S = 0.5
 
 
+PROCESS_ROLES = ("driver", "jvm", "python_workers")
+
+
 def process_role(process, root_pid: int) -> str:
     """What a process of a measured tree is: "driver" (the worker run by measured_subprocess), "jvm" (Spark's
     JVM and anything else Java), or "python_workers" (PySpark's daemon and workers, and other children)."""
@@ -196,9 +199,9 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
                 rss, pss = tree_memory(root)
             except psutil.Error:
                 rss, pss = 0, {}
-            peak_rss = max(peak_rss, rss)
-            if sum(pss.values()) > peak_pss:
-                peak_pss, peak_split = sum(pss.values()), pss
+            peak_rss, total = max(peak_rss, rss), sum(pss.values())
+            if total > peak_pss:
+                peak_pss, peak_split = total, pss
             for role, size in pss.items():
                 own_peaks[role] = max(own_peaks.get(role, 0), size)
             time.sleep(SAMPLE_S)
@@ -213,9 +216,9 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = round(peak_rss / 2**20, 1)
     result["peak_pss_mb"] = round(peak_pss / 2**20, 1)
-    roles = ("driver", "jvm", "python_workers")
-    result["peak_pss_by_process_mb"] = {role: round(peak_split.get(role, 0) / 2**20, 1) for role in roles}
-    result["own_peak_pss_by_process_mb"] = {role: round(own_peaks.get(role, 0) / 2**20, 1) for role in roles}
+    result["peak_pss_by_process_mb"] = {role: round(peak_split.get(role, 0) / 2**20, 1) for role in PROCESS_ROLES}
+    result["own_peak_pss_by_process_mb"] = {role: round(own_peaks.get(role, 0) / 2**20, 1)
+                                            for role in PROCESS_ROLES}
     return result
 
 

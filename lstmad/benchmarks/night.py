@@ -145,11 +145,10 @@ def memory_growth(results: list[dict], channels: int) -> dict:
     per_asset = (large["peak_pss_mb"] - small["peak_pss_mb"]) / extra
     out.update({"between_assets": [small["assets"], large["assets"]],
                 "growth_mb_per_asset": round(per_asset, 4),
-                "within_the_night_data": per_asset <= night_mb_per_asset})
-    if "own_peak_pss_by_process_mb" in large and "own_peak_pss_by_process_mb" in small:
-        out["own_peak_growth_mb_per_asset_by_process"] = {
-            role: round((peak - small["own_peak_pss_by_process_mb"][role]) / extra, 4)
-            for role, peak in large["own_peak_pss_by_process_mb"].items()}
+                "within_the_night_data": per_asset <= night_mb_per_asset,
+                "own_peak_growth_mb_per_asset_by_process": {
+                    role: round((peak - small["own_peak_pss_by_process_mb"][role]) / extra, 4)
+                    for role, peak in large["own_peak_pss_by_process_mb"].items()}})
     return out
 
 
