@@ -122,3 +122,40 @@ def test_ks_against_a_reference_with_a_step_by_hand():
     assert ks_statistic(quantiles, np.array([[0.0], [0.0], [1.5]]))[0] == pytest.approx(5 / 24)
     # the night all at 0: it leads the reference's step by 1 − ½
     assert ks_statistic(quantiles, np.zeros((4, 1)))[0] == pytest.approx(0.5)
+
+
+def test_float32_nights_fall_into_the_bins_their_float64_values_do():
+    """0.7 has no float32: float32(0.7) = 0.69999999 lies below the float64 edge 0.7, so it counts in the
+    lower bin (numpy.histogram on the float64 values says so too), where rounding the edge to float32 would
+    put it above."""
+    from lstmad.evaluation.drift import drift_statistics
+
+    reference = {"edges": [[-np.inf, 0.7, np.inf]], "proportions": [[0.5, 0.5]]}
+    night = np.array([[0.7], [0.7], [0.8], [0.6]], dtype=np.float32)
+    assert np.histogram(night[:, 0].astype(np.float64), reference["edges"][0])[0].tolist() == [3, 1]
+    psi = 0.25 * np.log(1.5) + 0.25 * np.log(2.0)  # (0.75 − 0.5)·ln(0.75/0.5) + (0.25 − 0.5)·ln(0.25/0.5)
+    assert drift_statistics(reference, night, with_ks=False)[0][0] == pytest.approx(psi, rel=1e-12)
+
+
+def test_drift_of_a_long_float32_night_equals_that_of_its_float64_values():
+    """A night longer than the KS's chunk of rows, with runs of tied values (a coarse sensor against a
+    reference that holds one value many times) across the chunks' borders: the float32 night gives exactly
+    the statistics of the same values in float64, and KS within a quantile step of scipy's."""
+    from scipy.stats import ks_2samp
+
+    from lstmad.evaluation.drift import KS_CHUNK_ROWS, drift_statistics, reference_quantiles
+
+    rng = np.random.default_rng(4)
+    reference_rows = np.round(rng.normal(size=(20_000, 2)) * 4) / 4  # steps of ¼: exact in float32
+    reference_rows[:8000, 1] = 0.5  # 40 % of the reference at one value: a step in its CDF
+    reference = {**reference_histogram(reference_rows), "quantiles": reference_quantiles(reference_rows)}
+    rows = int(2.5 * KS_CHUNK_ROWS)
+    night = (np.round(rng.normal(size=(rows, 2)) * 4 + [1, 0]) / 4).astype(np.float32)
+    night[: rows // 2, 1] = 0.5
+    psi32, ks32 = drift_statistics(reference, night)
+    psi64, ks64 = drift_statistics(reference, night.astype(np.float64))
+    np.testing.assert_array_equal(psi32, psi64)
+    np.testing.assert_array_equal(ks32, ks64)
+    for c in range(2):
+        expected = ks_2samp(night[:, c].astype(np.float64), reference_rows[:, c]).statistic
+        assert ks32[c] == pytest.approx(expected, abs=0.02)

@@ -38,47 +38,70 @@ def population_stability_index(reference: dict[str, list], values: np.ndarray) -
 def _psi_of_sorted(x: np.ndarray, n: int, edges: list[float], proportions: list[float]) -> float:
     """PSI of one channel from its sorted non-NaN values ``x`` (n rows in all) against the reference bins
     [e_i, e_i+1) (the last closed, as numpy.histogram's)."""
-    edges = np.asarray(edges, dtype=x.dtype if x.dtype == np.float64 else np.float64)
-    at = np.searchsorted(x, edges, side="left")
-    at[-1] = np.searchsorted(x, edges[-1], side="right")
+    left, right = _edges_in(x.dtype, np.asarray(edges, dtype=np.float64))
+    at = np.searchsorted(x, left, side="left")
+    at[-1] = np.searchsorted(x, right[-1], side="right")
     q = np.maximum(np.diff(at) / max(n, 1), PSI_EPSILON)
     p = np.maximum(np.asarray(proportions, dtype=np.float64), PSI_EPSILON)
     return float(np.sum((q - p) * np.log(q / p)))
 
 
+def _edges_in(dtype: np.dtype, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``edges`` (k,) as two (k,) arrays of ``dtype`` that split a sorted array of that type where the
+    float64 edges would: for side="left" (x < e) the least value ≥ e, for side="right" (x ≤ e) the greatest
+    value ≤ e. NumPy's searchsorted would otherwise copy a float32 channel to float64 to compare it with
+    float64 edges (8 bytes a row)."""
+    if dtype == np.float64:
+        return edges, edges
+    with np.errstate(over="ignore"):
+        rounded = edges.astype(dtype)
+    up = np.where(rounded < edges, np.nextafter(rounded, dtype.type(np.inf)), rounded)
+    down = np.where(rounded > edges, np.nextafter(rounded, dtype.type(-np.inf)), rounded)
+    return up, down
+
+
+# rows of a channel the KS takes at a time: its float64 temporaries stay a few MB whatever the night's length
+KS_CHUNK_ROWS = 1 << 18
+
+
 def _ks_of_sorted(x: np.ndarray, quantiles: list[float]) -> float:
-    """Two-sample KS of one channel's sorted finite values ``x`` against the reference CDF interpolated
+    """Two-sample KS of one channel's sorted finite values ``x`` (n,) against the reference CDF interpolated
     between its stored ``quantiles``; 0 without values.
 
     At each x_i (i = 0 … n−1) the night's CDF jumps from i/n to (i+1)/n; the reference CDF is linear between
     its quantiles, so one interpolation (np.interp) gives it wherever x is not a quantile the reference holds
     several times. There (a clipped or idle channel) the reference CDF is itself a step, from the level of
-    the first tied quantile to that of the last: those runs of x are taken exactly, from their ends."""
+    the first tied quantile to that of the last: those runs of x are taken exactly, from their ends. The
+    rows are taken KS_CHUNK_ROWS at a time."""
     n = x.size
     if n == 0:
         return 0.0
     q = np.asarray(quantiles, dtype=np.float64)
     levels = np.linspace(0.0, 1.0, q.size)
-    # d_i = F_ref(x_i) − i/n: above the reference by (i+1)/n − F_ref = 1/n − d_i, below it by d_i
-    d = np.interp(x, q, levels)
-    d -= np.arange(n, dtype=np.float64) / n
     tied, first = np.unique(q, return_index=True)
     last = q.size - 1 - np.unique(q[::-1], return_index=True)[1]
     steps = np.flatnonzero(last > first)
-    if steps.size == 0:
-        return float(max(1.0 / n - d.min(), d.max(), 0.0))
-    starts = np.searchsorted(x, tied[steps], side="left")
-    ends = np.searchsorted(x, tied[steps], side="right")
-    keep = np.ones(n, dtype=bool)
-    exact = [0.0]
-    for j, a, b in zip(steps, starts, ends):
-        if b > a:
-            keep[a:b] = False
-            # the run's last point is furthest above (F_night reaches b/n), its first furthest below
-            exact += [b / n - levels[last[j]], levels[first[j]] - a / n]
-    rest = d[keep]
-    if rest.size:
-        exact += [1.0 / n - rest.min(), rest.max()]
+    exact, runs = [0.0], []
+    if steps.size:
+        left, right = _edges_in(x.dtype, tied[steps])
+        starts, ends = np.searchsorted(x, left, side="left"), np.searchsorted(x, right, side="right")
+        for j, a, b in zip(steps, starts, ends):
+            if b > a:
+                runs.append((a, b))
+                # the run's last point is furthest above (F_night reaches b/n), its first furthest below
+                exact += [b / n - levels[last[j]], levels[first[j]] - a / n]
+    for start in range(0, n, KS_CHUNK_ROWS):
+        stop = min(n, start + KS_CHUNK_ROWS)
+        # d_i = F_ref(x_i) − i/n: above the reference by (i+1)/n − F_ref = 1/n − d_i, below it by d_i
+        d = np.interp(x[start:stop], q, levels)
+        d -= np.arange(start, stop, dtype=np.float64) / n
+        if runs:
+            keep = np.ones(stop - start, dtype=bool)
+            for a, b in runs:
+                keep[max(a, start) - start:max(min(b, stop) - start, 0)] = False
+            d = d[keep]
+        if d.size:
+            exact += [1.0 / n - d.min(), d.max()]
     return float(max(exact))
 
 
@@ -94,15 +117,17 @@ def drift_statistics(reference: dict, values: np.ndarray, with_ks: bool = True) 
     quantiles = reference.get("quantiles") if with_ks else None
 
     def channel(c: int) -> tuple[float, float]:
-        column = np.ascontiguousarray(values[:, c])
-        x = np.sort(column[~np.isnan(column)]).astype(np.float64)
+        x = np.array(values[:, c])  # a contiguous copy of the channel, sorted in place
+        if np.isnan(x).any():
+            x = x[~np.isnan(x)]
+        x.sort()
         psi = _psi_of_sorted(x, n, reference["edges"][c], reference["proportions"][c])
         if quantiles is None:
             return psi, 0.0
         finite = x[np.searchsorted(x, -np.inf, side="right"):np.searchsorted(x, np.inf, side="left")]
         return psi, _ks_of_sorted(finite, quantiles[c])
 
-    # at most 4 threads: each holds a float64 copy of its channel and a few temporaries of its length
+    # at most 4 threads: each holds a copy of its channel (and a second one while NaN are left out)
     with ThreadPoolExecutor(max_workers=max(1, min(n_channels, os.cpu_count() or 1, 4))) as pool:
         pairs = list(pool.map(channel, range(n_channels)))
     return (np.array([p for p, _ in pairs], dtype=np.float64).reshape(n_channels),
