@@ -105,3 +105,20 @@ def test_the_second_driver_jvm_maps_sparks_classes_from_the_archive_the_first_re
     session_in_a_new_process("fifth.log")
     assert where_loaded("fifth.log") == "shared objects file (top)"
     assert sorted(p.name for p in cache.iterdir()) == published
+
+
+def test_a_local_driver_of_few_task_threads_collects_with_the_serial_collector(spark):
+    """The suite's local[2] session: its JVM reports the serial collector's two generations (HotSpot names
+    them Copy and MarkSweepCompact; G1's would be "G1 Young Generation", …)."""
+    from lstmad.spark.session import driver_collector, local_threads
+
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    assert sorted(bean.getName() for bean in beans) == ["Copy", "MarkSweepCompact"]
+    masters = ("local", "local[3]", "local[*]", "local[*,2]", "local[2, 3]")
+    assert [local_threads(m, 8) for m in masters] == [1, 3, 8, 8, 2]
+    assert local_threads("spark://127.0.0.1:7077", 8) is None and local_threads("local-cluster[2,1,1024]", 8) is None
+    assert driver_collector("local[*]", "", 2) == "-XX:+UseSerialGC"
+    assert driver_collector("local[*]", "", 16) == ""  # more than 4 task threads: the JVM's own choice
+    assert driver_collector("local[2]", "-Xlog:gc -XX:+UseParallelGC", 2) == ""  # the user's collector
+    assert driver_collector("local[2]", "-Xlog:gc", 2) == "-XX:+UseSerialGC"
+    assert driver_collector("spark://127.0.0.1:7077", "", 2) == ""

@@ -103,6 +103,11 @@ def test_auroc_counts_ties_as_one_half_by_hand_and_against_scikit_learn():
     labels = rng.integers(0, 2, 5000)
     scores = np.round(rng.normal(size=5000) + labels, 1)  # many ties
     assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    # either class the larger (the larger one is sorted, the smaller looked up in it); float32 scores
+    for share in (0.1, 0.9):
+        labels = (rng.random(5000) < share).astype(np.int8)
+        scores = np.round(rng.normal(size=5000) + labels, 1).astype(np.float32)
+        assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
 
 
 def test_the_promotion_gate_compares_two_models_on_the_windows_both_judge_normal():

@@ -149,7 +149,7 @@ def score_ks(reference: dict, scores: np.ndarray) -> float:
     quantiles = reference.get("score_quantiles")
     if quantiles is None or not len(scores):
         return float("nan")
-    return float(ks_statistic([quantiles], np.asarray(scores, np.float64)[:, None])[0])
+    return float(ks_statistic([quantiles], np.asarray(scores)[:, None])[0])
 
 
 def ks_statistic(quantiles: list[list[float]], values: np.ndarray) -> np.ndarray:
@@ -162,7 +162,9 @@ def ks_statistic(quantiles: list[list[float]], values: np.ndarray) -> np.ndarray
     out = np.zeros(values.shape[1])
     for c, q in enumerate(quantiles):
         column = values[:, c]
-        out[c] = _ks_of_sorted(np.sort(column[np.isfinite(column)]).astype(np.float64), q)
+        finite = column[np.isfinite(column)]  # a copy, sorted in place
+        finite.sort()
+        out[c] = _ks_of_sorted(finite, q)
     return out
 
 

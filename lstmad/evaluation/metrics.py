@@ -9,23 +9,31 @@ import numpy as np
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve of scores (n,) for labels (n,) in {0, 1}, NaN unless both are present: the
-    Mann-Whitney U over n_pos × n_neg, tied scores sharing their mean rank (a tie counts one half).
+    Mann-Whitney U over n_pos × n_neg, a tie counting one half.
 
-    NumPy only: scoring summarises every night with it, and importing scikit-learn cost 1.6 s of each night."""
+    The larger class is sorted (one copy of its scores) and the smaller looked up in it: per row of the smaller,
+    the rows of the other class below it and tied with it. A night's summary takes it over millions of
+    timestamps; ranking all of them would hold several arrays of their length. NumPy only: importing
+    scikit-learn cost 1.6 s of each night."""
     positive = np.asarray(labels) == 1
     n_pos = int(positive.sum())
     n_neg = positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
     if np.isnan(scores).any():
         raise ValueError("auroc: the scores contain NaN")
-    order = np.argsort(scores, kind="stable")
-    ordered = scores[order]
-    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
-    ends = np.append(starts[1:], ordered.size)
-    ranks = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # ranks starts+1 … ends share their mean
-    return float((ranks[positive[order]].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    larger_is_negative = n_neg >= n_pos
+    larger = scores[~positive] if larger_is_negative else scores[positive]
+    smaller = scores[positive] if larger_is_negative else scores[~positive]
+    larger.sort()
+    below = np.searchsorted(larger, smaller, side="left")
+    tied = np.searchsorted(larger, smaller, side="right") - below
+    # pairs the smaller class wins (its score above the other's), a tie counting one half
+    wins = (float(below.sum()) + 0.5 * float(tied.sum())) / (n_pos * n_neg)
+    return wins if larger_is_negative else 1.0 - wins
 
 
 def score_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:

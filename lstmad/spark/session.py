@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -105,6 +106,12 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         settings["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
         settings["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     settings.update(config.conf)
+    if local:
+        collector = driver_collector(config.master, settings.get("spark.driver.extraJavaOptions", ""),
+                                     os.cpu_count() or 1)
+        if collector:
+            settings["spark.driver.extraJavaOptions"] = f"{settings.get('spark.driver.extraJavaOptions', '')} " \
+                                                        f"{collector}".strip()
     from pyspark import SparkContext
 
     # a driver JVM this process launches now maps Spark's classes from one archive (or records it)
@@ -133,6 +140,36 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
     if local and warm_python_workers:
         warm_workers(session)
     return session
+
+
+# A local session's JVM does the executors' work too. With G1 (the JVM's choice on any machine of 2 cores and
+# 2 GB) its heap grew under load toward spark.driver.memory and its peak varied by hundreds of MB between runs
+# of the same night: a 2-core night of 1,000 assets peaked at 1,047-1,246 MB and one of 3,000 at 1,273-1,411
+# MB; with the serial collector, which grows the heap only when the live objects need it, at 772-802 and
+# 785-786 MB, in the same time (bench night, alternated runs; docs/operations.md). It collects in one thread,
+# so it is chosen only for a few task threads: more cores were not measured.
+SERIAL_GC_MAX_THREADS = 4
+_LOCAL_MASTER = re.compile(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?")
+_COLLECTOR = re.compile(r"-XX:[+]Use\w+GC\b")
+
+
+def local_threads(master: str, cpus: int) -> int | None:
+    """Task threads of a local master URL (``local``, ``local[n]``, ``local[*]``, with or without a number of
+    task failures, ``local[n,f]``) on a machine of ``cpus`` cores; None for any other master."""
+    match = _LOCAL_MASTER.fullmatch(master.strip())
+    if match is None:
+        return None
+    return cpus if match.group(1) == "*" else int(match.group(1) or 1)
+
+
+def driver_collector(master: str, java_options: str, cpus: int) -> str:
+    """The garbage collector option for a driver JVM this process launches: ``-XX:+UseSerialGC`` for a local
+    master of at most SERIAL_GC_MAX_THREADS task threads, unless ``java_options`` choose a collector
+    themselves; otherwise "" (the JVM's own choice)."""
+    threads = local_threads(master, cpus)
+    if threads is None or threads > SERIAL_GC_MAX_THREADS or _COLLECTOR.search(java_options):
+        return ""
+    return "-XX:+UseSerialGC"
 
 
 def warm_workers(session) -> threading.Thread:

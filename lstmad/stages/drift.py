@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from lstmad import names
@@ -34,14 +33,16 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
     values = night_values(paths, date, bundle)
     reference = bundle.drift_reference
     psi, ks = drift_statistics(reference, values)  # ks 0 for a reference saved without quantiles
+    n_rows = int(values.shape[0])
+    del values  # the night's values (0.14 MB an asset) are not held while its scores are read
     scores_path = lakehouse.table_path(paths.lake, names.ANOMALY_SCORES)
-    night = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG, names.SCORE, names.OPERATING_STATE],
-                           ds.field(names.SCORED_DATE) == date)
-    if night.num_rows == 0:
-        raise PrepareError(f"{scores_path}: no scores for {date}; run lstmad score --date {date} first")
     # rows outside normal operation are never flagged and the reference holds none: the alarm rate and the
-    # score distribution are those of the night's rows in normal operation
-    night = night.filter(pc.is_null(night.column(names.OPERATING_STATE)))
+    # score distribution are those of the night's rows in normal operation (selected as they are read)
+    night_rows = ds.field(names.SCORED_DATE) == date
+    night = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG, names.SCORE],
+                           night_rows & ds.field(names.OPERATING_STATE).is_null())
+    if night.num_rows == 0 and not lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.FLAG], night_rows).num_rows:
+        raise PrepareError(f"{scores_path}: no scores for {date}; run lstmad score --date {date} first")
     flags = night.column(names.FLAG).to_numpy(zero_copy_only=False)
     alarm_rate = float(flags.mean()) if flags.size else 0.0
     night_ks = score_ks(reference, night.column(names.SCORE).to_numpy())
@@ -56,7 +57,7 @@ def drift(config: PipelineConfig, day: dt.date) -> dict:
                                       d.drifted_channel_share, d.alarm_rate_factor, bundle.channels, ks,
                                       d.ks_threshold, night_ks, d.score_ks_threshold, age_days, d.max_age_days)
     worst, worst_ks = int(np.argmax(psi)), int(np.argmax(ks))
-    row = {names.SCORED_DATE: date, names.MODEL_VERSION: registered["version"], "n_rows": int(values.shape[0]),
+    row = {names.SCORED_DATE: date, names.MODEL_VERSION: registered["version"], "n_rows": n_rows,
            "max_psi": float(psi[worst]), "max_psi_channel": bundle.channels[worst],
            "psi_by_channel": json.dumps(dict(zip(bundle.channels, np.round(psi, 6).tolist()))),
            "max_ks": float(ks[worst_ks]), "max_ks_channel": bundle.channels[worst_ks], "score_ks": night_ks,

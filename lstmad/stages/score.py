@@ -160,24 +160,28 @@ def scoring_pass(config: PipelineConfig, spark, files: list[str], registered: di
 
 
 def score_summaries(paths: Paths, dates: list[str], version: str) -> dict[str, dict]:
+    """Per date of ``dates`` with scores of model ``version``: n_scores, n_flags, auroc (labelled timestamps)
+    and anomalous_share, read back from the committed anomaly_scores. One date at a time and only the label,
+    score and flag columns: 10 bytes a timestamp (a night of 3,000 assets is 4.3 M timestamps)."""
     import pyarrow.dataset as ds
 
     from lstmad.evaluation.metrics import auroc
 
-    rows = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.SCORED_DATE, names.LABEL, names.SCORE, names.FLAG],
-                          ds.field(names.SCORED_DATE).isin(dates) & (ds.field(names.MODEL_VERSION) == version))
     out = {}
     for date in dates:
-        day = rows.filter(pc.equal(rows.column(names.SCORED_DATE), date))
+        day = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.LABEL, names.SCORE, names.FLAG],
+                             (ds.field(names.SCORED_DATE) == date) & (ds.field(names.MODEL_VERSION) == version))
         if day.num_rows == 0:
             continue
         labels = day.column(names.LABEL).to_numpy(zero_copy_only=False)
         known = labels >= 0
-        anomalous = int(np.sum(labels[known] == 1))
-        both = 0 < anomalous < int(known.sum())
+        n_known = int(known.sum())
+        anomalous = int(np.count_nonzero(labels == 1))
+        both = 0 < anomalous < n_known
+        scores = day.column(names.SCORE).to_numpy()
+        if n_known < labels.size:
+            labels, scores = labels[known], scores[known]
         out[date] = {"n_scores": day.num_rows, "n_flags": int(pc.sum(day.column(names.FLAG)).as_py() or 0),
-                     "auroc": auroc(labels[known], day.column(names.SCORE).to_numpy()[known]) if both else math.nan,
-                     "anomalous_share": anomalous / max(int(known.sum()), 1)}
+                     "auroc": auroc(labels, scores) if both else math.nan,
+                     "anomalous_share": anomalous / max(n_known, 1)}
     return out
-
-
