@@ -111,8 +111,14 @@ def test_psi_and_ks_of_a_float32_night_with_gaps_match_numpy_histogram_and_scipy
     assert ks[2] > 0.2 and ks[0] < 0.05
 
 
-def test_ks_against_a_reference_with_a_step_by_hand():
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, None])
+def test_ks_against_a_reference_with_a_step_by_hand(chunk_rows, monkeypatch):
+    """Also taken 1, 2 and 3 rows at a time: runs of tied values cross the chunks' borders."""
+    from lstmad.evaluation import drift
     from lstmad.evaluation.drift import ks_statistic
+
+    if chunk_rows:
+        monkeypatch.setattr(drift, "KS_CHUNK_ROWS", chunk_rows)
 
     # reference quantiles 0, 0, 0, 1, 2 at levels 0, ¼, ½, ¾, 1: half its mass sits at 0 (a step from 0 to ½),
     # then linear to ¾ at 1 and to 1 at 2. The night 0, 0, 1.5: its CDF jumps to ⅔ at 0 and to 1 at 1.5.
@@ -127,35 +133,82 @@ def test_ks_against_a_reference_with_a_step_by_hand():
 def test_float32_nights_fall_into_the_bins_their_float64_values_do():
     """0.7 has no float32: float32(0.7) = 0.69999999 lies below the float64 edge 0.7, so it counts in the
     lower bin (numpy.histogram on the float64 values says so too), where rounding the edge to float32 would
-    put it above."""
+    put it above. Then edges at the ends of float32's range and beyond it, at ±0 and at the smallest
+    subnormal, each bin's share against numpy.histogram's (distinct reference shares: a count in the wrong
+    bin changes the index)."""
     from lstmad.evaluation.drift import drift_statistics
 
-    reference = {"edges": [[-np.inf, 0.7, np.inf]], "proportions": [[0.5, 0.5]]}
+    reference = {"edges": [[-np.inf, 0.7, np.inf]], "proportions": [[0.3, 0.7]]}
     night = np.array([[0.7], [0.7], [0.8], [0.6]], dtype=np.float32)
     assert np.histogram(night[:, 0].astype(np.float64), reference["edges"][0])[0].tolist() == [3, 1]
-    psi = 0.25 * np.log(1.5) + 0.25 * np.log(2.0)  # (0.75 − 0.5)·ln(0.75/0.5) + (0.25 − 0.5)·ln(0.25/0.5)
+    psi = 0.45 * np.log(2.5) - 0.45 * np.log(0.25 / 0.7)  # (0.75 − 0.3)·ln(0.75/0.3) + (0.25 − 0.7)·ln(0.25/0.7)
     assert drift_statistics(reference, night, with_ks=False)[0][0] == pytest.approx(psi, rel=1e-12)
 
+    top = float(np.finfo(np.float32).max)
+    edges = [-np.inf, -1e39, -top, -0.0, 1e-46, 1.4e-45, 0.7, top, top * (1 + 2**-25), 1e39, np.inf]
+    proportions = np.arange(1, len(edges)) / np.arange(1, len(edges)).sum()
+    reference = {"edges": [edges], "proportions": [proportions.tolist()]}
+    subnormal = np.nextafter(np.float32(0), np.float32(1))  # 1.4e-45 as float32: just below the float64 edge
+    values = np.array([-np.inf, -top, -1e30, -0.0, 0.0, subnormal, 2 * subnormal, 0.7, 0.8, top, np.inf],
+                      dtype=np.float32)
+    night = np.repeat(values, np.arange(1, values.size + 1))[:, None]  # a different count of each value
+    counts = np.histogram(night[:, 0].astype(np.float64), edges)[0]
+    q = np.maximum(counts / night.shape[0], 1e-4)
+    p = np.maximum(proportions, 1e-4)
+    with np.errstate(all="raise"):  # no overflow warnings at the ends of float32's range
+        got = drift_statistics(reference, night, with_ks=False)[0][0]
+    assert got == pytest.approx(np.sum((q - p) * np.log(q / p)), rel=1e-12)
 
-def test_drift_of_a_long_float32_night_equals_that_of_its_float64_values():
-    """A night longer than the KS's chunk of rows, with runs of tied values (a coarse sensor against a
-    reference that holds one value many times) across the chunks' borders: the float32 night gives exactly
-    the statistics of the same values in float64, and KS within a quantile step of scipy's."""
-    from scipy.stats import ks_2samp
 
-    from lstmad.evaluation.drift import KS_CHUNK_ROWS, drift_statistics, reference_quantiles
+def test_drift_of_a_float32_night_equals_that_of_its_float64_values(monkeypatch):
+    """A coarse sensor (steps of 0.1, which float32 cannot hold exactly) against a reference that holds 0.7
+    many times (a step in its CDF at a value float32 has not): the float32 night's statistics, taken 1,000
+    rows at a time, equal those of the same values in float64, which are compared without any rounding."""
+    from lstmad.evaluation import drift
+    from lstmad.evaluation.drift import drift_statistics, reference_quantiles
 
+    monkeypatch.setattr(drift, "KS_CHUNK_ROWS", 1000)
     rng = np.random.default_rng(4)
-    reference_rows = np.round(rng.normal(size=(20_000, 2)) * 4) / 4  # steps of ¼: exact in float32
-    reference_rows[:8000, 1] = 0.5  # 40 % of the reference at one value: a step in its CDF
+    reference_rows = np.round(rng.normal(size=(20_000, 2)), 1)
+    reference_rows[:8000, 1] = 0.7  # 40 % of the reference at one value
     reference = {**reference_histogram(reference_rows), "quantiles": reference_quantiles(reference_rows)}
-    rows = int(2.5 * KS_CHUNK_ROWS)
-    night = (np.round(rng.normal(size=(rows, 2)) * 4 + [1, 0]) / 4).astype(np.float32)
-    night[: rows // 2, 1] = 0.5
+    assert 0.7 in reference["edges"][1] and reference["quantiles"][1].count(0.7) > 1
+    night = np.round(rng.normal(size=(5000, 2)) + [0.1, 0.0], 1).astype(np.float32)
+    night[:2500, 1] = 0.7
+    night[::97, 0] = np.nan
     psi32, ks32 = drift_statistics(reference, night)
     psi64, ks64 = drift_statistics(reference, night.astype(np.float64))
     np.testing.assert_array_equal(psi32, psi64)
     np.testing.assert_array_equal(ks32, ks64)
-    for c in range(2):
-        expected = ks_2samp(night[:, c].astype(np.float64), reference_rows[:, c]).statistic
-        assert ks32[c] == pytest.approx(expected, abs=0.02)
+
+
+def _ks_by_brute_force(quantiles: list[float], night: np.ndarray) -> float:
+    """sup |F_night − F_reference| from both CDFs' values and left limits at every night value and quantile
+    (between those points F_night is constant and F_reference continuous and monotone, so the supremum is
+    at their ends); F_reference is linear between its quantiles and steps where a quantile repeats."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    levels = np.linspace(0, 1, q.size)
+    x = np.sort(night)
+    worst = 0.0
+    for t in np.unique(np.concatenate([x, q])):
+        tied = np.flatnonzero(q == t)
+        at, before = (levels[tied[-1]], levels[tied[0]]) if tied.size else (np.interp(t, q, levels),) * 2
+        worst = max(worst, abs(np.searchsorted(x, t, "right") / x.size - at),
+                    abs(np.searchsorted(x, t, "left") / x.size - before))
+    return worst
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 5, 8])
+def test_ks_taken_a_few_rows_at_a_time_equals_the_brute_force_supremum(chunk_rows, monkeypatch):
+    """Small nights of a coarse sensor (many ties, runs across every chunk border) against references with
+    steps: the KS equals the supremum found by brute force, whatever the chunk."""
+    from lstmad.evaluation import drift
+    from lstmad.evaluation.drift import ks_statistic
+
+    monkeypatch.setattr(drift, "KS_CHUNK_ROWS", chunk_rows)
+    rng = np.random.default_rng(chunk_rows)
+    for quantiles in ([0.0, 0.0, 0.0, 1.0, 2.0], [0.0, 0.5, 1.0, 1.0, 1.0, 1.5, 2.0], [0.5, 0.5, 1.5, 1.5, 2.0]):
+        for _ in range(20):
+            night = rng.choice([0.0, 0.5, 1.0, 1.5, 2.0, 2.5], size=rng.integers(1, 15))
+            assert ks_statistic([quantiles], night[:, None])[0] == pytest.approx(
+                _ks_by_brute_force(quantiles, night), abs=1e-12)

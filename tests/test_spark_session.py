@@ -110,15 +110,25 @@ def test_the_second_driver_jvm_maps_sparks_classes_from_the_archive_the_first_re
 def test_a_local_driver_of_few_task_threads_collects_with_the_serial_collector(spark):
     """The suite's local[2] session: its JVM reports the serial collector's two generations (HotSpot names
     them Copy and MarkSweepCompact; G1's would be "G1 Young Generation", …)."""
-    from lstmad.spark.session import driver_collector, local_threads
-
     beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
     assert sorted(bean.getName() for bean in beans) == ["Copy", "MarkSweepCompact"]
-    masters = ("local", "local[3]", "local[*]", "local[*,2]", "local[2, 3]")
+
+
+def test_the_serial_collector_only_for_small_local_masters_whose_user_chose_none():
+    from lstmad.spark.session import driver_collector, local_threads, users_java_options
+
+    masters = ("local", "local[3]", "local[*]", "local[*,2]", "local[2 , 3]")
     assert [local_threads(m, 8) for m in masters] == [1, 3, 8, 8, 2]
     assert local_threads("spark://127.0.0.1:7077", 8) is None and local_threads("local-cluster[2,1,1024]", 8) is None
     assert driver_collector("local[*]", "", 2) == "-XX:+UseSerialGC"
     assert driver_collector("local[*]", "", 16) == ""  # more than 4 task threads: the JVM's own choice
     assert driver_collector("local[2]", "-Xlog:gc -XX:+UseParallelGC", 2) == ""  # the user's collector
+    assert driver_collector("local[2]", "-XX:-UseSerialGC", 2) == ""  # the user's "not this one"
     assert driver_collector("local[2]", "-Xlog:gc", 2) == "-XX:+UseSerialGC"
     assert driver_collector("spark://127.0.0.1:7077", "", 2) == ""
+    # a collector named in the environment counts too: the JVM refuses to start with two
+    settings = {"spark.driver.extraJavaOptions": "-Xlog:gc", "spark.driver.defaultJavaOptions": "-Xss4m"}
+    for variable in ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"):
+        options = users_java_options(settings, {variable: "-XX:+UseZGC"})
+        assert "-Xlog:gc" in options and "-Xss4m" in options and driver_collector("local[2]", options, 2) == ""
+    assert driver_collector("local[2]", users_java_options(settings, {}), 2) == "-XX:+UseSerialGC"

@@ -131,9 +131,9 @@ def memory_growth(results: list[dict], channels: int) -> dict:
     data: its values as the source holds them (N × channels × ROWS_PER_NIGHT doubles). The growth per asset
     is taken between the two largest sizes — below some hundreds of assets the fixed parts (a Parquet row
     group, a scoring piece, the JVM's heap) are still filling up to their bounds — in all and for each
-    process's own peak (driver, JVM, Python workers). One night per size: the JVM's peak varies by some
-    hundreds of MB from run to run (its heap grows under load up to spark.driver.memory), so a comparison
-    of two sizes is indicative, not a measurement of the JVM's growth."""
+    process's own peak (driver, JVM, Python workers). One night per size, so a comparison of two sizes is
+    indicative: with the serial collector lstmad gives a small local JVM its peak stayed within 30 MB from
+    run to run, with G1 it varied by hundreds of MB (lstmad.spark.session.driver_collector)."""
     sizes = sorted((r for r in results if r.get("peak_pss_mb")), key=lambda r: r["assets"])
     night_mb_per_asset = channels * ROWS_PER_NIGHT * 8 / 2**20
     out = {"night_data_mb_per_asset": round(night_mb_per_asset, 4),

@@ -53,10 +53,10 @@ def _edges_in(dtype: np.dtype, edges: np.ndarray) -> tuple[np.ndarray, np.ndarra
     float64 edges (8 bytes a row)."""
     if dtype == np.float64:
         return edges, edges
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # an edge beyond the type's range rounds to ±inf, which splits as it
         rounded = edges.astype(dtype)
-    up = np.where(rounded < edges, np.nextafter(rounded, dtype.type(np.inf)), rounded)
-    down = np.where(rounded > edges, np.nextafter(rounded, dtype.type(-np.inf)), rounded)
+        up = np.where(rounded < edges, np.nextafter(rounded, dtype.type(np.inf)), rounded)
+        down = np.where(rounded > edges, np.nextafter(rounded, dtype.type(-np.inf)), rounded)
     return up, down
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -468,9 +468,19 @@ def _sql_list(values: Sequence[str]) -> str:
 def scan(lake: Path, table: str, columns: Sequence[str], filter_expression=None) -> pa.Table:
     """Columns of the current snapshot's rows matching a pyarrow ``filter_expression`` (partition values and
     file statistics prune what is read); an absent table reads empty."""
+    return next(scan_each(lake, table, columns, [filter_expression]))
+
+
+def scan_each(lake: Path, table: str, columns: Sequence[str], filter_expressions: Sequence) -> Iterator[pa.Table]:
+    """scan() for each of ``filter_expressions`` in turn (one date's rows at a time, say), the table's log read
+    once: one table per expression, each read when the one before has been taken."""
     from deltalake import DeltaTable
 
     path = table_path(lake, table)
     if not DeltaTable.is_deltatable(str(path)):
-        return SCHEMAS[table].empty_table().select(list(columns))
-    return DeltaTable(str(path)).to_pyarrow_dataset().to_table(columns=list(columns), filter=filter_expression)
+        for _ in filter_expressions:
+            yield SCHEMAS[table].empty_table().select(list(columns))
+        return
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    for expression in filter_expressions:
+        yield dataset.to_table(columns=list(columns), filter=expression)

@@ -32,12 +32,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from lstmad.spark.session import java_executable
+from lstmad.spark.session import JAVA_OPTIONS, java_executable
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "LSTMAD_JVM_CACHE"
-JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 # the dump warns about each class the archive cannot hold, on stdout (where a job's output goes)
 CDS_LOG_OFF = "-Xlog:cds*=off"
 # options by which a user manages class-data sharing themselves: lstmad then adds none

@@ -13,6 +13,8 @@ from lstmad.config import SparkConfig
 
 log = logging.getLogger(__name__)
 
+JAVA_OPTIONS = "spark.driver.extraJavaOptions"  # the driver JVM's options (this module's and the class archive's)
+
 
 class JavaMissingError(RuntimeError):
     """No Java runtime: Spark cannot start."""
@@ -107,11 +109,10 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         settings["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     settings.update(config.conf)
     if local:
-        collector = driver_collector(config.master, settings.get("spark.driver.extraJavaOptions", ""),
-                                     os.cpu_count() or 1)
+        collector = driver_collector(config.master, users_java_options(settings), usable_cores())
         if collector:
-            settings["spark.driver.extraJavaOptions"] = f"{settings.get('spark.driver.extraJavaOptions', '')} " \
-                                                        f"{collector}".strip()
+            settings[JAVA_OPTIONS] = f"{settings.get(JAVA_OPTIONS, '')} {collector}".strip()
+    java_options = settings.get(JAVA_OPTIONS, "")  # the driver's options without the class archive's
     from pyspark import SparkContext
 
     # a driver JVM this process launches now maps Spark's classes from one archive (or records it)
@@ -121,7 +122,7 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
 
         options = class_archive.driver_java_options(settings)
         if options:
-            settings[class_archive.JAVA_OPTIONS] = options
+            settings[JAVA_OPTIONS] = options
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
@@ -130,9 +131,9 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
         # a damaged archive (a disk that filled, a file cut short) stops the JVM at start: without it, again
         condition = getattr(error, "getCondition", lambda: None)() or str(error)
         if not (archived and "JAVA_GATEWAY_EXITED" in condition
-                and class_archive.discard(settings.get(class_archive.JAVA_OPTIONS, ""))):
+                and class_archive.discard(settings.get(JAVA_OPTIONS, ""))):
             raise
-        builder = builder.config(class_archive.JAVA_OPTIONS, config.conf.get(class_archive.JAVA_OPTIONS, ""))
+        builder = builder.config(JAVA_OPTIONS, java_options)
         session = builder.getOrCreate()
     if archived:
         class_archive.session_started()
@@ -149,8 +150,24 @@ def get_session(config: SparkConfig, app_name: str = "lstmad", delta_spark: bool
 # 785-786 MB, in the same time (bench night, alternated runs; docs/operations.md). It collects in one thread,
 # so it is chosen only for a few task threads: more cores were not measured.
 SERIAL_GC_MAX_THREADS = 4
-_LOCAL_MASTER = re.compile(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?")
-_COLLECTOR = re.compile(r"-XX:[+]Use\w+GC\b")
+_LOCAL_MASTER = re.compile(r"local(?:\[(\*|\d+)(?:\s*,\s*\d+)?\])?")
+_COLLECTOR = re.compile(r"-XX:[+-]Use\w+GC\b")  # a collector chosen, or one turned off
+
+
+def users_java_options(settings: dict[str, str], environ=os.environ) -> str:
+    """Every JVM option the user gives a driver this process launches: the session's settings
+    (``spark.driver.extraJavaOptions``, ``spark.driver.defaultJavaOptions``) and the environment variables
+    the JVM reads itself (JAVA_TOOL_OPTIONS, JDK_JAVA_OPTIONS, _JAVA_OPTIONS)."""
+    return " ".join([settings.get(JAVA_OPTIONS, ""), settings.get("spark.driver.defaultJavaOptions", ""),
+                     *(environ.get(name, "") for name in ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"))])
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity; a container's cpuset), as local[*] counts them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def local_threads(master: str, cpus: int) -> int | None:
@@ -164,8 +181,9 @@ def local_threads(master: str, cpus: int) -> int | None:
 
 def driver_collector(master: str, java_options: str, cpus: int) -> str:
     """The garbage collector option for a driver JVM this process launches: ``-XX:+UseSerialGC`` for a local
-    master of at most SERIAL_GC_MAX_THREADS task threads, unless ``java_options`` choose a collector
-    themselves; otherwise "" (the JVM's own choice)."""
+    master of at most SERIAL_GC_MAX_THREADS task threads, unless ``java_options`` (users_java_options) choose
+    or turn off a collector themselves (two collectors chosen stop the JVM); otherwise "" (the JVM's own
+    choice)."""
     threads = local_threads(master, cpus)
     if threads is None or threads > SERIAL_GC_MAX_THREADS or _COLLECTOR.search(java_options):
         return ""

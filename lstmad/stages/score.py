@@ -168,9 +168,10 @@ def score_summaries(paths: Paths, dates: list[str], version: str) -> dict[str, d
     from lstmad.evaluation.metrics import auroc
 
     out = {}
-    for date in dates:
-        day = lakehouse.scan(paths.lake, names.ANOMALY_SCORES, [names.LABEL, names.SCORE, names.FLAG],
-                             (ds.field(names.SCORED_DATE) == date) & (ds.field(names.MODEL_VERSION) == version))
+    of_model = ds.field(names.MODEL_VERSION) == version
+    days = lakehouse.scan_each(paths.lake, names.ANOMALY_SCORES, [names.LABEL, names.SCORE, names.FLAG],
+                               [(ds.field(names.SCORED_DATE) == date) & of_model for date in dates])
+    for date, day in zip(dates, days):
         if day.num_rows == 0:
             continue
         labels = day.column(names.LABEL).to_numpy(zero_copy_only=False)
