@@ -41,6 +41,17 @@ def test_skab_windows_keep_train_and_test_apart():
     assert test.label_last.sum() == 100
 
 
+def test_the_rows_the_leaderboard_conv_ae_can_flag_as_its_notebook_loop_marks_them():
+    """SKAB's notebook loops `for data_idx in range(N_STEPS - 1, len(X) - N_STEPS + 1)` with len(X) the number
+    of windows (rows − N_STEPS + 1): 200 test rows, 60-row windows → rows 59 … 81 only."""
+    assert np.flatnonzero(skab.conv_ae_flaggable(200, 60)).tolist() == list(range(59, 82))
+    for n_rows, n_steps in [(500, 60), (120, 60), (100, 10), (30, 10)]:
+        n_windows = n_rows - n_steps + 1
+        looped = np.zeros(n_rows, bool)
+        looped[list(range(n_steps - 1, n_windows - n_steps + 1))] = True
+        assert skab.conv_ae_flaggable(n_rows, n_steps).tolist() == looped.tolist()
+
+
 def test_skab_reports_missing_data_clearly(tmp_path):
     with pytest.raises(DataMissingError, match="34 anomalous SKAB files"):
         skab.skab_files(tmp_path)
