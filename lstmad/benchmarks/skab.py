@@ -89,7 +89,7 @@ CONV_AE_STEPS = 60
 
 def conv_ae_flaggable(n_rows: int, n_steps: int = CONV_AE_STEPS) -> np.ndarray:
     """(n_rows,) bool: the test rows of a file that the leaderboard Conv-AE's labelling can flag at all
-    (rows n_steps − 1 … n_rows − 2·n_steps + 1, 0-based, end excluded), to judge lstmad's flags as it counts."""
+    (0-based rows n_steps − 1 to n_rows − 2·n_steps + 1, both included), to judge lstmad's flags as it counts."""
     rows = np.arange(n_rows)
     return (rows >= n_steps - 1) & (rows < n_rows - 2 * n_steps + 2)
 
