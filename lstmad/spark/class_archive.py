@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from lstmad.spark.session import JAVA_OPTIONS, java_executable
+from lstmad.spark.session import JAVA_OPTIONS, java_executable, users_java_options
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,7 @@ def driver_java_options(conf: Mapping[str, str], environ: Mapping[str, str] = os
     written or has whitespace in its path (Spark's launcher splits the options on it)."""
     global _recording
     own = conf.get(JAVA_OPTIONS, "")
-    users = " ".join([own, conf.get("spark.driver.defaultJavaOptions", ""), environ.get("JAVA_TOOL_OPTIONS", ""),
-                      environ.get("JDK_JAVA_OPTIONS", "")])
+    users = users_java_options(conf, environ)
     folder = cache_dir(environ)
     if any(option in users for option in USER_CDS_OPTIONS) or any(c.isspace() for c in str(folder)):
         return own

@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 import threading
+from typing import Mapping
 
 from lstmad.config import SparkConfig
 
@@ -154,7 +155,7 @@ _LOCAL_MASTER = re.compile(r"local(?:\[(\*|\d+)(?:\s*,\s*\d+)?\])?")
 _COLLECTOR = re.compile(r"-XX:[+-]Use\w+GC\b")  # a collector chosen, or one turned off
 
 
-def users_java_options(settings: dict[str, str], environ=os.environ) -> str:
+def users_java_options(settings: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> str:
     """Every JVM option the user gives a driver this process launches: the session's settings
     (``spark.driver.extraJavaOptions``, ``spark.driver.defaultJavaOptions``) and the environment variables
     the JVM reads itself (JAVA_TOOL_OPTIONS, JDK_JAVA_OPTIONS, _JAVA_OPTIONS)."""
