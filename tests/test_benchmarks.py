@@ -57,6 +57,28 @@ def test_skab_reports_missing_data_clearly(tmp_path):
         skab.skab_files(tmp_path)
 
 
+def test_the_anomaly_free_run_is_cut_into_consecutive_equal_parts(tmp_path):
+    with pytest.raises(DataMissingError, match="anomaly-free.csv"):
+        skab.anomaly_free_parts(tmp_path)
+    folder = tmp_path / "skab" / "anomaly-free"
+    folder.mkdir(parents=True)
+    rows = ["datetime;" + ";".join(reversed(skab.SENSORS))]  # read by name, whatever the file's column order
+    rows += [f"2020-02-08 13:30:{second:02d};" + ";".join(str(10 * second + c) for c in reversed(range(8)))
+             for second in range(11)]
+    (folder / "anomaly-free.csv").write_text("\n".join(rows) + "\n")
+    parts = skab.anomaly_free_parts(tmp_path, parts=3)  # 11 rows → 3 parts of 3; rows 9 and 10 left out
+    assert [part[:, 0].tolist() for part in parts] == [[0, 10, 20], [30, 40, 50], [60, 70, 80]]
+    assert parts[1][2].tolist() == [50, 51, 52, 53, 54, 55, 56, 57]  # columns in SENSORS order
+
+
+def test_each_left_out_part_is_judged_at_the_threshold_of_the_others():
+    # budget 0.25 → the ⌈(n+1)·0.75⌉-th smallest of n pooled ratios; parts of 3 and 4 ratios, by hand:
+    parts = [np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0, 7.0]), np.array([0.5, 8.0, 9.0])]
+    # part 0 against [4…7, 0.5, 8, 9] (n 7 → 6th smallest: 8): none above; part 1 against [1, 2, 3, 0.5, 8, 9]
+    # (n 6 → ⌈5.25⌉ = 6th: 9): none; part 2 against [1 … 7] (n 7 → 6th: 6): 8 and 9 of its 3
+    np.testing.assert_allclose(skab.left_out_part_fars(parts, 0.25), [0.0, 0.0, 2 / 3])
+
+
 @pytest.mark.skipif(not (data_dir() / "skab").is_dir(), reason="shared SKAB data set not present")
 def test_skab_files_load_with_labels():
     files = skab.skab_files()
