@@ -77,6 +77,10 @@ def test_each_left_out_part_is_judged_at_the_threshold_of_the_others():
     # part 0 against [4…7, 0.5, 8, 9] (n 7 → 6th smallest: 8): none above; part 1 against [1, 2, 3, 0.5, 8, 9]
     # (n 6 → ⌈5.25⌉ = 6th: 9): none; part 2 against [1 … 7] (n 7 → 6th: 6): 8 and 9 of its 3
     np.testing.assert_allclose(skab.left_out_part_fars(parts, 0.25), [0.0, 0.0, 2 / 3])
+    # a ratio equal to the threshold does not alarm: part 0 against [1 … 7] → 6, so 6.0 stays quiet, 6.5 alarms;
+    # part 1 against [6, 6.5] (n 2 → ⌈2.25⌉ = 3 > 2: the largest, 6.5): only its 7
+    np.testing.assert_allclose(skab.left_out_part_fars([np.array([6.0, 6.5]), np.arange(1.0, 8.0)], 0.25),
+                               [0.5, 1 / 7])
 
 
 @pytest.mark.skipif(not (data_dir() / "skab").is_dir(), reason="shared SKAB data set not present")

@@ -147,10 +147,7 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         started = time.time()
 
         def fitted(values: np.ndarray, labels: np.ndarray):
-            torch.manual_seed(seed)
-            train, test = file_windows(values, labels, window)
-            detector = factories[name]().fit(train)
-            return detector, train, test, threshold_for(name, detector.score(train))
+            return _fitted(name, factories[name], values, labels, window, seed)
 
         # the budget's ratio: score ÷ threshold on the later rows of each anomaly-free part, a new period of
         # normal operation for a model fitted on the part's first 400 rows
@@ -222,9 +219,19 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         "f1_far": lambda ax: _plot(ax, results)})
 
 
+def _fitted(name: str, factory, values: np.ndarray, labels: np.ndarray, window: int, seed: int):
+    """One file (or anomaly-free part) → (detector fitted on its first 400 rows, train windows, test windows,
+    the detector's SKAB threshold)."""
+    torch.manual_seed(seed)
+    train, test = file_windows(values, labels, window)
+    detector = factory().fit(train)
+    return detector, train, test, threshold_for(name, detector.score(train))
+
+
 def _ratio(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """(n,) scores on one scale across files: ÷ the file's threshold (as they are where that is not positive)."""
-    return scores / threshold if threshold > 0 else scores
+    """(n,) scores on one scale across files: ÷ the file's threshold. A threshold of 0 (every training score 0,
+    a collapsed model) counts as 1e-12, so its ratios stay on the same scale as every other file's."""
+    return scores / max(threshold, 1e-12)
 
 
 def _far_f1(flags: np.ndarray, truth: np.ndarray) -> dict:
