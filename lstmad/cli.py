@@ -393,8 +393,9 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
               profile: str = typer.Option("small", help="IAE-LSTM-KL profile: small, tuned or paper (the IAE "
                                                         "studies use authors_small and small themselves)"),
               seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda"),
-              cross_fit_folds: int = typer.Option(0, help="skab, farm-nights, scada-injection: calibrate the "
-                                                          "threshold on out-of-fold scores of k folds (0: off)"),
+              cross_fit_folds: int = typer.Option(0, help="farm-nights, scada-injection: calibrate the threshold "
+                                                          "on out-of-fold scores of k folds (skab: its in-file "
+                                                          "figure; 0: off)"),
               track: bool = typer.Option(True, help="log the evaluation to MLflow under $LSTMAD_HOME/benchmarks")) -> None:
     """Run a benchmark on its published protocol; writes JSON, a Markdown table and PNG plots."""
     from lstmad.benchmarks.common import DataMissingError
