@@ -145,15 +145,12 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
     results = {}
     for name in models:
         started = time.time()
-
-        def fitted(values: np.ndarray, labels: np.ndarray):
-            return _fitted(name, factories[name], values, labels, window, seed)
-
         # the budget's ratio: score ÷ threshold on the later rows of each anomaly-free part, a new period of
         # normal operation for a model fitted on the part's first 400 rows
         later_ratios = []
         for values in later_normal:
-            detector, _, later, threshold = fitted(values, np.zeros(len(values), dtype=int))
+            detector, _, later, threshold = _fitted(name, factories[name], values, np.zeros(len(values), dtype=int),
+                                                    window, seed)
             later_ratios.append(_ratio(detector.score(later), threshold))
         budget_ratio = conformal_threshold(np.concatenate(later_ratios), BUDGET)
         left_out = left_out_part_fars(later_ratios, BUDGET)
@@ -162,7 +159,7 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         budget_flags, in_file_flags = [], []  # at the row budget, calibrated on later normal rows / in the file
         ratios, truth, seconds, files_of = [], [], [], []
         for number, (values, labels) in enumerate(data):
-            detector, train, test, threshold = fitted(values, labels)
+            detector, train, test, threshold = _fitted(name, factories[name], values, labels, window, seed)
             scores = detector.score(test)
             flags = scores > threshold
             ratio = _ratio(scores, threshold)
@@ -177,9 +174,9 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
             in_file_flags.append(scores > conformal_threshold(held_out, BUDGET) if held_out is not None and
                                  len(held_out) else np.zeros(len(scores), bool))
             y = test.label_last == 1
-            totals += [np.sum(flags & y), np.sum(flags & ~y), np.sum(~flags & y), np.sum(~flags & ~y)]
-            counted = flags & conv_ae_flaggable(len(flags))  # test windows end at the file's test rows, in order
-            as_conv_ae += [np.sum(counted & y), np.sum(counted & ~y), np.sum(~counted & y), np.sum(~counted & ~y)]
+            totals += _confusion(flags, y)
+            # test windows end at the file's test rows, in order
+            as_conv_ae += _confusion(flags & conv_ae_flaggable(len(flags)), y)
             ratios.append(ratio)
             truth.append(y)
             seconds.append(test.end_us)  # row numbers of a 1 Hz file
@@ -234,10 +231,15 @@ def _ratio(scores: np.ndarray, threshold: float) -> np.ndarray:
     return scores / max(threshold, 1e-12)
 
 
+def _confusion(flags: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(4,) int64 tp, fp, fn, tn of (n,) bool flags against (n,) bool truth."""
+    return np.array([np.sum(flags & truth), np.sum(flags & ~truth), np.sum(~flags & truth),
+                     np.sum(~flags & ~truth)], dtype=np.int64)
+
+
 def _far_f1(flags: np.ndarray, truth: np.ndarray) -> dict:
     """{"far", "f1"} of (n,) bool flags against (n,) bool truth."""
-    tp, fp = int(np.sum(flags & truth)), int(np.sum(flags & ~truth))
-    metrics = confusion_metrics(tp, fp, int(np.sum(~flags & truth)), int(np.sum(~flags & ~truth)))
+    metrics = confusion_metrics(*_confusion(flags, truth).tolist())
     return {"far": metrics["far"], "f1": metrics["f1"]}
 
 
@@ -257,7 +259,7 @@ def markdown(results: dict, n_files: int) -> str:
                      f"| {fmt(m.get('budget_far_in_file'), percent=True)} ({fmt(m.get('budget_f1_in_file'), 2)}) "
                      f"| {fmt(conv_ae.get('f1'), 2)}, {fmt(conv_ae.get('far'), percent=True)} | lstmad |")
     for name, (f1, far, mar) in LEADERBOARD.items():
-        lines.append(f"| {name} | {f1:.2f} | {far:.2f} | {mar:.2f} | – | – | – | – | – | – | – | – | – | SKAB leaderboard |")
+        lines.append(f"| {name} | {f1:.2f} | {far:.2f} | {mar:.2f} |" + " – |" * 9 + " SKAB leaderboard |")
     return "\n".join(lines) + "\n"
 
 
