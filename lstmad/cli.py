@@ -396,6 +396,8 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
               cross_fit_folds: int = typer.Option(0, help="farm-nights, scada-injection: calibrate the threshold "
                                                           "on out-of-fold scores of k folds (skab: its in-file "
                                                           "figure; 0: off)"),
+              per_asset_threshold: bool = typer.Option(False, help="farm-nights, scada-injection: calibrate each "
+                                                                    "asset's own threshold (threshold.per_asset)"),
               track: bool = typer.Option(True, help="log the evaluation to MLflow under $LSTMAD_HOME/benchmarks")) -> None:
     """Run a benchmark on its published protocol; writes JSON, a Markdown table and PNG plots."""
     from lstmad.benchmarks.common import DataMissingError
@@ -405,6 +407,8 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
                    progress=lambda line: typer.echo(line, err=True))
     if cross_fit_folds and name not in ("skab", "farm-nights", "scada-injection"):
         _fail(f"--cross-fit-folds applies to skab, farm-nights and scada-injection, not {name}")
+    if per_asset_threshold and name not in ("farm-nights", "scada-injection"):
+        _fail(f"--per-asset-threshold applies to farm-nights and scada-injection, not {name}")
     try:
         if name == "skab":
             from lstmad.benchmarks import skab
@@ -421,11 +425,12 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         elif name == "scada-injection":
             from lstmad.benchmarks import scada_injection
 
-            result = scada_injection.run(json_path, cross_fit_folds=cross_fit_folds, **options)
+            result = scada_injection.run(json_path, cross_fit_folds=cross_fit_folds, per_asset=per_asset_threshold,
+                                         **options)
         elif name == "farm-nights":
             from lstmad.benchmarks import farm_nights
 
-            result = farm_nights.run(json_path, cross_fit_folds=cross_fit_folds, **options)
+            result = farm_nights.run(json_path, cross_fit_folds=cross_fit_folds, per_asset=per_asset_threshold, **options)
         elif name == "scoring-chunk":
             from lstmad.benchmarks import scoring_chunk
 

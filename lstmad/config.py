@@ -245,6 +245,10 @@ class ThresholdConfig:
     # k ≥ 2: calibrate on out-of-fold scores of the whole training range instead (lstmad.training.cross_fit:
     # k more fits; every season of the range, not its last stretch); 0: off
     cross_fit_folds: int = 0
+    # true: each asset with at least min_asset_windows calibration windows gets the rule and budget on its own
+    # scores (a fleet whose assets differ: a noisier sensor, another make); the others keep the fleet's
+    per_asset: bool = False
+    min_asset_windows: int = 500
 
 
 @dataclasses.dataclass(frozen=True)

@@ -177,6 +177,8 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if th.cross_fit_folds and d.processes:
         raise ConfigError(f"{source}: key 'threshold.cross_fit_folds' needs the training windows in one process "
                           "(train.distributed.processes: 0)")
+    if th.min_asset_windows < 1:
+        raise ConfigError(f"{source}: key 'threshold.min_asset_windows' must be at least 1, got {th.min_asset_windows}")
     if th.rule == "row_rate" and not 0 < th.budget < 1:
         raise ConfigError(f"{source}: key 'threshold.budget' is a share of rows for rule row_rate: in (0, 1)")
     if th.rule == "pot" and not 0 < th.budget < 0.02:

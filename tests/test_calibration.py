@@ -11,7 +11,8 @@ import pytest
 from scipy.stats import norm
 
 from lstmad.dates import MICROS
-from lstmad.evaluation.calibration import calibrate, conformal_threshold, intervals_per_asset_week, split_calibration
+from lstmad.evaluation.calibration import (calibrate, conformal_threshold, intervals_per_asset_week, per_asset,
+                                          score_scales, split_calibration)
 from lstmad.evaluation.metrics import alarm_event_metrics
 from lstmad.transforms.intervals import AlarmRules
 from lstmad.transforms.blocks import Windows
@@ -29,6 +30,34 @@ def test_a_row_budget_is_what_fresh_samples_of_the_same_distribution_get():
         realized = float(np.mean(fresh > t))
         assert budget / 2 <= realized <= 2 * budget, (rule, budget, realized)
         assert realized == pytest.approx(norm.sf(t), abs=0.0015)  # the same tail, computed independently
+
+
+def test_per_asset_thresholds_give_each_asset_its_budget_where_the_fleet_threshold_does_not():
+    # two turbines whose scores differ by a factor of 4 (exponential: P(score > t) = exp(−t / scale)), and a
+    # third with too few calibration windows for its own threshold
+    rng = np.random.default_rng(1)
+    scale = {"quiet": 1.0, "noisy": 4.0, "new": 1.0}
+    size = {"quiet": 20_000, "noisy": 20_000, "new": 50}
+    assets = np.concatenate([np.full(size[a], a, dtype=object) for a in scale])
+    scores = np.concatenate([rng.exponential(scale[a], size[a]) for a in scale])
+    end_us = np.concatenate([np.arange(size[a]) * STEP * MICROS for a in scale])
+    fleet = calibrate("row_rate", scores, end_us, assets, budget=0.05)
+    calibration, scales = per_asset(fleet, scores, end_us, assets, min_windows=1000)
+    assert set(scales) == {"quiet", "noisy"}  # "new" keeps the fleet threshold
+    assert calibration.threshold == fleet.threshold and "per asset (2 of 3 assets" in calibration.description
+    # each scale is the fleet threshold over the asset's own 95 % quantile, −scale · ln 0.05 (within sampling)
+    for a in ("quiet", "noisy"):
+        assert scales[a] == pytest.approx(fleet.threshold / (scale[a] * math.log(20)), rel=0.05)
+    fresh = {a: rng.exponential(scale[a], 200_000) for a in ("quiet", "noisy")}
+    for a, values in fresh.items():
+        # the fleet threshold: about exp(−T / scale), far from the budget either way
+        at_fleet = float(np.mean(values > fleet.threshold))
+        assert at_fleet == pytest.approx(math.exp(-fleet.threshold / scale[a]), abs=0.003)
+        on_own = float(np.mean(values * score_scales(scales, np.full(values.size, a, dtype=object)) > fleet.threshold))
+        assert 0.045 <= on_own <= 0.055, (a, on_own)
+    assert math.exp(-fleet.threshold / 1.0) < 0.005 and math.exp(-fleet.threshold / 4.0) > 0.09
+    # an asset without a scale, or none named, is scored on the fleet's scale
+    assert list(score_scales(scales, np.array(["new", None, "noisy"], dtype=object))) == [1.0, 1.0, scales["noisy"]]
 
 
 def test_the_conformal_threshold_is_the_hand_counted_order_statistic():

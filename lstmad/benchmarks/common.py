@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -99,6 +100,22 @@ def operator_metrics(timestamps_us: np.ndarray, assets: np.ndarray, labels: np.n
     return {**vus_metrics(labels[finite], scores[finite]),
             **{k: events[k] for k in ("interval_recall", "interval_precision", "false_intervals_per_asset_week",
                                       "detection_delay_min")}, "care": care["care"]}
+
+
+def by_asset(assets: np.ndarray, flags: np.ndarray, normal: np.ndarray, spans: dict, events: dict,
+             weeks_per_asset: float) -> dict:
+    """{asset: {"far", "false_intervals_per_asset_week"}}: the realized false-alarm rate of each asset's (n,)
+    ``flags`` on its ``normal`` rows and its false intervals per week, for fleets whose assets may differ
+    (``threshold.per_asset``); ``spans`` and ``events`` are {asset: [(start_us, end_us), ...]}."""
+    from lstmad.evaluation.metrics import judge_intervals
+
+    out = {}
+    for asset in sorted(set(np.asarray(assets).tolist())):
+        mine = (assets == asset) & normal
+        judged = judge_intervals({asset: spans.get(asset, [])}, {asset: events.get(asset, [])}, weeks_per_asset)
+        out[str(asset)] = {"far": float(flags[mine].mean()) if mine.any() else math.nan,
+                           "false_intervals_per_asset_week": judged["false_intervals_per_asset_week"]}
+    return out
 
 
 def stored_results(lake: Path, version: str):

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lstmad.benchmarks.common import DataMissingError, calibrated_on, fmt, stored_results, write_report
+from lstmad.benchmarks.common import DataMissingError, by_asset, calibrated_on, fmt, stored_results, write_report
 from lstmad.config import data_dir
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "la_haute_borne.yaml"
@@ -162,10 +162,12 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
     return frame, events, curtailed
 
 
-def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int, cross_fit_folds: int = 0) -> dict:
+def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int, cross_fit_folds: int = 0,
+                 per_asset: bool = False) -> dict:
     """The shipped la_haute_borne configuration, pointed at the study's table, with the curtailment status as an
     operating state besides the configuration's own, the threshold calibrated to false intervals per turbine-week (on the latest 10 % of the
-    training windows, or with ``cross_fit_folds`` on out-of-fold scores), and ``detector``'s settings."""
+    training windows, or with ``cross_fit_folds`` on out-of-fold scores; with ``per_asset`` per turbine), and
+    ``detector``'s settings."""
     raw = yaml.safe_load(REPO_CONF.read_text())
     raw["pipeline"] = f"scada_injection_{detector}"
     raw["home"] = str(home)
@@ -181,7 +183,7 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
                         seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
     raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.0 if cross_fit_folds else 0.1,
-                            cross_fit_folds=cross_fit_folds)
+                            cross_fit_folds=cross_fit_folds, per_asset=per_asset)
     raw["score"].update(ALARM_RULES)
     return raw
 
@@ -253,11 +255,14 @@ def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataF
                               if k in ("interval_recall", "detection_delay_min", "n_events", "n_detected")}}
     out["classes"] = per_class
     out["asset_weeks"] = weeks
+    # each turbine's false alarms: does the budget hold for each, not only for the fleet
+    out["by_asset"] = by_asset(assets, flags, normal, spans, runs(events), weeks / len(set(assets)))
     return out
 
 
 def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, seed: int = 0,
-        workdir: Optional[Path] = None, cross_fit_folds: int = 0, progress=print, **_) -> dict:
+        workdir: Optional[Path] = None, cross_fit_folds: int = 0, per_asset: bool = False, progress=print,
+        **_) -> dict:
     """Build the study, run the pipeline's CLI for each detector (prepare once, then train and score each),
     judge what it wrote; JSON, Markdown and a per-class figure next to ``json_path``."""
     import tempfile
@@ -275,7 +280,7 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, se
     results, prepared = {}, False
     for name in models:
         started = time.time()
-        raw = study_config(work / "home", source, name, seed, epochs, cross_fit_folds)
+        raw = study_config(work / "home", source, name, seed, epochs, cross_fit_folds, per_asset)
         raw["pipeline"] = "scada_injection"  # one home: the tensor blocks are prepared once for every detector
         conf = work / f"{name}.yaml"
         conf.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -300,7 +305,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, se
                 "epochs": epochs, "classes": [dataclasses.asdict(f) for f in FAULT_CLASSES],
                 "events": int(len(events)), "curtailments": int(len(curtailed)),
                 "threshold": "alarms_per_week 0.5 on " + calibrated_on(cross_fit_folds,
-                                                                      "the latest 10 % of the training windows"),
+                                                                      "the latest 10 % of the training windows")
+                + (", per turbine" if per_asset else ""),
                 "workdir": str(work)}
     return write_report("scada_injection", {"models": results, "protocol": protocol}, json_path,
                         markdown(results, protocol), {"classes": lambda ax: _plot(ax, results)})
@@ -311,12 +317,14 @@ def markdown(results: dict, protocol: dict) -> str:
              f"curtailments, trained on {protocol['train'][0]}..{protocol['train'][1]}, scored "
              f"{protocol['test'][0]}..{protocol['test'][1]} through the CLI", "",
              "| model | AUROC | PR-AUC | VUS-PR | events found | false intervals / turbine-week | delay (h) | CARE "
-             "| FAR normal rows | intervals on curtailment |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| FAR normal rows | intervals on curtailment | false intervals / week, lowest–highest turbine |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in results.items():
         lines.append(f"| {name} | {fmt(m['auroc'])} | {fmt(m['pr_auc'])} | {fmt(m['vus_pr'])} | "
                      f"{fmt(m['interval_recall'], 2)} | {fmt(m['false_intervals_per_asset_week'], 2)} | "
                      f"{fmt(m['detection_delay_min'] / 60 if m['detection_delay_min'] == m['detection_delay_min'] else None, 1)} | "
-                     f"{fmt(m['care'])} | {fmt(m['realized_far'], percent=True)} % | {m['intervals_on_curtailment']} |")
+                     f"{fmt(m['care'])} | {fmt(m['realized_far'], percent=True)} % | {m['intervals_on_curtailment']} | "
+                     f"{_spread(m.get('by_asset', {}))} |")
     classes = sorted({c for m in results.values() for c in m["classes"]})
     lines += ["", "Per fault class: AUROC / events found", "",
               "| class | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
@@ -325,6 +333,13 @@ def markdown(results: dict, protocol: dict) -> str:
                  for n in results]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+
+def _spread(per_asset: dict) -> str:
+    """"lowest–highest" of the turbines' false intervals per week."""
+    rates = [v["false_intervals_per_asset_week"] for v in per_asset.values()]
+    return f"{min(rates):.2f}–{max(rates):.2f}" if rates else "–"
 
 
 def _plot(ax, results: dict) -> None:

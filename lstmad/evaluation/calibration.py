@@ -123,3 +123,46 @@ def calibrate(rule: str, scores: np.ndarray, end_us: np.ndarray, assets: np.ndar
     return Calibration(rule, budget, threshold, int(scores.size), expected,
                        intervals_per_asset_week(end_us, assets, scores, threshold, rules) if scores.size else math.nan,
                        f"{text} of {source} scores")
+
+
+def per_asset(calibration: Calibration, scores: np.ndarray, end_us: np.ndarray, assets: np.ndarray, *,
+              min_windows: int, percentile: float = 95.0, rules: AlarmRules = AlarmRules(60)
+              ) -> tuple[Calibration, dict[str, float]]:
+    """Each asset's own threshold, for a fleet whose assets differ (a noisier sensor, another make): every asset
+    with at least ``min_windows`` of the (n,) calibration scores gets the fleet ``calibration``'s rule and budget
+    on its scores alone, t_a. Returned as score scales {asset: fleet threshold ÷ t_a}: a scaled score
+    (score × scale) exceeds the fleet threshold exactly when the score exceeds t_a, so one threshold, the
+    intervals' severities and hysteresis keep their meaning. Assets with fewer windows, or whose t_a or the
+    fleet threshold is not a positive number, keep scale 1 (the fleet threshold). Also returns the calibration
+    with its expected rates measured on the scaled scores."""
+    scores, assets = np.asarray(scores, dtype=np.float64), np.asarray(assets, dtype=object)
+    fleet = calibration.threshold
+    scales: dict[str, float] = {}
+    for asset in np.unique(assets):
+        mine = assets == asset
+        if mine.sum() < min_windows or not (fleet > 0 and math.isfinite(fleet)):
+            continue
+        own = calibrate(calibration.rule, scores[mine], end_us[mine], assets[mine], percentile=percentile,
+                        budget=calibration.budget, rules=rules).threshold
+        if own > 0 and math.isfinite(own):
+            scales[str(asset)] = fleet / own
+    scaled = scores * score_scales(scales, assets)
+    finite = scaled[np.isfinite(scaled)]
+    measured = float(np.mean(finite > fleet)) if finite.size else 0.0
+    expected = (calibration.budget if calibration.rule in ("row_rate", "pot")
+                else max(measured, 1.0 / (finite.size + 1)))
+    return dataclasses.replace(
+        calibration, expected_row_rate=expected,
+        expected_intervals_per_asset_week=(intervals_per_asset_week(end_us, assets, scaled, fleet, rules)
+                                           if scaled.size else math.nan),
+        description=f"{calibration.description}, per asset ({len(scales)} of {len(np.unique(assets))} assets "
+                    f"with ≥ {min_windows} windows their own)"), scales
+
+
+def score_scales(scales: dict[str, float], assets: np.ndarray) -> np.ndarray:
+    """(n,) the scale of each of the (n,) ``assets`` (1 for an asset without one)."""
+    import pandas as pd
+
+    index, names = pd.factorize(np.asarray(assets, dtype=object))  # a missing asset (None): index −1, scale 1
+    lookup = np.array([scales.get(str(a), 1.0) for a in names] + [1.0], dtype=np.float64)
+    return lookup[index]

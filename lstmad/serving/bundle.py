@@ -31,6 +31,9 @@ class ModelBundle:
     threshold_rule: str
     expected_alarm_rate: float
     drift_reference: dict
+    # threshold.per_asset: each asset's scores × its scale, so that the one threshold is that asset's own
+    # (lstmad.evaluation.calibration.per_asset); an asset without a scale is scored as calibrated for the fleet
+    asset_score_scales: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         # a production score must not depend on which other windows share its batch (issue 16)
@@ -50,12 +53,22 @@ class ModelBundle:
         """(N, C') shares over the model's channels → (N, len(reported_channels))."""
         return circular.fold_shares(shares, self.channels)
 
+    def on_threshold_scale(self, scores: np.ndarray, assets: np.ndarray) -> np.ndarray:
+        """(n,) raw detector scores of windows on (n,) ``assets`` → the scores the pipeline stores and compares
+        with ``threshold``: × each asset's scale (unchanged without per-asset thresholds)."""
+        if not self.asset_score_scales:
+            return scores
+        from lstmad.evaluation.calibration import score_scales
+
+        return scores * score_scales(self.asset_score_scales, assets)
+
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         self.detector.save(directory)
         meta = {"channels": list(self.channels), "window": self.window, "step_s": self.step_s,
                 "stats": self.stats.to_dict(), "threshold": self.threshold, "threshold_rule": self.threshold_rule,
-                "expected_alarm_rate": self.expected_alarm_rate, "drift_reference": self.drift_reference}
+                "expected_alarm_rate": self.expected_alarm_rate, "drift_reference": self.drift_reference,
+                "asset_score_scales": self.asset_score_scales}
         (directory / "bundle.json").write_text(json.dumps(meta))
         return directory
 
@@ -65,7 +78,7 @@ class ModelBundle:
         meta = json.loads((directory / "bundle.json").read_text())
         return cls(load_detector(directory), tuple(meta["channels"]), meta["window"], meta["step_s"],
                    NormalisationStats.from_dict(meta["stats"]), meta["threshold"], meta["threshold_rule"],
-                   meta["expected_alarm_rate"], meta["drift_reference"])
+                   meta["expected_alarm_rate"], meta["drift_reference"], meta.get("asset_score_scales", {}))
 
     def check_compatible(self, channels: tuple[str, ...], window: int, step_s: int) -> None:
         """Refuse data the model was not trained for, naming what differs."""

@@ -48,7 +48,11 @@ class WindowScorer:
         n, w, c = windows.shape
         asset = (params or {}).get("asset") or None
         normalised = bundle.stats.apply(windows.reshape(n * w, c), asset).reshape(n, w, c)
-        return bundle.detector.score(Windows.from_array(normalised)) if n else np.zeros(0)
+        if not n:
+            return np.zeros(0)
+        # on the threshold's scale: the asset's own where the model calibrated one per asset
+        return bundle.on_threshold_scale(bundle.detector.score(Windows.from_array(normalised)),
+                                         np.full(n, asset, dtype=object))
 
 
 def _load_pyfunc(data_path: str) -> WindowScorer:

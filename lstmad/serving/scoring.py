@@ -58,14 +58,21 @@ def scored_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
     windows = model_windows(bundle, blocks, stats_by_id, max_masked_share)
     detector = bundle.detector
     share_rows = None
+    window_assets = np.asarray(windows.assets, dtype=object)[windows.asset] if len(windows) else np.zeros(0, object)
+
+    def on_scale(raw: np.ndarray) -> np.ndarray:  # each asset's own threshold, where it has one
+        return bundle.on_threshold_scale(raw, window_assets)
+
     if threshold is None:
-        scores = detector.score(windows, batch_size=batch_size) if len(windows) else np.zeros(0)
+        scores = on_scale(detector.score(windows, batch_size=batch_size)) if len(windows) else np.zeros(0)
     else:
         def flagged(window_scores: np.ndarray) -> np.ndarray:  # never outside normal operation
             return (window_scores > threshold) & (windows.state_last == 0)
 
         if len(windows):
-            scores, share_rows = detector.score_and_shares(windows, flagged, batch_size=batch_size)
+            raw, share_rows = detector.score_and_shares(windows, lambda raw: flagged(on_scale(raw)),
+                                                        batch_size=batch_size)
+            scores = on_scale(raw)
         else:
             scores = np.zeros(0)
             share_rows = np.zeros((0, len(bundle.channels))) if hasattr(detector, "channel_shares") else None

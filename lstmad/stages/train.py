@@ -57,6 +57,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     import torch
 
     from lstmad.detectors import build_detector
+    from lstmad.evaluation.calibration import score_scales
     from lstmad.evaluation.care import care_score
     from lstmad.evaluation.drift import reference_quantiles
     from lstmad.evaluation.metrics import alarm_event_metrics, score_metrics
@@ -105,20 +106,25 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         train_seconds = time.time() - started
         notes = training_notes(detector, config, counts)
         progress.step("train: calibrating the alarm threshold (%s)", config.threshold.rule)
-        calibration = calibrated_threshold(config, detector, calibration_scores)
+        calibration, asset_scales = calibrated_threshold(config, detector, calibration_scores)
         threshold = calibration.threshold
         train_dates = iso_dates(t.start, t.end)
         drift_reference = training_reference(paths.tensors, train_dates, config.drift.psi_bins)
         # the deployed model's scores of windows it never trained on: out-of-fold scores come from other models
-        reference_scores = (calibration_scores.scores
-                            if calibration_scores is not None and calibration_scores.by_deployed_model
-                            else np.asarray(detector.validation_scores_))
+        if calibration_scores is not None and calibration_scores.by_deployed_model:
+            reference_scores = calibration_scores.scores * score_scales(asset_scales, calibration_scores.assets)
+        else:
+            reference_scores = np.asarray(detector.validation_scores_)
+            assets = getattr(detector, "validation_assets_", None)
+            if assets is not None and len(assets) == reference_scores.size:  # on the scale scoring stores
+                reference_scores = reference_scores * score_scales(asset_scales, assets)
         drift_reference["score_quantiles"] = reference_quantiles(reference_scores[:, None])[0]
         drift_reference["trained_until"] = config.train.end.isoformat()
         bundle = ModelBundle(detector.to("cpu"), tuple(config.source.tensor_channels), config.prepare.window,
                              config.prepare.step_s, stats, threshold, calibration.description,
-                             calibration.expected_row_rate, drift_reference)
+                             calibration.expected_row_rate, drift_reference, asset_scales)
         metrics: dict[str, float] = {**counts, **calibration.metrics(), **candidate_metrics,
+                                     "calibration_assets_own_threshold": float(len(asset_scales)),
                                      "train_seconds": train_seconds,
                                      "resumed": float(resumed), "still_improving": float("still_improving" in notes)}
         model_dir = paths.models / "staging" / uuid.uuid4().hex[:8]
@@ -151,6 +157,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                   "smoothing_half_width": config.prepare.smoothing_half_width,
                   "channels": ",".join(config.source.tensor_channels), "threshold_rule": config.threshold.rule,
                   "threshold_percentile": config.threshold.percentile, "threshold_budget": config.threshold.budget,
+                  "threshold_per_asset": config.threshold.per_asset,
                   "calibration": calibration.description, "normalisation": stats.method,
                   "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
                   "eval_range": f"{t.eval_start}..{t.eval_end}",
@@ -180,7 +187,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                              "threshold.json": {"rule": config.threshold.rule,
                                                                 "percentile": config.threshold.percentile,
                                                                 "value": threshold,
-                                                                **dataclasses.asdict(calibration)}},
+                                                                **dataclasses.asdict(calibration),
+                                                                "per_asset": {a: threshold / v for a, v
+                                                                              in asset_scales.items()}}},
                                   checkpoints=None if artifacts is not None else checkpoints, figures=figures)
         shutil.rmtree(figures, ignore_errors=True)
         name = config.registered_model_name
@@ -208,28 +217,38 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
 
 
 def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
-    """The threshold.rule's Calibration on the calibration slice's scores or the out-of-fold scores of the
-    training range (threshold.cross_fit_folds), else (calibration_share 0, or too few windows for a slice) on
-    the validation scores: windows the model never trained on, scored out of fold where an error model was
-    fitted on them. The description says which."""
+    """(the threshold.rule's Calibration, {asset: score scale}) on the calibration slice's scores or the
+    out-of-fold scores of the training range (threshold.cross_fit_folds), else (calibration_share 0, or too few
+    windows for a slice) on the validation scores: windows the model never trained on, scored out of fold where
+    an error model was fitted on them. The description says which. The scales are empty unless
+    threshold.per_asset (lstmad.evaluation.calibration.per_asset)."""
     from lstmad.dates import MICROS
-    from lstmad.evaluation.calibration import calibrate
+    from lstmad.evaluation.calibration import calibrate, per_asset
 
     th, step_s = config.threshold, config.prepare.step_s
     if calibration_scores is None:
         scores = np.asarray(detector.validation_scores_, dtype=np.float64)
         end_us, assets = getattr(detector, "validation_end_us_", None), getattr(detector, "validation_assets_", None)
-        if end_us is None or len(end_us) != scores.size:  # a detector that keeps no times: one evenly spaced series
+        named = end_us is not None and len(end_us) == scores.size
+        if not named:  # a detector that keeps no times: one evenly spaced series
             end_us, assets = np.arange(scores.size, dtype=np.int64) * step_s * MICROS, np.zeros(scores.size, object)
+            if th.per_asset:
+                log.warning("train: %s keeps no assets of its validation windows: one threshold for the fleet",
+                            config.model.detector)
         if th.calibration_share > 0:
             log.warning("train: too few windows for a calibration slice of %s; calibrating on the validation "
                         "scores", th.calibration_share)
         source = "validation"
     else:
         scores, end_us, assets = calibration_scores.scores, calibration_scores.end_us, calibration_scores.assets
-        source = calibration_scores.source
-    return calibrate(th.rule, scores, end_us, assets, percentile=th.percentile, budget=th.budget,
-                     rules=AlarmRules.of(config.score, step_s), source=source)
+        source, named = calibration_scores.source, True
+    rules = AlarmRules.of(config.score, step_s)
+    calibration = calibrate(th.rule, scores, end_us, assets, percentile=th.percentile, budget=th.budget,
+                            rules=rules, source=source)
+    if not (th.per_asset and named):
+        return calibration, {}
+    return per_asset(calibration, scores, end_us, assets, min_windows=th.min_asset_windows,
+                     percentile=th.percentile, rules=rules)
 
 
 def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, float]]:
