@@ -58,6 +58,15 @@ def test_per_asset_thresholds_give_each_asset_its_budget_where_the_fleet_thresho
     assert math.exp(-fleet.threshold / 1.0) < 0.005 and math.exp(-fleet.threshold / 4.0) > 0.09
     # an asset without a scale, or none named, is scored on the fleet's scale
     assert list(score_scales(scales, np.array(["new", None, "noisy"], dtype=object))) == [1.0, 1.0, scales["noisy"]]
+    # what new normal rows expect: the budget on the two assets' 40,000 windows, the fleet threshold's rate on
+    # the 50 of "new"
+    above = int(np.sum(scores[assets == "new"] > fleet.threshold))
+    assert calibration.expected_row_rate == pytest.approx((40_000 * 0.05 + above) / 40_050)
+    # an asset whose scores are all missing keeps the fleet threshold instead of failing the training
+    broken = np.concatenate([assets, np.full(2000, "broken", dtype=object)])
+    _, with_broken = per_asset(fleet, np.concatenate([scores, np.full(2000, np.nan)]),
+                               np.concatenate([end_us, np.arange(2000) * STEP * MICROS]), broken, min_windows=1000)
+    assert with_broken == scales
 
 
 def test_the_conformal_threshold_is_the_hand_counted_order_statistic():

@@ -8,6 +8,8 @@ Toy: ambient temperature (a driver the response does not depend on), wind speed 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -206,3 +208,50 @@ def test_the_autoencoder_with_the_check_finds_the_stuck_driver_and_keeps_it_once
     assert roc_auc_score(truth, guarded.score(test)) > roc_auc_score(truth, plain.score(test)) + 0.1
     guarded.save(tmp_path)
     np.testing.assert_allclose(LSTMAutoencoderDetector.load(tmp_path).score(test), guarded.score(test), rtol=1e-6)
+
+
+def test_under_per_asset_thresholds_a_stillness_alarms_at_the_same_level_on_every_asset(stuck_ambient, tmp_path):
+    # threshold.per_asset multiplies an asset's scores by its scale; the stillness floor is a value of the
+    # fleet threshold's scale, so a stuck window must score the same after scaling on a quiet asset (scale 4)
+    # as on a noisy one (scale 0.25), while a moving window scales with its asset
+    import copy
+    import dataclasses
+
+    from lstmad.serving.bundle import ModelBundle
+    from lstmad.transforms.series import NormalisationStats
+
+    test, plain, guarded = stuck_ambient
+    still = np.flatnonzero((test.label_last == 1) & (trailing_runs(test)[:, 0] == WINDOW - 1))
+    moving = np.flatnonzero(trailing_runs(test).max(axis=1) == 0)[:200]
+    fleet_still, fleet_moving = guarded.score(test.subset(still)), guarded.score(test.subset(moving))
+    own_still = plain.score(test.subset(still))  # the same network without the floor
+    raised = fleet_still > own_still  # the floor set these scores
+    stats = NormalisationStats("zscore", ("ambient", "wind", "power"), (0.0,) * 3, (1.0,) * 3)
+    scales = {"quiet": 4.0, "noisy": 0.25}
+    bundle = ModelBundle(copy.deepcopy(guarded), ("ambient", "wind", "power"), WINDOW, 60, stats, 1.0, "row_rate",
+                         0.05, {}, scales)
+    for asset, scale in scales.items():
+        on_asset = {k: dataclasses.replace(test.subset(rows), assets=[asset]) for k, rows in
+                    (("still", still), ("moving", moving))}
+        scored = {k: bundle.on_threshold_scale(bundle.detector.score(w), w) for k, w in on_asset.items()}
+        # max(scale × the model's own score, the floor): a floor unchanged by the asset
+        np.testing.assert_allclose(scored["still"][raised], np.maximum(scale * own_still, fleet_still)[raised],
+                                   rtol=1e-6)
+        assert np.mean(scored["still"][raised] == fleet_still[raised]) > 0.9
+        np.testing.assert_allclose(scored["moving"], scale * fleet_moving, rtol=1e-6)
+    # the pyfunc scores a named asset on its scale, an unnamed one on the fleet's
+    from lstmad.serving.pyfunc import WindowScorer
+
+    values, _ = toy_turbine()
+    ends = TRAIN_ROWS + moving[:20]  # test windows end at rows TRAIN_ROWS, TRAIN_ROWS + 1, ...
+    arrays = np.stack([values[e - WINDOW + 1:e + 1] for e in ends])
+    scorer = WindowScorer(bundle)
+    np.testing.assert_allclose(scorer.predict(arrays, {"asset": "quiet"}), 4.0 * scorer.predict(arrays), rtol=1e-6)
+    np.testing.assert_allclose(scorer.predict(arrays), fleet_moving[:20], rtol=1e-5)
+    # the scales travel with the saved bundle; a bundle saved before them loads with none
+    bundle.save(tmp_path)
+    assert ModelBundle.load(tmp_path).asset_score_scales == scales
+    meta = json.loads((tmp_path / "bundle.json").read_text())
+    del meta["asset_score_scales"]
+    (tmp_path / "bundle.json").write_text(json.dumps(meta))
+    assert ModelBundle.load(tmp_path).asset_score_scales == {}

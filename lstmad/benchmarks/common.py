@@ -118,6 +118,12 @@ def by_asset(assets: np.ndarray, flags: np.ndarray, normal: np.ndarray, spans: d
     return out
 
 
+def low_high(per_asset: dict, key: str, scale: float = 1.0, unit: str = "") -> str:
+    """"lowest–highest" of ``key`` over the assets of a by_asset result (× ``scale``; NaN left out)."""
+    values = [scale * v[key] for v in per_asset.values() if v[key] == v[key]]
+    return f"{min(values):.2f}–{max(values):.2f}{unit}" if values else "–"
+
+
 def stored_results(lake: Path, version: str):
     """What the pipeline wrote for model ``version``: (its anomaly_scores rows sorted by asset and time, its
     anomaly_intervals as {asset: [(start_us, end_us), ...]}), for benchmarks that judge the tables."""

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from lstmad.benchmarks.common import by_asset, calibrated_on, fmt, stored_results, write_report
+from lstmad.benchmarks.common import by_asset, calibrated_on, fmt, low_high, stored_results, write_report
 
 FIRST_NIGHT, LAST_NIGHT = dt.date(2026, 1, 19), dt.date(2026, 1, 30)
 DETECTORS = {
@@ -147,16 +147,10 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 8, se
                      f"{fmt(m['realized_far_fault_free_nights'], percent=True)} % | "
                      f"{'yes' if m['far_within_2x_budget'] else 'no'} | {fmt(m['interval_recall'], 2)} | "
                      f"{fmt(m['false_intervals_per_asset_week'], 2)} | {fmt(m['detection_delay_min'], 0)} | "
-                     f"{fmt(m['care'])} | {_spread(m['by_asset'])} |")
+                     f"{fmt(m['care'])} | {low_high(m['by_asset'], 'far', 100, ' %')} |")
     return write_report("farm_nights", {"models": results, "protocol": protocol}, json_path,
                         "\n".join(lines) + "\n", {"far": lambda ax: _plot(ax, results, budget)})
 
-
-
-def _spread(per_asset: dict) -> str:
-    """"lowest–highest %" of the assets' realized false-alarm rates."""
-    fars = [100 * v["far"] for v in per_asset.values()]
-    return f"{min(fars):.2f}–{max(fars):.2f} %" if fars else "–"
 
 
 def _plot(ax, results: dict, budget: float) -> None:

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lstmad.benchmarks.common import DataMissingError, by_asset, calibrated_on, fmt, stored_results, write_report
+from lstmad.benchmarks.common import (DataMissingError, by_asset, calibrated_on, fmt, low_high, stored_results,
+                                      write_report)
 from lstmad.config import data_dir
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "la_haute_borne.yaml"
@@ -324,7 +325,7 @@ def markdown(results: dict, protocol: dict) -> str:
                      f"{fmt(m['interval_recall'], 2)} | {fmt(m['false_intervals_per_asset_week'], 2)} | "
                      f"{fmt(m['detection_delay_min'] / 60 if m['detection_delay_min'] == m['detection_delay_min'] else None, 1)} | "
                      f"{fmt(m['care'])} | {fmt(m['realized_far'], percent=True)} % | {m['intervals_on_curtailment']} | "
-                     f"{_spread(m.get('by_asset', {}))} |")
+                     f"{low_high(m.get('by_asset', {}), 'false_intervals_per_asset_week')} |")
     classes = sorted({c for m in results.values() for c in m["classes"]})
     lines += ["", "Per fault class: AUROC / events found", "",
               "| class | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
@@ -334,12 +335,6 @@ def markdown(results: dict, protocol: dict) -> str:
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
-
-
-def _spread(per_asset: dict) -> str:
-    """"lowest–highest" of the turbines' false intervals per week."""
-    rates = [v["false_intervals_per_asset_week"] for v in per_asset.values()]
-    return f"{min(rates):.2f}–{max(rates):.2f}" if rates else "–"
 
 
 def _plot(ax, results: dict) -> None:

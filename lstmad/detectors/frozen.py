@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from lstmad.transforms.blocks import Windows
+from lstmad.transforms.blocks import Windows, per_window
 
 log = logging.getLogger("lstmad")
 
@@ -180,7 +180,13 @@ class StillnessFloor:
         if getattr(self, "frozen_", None) is None:
             return scores, None
         runs = trailing_runs(windows)
-        return np.maximum(scores, self.frozen_.floor(windows, runs)), runs
+        floor = self.frozen_.floor(windows, runs)
+        scales = getattr(self, "asset_score_scales_", None)  # per-asset thresholds (ModelBundle sets them)
+        if scales:
+            # the floor is a value of the fleet threshold's scale, where the bundle multiplies this score by the
+            # asset's scale: divided here, a stillness alarms at the same p-value on every asset
+            floor = floor / per_window(scales, windows, 1.0)
+        return np.maximum(scores, floor), runs
 
     def floored_with_shares(self, model_scores: np.ndarray, windows: Windows, selected,
                             shares_of) -> tuple[np.ndarray, np.ndarray]:

@@ -138,8 +138,9 @@ def per_asset(calibration: Calibration, scores: np.ndarray, end_us: np.ndarray, 
     scores, assets = np.asarray(scores, dtype=np.float64), np.asarray(assets, dtype=object)
     fleet = calibration.threshold
     scales: dict[str, float] = {}
+    finite = np.isfinite(scores)
     for asset in np.unique(assets):
-        mine = assets == asset
+        mine = (assets == asset) & finite
         if mine.sum() < min_windows or not (fleet > 0 and math.isfinite(fleet)):
             continue
         own = calibrate(calibration.rule, scores[mine], end_us[mine], assets[mine], percentile=percentile,
@@ -147,10 +148,15 @@ def per_asset(calibration: Calibration, scores: np.ndarray, end_us: np.ndarray, 
         if own > 0 and math.isfinite(own):
             scales[str(asset)] = fleet / own
     scaled = scores * score_scales(scales, assets)
-    finite = scaled[np.isfinite(scaled)]
-    measured = float(np.mean(finite > fleet)) if finite.size else 0.0
-    expected = (calibration.budget if calibration.rule in ("row_rate", "pot")
-                else max(measured, 1.0 / (finite.size + 1)))
+    measured = float(np.mean(scaled[finite] > fleet)) if finite.any() else 0.0
+    if calibration.rule in ("row_rate", "pot"):
+        # the budget where an asset has its own threshold; what the fleet threshold gives on the others' scores
+        owned = np.isin(assets.astype(str), list(scales)) & finite
+        others = finite & ~owned
+        expected = (float((owned.sum() * calibration.budget + np.sum(scaled[others] > fleet)) / finite.sum())
+                    if finite.any() else calibration.budget)
+    else:
+        expected = max(measured, 1.0 / (finite.sum() + 1))
     return dataclasses.replace(
         calibration, expected_row_rate=expected,
         expected_intervals_per_asset_week=(intervals_per_asset_week(end_us, assets, scaled, fleet, rules)

@@ -11,6 +11,7 @@ import numpy as np
 
 from lstmad.detectors import load_detector
 from lstmad.transforms import circular
+from lstmad.transforms.blocks import per_window
 from lstmad.transforms.series import NormalisationStats
 
 
@@ -36,6 +37,10 @@ class ModelBundle:
     asset_score_scales: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        # a detector's stuck-sensor floor is a value on the fleet threshold's scale: it must not be rescaled per
+        # asset with the model's own score (lstmad.detectors.frozen.StillnessFloor.with_floor)
+        if self.asset_score_scales:
+            self.detector.asset_score_scales_ = dict(self.asset_score_scales)
         # a production score must not depend on which other windows share its batch (issue 16)
         if getattr(self.detector, "batch_dependent", False):
             raise ModelMismatchError(
@@ -53,14 +58,12 @@ class ModelBundle:
         """(N, C') shares over the model's channels → (N, len(reported_channels))."""
         return circular.fold_shares(shares, self.channels)
 
-    def on_threshold_scale(self, scores: np.ndarray, assets: np.ndarray) -> np.ndarray:
-        """(n,) raw detector scores of windows on (n,) ``assets`` → the scores the pipeline stores and compares
-        with ``threshold``: × each asset's scale (unchanged without per-asset thresholds)."""
+    def on_threshold_scale(self, scores: np.ndarray, windows) -> np.ndarray:
+        """(N,) detector scores of ``windows`` → the scores the pipeline stores and compares with ``threshold``:
+        × each window's asset's scale (unchanged without per-asset thresholds)."""
         if not self.asset_score_scales:
             return scores
-        from lstmad.evaluation.calibration import score_scales
-
-        return scores * score_scales(self.asset_score_scales, assets)
+        return scores * per_window(self.asset_score_scales, windows, 1.0)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

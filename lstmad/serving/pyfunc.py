@@ -7,6 +7,8 @@ No mlflow import here: the pyfunc flavour only needs a module with ``_load_pyfun
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +16,8 @@ import numpy as np
 
 from lstmad.serving.bundle import ModelBundle
 from lstmad.transforms.blocks import Windows
+
+log = logging.getLogger("lstmad")
 
 
 class WindowScorer:
@@ -50,9 +54,12 @@ class WindowScorer:
         normalised = bundle.stats.apply(windows.reshape(n * w, c), asset).reshape(n, w, c)
         if not n:
             return np.zeros(0)
+        if bundle.asset_score_scales and asset not in bundle.asset_score_scales:
+            log.warning("this model has per-asset thresholds (threshold.per_asset) and asset %r has none: scored on "
+                        "the fleet's scale (pass params={'asset': name} for an asset's own)", asset)
         # on the threshold's scale: the asset's own where the model calibrated one per asset
-        return bundle.on_threshold_scale(bundle.detector.score(Windows.from_array(normalised)),
-                                         np.full(n, asset, dtype=object))
+        scored = dataclasses.replace(Windows.from_array(normalised), assets=[asset or "array"])
+        return bundle.on_threshold_scale(bundle.detector.score(scored), scored)
 
 
 def _load_pyfunc(data_path: str) -> WindowScorer:

@@ -58,10 +58,9 @@ def scored_blocks(bundle: ModelBundle, blocks: pa.Table, stats_by_id: dict[str, 
     windows = model_windows(bundle, blocks, stats_by_id, max_masked_share)
     detector = bundle.detector
     share_rows = None
-    window_assets = np.asarray(windows.assets, dtype=object)[windows.asset] if len(windows) else np.zeros(0, object)
 
     def on_scale(raw: np.ndarray) -> np.ndarray:  # each asset's own threshold, where it has one
-        return bundle.on_threshold_scale(raw, window_assets)
+        return bundle.on_threshold_scale(raw, windows)
 
     if threshold is None:
         scores = on_scale(detector.score(windows, batch_size=batch_size)) if len(windows) else np.zeros(0)

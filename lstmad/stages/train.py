@@ -174,6 +174,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                                      "input_units": "source units; a circular channel (period) as the sine and "
                                                     "cosine of its phase",
                                      "threshold": threshold, "threshold_rule": config.threshold.rule,
+                                     "per_asset_thresholds": "scores on the named asset's scale (params asset)"
+                                     if asset_scales else "none",
                                      "detector": m.detector, "score": "anomaly score of each window's last "
                                      "timestamp; flagged when above threshold"})
         # sealed before it is logged: the content digest goes to the run and the registered version, and every

@@ -202,6 +202,12 @@ class Windows:
                    ["array"], labels, (labels == 1).astype(np.int8))
 
 
+def per_window(by_asset: dict, windows: Windows, default: float) -> np.ndarray:
+    """(N,) float64 the value ``by_asset`` holds for each window's asset (``default`` for an asset it lacks)."""
+    by_name = np.array([float(by_asset.get(name, default)) for name in windows.assets] or [default])
+    return by_name[np.asarray(windows.asset, dtype=np.int64)]
+
+
 def window_states(row_states: np.ndarray, ends: np.ndarray, state_rows: int) -> np.ndarray:
     """(N,) int8 state of each window ending at row ``ends`` (N,) of a block whose rows are in ``row_states``
     (n,) int8: the state of the latest row in a state (≠ 0) among rows end − state_rows + 1 .. end, else 0."""
