@@ -440,6 +440,7 @@ def config_text(findings: Findings, pipeline: str, train_days: Optional[int] = N
     lines += ["threshold:                      # calibrated on windows the model never trained on",
               "  rule: alarms_per_week", "  budget: 0.5                   # false intervals per asset and week",
               "  calibration_share: 0.1",
+              "  # per_asset: true              # assets of other makes or sensors: each its own threshold",
               "score:", "  batch_size: 4096", f"  min_interval_s: {max(600, 3 * step)}",
               f"  merge_gap_s: {max(300, 2 * step)}",
               "spark:", "  master: local[*]", "  shuffle_partitions: 4", "  driver_memory: 2g",
