@@ -152,7 +152,6 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 8, se
                         "\n".join(lines) + "\n", {"far": lambda ax: _plot(ax, results, budget)})
 
 
-
 def _plot(ax, results: dict, budget: float) -> None:
     names = list(results)
     ax.bar(names, [100 * results[n]["realized_far_fault_free_nights"] for n in names])

@@ -336,7 +336,6 @@ def markdown(results: dict, protocol: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 def _plot(ax, results: dict) -> None:
     classes = sorted({c for m in results.values() for c in m["classes"]})
     width = 0.8 / max(len(results), 1)

@@ -139,29 +139,30 @@ def per_asset(calibration: Calibration, scores: np.ndarray, end_us: np.ndarray, 
     fleet = calibration.threshold
     scales: dict[str, float] = {}
     finite = np.isfinite(scores)
-    for asset in np.unique(assets):
+    names = np.unique(assets)
+    for asset in names if fleet > 0 and math.isfinite(fleet) else ():
         mine = (assets == asset) & finite
-        if mine.sum() < min_windows or not (fleet > 0 and math.isfinite(fleet)):
+        if mine.sum() < min_windows:
             continue
         own = calibrate(calibration.rule, scores[mine], end_us[mine], assets[mine], percentile=percentile,
                         budget=calibration.budget, rules=rules).threshold
         if own > 0 and math.isfinite(own):
             scales[str(asset)] = fleet / own
     scaled = scores * score_scales(scales, assets)
-    measured = float(np.mean(scaled[finite] > fleet)) if finite.any() else 0.0
+    n_finite = int(finite.sum())
     if calibration.rule in ("row_rate", "pot"):
         # the budget where an asset has its own threshold; what the fleet threshold gives on the others' scores
         owned = np.isin(assets.astype(str), list(scales)) & finite
         others = finite & ~owned
-        expected = (float((owned.sum() * calibration.budget + np.sum(scaled[others] > fleet)) / finite.sum())
-                    if finite.any() else calibration.budget)
+        expected = (float((owned.sum() * calibration.budget + np.sum(scaled[others] > fleet)) / n_finite)
+                    if n_finite else calibration.budget)
     else:
-        expected = max(measured, 1.0 / (finite.sum() + 1))
+        expected = max(float(np.mean(scaled[finite] > fleet)) if n_finite else 0.0, 1.0 / (n_finite + 1))
     return dataclasses.replace(
         calibration, expected_row_rate=expected,
         expected_intervals_per_asset_week=(intervals_per_asset_week(end_us, assets, scaled, fleet, rules)
                                            if scaled.size else math.nan),
-        description=f"{calibration.description}, per asset ({len(scales)} of {len(np.unique(assets))} assets "
+        description=f"{calibration.description}, per asset ({len(scales)} of {len(names)} assets "
                     f"with ≥ {min_windows} windows their own)"), scales
 
 
