@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export LSTMAD_HOME ?= $(CURDIR)/.lstmad
+# the suite's test modules spread over this many processes (pytest-xdist); 1 runs them in this one
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean check-tools
 
@@ -28,7 +30,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@$(MAKE) --no-print-directory check-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .lstmad .pytest_cache
