@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export LSTMAD_HOME ?= $(CURDIR)/.lstmad
-# the suite's test modules spread over this many processes (pytest-xdist); 1 runs them in this one
+# the suite's test modules spread over this many processes (pytest-xdist), each module whole on one of them so
+# that its fixtures are built once
 TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean check-tools
@@ -30,7 +31,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@$(MAKE) --no-print-directory check-tools
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) .lstmad .pytest_cache

@@ -43,19 +43,6 @@ def write_config(path: Path, raw: dict) -> Path:
     return path
 
 
-# `make test` runs the suite on two workers (pytest-xdist, --dist loadgroup). Each module stays on one worker, so
-# its fixtures (models fitted once per module) are built once; the modules sharing the DAG simulation (a session
-# fixture of minutes) share a group too.
-SHARED_FIXTURE_GROUPS = {"test_dags": "dag_simulation", "test_retraining_simulation": "dag_simulation"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            module = item.module.__name__.rpartition(".")[2]
-            item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(module, module)))
-
-
 SIMULATION_FIRST, SIMULATION_LAST = dt.date(2026, 1, 11), dt.date(2026, 1, 29)
 SIMULATION_CHANGE = dt.date(2026, 1, 16)  # the recalibration: day index 15 of a farm starting on the 1st
 SIMULATION_RECALIBRATED = ["pitch1_moto_tmp", "pitch2_moto_tmp", "pitch3_moto_tmp", "int_tmp", "pitch1_ng5_tmp",
@@ -67,8 +54,8 @@ def retraining_simulation(tmp_path_factory):
     """The DAGs through dag.test() (tests/simulation_harness.py): the training DAG (first champion), the nightly
     DAG backfilled night by night over SIMULATION_FIRST..SIMULATION_LAST on a farm recalibrated on
     SIMULATION_CHANGE with each triggered training run after its night, then the maintenance DAG; with the DAG
-    integrity facts. Shared by the DAG tests and the retraining simulation, which would otherwise each run the
-    DAGs."""
+    integrity facts. Used by tests/test_retraining_simulation.py alone: the suite's workers each take whole
+    modules (make test: --dist loadfile), so one worker runs it once."""
     from lstmad import names, stages
     from lstmad.config import load_config
     from lstmad.io import lakehouse
