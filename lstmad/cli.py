@@ -398,6 +398,9 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
                                                           "figure; 0: off)"),
               per_asset_threshold: bool = typer.Option(False, help="farm-nights, scada-injection: calibrate each "
                                                                     "asset's own threshold (threshold.per_asset)"),
+              shift_correction: Optional[bool] = typer.Option(
+                  None, "--shift-correction/--no-shift-correction",
+                  help="farm-nights: threshold.shift_correction on or off (default: the pipeline's)"),
               track: bool = typer.Option(True, help="log the evaluation to MLflow under $LSTMAD_HOME/benchmarks")) -> None:
     """Run a benchmark on its published protocol; writes JSON, a Markdown table and PNG plots."""
     from lstmad.benchmarks.common import DataMissingError
@@ -409,6 +412,8 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         _fail(f"--cross-fit-folds applies to skab, farm-nights and scada-injection, not {name}")
     if per_asset_threshold and name not in ("farm-nights", "scada-injection"):
         _fail(f"--per-asset-threshold applies to farm-nights and scada-injection, not {name}")
+    if shift_correction is not None and name != "farm-nights":
+        _fail(f"--shift-correction applies to farm-nights (skab reports both), not {name}")
     try:
         if name == "skab":
             from lstmad.benchmarks import skab
@@ -430,7 +435,8 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         elif name == "farm-nights":
             from lstmad.benchmarks import farm_nights
 
-            result = farm_nights.run(json_path, cross_fit_folds=cross_fit_folds, per_asset=per_asset_threshold, **options)
+            result = farm_nights.run(json_path, cross_fit_folds=cross_fit_folds, per_asset=per_asset_threshold,
+                                     shift_correction=shift_correction, **options)
         elif name == "scoring-chunk":
             from lstmad.benchmarks import scoring_chunk
 

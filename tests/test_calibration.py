@@ -12,7 +12,7 @@ from scipy.stats import norm
 
 from lstmad.dates import MICROS
 from lstmad.evaluation.calibration import (calibrate, conformal_threshold, intervals_per_asset_week, per_asset,
-                                          score_scales, split_calibration)
+                                          score_scales, shift_periods, split_calibration)
 from lstmad.evaluation.metrics import alarm_event_metrics
 from lstmad.transforms.intervals import AlarmRules
 from lstmad.transforms.blocks import Windows
@@ -265,3 +265,72 @@ def test_event_metrics_judge_the_intervals_the_alarm_rules_form():
     assert got["detection_delay_min"] == 1.0 and got["false_intervals_per_asset_week"] == 0.0
     plain = alarm_event_metrics(times, np.full(n, "A", object), labels, scores, 1.0, AlarmRules(STEP, 60, 0))
     assert plain["n_intervals"] == 3  # the blip, and the event split at the dip
+
+
+def _shifting_days(rng, days: int, sigma: float, per_day: int = 288):
+    """(scores, end_us, assets, day scales) of one asset whose normal scores are exponential with a scale that
+    changes from day to day (log-normal, spread ``sigma``): P(score > t) = exp(−t / scale) within a day."""
+    scales = np.exp(sigma * rng.normal(size=days))
+    scores = np.concatenate([rng.exponential(s, per_day) for s in scales])
+    end_us = np.arange(days * per_day) * (86_400 // per_day) * MICROS
+    return scores, end_us, np.zeros(scores.size, object), scales
+
+
+def _expected_rate_on_a_new_day(threshold: float, new_scales: np.ndarray) -> float:
+    """E over a new day's scale of exp(−threshold / scale), over (m,) draws of the scale: the false-alarm rate
+    of a day not yet seen."""
+    return float(np.mean(np.exp(-threshold / new_scales)))
+
+
+def test_the_shift_corrected_level_holds_the_budget_on_new_days_where_normal_operation_shifts_daily():
+    # 12 calibration days whose score scale differs from day to day (spread 1 in log): the conformal quantile of
+    # the pooled scores fits these 12 days, and a new day alarms above the budget on average; correcting the
+    # level for what a left-out day gets brings the average new day back to the budget
+    rng = np.random.default_rng(5)
+    new_scales = np.exp(np.random.default_rng(99).normal(size=50_000))
+    plain, corrected, levels = [], [], []
+    for _ in range(200):  # the new-day rate averaged over 200 calibrations: standard error about 0.0025
+        scores, end_us, assets, _ = _shifting_days(rng, 12, 1.0)
+        plain.append(_expected_rate_on_a_new_day(calibrate("row_rate", scores, end_us, assets, budget=0.05).threshold,
+                                                 new_scales))
+        shifted = calibrate("row_rate", scores, end_us, assets, budget=0.05, shift_correction=True)
+        corrected.append(_expected_rate_on_a_new_day(shifted.threshold, new_scales))
+        levels.append(shifted.level)
+    assert np.mean(plain) > 0.058, np.mean(plain)
+    assert 0.044 <= np.mean(corrected) <= 0.058, (np.mean(plain), np.mean(corrected))
+    assert np.mean(plain) - np.mean(corrected) > 0.008, (np.mean(plain), np.mean(corrected))  # paired
+    assert 0.025 < np.mean(levels) < 0.045  # lowered, not to nothing
+    assert "corrected for shifts between 12 periods" in shifted.description and shifted.expected_row_rate == 0.05
+
+
+def test_days_that_look_alike_keep_the_budget_as_the_level():
+    rng = np.random.default_rng(6)
+    scores, end_us, assets, _ = _shifting_days(rng, 12, 0.0)
+    shifted = calibrate("row_rate", scores, end_us, assets, budget=0.05, shift_correction=True)
+    assert 0.045 <= shifted.level <= 0.05
+    assert shifted.threshold == pytest.approx(-math.log(0.05), rel=0.1)  # the exponential's 95 % quantile
+    # two days cannot tell a shift from chance: the budget; rules other than the row rules have no level
+    two_days = calibrate("row_rate", scores[:576], end_us[:576], assets[:576], budget=0.05, shift_correction=True)
+    assert two_days.level == 0.05 and "corrected" not in two_days.description
+    percentile = calibrate("percentile", scores, end_us, assets, shift_correction=True)
+    assert percentile.level is None and "calibration_level" not in percentile.metrics()
+
+
+def test_shift_periods_are_asset_days_merged_into_spans_when_there_are_many():
+    day = 86_400 * MICROS
+    end_us = np.array([0, day - 1, day, 0, 5 * day], dtype=np.int64)
+    assets = np.array(["a", "a", "a", "b", "b"], dtype=object)
+    periods = shift_periods(end_us, assets)  # 4 asset-days: a0 (two windows), a1, b0, b5
+    assert periods[0] == periods[1] and len({periods[1], periods[2], periods[3], periods[4]}) == 4
+    # a third day of a: 5 asset-days of 2 assets, at most 4 periods: k = ⌈5 / (4 − 2)⌉ = 3 days a period, so
+    # a's days 0–2 are one period and b's days 0 and 5 another (an asset's consecutive days are those it has)
+    merged = shift_periods(np.append(end_us, 2 * day), np.append(assets, "a"), max_periods=4)
+    assert list(merged) == [0, 0, 0, 1, 1, 0]
+    # one stray early window and four recent days: the days are counted, not the date range; 9 asset-days,
+    # at most 8 periods: k = ⌈9 / (8 − 2)⌉ = 2, so a's days 0+200, 201+202, 203 and b's 0+1, 2+3
+    stray = np.array([0, 200, 201, 202, 203, 0, 1, 2, 3], dtype=np.int64) * day
+    owner = np.array(["a"] * 5 + ["b"] * 4, dtype=object)
+    assert list(shift_periods(stray, owner, max_periods=8)) == [0, 0, 1, 1, 2, 3, 3, 4, 4]
+    # more assets than half the periods: the fleet's days, all assets together, 3 days a period
+    fleet = shift_periods(np.arange(12) * day, np.arange(12).astype(object), max_periods=4)
+    assert list(fleet) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]

@@ -73,3 +73,12 @@ def test_the_console_script_turns_any_escaping_error_into_one_line(tmp_path, mon
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and err.count("\n") == 1
     assert err.startswith("error: tables failed unexpectedly: KeyError: 'nobody expected this' (traceback in ")
+
+
+def test_a_benchmark_option_given_to_a_benchmark_it_does_not_apply_to_is_one_line(tmp_path):
+    out = str(tmp_path / "x.json")
+    result = CliRunner().invoke(app, ["benchmark", "skab", "--shift-correction", "--json", out])
+    assert result.exit_code == 2 and "--shift-correction applies to farm-nights" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "icing", "--per-asset-threshold", "--json", out])
+    assert result.exit_code == 2 and "--per-asset-threshold applies to farm-nights and scada-injection" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x.json").exists()

@@ -158,6 +158,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                   "channels": ",".join(config.source.tensor_channels), "threshold_rule": config.threshold.rule,
                   "threshold_percentile": config.threshold.percentile, "threshold_budget": config.threshold.budget,
                   "threshold_per_asset": config.threshold.per_asset,
+                  "threshold_shift_correction": config.threshold.shift_correction,
                   "calibration": calibration.description, "normalisation": stats.method,
                   "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
                   "eval_range": f"{t.eval_start}..{t.eval_end}",
@@ -246,11 +247,11 @@ def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
         source, named = calibration_scores.source, True
     rules = AlarmRules.of(config.score, step_s)
     calibration = calibrate(th.rule, scores, end_us, assets, percentile=th.percentile, budget=th.budget,
-                            rules=rules, source=source)
+                            rules=rules, source=source, shift_correction=th.shift_correction and named)
     if not (th.per_asset and named):
         return calibration, {}
     return per_asset(calibration, scores, end_us, assets, min_windows=th.min_asset_windows,
-                     percentile=th.percentile, rules=rules)
+                     percentile=th.percentile, rules=rules, shift_correction=th.shift_correction)
 
 
 def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, float]]:
