@@ -393,9 +393,10 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
               profile: str = typer.Option("small", help="IAE-LSTM-KL profile: small, tuned or paper (the IAE "
                                                         "studies use authors_small and small themselves)"),
               seed: int = typer.Option(0), device: str = typer.Option("auto", help="auto, cpu or cuda"),
-              cross_fit_folds: int = typer.Option(0, help="farm-nights, scada-injection: calibrate the threshold "
-                                                          "on out-of-fold scores of k folds (skab: its in-file "
-                                                          "figure; 0: off)"),
+              cross_fit_folds: Optional[int] = typer.Option(
+                  None, help="farm-nights, scada-injection: calibrate the threshold on out-of-fold scores of k folds "
+                             "(skab: its in-file figure; 0: off; unset: farm-nights as the pipeline's default, "
+                             "the others off)"),
               per_asset_threshold: bool = typer.Option(False, help="farm-nights, scada-injection: calibrate each "
                                                                     "asset's own threshold (threshold.per_asset)"),
               shift_correction: Optional[bool] = typer.Option(
@@ -408,7 +409,7 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
     chosen = models.split(",") if models else None
     options = dict(models=chosen, epochs=epochs, profile=profile, seed=seed, device=device,
                    progress=lambda line: typer.echo(line, err=True))
-    if cross_fit_folds and name not in ("skab", "farm-nights", "scada-injection"):
+    if cross_fit_folds is not None and name not in ("skab", "farm-nights", "scada-injection"):
         _fail(f"--cross-fit-folds applies to skab, farm-nights and scada-injection, not {name}")
     if per_asset_threshold and name not in ("farm-nights", "scada-injection"):
         _fail(f"--per-asset-threshold applies to farm-nights and scada-injection, not {name}")
@@ -418,7 +419,7 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         if name == "skab":
             from lstmad.benchmarks import skab
 
-            result = skab.run(json_path, cross_fit_folds=cross_fit_folds, **options)
+            result = skab.run(json_path, cross_fit_folds=cross_fit_folds or 0, **options)
         elif name == "icing":
             from lstmad.benchmarks import icing
 
@@ -430,7 +431,7 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         elif name == "scada-injection":
             from lstmad.benchmarks import scada_injection
 
-            result = scada_injection.run(json_path, cross_fit_folds=cross_fit_folds, per_asset=per_asset_threshold,
+            result = scada_injection.run(json_path, cross_fit_folds=cross_fit_folds or 0, per_asset=per_asset_threshold,
                                          **options)
         elif name == "farm-nights":
             from lstmad.benchmarks import farm_nights

@@ -168,7 +168,7 @@ def check_config(config: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")
     if not 0 <= th.calibration_share < 0.5:
         raise ConfigError(f"{source}: key 'threshold.calibration_share' must lie in [0, 0.5)")
-    if th.cross_fit_folds == 1 or th.cross_fit_folds < 0:
+    if th.cross_fit_folds is not None and (th.cross_fit_folds == 1 or th.cross_fit_folds < 0):
         raise ConfigError(f"{source}: key 'threshold.cross_fit_folds' must be 0 (off) or at least 2, "
                           f"got {th.cross_fit_folds}")
     if th.cross_fit_folds and th.calibration_share > 0:

@@ -107,3 +107,34 @@ def test_cross_fit_settings_that_cannot_work_are_refused(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(DEMO_CONF, overrides)
     assert load_config(DEMO_CONF, {"threshold.cross_fit_folds": 5}).threshold.cross_fit_folds == 5
+
+
+@pytest.mark.parametrize("overrides, folds", [
+    ({"model.detector": "pca_t2q"}, 5),
+    ({"model.detector": "isolation_forest"}, 5),
+    ({"model.detector": "lstm_forecaster"}, 0),  # k more LSTM fits: only when asked
+    ({"model.detector": "lstm_autoencoder"}, 0),
+    ({"model.detector": "pca_t2q", "threshold.calibration_share": 0.1}, 0),  # the slice was asked for
+    ({"model.detector": "pca_t2q", "threshold.cross_fit_folds": 0}, 0),
+    ({"model.detector": "lstm_forecaster", "threshold.cross_fit_folds": 3}, 3),
+])
+def test_unset_folds_cross_fit_the_detectors_that_fit_in_seconds_unless_told_otherwise(overrides, folds):
+    from lstmad.detectors import build_detector
+    from lstmad.training.fitting import calibration_folds
+
+    config = load_config(DEMO_CONF, overrides)
+    assert calibration_folds(config, build_detector(config.model)) == folds
+
+
+def test_unset_folds_fall_back_to_the_validation_windows_where_asked_folds_are_refused():
+    # 20 windows 1 µs apart and a purge reach of two 1-second steps: every fold leaves none to fit on
+    from lstmad.layout import PrepareError
+    from lstmad.training.fitting import folds_of
+
+    few = windows_of_rows(np.zeros((20, 3)))
+    unset = load_config(DEMO_CONF, {"prepare.window": 2, "prepare.step_s": 1})
+    assert unset.threshold.cross_fit_folds is None
+    assert folds_of(few, 5, unset) is None
+    asked = load_config(DEMO_CONF, {"prepare.window": 2, "prepare.step_s": 1, "threshold.cross_fit_folds": 5})
+    with pytest.raises(PrepareError, match="threshold.cross_fit_folds: cross-fitting fold 1 of 5 leaves 0 windows"):
+        folds_of(few, 5, asked)

@@ -95,6 +95,8 @@ def test_each_turbines_own_threshold_holds_the_budget_on_a_day_the_model_never_s
     run = mlflow.get_run(trained["run_id"])
     assert run.data.params["threshold_per_asset"] == "True"
     assert "per asset (2 of 2 assets with ≥ 100 windows their own)" in run.data.params["calibration"]
+    # threshold.cross_fit_folds unset: PCA fits in seconds, so out-of-fold scores of the whole day calibrate
+    assert run.data.metrics["calibration_folds"] == 5 and "out-of-fold (5 folds)" in run.data.params["calibration"]
     # on by default, but one day of two turbines is two periods, too few to tell a shift from chance
     assert run.data.params["threshold_shift_correction"] == "True"
     assert run.data.metrics["calibration_level"] == BUDGET and "corrected" not in run.data.params["calibration"]

@@ -92,6 +92,7 @@ DETECTORS = {  # each sets residual_steps (the shipped configuration's differs);
                                                        "error_regimes": 10},
                                              "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
     "pca_t2q": {"model": {"detector": "pca_t2q"}},
+    "isolation_forest": {"model": {"detector": "isolation_forest"}},
     "lstm_autoencoder": {"model": {"detector": "lstm_autoencoder"}},
 }
 

@@ -25,6 +25,8 @@ class Detector:
     kind: str = ""
     params_class: type = object
     score_alignment = "window"  # "window": a score per window, belonging to its last row; "last": of its last row
+    # fits in seconds where an LSTM takes minutes: unset threshold.cross_fit_folds calibrates it out of fold
+    quick_to_fit = False
 
     def __init__(self, params: Optional[object] = None, **overrides):
         self.params = dataclasses.replace(params or self.params_class(), **overrides)
@@ -112,6 +114,7 @@ class LastRowDetector(Detector):
     so that a threshold from them is out of sample, as the trained detectors' are."""
 
     score_alignment = "last"
+    quick_to_fit = True
 
     def fit(self, windows: Windows, on_epoch=None) -> "LastRowDetector":
         held_out = self.params.validation_share > 0 and len(windows) >= 10  # 0: fit on all, scores in sample

@@ -211,6 +211,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     finally:
         lock.release()
     result = {"run_id": run_id, "model_name": name, "model_version": version, "metrics": metrics,
+              "calibration": calibration.description,
               "history": detector.history_, "resumed": resumed, "notes": notes}
     if promote:
         result.update(promote_model(config, run_id, version))
