@@ -244,7 +244,7 @@ class ThresholdConfig:
     calibration_share: float = 0.0
     # k ≥ 2: calibrate on out-of-fold scores of the whole training range instead (lstmad.training.cross_fit:
     # k more fits; every season of the range, not its last stretch); 0: off; unset: 5 for the detectors that fit
-    # in seconds (pca_t2q, isolation_forest) unless calibration_share or sharded training is set, else off
+    # in seconds (pca_t2q, isolation_forest) unless calibration_share is set, else off
     # (measured on the synthetic farm and La Haute Borne: docs/training.md, "Cross-fitted calibration")
     cross_fit_folds: Optional[int] = None
     # true: each asset with at least min_asset_windows calibration windows gets the rule and budget on its own

@@ -126,7 +126,7 @@ def test_unset_folds_cross_fit_the_detectors_that_fit_in_seconds_unless_told_oth
     assert calibration_folds(config, build_detector(config.model)) == folds
 
 
-def test_unset_folds_fall_back_to_the_validation_windows_where_asked_folds_are_refused():
+def test_unset_folds_fall_back_to_the_validation_windows_where_asked_folds_are_refused(caplog):
     # 20 windows 1 µs apart and a purge reach of two 1-second steps: every fold leaves none to fit on
     from lstmad.layout import PrepareError
     from lstmad.training.fitting import folds_of
@@ -134,7 +134,9 @@ def test_unset_folds_fall_back_to_the_validation_windows_where_asked_folds_are_r
     few = windows_of_rows(np.zeros((20, 3)))
     unset = load_config(DEMO_CONF, {"prepare.window": 2, "prepare.step_s": 1})
     assert unset.threshold.cross_fit_folds is None
-    assert folds_of(few, 5, unset) is None
+    with caplog.at_level("WARNING", logger="lstmad"):
+        assert folds_of(few, 5, unset) is None
+    assert "no out-of-fold calibration (cross-fitting fold 1 of 5 leaves 0 windows" in caplog.text
     asked = load_config(DEMO_CONF, {"prepare.window": 2, "prepare.step_s": 1, "threshold.cross_fit_folds": 5})
     with pytest.raises(PrepareError, match="threshold.cross_fit_folds: cross-fitting fold 1 of 5 leaves 0 windows"):
         folds_of(few, 5, asked)

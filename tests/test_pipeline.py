@@ -638,3 +638,5 @@ def test_model_candidates_keep_the_detector_that_wins_on_the_labelled_evaluation
     winner = max(independent, key=independent.get)
     bundle = model_store.load_bundle(config, {"version": str(trained["model_version"]), "run_id": trained["run_id"]})
     assert bundle.detector.kind == winner
+    # both candidates fit in seconds: with threshold.cross_fit_folds unset the winner calibrates out of fold
+    assert metrics["calibration_folds"] == 5 and "out-of-fold (5 folds)" in trained["calibration"]

@@ -176,7 +176,8 @@ def thinned(windows, most: int):
 def calibration_folds(config: PipelineConfig, detector) -> int:
     """The folds of out-of-fold calibration (0: none): threshold.cross_fit_folds when set; unset,
     QUICK_FIT_FOLDS for a ``detector`` that fits in seconds (PCA T²+Q, Isolation Forest: k more fits cost
-    little) unless threshold.calibration_share or sharded training chooses the calibration windows, else 0.
+    little) unless threshold.calibration_share chooses the calibration windows, else 0 (sharded training is
+    refused for those detectors: config_checks).
     Why: the validation windows are the latest fifth of the range, one season; the fault-free nights of the
     synthetic farm then alarmed on 10.1 % for a 5 % budget (Isolation Forest) and 0.7 % (PCA), out of fold
     on 7.4 % and 7.3 % (docs/training.md, "Cross-fitted calibration")."""
@@ -184,7 +185,7 @@ def calibration_folds(config: PipelineConfig, detector) -> int:
     if th.cross_fit_folds is not None:
         return th.cross_fit_folds
     quick = getattr(detector, "quick_to_fit", False)
-    return QUICK_FIT_FOLDS if quick and th.calibration_share == 0 and not config.train.distributed.processes else 0
+    return QUICK_FIT_FOLDS if quick and th.calibration_share == 0 else 0
 
 
 def folds_of(windows, folds: int, config: PipelineConfig) -> Optional[list]:
