@@ -399,6 +399,9 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
                              "the others off)"),
               per_asset_threshold: bool = typer.Option(False, help="farm-nights, scada-injection: calibrate each "
                                                                     "asset's own threshold (threshold.per_asset)"),
+              calibration_days: int = typer.Option(
+                  0, help="farm-nights: calibrate on the normal windows of this many days before the first night "
+                          "(threshold.calibration_start..calibration_end; 0: the pipeline's calibration)"),
               shift_correction: Optional[bool] = typer.Option(
                   None, "--shift-correction/--no-shift-correction",
                   help="farm-nights: threshold.shift_correction on or off (default: the pipeline's)"),
@@ -413,6 +416,12 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         _fail(f"--cross-fit-folds applies to skab, farm-nights and scada-injection, not {name}")
     if per_asset_threshold and name not in ("farm-nights", "scada-injection"):
         _fail(f"--per-asset-threshold applies to farm-nights and scada-injection, not {name}")
+    if calibration_days < 0:
+        _fail(f"--calibration-days must be 0 or more, got {calibration_days}")
+    if calibration_days and name != "farm-nights":
+        _fail(f"--calibration-days applies to farm-nights, not {name}")
+    if calibration_days and cross_fit_folds:
+        _fail("--calibration-days and --cross-fit-folds both choose the calibration windows: give one")
     if shift_correction is not None and name != "farm-nights":
         _fail(f"--shift-correction applies to farm-nights (skab reports both), not {name}")
     try:
@@ -437,7 +446,7 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
             from lstmad.benchmarks import farm_nights
 
             result = farm_nights.run(json_path, cross_fit_folds=cross_fit_folds, per_asset=per_asset_threshold,
-                                     shift_correction=shift_correction, **options)
+                                     shift_correction=shift_correction, calibration_days=calibration_days, **options)
         elif name == "scoring-chunk":
             from lstmad.benchmarks import scoring_chunk
 

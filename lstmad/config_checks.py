@@ -177,6 +177,13 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if th.cross_fit_folds and d.processes:
         raise ConfigError(f"{source}: key 'threshold.cross_fit_folds' needs the training windows in one process "
                           "(train.distributed.processes: 0)")
+    if (th.calibration_start is None) != (th.calibration_end is None):
+        raise ConfigError(f"{source}: keys 'threshold.calibration_start' and 'threshold.calibration_end' go together: "
+                          "set both or neither")
+    if th.calibration_start is not None:
+        clash = calibration_range_clash(config)
+        if clash:
+            raise ConfigError(f"{source}: key 'threshold.calibration_start': {clash}")
     if th.min_asset_windows < 1:
         raise ConfigError(f"{source}: key 'threshold.min_asset_windows' must be at least 1, got {th.min_asset_windows}")
     if th.rule == "row_rate" and not 0 < th.budget < 1:
@@ -201,3 +208,23 @@ def check_config(config: PipelineConfig, source: str) -> None:
                           f"{err}") from None
     if th.rule == "alarms_per_week" and th.budget <= 0:
         raise ConfigError(f"{source}: key 'threshold.budget' (false intervals per asset-week) must be > 0")
+
+
+def calibration_range_clash(config: PipelineConfig) -> str:
+    """Why threshold.calibration_start..calibration_end cannot calibrate this configuration ('' when it can): its
+    dates must be in order and share none with the training or evaluation range (a window the model trained on,
+    or that judges it, would calibrate), and it is the only choice of calibration windows."""
+    th, t = config.threshold, config.train
+    start, end = th.calibration_start, th.calibration_end
+    if start > end:
+        return f"the calibration range {start}..{end} ends before it starts"
+    for name, (first, last) in (("training", (t.start, t.end)), ("evaluation", (t.eval_start, t.eval_end))):
+        if first is not None and last is not None and first <= end and start <= last:
+            return (f"the calibration range {start}..{end} overlaps the {name} range {first}..{last}: "
+                    "its windows must be ones the model neither trained on nor is judged on")
+    if th.calibration_share > 0 or th.cross_fit_folds:
+        return "threshold.calibration_share or threshold.cross_fit_folds also chooses the calibration windows: set one"
+    if t.window_days:
+        return ("a fixed calibration range cannot follow the sliding training range of train.window_days: "
+                "set one")
+    return ""

@@ -81,4 +81,9 @@ def test_a_benchmark_option_given_to_a_benchmark_it_does_not_apply_to_is_one_lin
     assert result.exit_code == 2 and "--shift-correction applies to farm-nights" in result.output
     result = CliRunner().invoke(app, ["benchmark", "icing", "--per-asset-threshold", "--json", out])
     assert result.exit_code == 2 and "--per-asset-threshold applies to farm-nights and scada-injection" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "skab", "--calibration-days", "4", "--json", out])
+    assert result.exit_code == 2 and "--calibration-days applies to farm-nights, not skab" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "farm-nights", "--calibration-days", "4", "--cross-fit-folds", "5",
+                                      "--json", out])
+    assert result.exit_code == 2 and "both choose the calibration windows" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x.json").exists()

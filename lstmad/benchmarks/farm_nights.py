@@ -48,11 +48,12 @@ DETECTORS = {
 
 
 def farm_config(home: Path, name: str, budget: float, epochs: int, seed: int, cross_fit_folds: Optional[int] = None,
-                per_asset: bool = False, shift_correction: Optional[bool] = None):
+                per_asset: bool = False, shift_correction: Optional[bool] = None, calibration_days: int = 0):
     """The demo pipeline at 5-minute steps (30 days, 4 turbines) with ``name``'s detector and a row budget,
     calibrated on validation windows (``cross_fit_folds`` 0) or out-of-fold scores (≥ 2; None: the pipeline's
-    default, threshold.cross_fit_folds unset), for the fleet or (``per_asset``) per turbine; ``shift_correction``
-    sets threshold.shift_correction (None: the default)."""
+    default, threshold.cross_fit_folds unset), or (``calibration_days`` > 0) on the normal windows of that many
+    days before the first night (threshold.calibration_start..calibration_end), for the fleet or (``per_asset``)
+    per turbine; ``shift_correction`` sets threshold.shift_correction (None: the default)."""
     from lstmad.config import load_config
 
     repo = Path(__file__).resolve().parents[2]
@@ -66,6 +67,9 @@ def farm_config(home: Path, name: str, budget: float, epochs: int, seed: int, cr
         overrides["threshold.cross_fit_folds"] = cross_fit_folds
     if shift_correction is not None:
         overrides["threshold.shift_correction"] = shift_correction
+    if calibration_days:
+        overrides["threshold.calibration_start"] = FIRST_NIGHT - dt.timedelta(days=calibration_days)
+        overrides["threshold.calibration_end"] = FIRST_NIGHT - dt.timedelta(days=1)
     return load_config(repo / "conf" / "demo.yaml", overrides)
 
 
@@ -108,8 +112,8 @@ def judge(config, version: str) -> dict:
 
 
 def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 8, seed: int = 0, budget: float = 0.05,
-        cross_fit_folds: Optional[int] = None, per_asset: bool = False, shift_correction: Optional[bool] = None, progress=print,
-        **_) -> dict:
+        cross_fit_folds: Optional[int] = None, per_asset: bool = False, shift_correction: Optional[bool] = None,
+        calibration_days: int = 0, progress=print, **_) -> dict:
     """Every detector through the nightly pipeline of its own pipeline home; JSON, Markdown, a figure."""
     from lstmad import stages
     from lstmad.spark.session import get_session
@@ -122,10 +126,14 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 8, se
     results, spark = {}, None
     for name in models:
         started = time.time()
-        config = farm_config(home, name, budget, epochs, seed, cross_fit_folds, per_asset, shift_correction)
+        config = farm_config(home, name, budget, epochs, seed, cross_fit_folds, per_asset, shift_correction,
+                             calibration_days)
         spark = spark or get_session(config.spark)
         stages.generate(config)
         stages.prepare_training_data(config, spark=spark)
+        th = config.threshold
+        if calibration_days:
+            stages.prepare(config, th.calibration_start, th.calibration_end, spark=spark)
         trained = stages.train(config, spark=spark)
         stages.prepare(config, FIRST_NIGHT, LAST_NIGHT, spark=spark)
         version = str(trained["model_version"])
@@ -134,14 +142,19 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 8, se
                          "expected_row_rate": trained["metrics"]["calibration_row_rate"],
                          "calibration_level": trained["metrics"].get("calibration_level"),
                          "calibration_folds": int(trained["metrics"]["calibration_folds"]),
+                         "calibration_range_windows": int(trained["metrics"].get("calibration_range_windows", 0)),
                          "calibration": trained["calibration"]}
         m = results[name]
         progress(f"farm nights {name}: AUROC {m['auroc']:.3f}, FAR on fault-free nights "
                  f"{100 * m['realized_far_fault_free_nights']:.1f} % (budget {100 * budget:.0f} %), icing events found "
                  f"{m['interval_recall']:.2f}, false intervals/turbine-week {m['false_intervals_per_asset_week']:.2f} "
                  f"({m['seconds']} s)")
-    config = farm_config(home, models[0], budget, epochs, seed, shift_correction=shift_correction)
-    calibration = ((calibrated_on(cross_fit_folds, "validation windows") if cross_fit_folds is not None else
+    config = farm_config(home, models[0], budget, epochs, seed, shift_correction=shift_correction,
+                         calibration_days=calibration_days)
+    th = config.threshold
+    range_text = f"the normal windows of {th.calibration_start}..{th.calibration_end} (threshold.calibration_start..end)"
+    calibration = ((range_text if calibration_days else
+                    calibrated_on(cross_fit_folds, "validation windows") if cross_fit_folds is not None else
                     "validation windows, or out-of-fold scores where the pipeline's default chooses them "
                     "(threshold.cross_fit_folds unset: the detectors that fit in seconds)")
                    + (", per turbine" if per_asset else "")
@@ -161,9 +174,15 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 8, se
                      f"{'yes' if m['far_within_2x_budget'] else 'no'} | {fmt(m['interval_recall'], 2)} | "
                      f"{fmt(m['false_intervals_per_asset_week'], 2)} | {fmt(m['detection_delay_min'], 0)} | "
                      f"{fmt(m['care'])} | {low_high(m['by_asset'], 'far', 100, ' %')} | "
-                     f"{'out of fold, ' + str(m['calibration_folds']) + ' folds' if m['calibration_folds'] else 'validation'} |")
+                     f"{_calibrated_on(m)} |")
     return write_report("farm_nights", {"models": results, "protocol": protocol}, json_path,
                         "\n".join(lines) + "\n", {"far": lambda ax: _plot(ax, results, budget)})
+
+
+def _calibrated_on(result: dict) -> str:
+    if result["calibration_range_windows"]:
+        return f"later range ({result['calibration_range_windows']} windows)"
+    return f"out of fold, {result['calibration_folds']} folds" if result["calibration_folds"] else "validation"
 
 
 def _plot(ax, results: dict, budget: float) -> None:

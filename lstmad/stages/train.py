@@ -29,7 +29,15 @@ from lstmad.io.provenance import git_commit, lstmad_version
 from lstmad.layout import Paths
 from lstmad.serving.intervals import SourceVersions
 from lstmad.stages.promote import promote_model
-from lstmad.training.fitting import fit_in_memory, fit_sharded, training_notes, training_stats, windows_of
+from lstmad.training.fitting import (
+    calibration_range_scores,
+    calibration_range_windows,
+    fit_in_memory,
+    fit_sharded,
+    training_notes,
+    training_stats,
+    windows_of,
+)
 from lstmad.transforms import circular
 from lstmad.training.resume import training_key
 from lstmad.transforms.intervals import AlarmRules
@@ -96,6 +104,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
             config, candidate_metrics = chosen_candidate(config)
             m = config.model
             tags["detector"] = m.detector
+        range_windows, range_counts = None, {}
+        if config.threshold.calibration_start is not None:
+            range_windows, range_counts = calibration_range_windows(config, stats.stats_id)
         detector = build_detector(config.model, str(checkpoints), config.source.driver_indices)
         if t.distributed.processes:
             detector, counts, calibration_scores = fit_sharded(config, detector, spark)
@@ -103,6 +114,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                 on_epoch(record)  # the ranks ran elsewhere: report their epochs now
         else:
             detector, counts, calibration_scores = fit_in_memory(config, detector, on_epoch)
+        if range_windows is not None:
+            calibration_scores = calibration_range_scores(config, detector, range_windows)
+            counts = {**counts, **range_counts}
         train_seconds = time.time() - started
         notes = training_notes(detector, config, counts)
         progress.step("train: calibrating the alarm threshold (%s)", config.threshold.rule)
@@ -159,6 +173,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                   "threshold_percentile": config.threshold.percentile, "threshold_budget": config.threshold.budget,
                   "threshold_per_asset": config.threshold.per_asset,
                   "threshold_shift_correction": config.threshold.shift_correction,
+                  "calibration_range": (f"{config.threshold.calibration_start}..{config.threshold.calibration_end}"
+                                        if config.threshold.calibration_start is not None else "none"),
                   "calibration": calibration.description, "normalisation": stats.method,
                   "stats_id": stats.stats_id, "train_range": f"{t.start}..{t.end}",
                   "eval_range": f"{t.eval_start}..{t.eval_end}",
@@ -166,7 +182,10 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                   "tensor_table": str(paths.tensors),
                   "training_data_version": SourceVersions(paths, {}).of_dates(train_dates),
                   "eval_data_version": SourceVersions(paths, {}).of_dates(iso_dates(t.eval_start, t.eval_end))
-                  if t.eval_start and t.eval_end else "none"}
+                  if t.eval_start and t.eval_end else "none",
+                  "calibration_data_version": SourceVersions(paths, {}).of_dates(
+                      iso_dates(config.threshold.calibration_start, config.threshold.calibration_end))
+                  if config.threshold.calibration_start is not None else "none"}
         lineage_tags = {**tags, "git_commit": git_commit(), "lstmad_version": lstmad_version()}
         # the folder becomes an MLflow model with its input signature (mlflow.pyfunc.load_model scores windows)
         tracking.write_mlflow_model(model_dir, config.prepare.window, list(config.source.tensor_channels),
@@ -221,8 +240,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
 
 
 def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
-    """(the threshold.rule's Calibration, {asset: score scale}) on the calibration slice's scores or the
-    out-of-fold scores of the training range (threshold.cross_fit_folds), else (calibration_share 0, or too few
+    """(the threshold.rule's Calibration, {asset: score scale}) on the calibration slice's scores, the
+    out-of-fold scores of the training range (threshold.cross_fit_folds) or the scores of the calibration range
+    (threshold.calibration_start..calibration_end), else (calibration_share 0, or too few
     windows for a slice) on the validation scores: windows the model never trained on, scored out of fold where
     an error model was fitted on them. The description says which. The scales are empty unless
     threshold.per_asset (lstmad.evaluation.calibration.per_asset)."""

@@ -168,6 +168,41 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
     return detector, counts, None if calibration is None else CalibrationScores.of(detector, calibration)
 
 
+def calibration_range_windows(config: PipelineConfig, stats_id: str) -> tuple[object, dict]:
+    """The windows of threshold.calibration_start..calibration_end in normal operation and not labelled
+    anomalous, read before the fit so that an unusable range fails first, and their counts (metrics
+    calibration_range_windows and calibration_range_left_out: outside normal operation, labelled, or with too
+    many filled-in values). PrepareError (one line) when the range has no such window or its blocks were
+    normalised with other statistics than the training range's (``stats_id``)."""
+    th = config.threshold
+    where = f"threshold.calibration_start..calibration_end ({th.calibration_start}..{th.calibration_end})"
+    try:
+        blocks, windows = windows_of(config, th.calibration_start, th.calibration_end)
+    except FileNotFoundError as error:
+        raise PrepareError(f"{where}: {error}") from None
+    other = sorted(set(blocks.column(names.STATS_ID).to_pylist()) - {stats_id})
+    if other:
+        raise PrepareError(f"{where}: tensor blocks normalised with {other}, the training range with {stats_id!r}; "
+                           "re-run prepare for these dates without --fit-stats")
+    every = len(windows) + windows.skipped_masked
+    windows = windows.subset(np.flatnonzero((windows.state_last == 0) & (windows.label_any != 1)))
+    if not len(windows):
+        raise PrepareError(f"{where}: no window in normal operation and not labelled anomalous "
+                           f"({every} windows in all); prepare these dates or choose a range of normal operation")
+    log.info("train: calibrating on %d windows of %s..%s (%d outside normal operation, labelled anomalous or with "
+             "too many filled-in values left out)", len(windows), th.calibration_start, th.calibration_end,
+             every - len(windows))
+    return windows, {"calibration_range_windows": len(windows), "calibration_range_left_out": every - len(windows)}
+
+
+def calibration_range_scores(config: PipelineConfig, detector, windows) -> CalibrationScores:
+    """The fitted ``detector``'s scores of the calibration range's ``windows`` (calibration_range_windows)."""
+    th = config.threshold
+    progress.step("train: scoring the calibration range %s..%s", th.calibration_start, th.calibration_end)
+    scores = CalibrationScores.of(detector, windows)
+    return dataclasses.replace(scores, source=f"normal range {th.calibration_start}..{th.calibration_end}")
+
+
 def thinned(windows, most: int):
     """``most`` windows evenly spaced through ``windows`` (model.max_train_windows)."""
     return windows.subset(np.linspace(0, len(windows) - 1, most).astype(np.int64))
@@ -176,7 +211,7 @@ def thinned(windows, most: int):
 def calibration_folds(config: PipelineConfig, detector) -> int:
     """The folds of out-of-fold calibration (0: none): threshold.cross_fit_folds when set; unset,
     QUICK_FIT_FOLDS for a ``detector`` that fits in seconds (PCA T²+Q, Isolation Forest: k more fits cost
-    little) unless threshold.calibration_share chooses the calibration windows, else 0 (sharded training is
+    little) unless threshold.calibration_share or a calibration range chooses the calibration windows, else 0 (sharded training is
     refused for those detectors: config_checks).
     Why: the validation windows are the latest fifth of the range, one season; the fault-free nights of the
     synthetic farm then alarmed on 10.1 % for a 5 % budget (Isolation Forest) and 0.7 % (PCA), out of fold
@@ -185,7 +220,7 @@ def calibration_folds(config: PipelineConfig, detector) -> int:
     if th.cross_fit_folds is not None:
         return th.cross_fit_folds
     quick = getattr(detector, "quick_to_fit", False)
-    return QUICK_FIT_FOLDS if quick and th.calibration_share == 0 else 0
+    return QUICK_FIT_FOLDS if quick and th.calibration_share == 0 and th.calibration_start is None else 0
 
 
 def folds_of(windows, folds: int, config: PipelineConfig) -> Optional[list]:
