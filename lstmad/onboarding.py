@@ -433,13 +433,23 @@ def config_text(findings: Findings, pipeline: str, train_days: Optional[int] = N
               "  patience: 2", "  max_train_windows: 60000", "  seed: 0",
               "train:                          # CHECK: a period of normal operation",
               f"  start: {start}", f"  end: {end}"]
+    after = end  # the last date of the training and evaluation ranges
     if f.label_column:
         eval_end = min(f.last.date(), end + dt.timedelta(days=max(7, (end - start).days // 3)))
         if eval_end > end:
             lines += [f"  eval_start: {end + dt.timedelta(days=1)}", f"  eval_end: {eval_end}"]
+            after = eval_end
     lines += ["threshold:                      # calibrated on windows the model never trained on",
               "  rule: alarms_per_week", "  budget: 0.5                   # false intervals per asset and week",
-              "  calibration_share: 0.1",
+              "  calibration_share: 0.1"]
+    if f.last.date() > after:
+        # a suggestion: where normal operation drifts beyond the training range, only later data can calibrate
+        # (docs/training.md, "A later normal range")
+        lines += [f"  # calibration_start: {after + dt.timedelta(days=1)}   # CHECK: normal operation; with calibration_end "
+                  "and calibration_share removed,",
+                  f"  # calibration_end: {min(f.last.date(), after + dt.timedelta(days=7))}     # these later days "
+                  "calibrate instead (prepare them too)"]
+    lines += [
               "  # per_asset: true              # assets of other makes or sensors: each its own threshold",
               "score:", "  batch_size: 4096", f"  min_interval_s: {max(600, 3 * step)}",
               f"  merge_gap_s: {max(300, 2 * step)}",

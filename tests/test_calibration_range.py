@@ -122,3 +122,12 @@ def test_a_range_after_both_ranges_is_accepted():
     config = load_config(DEMO_CONF, {"threshold.calibration_start": "2026-01-19",
                                      "threshold.calibration_end": "2026-01-20"})
     assert config.threshold.calibration_end == dt.date(2026, 1, 20)
+
+
+def test_a_range_normalised_with_other_statistics_is_refused_by_name(runs, spark):
+    # last in the module: the second day re-prepared with statistics fitted on it alone
+    config, _, later, _ = runs
+    stages.prepare(config, DAYS[1], DAYS[1], fit_stats=True, spark=spark)
+    with pytest.raises(PrepareError, match=r"\(2026-05-02..2026-05-02\): tensor blocks normalised with \['.+'\], "
+                                           r"the training range with '.+'; re-run prepare for these dates"):
+        stages.train(later, promote=False, spark=spark)

@@ -208,6 +208,11 @@ def test_init_reads_a_spreadsheet_export_and_what_it_writes_prepares(tmp_path, s
     assert [(c.name, c.unit) for c in src.channels] == [("Temp [degC]", "degC"), ("Power_kW", "kW")]
     assert "Status" in conf.read_text() and "constant" in conf.read_text()  # left out, with the reason
     assert config.prepare.step_s == 60
+    # the suggested later calibration range, taken as its comment says: the day after the two training days
+    text = conf.read_text().replace("  calibration_share: 0.1\n", "").replace("  # calibration_", "  calibration_")
+    later = load_config(_write(tmp_path / "later.yaml", text)).threshold
+    assert (later.calibration_start, later.calibration_end) == (dt.date(2026, 1, 3), dt.date(2026, 1, 3))
+    assert config.train.end == dt.date(2026, 1, 2)
     from lstmad import stages
 
     summary = stages.prepare(config, config.train.start, config.train.end, fit_stats=True, spark=spark)
@@ -238,3 +243,8 @@ def test_init_refuses_in_one_line(tmp_path):
     missing = CliRunner().invoke(app, ["init", "--source", str(tmp_path / "absent.csv")])
     assert missing.exit_code == 2 and "no such file" in missing.output and missing.output.count("\n") == 1
     assert not (tmp_path / "x.yaml").exists()
+
+
+def _write(path, text: str):
+    path.write_text(text)
+    return path
