@@ -416,8 +416,6 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         _fail(f"--cross-fit-folds applies to skab, farm-nights and scada-injection, not {name}")
     if per_asset_threshold and name not in ("farm-nights", "scada-injection"):
         _fail(f"--per-asset-threshold applies to farm-nights and scada-injection, not {name}")
-    if calibration_days < 0:
-        _fail(f"--calibration-days must be 0 or more, got {calibration_days}")
     if calibration_days and name != "farm-nights":
         _fail(f"--calibration-days applies to farm-nights, not {name}")
     if calibration_days and cross_fit_folds:

@@ -61,11 +61,18 @@ def runs(tmp_path_factory, spark):
            "score": {"min_interval_s": 300, "merge_gap_s": 120},
            "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"}}
     config = load_config(write_config(root / "pump.yaml", raw))
-    stages.prepare(config, DAYS[0], DAYS[2], fit_stats=True, spark=spark)
+    later = with_range(config, DAYS[1], DAYS[1])
+    # prepare --training: the training day with its statistics fitted, then the evaluation and calibration days
+    summaries = stages.prepare_training_data(later, spark=spark)
+    assert [s["rows_kept"] for s in summaries] == [1440, 1440, 1440]
     in_range = stages.train(config, promote=False, spark=spark)
-    later = dataclasses.replace(config, threshold=dataclasses.replace(
-        config.threshold, calibration_start=DAYS[1], calibration_end=DAYS[1]))
     return config, in_range, later, stages.train(later, promote=False, spark=spark)
+
+
+def with_range(config, start: dt.date, end: dt.date, **train):
+    return dataclasses.replace(config, threshold=dataclasses.replace(config.threshold, calibration_start=start,
+                                                                     calibration_end=end),
+                               train=dataclasses.replace(config.train, **train))
 
 
 def test_a_threshold_from_the_training_day_alarms_on_most_of_a_new_normal(runs):
@@ -79,8 +86,11 @@ def test_the_later_range_holds_the_budget_on_a_day_it_never_saw(runs):
     metrics = trained["metrics"]
     assert BUDGET / 2 <= metrics["eval_far"] <= 2 * BUDGET, metrics["eval_far"]
     assert metrics["eval_interval_recall"] == 1.0  # the third day's fault is still found
-    # windows of 2 rows: the 61 ending at rows 600..660 hold a row of the fault
+    # windows of 2 rows, one ending at each of the day's 1,440 rows (the first reaches into the day before):
+    # the 61 ending at rows 600..660 hold a row of the fault
     assert metrics["calibration_range_left_out"] == 61
+    assert metrics["calibration_range_windows"] == metrics["calibration_windows"] == 1440 - 61
+    assert metrics["calibration_range_dates_missing"] == 0
     assert metrics["calibration_folds"] == 0  # the range replaces PCA's out-of-fold default
     assert trained["calibration"] == f"row rate {BUDGET:g} (conformal) of normal range {DAYS[1]}..{DAYS[1]} scores"
     mlflow.set_tracking_uri(config.tracking_uri)
@@ -89,14 +99,27 @@ def test_the_later_range_holds_the_budget_on_a_day_it_never_saw(runs):
     assert params["calibration_data_version"].startswith("sha256:")
 
 
-def test_a_range_without_prepared_windows_is_refused_before_the_fit(runs, spark):
+def test_a_range_without_prepared_windows_is_refused_before_a_run_opens(runs, spark):
     config, *_ = runs
     unprepared = dt.date(2026, 5, 9)
-    empty = dataclasses.replace(config, threshold=dataclasses.replace(
-        config.threshold, calibration_start=unprepared, calibration_end=unprepared))
+    mlflow.set_tracking_uri(config.tracking_uri)
+    runs_before = len(mlflow.search_runs(experiment_names=[config.experiment_name]))
     with pytest.raises(PrepareError, match=r"threshold.calibration_start..calibration_end \(2026-05-09..2026-05-09\): "
                                            r"no window in normal operation"):
-        stages.train(empty, promote=False, spark=spark)
+        stages.train(with_range(config, unprepared, unprepared), promote=False, spark=spark)
+    assert len(mlflow.search_runs(experiment_names=[config.experiment_name])) == runs_before
+
+
+def test_a_partly_prepared_range_calibrates_on_its_prepared_dates_and_counts_the_others(runs, spark, caplog):
+    config, _, _, trained = runs
+    # without the evaluation range the second and third days can calibrate; the fourth was never prepared
+    partly = with_range(config, DAYS[1], DAYS[2] + dt.timedelta(days=1), eval_start=None, eval_end=None)
+    with caplog.at_level("WARNING", logger="lstmad"):
+        metrics = stages.train(partly, promote=False, spark=spark)["metrics"]
+    assert metrics["calibration_range_dates_missing"] == 1
+    assert "1 of its dates have no tensor blocks (2026-05-04)" in caplog.text
+    # both days' windows, each day's fault left out
+    assert metrics["calibration_range_windows"] == 2 * (1440 - 61) and metrics["calibration_range_left_out"] == 2 * 61
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -108,6 +131,8 @@ def test_a_range_without_prepared_windows_is_refused_before_the_fit(runs, spark)
      "overlaps the training range 2026-01-01..2026-01-14"),
     ({"threshold.calibration_start": "2026-01-18", "threshold.calibration_end": "2026-01-20"},
      "overlaps the evaluation range 2026-01-15..2026-01-18"),
+    ({"threshold.calibration_start": "2026-01-14", "threshold.calibration_end": "2026-01-14", "train.eval_start": None,
+      "train.eval_end": None}, "overlaps the training range 2026-01-01..2026-01-14"),
     ({"threshold.calibration_start": "2026-01-19", "threshold.calibration_end": "2026-01-20",
       "threshold.cross_fit_folds": 5}, "also chooses the calibration windows"),
     ({"threshold.calibration_start": "2026-01-19", "threshold.calibration_end": "2026-01-20",
@@ -118,16 +143,19 @@ def test_a_calibration_range_that_cannot_work_is_refused_by_key(overrides, messa
         load_config(DEMO_CONF, overrides)
 
 
-def test_a_range_after_both_ranges_is_accepted():
+def test_a_range_from_the_day_after_both_ranges_is_accepted():
     config = load_config(DEMO_CONF, {"threshold.calibration_start": "2026-01-19",
                                      "threshold.calibration_end": "2026-01-20"})
-    assert config.threshold.calibration_end == dt.date(2026, 1, 20)
+    assert config.train.eval_end == dt.date(2026, 1, 18) and config.threshold.calibration_end == dt.date(2026, 1, 20)
 
 
 def test_a_range_normalised_with_other_statistics_is_refused_by_name(runs, spark):
     # last in the module: the second day re-prepared with statistics fitted on it alone
     config, _, later, _ = runs
     stages.prepare(config, DAYS[1], DAYS[1], fit_stats=True, spark=spark)
+    mlflow.set_tracking_uri(config.tracking_uri)
+    runs_before = len(mlflow.search_runs(experiment_names=[config.experiment_name]))
     with pytest.raises(PrepareError, match=r"\(2026-05-02..2026-05-02\): tensor blocks normalised with \['.+'\], "
                                            r"the training range with '.+'; re-run prepare for these dates"):
         stages.train(later, promote=False, spark=spark)
+    assert len(mlflow.search_runs(experiment_names=[config.experiment_name])) == runs_before

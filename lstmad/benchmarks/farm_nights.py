@@ -122,6 +122,11 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 8, se
     unknown = sorted(set(models) - set(DETECTORS))
     if unknown:
         raise ValueError(f"unknown models {unknown}; known: {sorted(DETECTORS)}")
+    train_end = farm_config(Path(tempfile.gettempdir()), models[0], budget, epochs, seed).train.end
+    most = (FIRST_NIGHT - train_end).days - 1
+    if not 0 <= calibration_days <= most:
+        raise ValueError(f"--calibration-days must lie in 0..{most}: the days between the training range (to "
+                         f"{train_end}) and the first night ({FIRST_NIGHT}), got {calibration_days}")
     home = Path(tempfile.mkdtemp(prefix="lstmad-farm-nights-"))
     results, spark = {}, None
     for name in models:
@@ -131,9 +136,6 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 8, se
         spark = spark or get_session(config.spark)
         stages.generate(config)
         stages.prepare_training_data(config, spark=spark)
-        th = config.threshold
-        if calibration_days:
-            stages.prepare(config, th.calibration_start, th.calibration_end, spark=spark)
         trained = stages.train(config, spark=spark)
         stages.prepare(config, FIRST_NIGHT, LAST_NIGHT, spark=spark)
         version = str(trained["model_version"])

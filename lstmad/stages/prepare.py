@@ -236,11 +236,14 @@ def check_operating_states(raw, states, location) -> None:
 
 
 def prepare_training_data(config: PipelineConfig, spark=None) -> list[dict]:
-    """Prepare the training range (fitting the normalisation) and the evaluation range."""
-    t = config.train
+    """Prepare the training range (fitting the normalisation), the evaluation range and the calibration range
+    (threshold.calibration_start..calibration_end), the last two with the training range's statistics."""
+    t, th = config.train, config.threshold
     if t.start is None or t.end is None:
         raise PrepareError("train.start and train.end must be set to prepare training data")
     summaries = [prepare(config, t.start, t.end, fit_stats=True, spark=spark)]
     if t.eval_start and t.eval_end:
         summaries.append(prepare(config, t.eval_start, t.eval_end, spark=spark))
+    if th.calibration_start and th.calibration_end:
+        summaries.append(prepare(config, th.calibration_start, th.calibration_end, spark=spark))
     return summaries

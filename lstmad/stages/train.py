@@ -80,6 +80,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     if m.threads:
         torch.set_num_threads(m.threads)
     stats = training_stats(config)
+    if config.threshold.calibration_start is not None:
+        # an unusable calibration range fails here, before a run is opened or anything fitted
+        calibration_range_windows(config, stats.stats_id)
     tags = {"pipeline": config.pipeline, "detector": config.model.detector}
     key = training_key(config)
     # locked before the run is looked up: two trainings with the same settings must not both find (or both
@@ -104,9 +107,6 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
             config, candidate_metrics = chosen_candidate(config)
             m = config.model
             tags["detector"] = m.detector
-        range_windows, range_counts = None, {}
-        if config.threshold.calibration_start is not None:
-            range_windows, range_counts = calibration_range_windows(config, stats.stats_id)
         detector = build_detector(config.model, str(checkpoints), config.source.driver_indices)
         if t.distributed.processes:
             detector, counts, calibration_scores = fit_sharded(config, detector, spark)
@@ -114,7 +114,9 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
                 on_epoch(record)  # the ranks ran elsewhere: report their epochs now
         else:
             detector, counts, calibration_scores = fit_in_memory(config, detector, on_epoch)
-        if range_windows is not None:
+        if config.threshold.calibration_start is not None:
+            # read again after the fit (not held through it), with the chosen candidate's judged rows
+            range_windows, range_counts = calibration_range_windows(config, stats.stats_id, quiet=True)
             calibration_scores = calibration_range_scores(config, detector, range_windows)
             counts = {**counts, **range_counts}
         train_seconds = time.time() - started

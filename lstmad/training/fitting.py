@@ -168,12 +168,12 @@ def fit_in_memory(config: PipelineConfig, detector, on_epoch) -> tuple[object, d
     return detector, counts, None if calibration is None else CalibrationScores.of(detector, calibration)
 
 
-def calibration_range_windows(config: PipelineConfig, stats_id: str) -> tuple[object, dict]:
+def calibration_range_windows(config: PipelineConfig, stats_id: str, quiet: bool = False) -> tuple[object, dict]:
     """The windows of threshold.calibration_start..calibration_end in normal operation and not labelled
-    anomalous, read before the fit so that an unusable range fails first, and their counts (metrics
-    calibration_range_windows and calibration_range_left_out: outside normal operation, labelled, or with too
-    many filled-in values). PrepareError (one line) when the range has no such window or its blocks were
-    normalised with other statistics than the training range's (``stats_id``)."""
+    anomalous, and their counts (metrics calibration_range_windows; calibration_range_left_out: outside normal
+    operation, labelled, or with too many filled-in values; calibration_range_dates_missing: dates of the range
+    without any tensor block, warned about unless ``quiet``). PrepareError (one line) when the range has no
+    such window or its blocks were normalised with other statistics than the training range's (``stats_id``)."""
     th = config.threshold
     where = f"threshold.calibration_start..calibration_end ({th.calibration_start}..{th.calibration_end})"
     try:
@@ -184,15 +184,21 @@ def calibration_range_windows(config: PipelineConfig, stats_id: str) -> tuple[ob
     if other:
         raise PrepareError(f"{where}: tensor blocks normalised with {other}, the training range with {stats_id!r}; "
                            "re-run prepare for these dates without --fit-stats")
+    missing = sorted(set(iso_dates(th.calibration_start, th.calibration_end)) - set(blocks.column(names.DATE).to_pylist()))
+    if missing and blocks.num_rows and not quiet:
+        log.warning("train: %s: %d of its dates have no tensor blocks (%s): calibrating on the others; prepare them "
+                    "to use them", where, len(missing), ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
     every = len(windows) + windows.skipped_masked
     windows = windows.subset(np.flatnonzero((windows.state_last == 0) & (windows.label_any != 1)))
     if not len(windows):
         raise PrepareError(f"{where}: no window in normal operation and not labelled anomalous "
                            f"({every} windows in all); prepare these dates or choose a range of normal operation")
-    log.info("train: calibrating on %d windows of %s..%s (%d outside normal operation, labelled anomalous or with "
-             "too many filled-in values left out)", len(windows), th.calibration_start, th.calibration_end,
-             every - len(windows))
-    return windows, {"calibration_range_windows": len(windows), "calibration_range_left_out": every - len(windows)}
+    if not quiet:
+        log.info("train: calibrating on %d windows of %s..%s (%d outside normal operation, labelled anomalous or "
+                 "with too many filled-in values left out)", len(windows), th.calibration_start, th.calibration_end,
+                 every - len(windows))
+    return windows, {"calibration_range_windows": len(windows), "calibration_range_left_out": every - len(windows),
+                     "calibration_range_dates_missing": len(missing)}
 
 
 def calibration_range_scores(config: PipelineConfig, detector, windows) -> CalibrationScores:
