@@ -399,6 +399,9 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
                              "the others off)"),
               per_asset_threshold: bool = typer.Option(False, help="farm-nights, scada-injection: calibrate each "
                                                                     "asset's own threshold (threshold.per_asset)"),
+              calibration_range: Optional[str] = typer.Option(
+                  None, help="scada-injection: calibrate on the normal windows of START..END (ISO dates; "
+                             "threshold.calibration_start..calibration_end)"),
               calibration_days: int = typer.Option(
                   0, help="farm-nights: calibrate on the normal windows of this many days before the first night "
                           "(threshold.calibration_start..calibration_end; 0: the pipeline's calibration)"),
@@ -416,6 +419,17 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         _fail(f"--cross-fit-folds applies to skab, farm-nights and scada-injection, not {name}")
     if per_asset_threshold and name not in ("farm-nights", "scada-injection"):
         _fail(f"--per-asset-threshold applies to farm-nights and scada-injection, not {name}")
+    later = None
+    if calibration_range is not None:
+        if name != "scada-injection":
+            _fail(f"--calibration-range applies to scada-injection, not {name}")
+        try:
+            later = tuple(dt.date.fromisoformat(d) for d in calibration_range.split(".."))
+            assert len(later) == 2 and later[0] <= later[1]
+        except (ValueError, AssertionError):
+            _fail(f"--calibration-range must be START..END (ISO dates, in order), got {calibration_range!r}")
+        if cross_fit_folds:
+            _fail("--calibration-range and --cross-fit-folds both choose the calibration windows: give one")
     if calibration_days and name != "farm-nights":
         _fail(f"--calibration-days applies to farm-nights, not {name}")
     if calibration_days and cross_fit_folds:
@@ -439,7 +453,7 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
             from lstmad.benchmarks import scada_injection
 
             result = scada_injection.run(json_path, cross_fit_folds=cross_fit_folds or 0, per_asset=per_asset_threshold,
-                                         **options)
+                                         calibration_range=later, **options)
         elif name == "farm-nights":
             from lstmad.benchmarks import farm_nights
 

@@ -86,4 +86,10 @@ def test_a_benchmark_option_given_to_a_benchmark_it_does_not_apply_to_is_one_lin
     result = CliRunner().invoke(app, ["benchmark", "farm-nights", "--calibration-days", "4", "--cross-fit-folds", "5",
                                       "--json", out])
     assert result.exit_code == 2 and "both choose the calibration windows" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "farm-nights", "--calibration-range", "2015-07-01..2015-12-31",
+                                      "--json", out])
+    assert result.exit_code == 2 and "--calibration-range applies to scada-injection, not farm-nights" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "scada-injection", "--calibration-range", "2015-12-31..2015-07-01",
+                                      "--json", out])
+    assert result.exit_code == 2 and "must be START..END (ISO dates, in order), got '2015-12-31..2015-07-01'" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x.json").exists()

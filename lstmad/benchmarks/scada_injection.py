@@ -165,10 +165,11 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
 
 
 def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int, cross_fit_folds: int = 0,
-                 per_asset: bool = False) -> dict:
+                 per_asset: bool = False, calibration_range: Optional[tuple[dt.date, dt.date]] = None) -> dict:
     """The shipped la_haute_borne configuration, pointed at the study's table, with the curtailment status as an
     operating state besides the configuration's own, the threshold calibrated to false intervals per turbine-week (on the latest 10 % of the
-    training windows, or with ``cross_fit_folds`` on out-of-fold scores; with ``per_asset`` per turbine), and
+    training windows, with ``cross_fit_folds`` on out-of-fold scores, or on the normal windows of
+    ``calibration_range`` (threshold.calibration_start..calibration_end); with ``per_asset`` per turbine), and
     ``detector``'s settings."""
     raw = yaml.safe_load(REPO_CONF.read_text())
     raw["pipeline"] = f"scada_injection_{detector}"
@@ -184,8 +185,11 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
                          "residual_spread": False, **settings["model"]},
                         seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
-    raw["threshold"].update(rule="alarms_per_week", budget=0.5, calibration_share=0.0 if cross_fit_folds else 0.1,
+    raw["threshold"].update(rule="alarms_per_week", budget=0.5,
+                            calibration_share=0.0 if cross_fit_folds or calibration_range else 0.1,
                             cross_fit_folds=cross_fit_folds, per_asset=per_asset)
+    if calibration_range:
+        raw["threshold"].update(calibration_start=calibration_range[0], calibration_end=calibration_range[1])
     raw["score"].update(ALARM_RULES)
     return raw
 
@@ -263,7 +267,8 @@ def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataF
 
 
 def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, seed: int = 0,
-        workdir: Optional[Path] = None, cross_fit_folds: int = 0, per_asset: bool = False, progress=print,
+        workdir: Optional[Path] = None, cross_fit_folds: int = 0, per_asset: bool = False,
+        calibration_range: Optional[tuple[dt.date, dt.date]] = None, progress=print,
         **_) -> dict:
     """Build the study, run the pipeline's CLI for each detector (prepare once, then train and score each),
     judge what it wrote; JSON, Markdown and a per-class figure next to ``json_path``."""
@@ -282,13 +287,16 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, se
     results, prepared = {}, False
     for name in models:
         started = time.time()
-        raw = study_config(work / "home", source, name, seed, epochs, cross_fit_folds, per_asset)
+        raw = study_config(work / "home", source, name, seed, epochs, cross_fit_folds, per_asset, calibration_range)
         raw["pipeline"] = "scada_injection"  # one home: the tensor blocks are prepared once for every detector
         conf = work / f"{name}.yaml"
         conf.write_text(yaml.safe_dump(raw, sort_keys=False))
         if not prepared:
             run_cli(conf, "prepare", "--start", TRAIN[0].isoformat(), "--end", TRAIN[1].isoformat(), "--fit-stats")
             run_cli(conf, "prepare", "--start", TEST[0].isoformat(), "--end", TEST[1].isoformat())
+            if calibration_range:
+                run_cli(conf, "prepare", "--start", calibration_range[0].isoformat(), "--end",
+                        calibration_range[1].isoformat())
             prepared = True
             progress(f"scada injection: prepared in {time.time() - started:.0f} s")
         trained = run_cli(conf, "train")
@@ -306,8 +314,9 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, se
     protocol = {"train": [d.isoformat() for d in TRAIN], "test": [d.isoformat() for d in TEST], "seed": seed,
                 "epochs": epochs, "classes": [dataclasses.asdict(f) for f in FAULT_CLASSES],
                 "events": int(len(events)), "curtailments": int(len(curtailed)),
-                "threshold": "alarms_per_week 0.5 on " + calibrated_on(cross_fit_folds,
-                                                                      "the latest 10 % of the training windows")
+                "threshold": "alarms_per_week 0.5 on " + (
+                    f"the normal windows of {calibration_range[0]}..{calibration_range[1]}" if calibration_range else
+                    calibrated_on(cross_fit_folds, "the latest 10 % of the training windows"))
                 + (", per turbine" if per_asset else ""),
                 "workdir": str(work)}
     return write_report("scada_injection", {"models": results, "protocol": protocol}, json_path,
