@@ -159,3 +159,13 @@ def test_a_range_normalised_with_other_statistics_is_refused_by_name(runs, spark
                                            r"the training range with '.+'; re-run prepare for these dates"):
         stages.train(later, promote=False, spark=spark)
     assert len(mlflow.search_runs(experiment_names=[config.experiment_name])) == runs_before
+
+
+def test_the_injection_study_calibrates_on_the_range_it_is_given(tmp_path):
+    from lstmad.benchmarks.scada_injection import study_config
+
+    half = (dt.date(2015, 7, 1), dt.date(2015, 12, 31))
+    raw = study_config(tmp_path / "home", tmp_path / "scada.parquet", "normal_behaviour_mean_frozen", 0, 2,
+                       calibration_range=half)
+    th = load_config(write_config(tmp_path / "study.yaml", raw)).threshold
+    assert (th.calibration_start, th.calibration_end) == half and th.calibration_share == 0
