@@ -41,6 +41,33 @@ def test_skab_windows_keep_train_and_test_apart():
     assert test.label_last.sum() == 100
 
 
+def test_rows_since_the_anomalys_onset_split_the_false_alarms_as_counted_by_hand():
+    truth = np.array([0, 0, 1, 1, 0, 0, 1, 0], bool)
+    after = skab.since_onset(truth)
+    assert after.tolist() == [False, False, True, True, True, True, True, True]
+    assert skab.since_onset(truth, anomalous_before=True).all()  # the anomaly began in the training rows
+    flags = np.array([1, 0, 1, 0, 1, 1, 0, 0], bool)
+    # normal rows before the onset: 0, 1 (row 0 flagged) → 1 of 2; after: 4, 5, 7 (4 and 5 flagged) → 2 of 3
+    assert np.mean(flags[~after & ~truth]) == 0.5 and np.mean(flags[after & ~truth]) == 2 / 3
+
+
+def test_channel_shift_by_segment_against_a_hand_built_file():
+    rows = skab.TRAIN_ROWS + 30
+    train = np.tile([[-1.0], [1.0]], (skab.TRAIN_ROWS // 2, 8))  # mean 0, std 1 in every channel
+    test = np.zeros((30, 8))
+    test[10:20, 7] = 4.0   # the anomaly moves the last channel by 4 standard deviations
+    test[20:, 5] = -3.0    # after it, the sixth sits 3 below its training mean
+    labels = np.zeros(rows, int)
+    labels[skab.TRAIN_ROWS + 10:skab.TRAIN_ROWS + 20] = 1
+    shift = skab.channel_shift_by_segment([(np.vstack([train, test]), labels)])
+    assert shift["before"] == dict.fromkeys(skab.SENSORS, 0.0)
+    assert shift["anomaly"] == {**dict.fromkeys(skab.SENSORS, 0.0), skab.SENSORS[7]: 4.0}
+    assert shift["after"] == {**dict.fromkeys(skab.SENSORS, 0.0), skab.SENSORS[5]: 3.0}
+    # an anomaly that began in the training rows and ran to the end leaves "before" and "after" without a file
+    inside = np.ones(rows, int)
+    assert set(skab.channel_shift_by_segment([(np.vstack([train, test]), inside)])) == {"anomaly"}
+
+
 def test_the_rows_the_leaderboard_conv_ae_can_flag_as_its_notebook_loop_marks_them():
     """SKAB's notebook loops `for data_idx in range(N_STEPS - 1, len(X) - N_STEPS + 1)` with len(X) the number
     of windows (rows − N_STEPS + 1): 200 test rows, 60-row windows → rows 59 … 81 only."""

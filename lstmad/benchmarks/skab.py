@@ -133,6 +133,37 @@ def conv_ae_flaggable(n_rows: int, n_steps: int = CONV_AE_STEPS) -> np.ndarray:
     return (rows >= n_steps - 1) & (rows < n_rows - 2 * n_steps + 2)
 
 
+def since_onset(truth: np.ndarray, anomalous_before: bool = False) -> np.ndarray:
+    """(n,) bool: the test rows of one file at or after its first anomalous row (all of them when the file's
+    anomaly began in its training rows, ``anomalous_before``). SKAB's anomalies sit in the middle of a file, so
+    the normal rows after them are the rig's recovery: counted apart, they show where false alarms come from."""
+    after = np.cumsum(truth) > 0
+    return np.ones_like(after) if anomalous_before else after
+
+
+def channel_shift_by_segment(data: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """{segment: {channel: median over files of the median |z|}} for the segments "before" (test rows before
+    the anomaly), "anomaly" and "after" (normal rows after it) of each (values (n, 8), labels (n,)) file, z in
+    standard deviations of the file's training rows: how far each channel sits from what the models trained
+    on, with no model involved (a file without an anomaly is all "before"). Files without a segment (an anomaly beginning in the training rows, or running
+    to the file's end) add nothing to it."""
+    shifts = {"before": [], "anomaly": [], "after": []}
+    for values, labels in data:
+        train = values[:TRAIN_ROWS]
+        z = np.abs((values - train.mean(axis=0)) / np.where(train.std(axis=0) > 1e-12, train.std(axis=0), 1.0))
+        rows = np.arange(len(labels))
+        anomalous = labels == 1
+        # a file without an anomaly: every test row is "before"
+        first, last = (rows[anomalous].min(), rows[anomalous].max()) if anomalous.any() else (len(rows), len(rows))
+        segments = {"before": (rows >= TRAIN_ROWS) & (rows < first), "anomaly": anomalous & (rows >= TRAIN_ROWS),
+                    "after": (rows > last) & (rows >= TRAIN_ROWS)}
+        for name, selected in segments.items():
+            if selected.any():
+                shifts[name].append(np.median(z[selected], axis=0))
+    return {name: dict(zip(SENSORS, np.round(np.median(found, axis=0), 2).tolist())) for name, found in shifts.items()
+            if found}
+
+
 def threshold_for(name: str, train_scores: np.ndarray) -> float:
     """SKAB's rule, quantile(train scores, 0.99) × factor: × 1.5 (its LSTM-AE setting) for the deep models,
     × 1 for the Isolation Forest; T²+Q scores are already ratios to its 0.99 control limits (alarm above 1)."""
@@ -171,6 +202,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         left_out_shifted = left_out_part_fars(later_ratios, BUDGET, shift_correction=True)
         totals = np.zeros(4, dtype=np.int64)  # tp, fp, fn, tn
         as_conv_ae = np.zeros(4, dtype=np.int64)  # flags outside the rows Conv-AE can flag count as none
+        # false alarms on the normal test rows before a file's anomaly and on those after it (the recovery)
+        before_onset, after_onset = np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64)
         # at the row budget, calibrated on later normal rows (plain / shift-corrected) or in the file
         budget_flags, shifted_flags, in_file_flags = [], [], []
         ratios, truth, seconds, files_of = [], [], [], []
@@ -194,6 +227,9 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
             totals += _confusion(flags, y)
             # test windows end at the file's test rows, in order
             as_conv_ae += _confusion(flags & conv_ae_flaggable(len(flags)), y)
+            after = since_onset(y, anomalous_before=bool(labels[:TRAIN_ROWS].any()))
+            before_onset += _confusion(flags[~after], y[~after])
+            after_onset += _confusion(flags[after], y[after])
             ratios.append(ratio)
             truth.append(y)
             seconds.append(test.end_us)  # row numbers of a 1 Hz file
@@ -222,6 +258,10 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
                                                  "detection_delay_min", "care")})
         counted_as_conv_ae = confusion_metrics(*as_conv_ae.tolist())
         metrics["counted_as_the_leaderboard_conv_ae"] = {k: counted_as_conv_ae[k] for k in ("f1", "far", "mar")}
+        metrics["far_before_anomaly"] = confusion_metrics(*before_onset.tolist())["far"]
+        metrics["far_after_anomaly_onset"] = confusion_metrics(*after_onset.tolist())["far"]
+        metrics["false_alarms_after_anomaly_onset_share"] = (float(after_onset[1] / totals[1]) if totals[1]
+                                                              else float("nan"))
         metrics.update(tp=int(totals[0]), fp=int(totals[1]), fn=int(totals[2]), tn=int(totals[3]),
                        seconds=round(time.time() - started, 1))
         results[name] = metrics
@@ -234,7 +274,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
                                               "budget_calibration": f"later rows of the {len(later_normal)} parts "
                                                                     "of the anomaly-free run",
                                               "in_file_calibration": calibrated_on(cross_fit_folds,
-                                                                                   "validation windows")}}
+                                                                                   "validation windows")},
+              "channel_shift_by_segment": channel_shift_by_segment(data)}
     return write_report("skab", result, json_path, markdown(results, len(files)), {
         "f1_far": lambda ax: _plot(ax, results)})
 
@@ -268,13 +309,15 @@ def _far_f1(flags: np.ndarray, truth: np.ndarray) -> dict:
 
 def markdown(results: dict, n_files: int) -> str:
     lines = [f"SKAB outlier detection, {n_files} files, pooled confusion matrix (FAR, MAR in %)", "",
-             "| model | F1 | FAR % | MAR % | AUROC | VUS-PR | events found | alarms on an event | delay (s) | CARE "
+             "| model | F1 | FAR % | MAR % | FAR % before / after the anomaly's onset | AUROC | VUS-PR | events found | alarms on an event | delay (s) | CARE "
              f"| FAR % at a {BUDGET:.0%} budget (F1) | the same, shift-corrected | the same, calibrated in the file | "
              "F1, FAR % counted as the leaderboard Conv-AE | source |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in sorted(results.items(), key=lambda kv: -np.nan_to_num(kv[1]["f1"])):
         conv_ae = m.get("counted_as_the_leaderboard_conv_ae", {})
         lines.append(f"| {name} | {fmt(m['f1'], 2)} | {fmt(m['far'], percent=True)} | {fmt(m['mar'], percent=True)} "
+                     f"| {fmt(m.get('far_before_anomaly'), percent=True)} / "
+                     f"{fmt(m.get('far_after_anomaly_onset'), percent=True)} "
                      f"| {fmt(m['auroc'])} | {fmt(m.get('vus_pr'))} | {fmt(m.get('interval_recall'), 2)} "
                      f"| {fmt(m.get('interval_precision'), 2)} "
                      f"| {fmt(60 * m['detection_delay_min'] if m.get('detection_delay_min') is not None else None, 0)} "
@@ -284,7 +327,7 @@ def markdown(results: dict, n_files: int) -> str:
                      f"| {fmt(m.get('budget_far_in_file'), percent=True)} ({fmt(m.get('budget_f1_in_file'), 2)}) "
                      f"| {fmt(conv_ae.get('f1'), 2)}, {fmt(conv_ae.get('far'), percent=True)} | lstmad |")
     for name, (f1, far, mar) in LEADERBOARD.items():
-        lines.append(f"| {name} | {f1:.2f} | {far:.2f} | {mar:.2f} |" + " – |" * 10 + " SKAB leaderboard |")
+        lines.append(f"| {name} | {f1:.2f} | {far:.2f} | {mar:.2f} |" + " – |" * 11 + " SKAB leaderboard |")
     return "\n".join(lines) + "\n"
 
 
