@@ -145,8 +145,8 @@ def channel_shift_by_segment(data: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """{segment: {channel: median over files of the median |z|}} for the segments "before" (test rows before
     the anomaly), "anomaly" and "after" (normal rows after it) of each (values (n, 8), labels (n,)) file, z in
     standard deviations of the file's training rows: how far each channel sits from what the models trained
-    on, with no model involved (a file without an anomaly is all "before"). Files without a segment (an anomaly beginning in the training rows, or running
-    to the file's end) add nothing to it."""
+    on, with no model involved (a file without an anomaly is all "before"). Files without a segment (an anomaly
+    beginning in the training rows, or running to the file's end) add nothing to it."""
     shifts = {"before": [], "anomaly": [], "after": []}
     for values, labels in data:
         train = values[:TRAIN_ROWS]
@@ -309,7 +309,8 @@ def _far_f1(flags: np.ndarray, truth: np.ndarray) -> dict:
 
 def markdown(results: dict, n_files: int) -> str:
     lines = [f"SKAB outlier detection, {n_files} files, pooled confusion matrix (FAR, MAR in %)", "",
-             "| model | F1 | FAR % | MAR % | FAR % before / after the anomaly's onset | AUROC | VUS-PR | events found | alarms on an event | delay (s) | CARE "
+             "| model | F1 | FAR % | MAR % | FAR % before / after the anomaly's onset | AUROC | VUS-PR | events found "
+             "| alarms on an event | delay (s) | CARE "
              f"| FAR % at a {BUDGET:.0%} budget (F1) | the same, shift-corrected | the same, calibrated in the file | "
              "F1, FAR % counted as the leaderboard Conv-AE | source |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
