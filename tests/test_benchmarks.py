@@ -41,14 +41,34 @@ def test_skab_windows_keep_train_and_test_apart():
     assert test.label_last.sum() == 100
 
 
-def test_rows_since_the_anomalys_onset_split_the_false_alarms_as_counted_by_hand():
+def test_false_alarms_before_and_after_the_onset_as_counted_by_hand():
     truth = np.array([0, 0, 1, 1, 0, 0, 1, 0], bool)
-    after = skab.since_onset(truth)
-    assert after.tolist() == [False, False, True, True, True, True, True, True]
+    assert skab.since_onset(truth).tolist() == [False, False, True, True, True, True, True, True]
     assert skab.since_onset(truth, anomalous_before=True).all()  # the anomaly began in the training rows
     flags = np.array([1, 0, 1, 0, 1, 1, 0, 0], bool)
-    # normal rows before the onset: 0, 1 (row 0 flagged) → 1 of 2; after: 4, 5, 7 (4 and 5 flagged) → 2 of 3
-    assert np.mean(flags[~after & ~truth]) == 0.5 and np.mean(flags[after & ~truth]) == 2 / 3
+    # file 1: normal rows before the onset 0, 1 (row 0 flagged); after it 4, 5, 7 (4 and 5 flagged).
+    # file 2 began its anomaly in training: its 3 normal rows (one flagged) all count after the onset.
+    split = skab.far_by_onset([flags, np.array([1, 0, 0, 1], bool)], [truth, np.array([0, 0, 0, 1], bool)],
+                              [False, True])
+    assert split["far_before_anomaly"] == 1 / 2
+    assert split["far_after_anomaly_onset"] == (2 + 1) / (3 + 3)
+    assert split["false_alarms_after_anomaly_onset_share"] == 3 / 4
+    assert np.isnan(skab.far_by_onset([np.zeros(3, bool)], [np.zeros(3, bool)], [False])[
+        "false_alarms_after_anomaly_onset_share"])
+
+
+def test_the_anomaly_free_control_counts_by_row_position():
+    first, end = skab.TRAIN_ROWS + 2, skab.TRAIN_ROWS + 5
+    # two parts' test rows 400 … ; before: rows 400-401, during: 402-404, after: 405 on
+    part_a = np.array([1, 0, 1, 1, 0, 1, 1], bool)   # before 1/2, during 2/3, after 2/2
+    part_b = np.array([0, 0, 0, 0, 1, 0], bool)       # before 0/2, during 1/3, after 0/1
+    rates = skab.far_by_position([part_a, part_b], (first, end))
+    assert rates == {"before": 1 / 4, "span": 3 / 6, "after": 2 / 3}
+    labels = np.zeros(1000, int)
+    labels[[500, 501, 700]] = 1  # first anomalous row 500, the row after its last 701 …
+    other = np.zeros(1000, int)
+    other[600:651] = 1             # … and 600, 651: medians 550 and 676
+    assert skab.typical_anomaly_span([(None, labels), (None, other), (None, np.zeros(5, int))]) == (550, 676)
 
 
 def test_channel_shift_by_segment_against_a_hand_built_file():

@@ -135,10 +135,49 @@ def conv_ae_flaggable(n_rows: int, n_steps: int = CONV_AE_STEPS) -> np.ndarray:
 
 def since_onset(truth: np.ndarray, anomalous_before: bool = False) -> np.ndarray:
     """(n,) bool: the test rows of one file at or after its first anomalous row (all of them when the file's
-    anomaly began in its training rows, ``anomalous_before``). SKAB's anomalies sit in the middle of a file, so
-    the normal rows after them are the rig's recovery: counted apart, they show where false alarms come from."""
+    anomaly began in its training rows, ``anomalous_before``)."""
     after = np.cumsum(truth) > 0
     return np.ones_like(after) if anomalous_before else after
+
+
+def far_by_onset(flags: list[np.ndarray], truth: list[np.ndarray], anomalous_before: list[bool]) -> dict:
+    """Pooled over files ((n_i,) bool flags and truth of each file's test rows; whether its anomaly began in its
+    training rows): {"far_before_anomaly", "far_after_anomaly_onset"} the false-alarm rates of the normal rows
+    before each file's anomaly and of those at or after its onset, and "false_alarms_after_anomaly_onset_share"
+    (NaN without a false alarm). SKAB's anomalies sit in the middle of a file: the split shows whether false
+    alarms gather after them."""
+    before, after = np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64)  # false alarms, normal rows
+    for flagged, anomalous, began in zip(flags, truth, anomalous_before):
+        late = since_onset(anomalous, began)
+        normal = ~np.asarray(anomalous, bool)
+        before += [np.sum(flagged & normal & ~late), np.sum(normal & ~late)]
+        after += [np.sum(flagged & normal & late), np.sum(normal & late)]
+    rate = (lambda counts: float(counts[0] / counts[1]) if counts[1] else float("nan"))
+    alarms = before[0] + after[0]
+    return {"far_before_anomaly": rate(before), "far_after_anomaly_onset": rate(after),
+            "false_alarms_after_anomaly_onset_share": float(after[0] / alarms) if alarms else float("nan")}
+
+
+def typical_anomaly_span(data: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]:
+    """(first, end): the medians over files of their first anomalous row and of the row after their last."""
+    spans = [(np.flatnonzero(labels)[0], np.flatnonzero(labels)[-1] + 1) for _, labels in data if labels.any()]
+    return int(np.median([a for a, _ in spans])), int(np.median([b for _, b in spans]))
+
+
+def far_by_position(flags: list[np.ndarray], span: tuple[int, int]) -> dict:
+    """The control for far_by_onset, on normal data alone: (n_k,) bool flags of each anomaly-free part's test
+    rows (row TRAIN_ROWS + i) → {"before", "span", "after"}: the pooled false-alarm rates of the rows before
+    ``span`` = (first, end), inside it, and from its end on. Normal operation drifts away from the training
+    rows, so later rows can alarm more with no anomaly at all."""
+    rows = [TRAIN_ROWS + np.arange(len(f)) for f in flags]
+    pick = {"before": lambda r: r < span[0], "span": lambda r: (r >= span[0]) & (r < span[1]),
+            "after": lambda r: r >= span[1]}
+    rates = {}
+    for name, selected in pick.items():
+        chosen = [f[selected(r)] for f, r in zip(flags, rows)]
+        n = sum(c.size for c in chosen)
+        rates[name] = float(sum(c.sum() for c in chosen) / n) if n else float("nan")
+    return rates
 
 
 def channel_shift_by_segment(data: list[tuple[np.ndarray, np.ndarray]]) -> dict:
@@ -185,6 +224,7 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
     files = skab_files()[: max_files or None]
     data = [load_file(f) for f in files]
     later_normal = anomaly_free_parts()
+    span = typical_anomaly_span(data)
     results = {}
     for name in models:
         started = time.time()
@@ -202,8 +242,7 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         left_out_shifted = left_out_part_fars(later_ratios, BUDGET, shift_correction=True)
         totals = np.zeros(4, dtype=np.int64)  # tp, fp, fn, tn
         as_conv_ae = np.zeros(4, dtype=np.int64)  # flags outside the rows Conv-AE can flag count as none
-        # false alarms on the normal test rows before a file's anomaly and on those after it (the recovery)
-        before_onset, after_onset = np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64)
+        flags_of_files, began_in_training = [], []  # for the false alarms before and after each anomaly
         # at the row budget, calibrated on later normal rows (plain / shift-corrected) or in the file
         budget_flags, shifted_flags, in_file_flags = [], [], []
         ratios, truth, seconds, files_of = [], [], [], []
@@ -227,9 +266,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
             totals += _confusion(flags, y)
             # test windows end at the file's test rows, in order
             as_conv_ae += _confusion(flags & conv_ae_flaggable(len(flags)), y)
-            after = since_onset(y, anomalous_before=bool(labels[:TRAIN_ROWS].any()))
-            before_onset += _confusion(flags[~after], y[~after])
-            after_onset += _confusion(flags[after], y[after])
+            flags_of_files.append(flags)
+            began_in_training.append(bool(labels[:TRAIN_ROWS].any()))
             ratios.append(ratio)
             truth.append(y)
             seconds.append(test.end_us)  # row numbers of a 1 Hz file
@@ -258,10 +296,9 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
                                                  "detection_delay_min", "care")})
         counted_as_conv_ae = confusion_metrics(*as_conv_ae.tolist())
         metrics["counted_as_the_leaderboard_conv_ae"] = {k: counted_as_conv_ae[k] for k in ("f1", "far", "mar")}
-        metrics["far_before_anomaly"] = confusion_metrics(*before_onset.tolist())["far"]
-        metrics["far_after_anomaly_onset"] = confusion_metrics(*after_onset.tolist())["far"]
-        metrics["false_alarms_after_anomaly_onset_share"] = (float(after_onset[1] / totals[1]) if totals[1]
-                                                              else float("nan"))
+        metrics.update(far_by_onset(flags_of_files, truth, began_in_training))
+        # the control: SKAB's rule on the anomaly-free parts, at the rows where the files' anomalies typically are
+        metrics["far_by_position_anomaly_free"] = far_by_position([r > 1 for r in later_ratios], span)
         metrics.update(tp=int(totals[0]), fp=int(totals[1]), fn=int(totals[2]), tn=int(totals[3]),
                        seconds=round(time.time() - started, 1))
         results[name] = metrics
@@ -275,7 +312,13 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
                                                                     "of the anomaly-free run",
                                               "in_file_calibration": calibrated_on(cross_fit_folds,
                                                                                    "validation windows")},
-              "channel_shift_by_segment": channel_shift_by_segment(data)}
+              "typical_anomaly_span": list(span),
+              "channel_shift_by_segment": {
+                  "anomalous_files": channel_shift_by_segment(data),
+                  # the same rows of the anomaly-free parts, "anomaly" standing for the typical span
+                  "anomaly_free_parts": channel_shift_by_segment(
+                      [(values, ((np.arange(len(values)) >= span[0]) & (np.arange(len(values)) < span[1])).astype(int))
+                       for values in later_normal])}}
     return write_report("skab", result, json_path, markdown(results, len(files)), {
         "f1_far": lambda ax: _plot(ax, results)})
 
@@ -309,16 +352,19 @@ def _far_f1(flags: np.ndarray, truth: np.ndarray) -> dict:
 
 def markdown(results: dict, n_files: int) -> str:
     lines = [f"SKAB outlier detection, {n_files} files, pooled confusion matrix (FAR, MAR in %)", "",
-             "| model | F1 | FAR % | MAR % | FAR % before / after the anomaly's onset | AUROC | VUS-PR | events found "
+             "| model | F1 | FAR % | MAR % | FAR % before / after the anomaly's onset | the anomaly-free run at the "
+             "same rows: before / during / after | AUROC | VUS-PR | events found "
              "| alarms on an event | delay (s) | CARE "
              f"| FAR % at a {BUDGET:.0%} budget (F1) | the same, shift-corrected | the same, calibrated in the file | "
              "F1, FAR % counted as the leaderboard Conv-AE | source |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in sorted(results.items(), key=lambda kv: -np.nan_to_num(kv[1]["f1"])):
         conv_ae = m.get("counted_as_the_leaderboard_conv_ae", {})
+        control = m.get("far_by_position_anomaly_free", {})
         lines.append(f"| {name} | {fmt(m['f1'], 2)} | {fmt(m['far'], percent=True)} | {fmt(m['mar'], percent=True)} "
                      f"| {fmt(m.get('far_before_anomaly'), percent=True)} / "
                      f"{fmt(m.get('far_after_anomaly_onset'), percent=True)} "
+                     f"| {' / '.join(fmt(control.get(k), percent=True) for k in ('before', 'span', 'after'))} "
                      f"| {fmt(m['auroc'])} | {fmt(m.get('vus_pr'))} | {fmt(m.get('interval_recall'), 2)} "
                      f"| {fmt(m.get('interval_precision'), 2)} "
                      f"| {fmt(60 * m['detection_delay_min'] if m.get('detection_delay_min') is not None else None, 0)} "
@@ -328,7 +374,7 @@ def markdown(results: dict, n_files: int) -> str:
                      f"| {fmt(m.get('budget_far_in_file'), percent=True)} ({fmt(m.get('budget_f1_in_file'), 2)}) "
                      f"| {fmt(conv_ae.get('f1'), 2)}, {fmt(conv_ae.get('far'), percent=True)} | lstmad |")
     for name, (f1, far, mar) in LEADERBOARD.items():
-        lines.append(f"| {name} | {f1:.2f} | {far:.2f} | {mar:.2f} |" + " – |" * 11 + " SKAB leaderboard |")
+        lines.append(f"| {name} | {f1:.2f} | {far:.2f} | {mar:.2f} |" + " – |" * 12 + " SKAB leaderboard |")
     return "\n".join(lines) + "\n"
 
 
