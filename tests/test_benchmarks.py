@@ -190,3 +190,32 @@ def test_speed_bench_scores_every_window_in_process_in_spark_and_with_pyod(tmp_p
         assert result[key] > 0, key
     assert result["gpu_windows_per_s"] is None or result["device"] != "cpu"
     assert (tmp_path / "score.json").exists()
+
+
+def test_the_skab_normal_behaviour_models_and_their_drivers():
+    # SENSORS lists SKAB's columns as its files do: the temperatures are the fifth and sixth
+    factories = skab.skab_detectors("small", 1, 0, "cpu", drifting=(0, 5))
+    for role, drivers in (("temperatures", (4, 5)), ("drifting", (0, 5))):
+        plain, mahalanobis = factories[f"normal_behaviour_mean_{role}"](), \
+            factories[f"normal_behaviour_mean_{role}_mahalanobis"]()
+        assert plain.params.drivers == mahalanobis.params.drivers == drivers
+        assert plain.params.residual_steps == mahalanobis.params.residual_steps == 13
+        assert (plain.params.error_model, mahalanobis.params.error_model) == ("squared", "mahalanobis")
+    assert "normal_behaviour_mean_drifting" not in skab.skab_detectors("small", 1, 0, "cpu")
+
+
+def test_drifting_channels_of_hand_built_parts():
+    rows = skab.TRAIN_ROWS + 100
+    train = np.tile([[-1.0], [1.0]], (skab.TRAIN_ROWS // 2, 8))  # mean 0, std 1 in every channel
+    parts = []
+    for later_level in (3.0, 1.0, 2.5):
+        later = np.zeros((100, 8))
+        later[:, 2] = later_level  # channel 2 sits 3, 1 and 2.5 sd away: median 2.5 > 2
+        later[:60, 6] = 5.0        # channel 6 is 5 sd away on 60 of 100 later rows of every part: median 5 > 2
+        later[:40, 7] = 5.0        # channel 7 on 40 of 100: median 0
+        parts.append(np.vstack([train, later]))
+    assert len(parts[0]) == rows
+    assert skab.drifting_channels(parts) == (2, 6)
+    assert skab.drifting_channels(parts, limit=2.5) == (6,)  # "more than": 2.5 is not
+
+
