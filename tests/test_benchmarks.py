@@ -67,8 +67,10 @@ def test_the_anomaly_free_control_counts_by_row_position():
     labels = np.zeros(1000, int)
     labels[[500, 501, 700]] = 1  # first anomalous row 500, the row after its last 701 …
     other = np.zeros(1000, int)
-    other[600:651] = 1             # … and 600, 651: medians 550 and 676
+    other[600:652] = 1             # … and 600, 652: medians 550 and 676.5, rounded down
     assert skab.typical_anomaly_span([(None, labels), (None, other), (None, np.zeros(5, int))]) == (550, 676)
+    with pytest.raises(ValueError, match="no file holds an anomaly"):
+        skab.typical_anomaly_span([(None, np.zeros(5, int))])
 
 
 def test_channel_shift_by_segment_against_a_hand_built_file():
@@ -202,6 +204,8 @@ def test_the_skab_normal_behaviour_models_and_their_drivers():
         assert plain.params.residual_steps == mahalanobis.params.residual_steps == 13
         assert (plain.params.error_model, mahalanobis.params.error_model) == ("squared", "mahalanobis")
     assert "normal_behaviour_mean_drifting" not in skab.skab_detectors("small", 1, 0, "cpu")
+    with pytest.raises(ValueError, match="every channel drifts"):
+        skab.skab_detectors("small", 1, 0, "cpu", drifting=tuple(range(8)))
 
 
 def test_drifting_channels_of_hand_built_parts():
@@ -217,5 +221,8 @@ def test_drifting_channels_of_hand_built_parts():
     assert len(parts[0]) == rows
     assert skab.drifting_channels(parts) == (2, 6)
     assert skab.drifting_channels(parts, limit=2.5) == (6,)  # "more than": 2.5 is not
+    np.testing.assert_allclose(skab.drift_distances(parts), [0, 0, 2.5, 0, 0, 0, 5, 0])
+    with pytest.raises(ValueError, match="longer than 400 rows"):
+        skab.drift_distances([train])
 
 

@@ -68,16 +68,26 @@ TEMPERATURE_DRIVERS = ("Temperature", "Thermocouple")
 DRIFT_LIMIT = 2.0  # standard deviations of the training rows: a channel's median distance that makes it a driver
 
 
-def drifting_channels(parts: list[np.ndarray], limit: float = DRIFT_LIMIT) -> tuple[int, ...]:
-    """Channel indices whose later rows (after the first TRAIN_ROWS) sit more than ``limit`` training-row
-    standard deviations from the training rows' mean: median over rows, then over the (n_k, C) normal ``parts``.
-    No label is read: on SKAB's anomaly-free run this is the thermocouple alone."""
+def drift_distances(parts: list[np.ndarray]) -> np.ndarray:
+    """(C,) how far each channel's later rows (after the first TRAIN_ROWS) sit from the training rows, in
+    training-row standard deviations: the median over rows of |value − training mean| / training std, then the
+    median over the (n_k, C) normal ``parts``. No label is read."""
+    short = [len(values) for values in parts if len(values) <= TRAIN_ROWS]
+    if not parts or short:
+        raise ValueError(f"drift distances need parts longer than {TRAIN_ROWS} rows, got {len(parts)} parts "
+                         f"({len(short)} too short)")
     distances = []
     for values in parts:
         train = values[:TRAIN_ROWS]
         scale = np.where(train.std(axis=0) > 1e-12, train.std(axis=0), 1.0)
         distances.append(np.median(np.abs(values[TRAIN_ROWS:] - train.mean(axis=0)) / scale, axis=0))
-    return tuple(np.flatnonzero(np.median(distances, axis=0) > limit).tolist())
+    return np.median(distances, axis=0)
+
+
+def drifting_channels(parts: list[np.ndarray], limit: float = DRIFT_LIMIT) -> tuple[int, ...]:
+    """Channel indices whose drift_distances exceed ``limit``: on SKAB's anomaly-free run the thermocouple
+    alone. A rule written after SKAB's test rows had been analysed, though it reads no label."""
+    return tuple(np.flatnonzero(drift_distances(parts) > limit).tolist())
 
 
 def skab_detectors(profile: str, epochs: int, seed: int, device: str,
@@ -88,6 +98,8 @@ def skab_detectors(profile: str, epochs: int, seed: int, device: str,
     factories = {**deep_detectors(profile, epochs, seed, device), **classical_detectors(seed)}
     roles = {"temperatures": tuple(SENSORS.index(channel) for channel in TEMPERATURE_DRIVERS)}
     if drifting:
+        if len(drifting) >= len(SENSORS):
+            raise ValueError(f"every channel drifts ({drifting}): a normal-behaviour model needs a channel to score")
         roles["drifting"] = drifting
     for role, drivers in roles.items():
         factories[f"normal_behaviour_mean_{role}"] = lambda d=drivers: LSTMForecasterDetector(
@@ -199,9 +211,12 @@ def far_by_onset(flags: list[np.ndarray], truth: list[np.ndarray], anomalous_bef
 
 
 def typical_anomaly_span(data: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]:
-    """(first, end): the medians over files of their first anomalous row and of the row after their last."""
+    """(first, end): the medians over the files of (values (n, C), labels (n,)) that hold an anomaly of their
+    first anomalous row and of the row after their last, rounded down to rows; files without one are skipped."""
     spans = [(np.flatnonzero(labels)[0], np.flatnonzero(labels)[-1] + 1) for _, labels in data if labels.any()]
-    return int(np.median([a for a, _ in spans])), int(np.median([b for _, b in spans]))
+    if not spans:
+        raise ValueError("no file holds an anomaly: there is no anomaly span")
+    return int(np.floor(np.median([a for a, _ in spans]))), int(np.floor(np.median([b for _, b in spans])))
 
 
 def far_by_position(flags: list[np.ndarray], span: tuple[int, int]) -> dict:
@@ -355,7 +370,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
                                                                                    "validation windows")},
               "typical_anomaly_span": list(span),
               "drivers": {"temperatures": list(TEMPERATURE_DRIVERS),
-                          "drifting": [SENSORS[c] for c in drifting], "drift_limit": DRIFT_LIMIT},
+                          "drifting": [SENSORS[c] for c in drifting], "drift_limit": DRIFT_LIMIT,
+                          "drift_distances": dict(zip(SENSORS, np.round(drift_distances(later_normal), 2).tolist()))},
               "channel_shift_by_segment": {
                   "anomalous_files": channel_shift_by_segment(data),
                   # the same rows of the anomaly-free parts, "anomaly" standing for the typical span
