@@ -39,6 +39,8 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
               shift_correction: Optional[bool] = typer.Option(
                   None, "--shift-correction/--no-shift-correction",
                   help="farm-nights: threshold.shift_correction on or off (default: the pipeline's)"),
+              threads: int = typer.Option(0, help="torch's CPU threads (0: torch's default); recorded in the JSON, "
+                                                  "since some models' figures move with it"),
               track: bool = typer.Option(True, help="log the evaluation to MLflow under $LSTMAD_HOME/benchmarks")) -> None:
     """Run a benchmark on its published protocol; writes JSON, a Markdown table and PNG plots."""
     from lstmad.benchmarks.common import DataMissingError
@@ -67,6 +69,12 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         _fail("--calibration-days and --cross-fit-folds both choose the calibration windows: give one")
     if shift_correction is not None and name != "farm-nights":
         _fail(f"--shift-correction applies to farm-nights (skab reports both), not {name}")
+    if threads < 0:
+        _fail(f"--threads must be 0 (torch's default) or more, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         if name == "skab":
             from lstmad.benchmarks import skab

@@ -92,4 +92,22 @@ def test_a_benchmark_option_given_to_a_benchmark_it_does_not_apply_to_is_one_lin
     result = CliRunner().invoke(app, ["benchmark", "scada-injection", "--calibration-range", "2015-12-31..2015-07-01",
                                       "--json", out])
     assert result.exit_code == 2 and "must be START..END (ISO dates, in order), got '2015-12-31..2015-07-01'" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "skab", "--threads", "-1", "--json", out])
+    assert result.exit_code == 2 and "--threads must be 0 (torch's default) or more, got -1" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x.json").exists()
+
+
+def test_a_benchmark_records_the_torch_threads_it_ran_with(tmp_path, monkeypatch):
+    # the SVDD family's and the convolutions' figures move with the thread count: it belongs to the JSON
+    import torch
+
+    from lstmad.benchmarks.common import machine
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("LSTMAD_DATA_DIR", str(tmp_path))  # no skab/ there: the run stops before any work
+    try:
+        result = CliRunner().invoke(app, ["benchmark", "skab", "--threads", "1", "--json", str(tmp_path / "x.json")])
+        assert result.exit_code == 2 and "anomaly-free run is missing" in result.output
+        assert torch.get_num_threads() == 1 and machine()["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)

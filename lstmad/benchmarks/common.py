@@ -246,10 +246,14 @@ def measured_subprocess(module: str, worker: str, *args: str) -> dict:
 
 
 def machine() -> dict:
+    """Where a benchmark ran. ``torch_threads`` belongs to it: convolutions and the SVDD family's reductions
+    sum in another order with another thread count, so their figures reproduce to the digit only with the same
+    count (docs/benchmarks.md, SKAB)."""
     import torch
 
     return {"date": dt.date.today().isoformat(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
 
 
 def finish_json(result: dict, json_path: Optional[Path]) -> dict:
