@@ -16,8 +16,8 @@ def _fail(message: str):
     fail(message)
 
 
-def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, scada-injection, farm-nights, "
-                                                    "scoring-chunk, iae-reproduction or iae-tuning"),
+def benchmark(name: str = typer.Argument(..., help="skab, skab-roles, icing, contamination, scada-injection, "
+                                                    "farm-nights, scoring-chunk, iae-reproduction or iae-tuning"),
               json_path: Path = typer.Option(..., "--json", help="where to write the JSON result"),
               models: Optional[str] = typer.Option(None, help="comma-separated model names (default: all)"),
               epochs: int = typer.Option(10, help="training epochs of the deep models"),
@@ -39,6 +39,7 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
               shift_correction: Optional[bool] = typer.Option(
                   None, "--shift-correction/--no-shift-correction",
                   help="farm-nights: threshold.shift_correction on or off (default: the pipeline's)"),
+              max_drivers: int = typer.Option(2, help="skab-roles: the most driver channels of a candidate"),
               threads: int = typer.Option(0, help="torch's CPU threads (0: torch's default); recorded in the JSON, "
                                                   "since some models' figures move with it"),
               track: bool = typer.Option(True, help="log the evaluation to MLflow under $LSTMAD_HOME/benchmarks")) -> None:
@@ -69,6 +70,12 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
         _fail("--calibration-days and --cross-fit-folds both choose the calibration windows: give one")
     if shift_correction is not None and name != "farm-nights":
         _fail(f"--shift-correction applies to farm-nights (skab reports both), not {name}")
+    if models and name == "skab-roles":
+        _fail("--models does not apply to skab-roles: it fits every normal-behaviour candidate itself")
+    if max_drivers != 2 and name != "skab-roles":
+        _fail(f"--max-drivers applies to skab-roles, not {name}")
+    if max_drivers < 0:
+        _fail(f"--max-drivers must be 0 or more, got {max_drivers}")
     if threads < 0:
         _fail(f"--threads must be 0 (torch's default) or more, got {threads}")
     if threads:
@@ -80,6 +87,11 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
             from lstmad.benchmarks import skab
 
             result = skab.run(json_path, cross_fit_folds=cross_fit_folds or 0, **options)
+        elif name == "skab-roles":
+            from lstmad.benchmarks import skab_roles
+
+            result = skab_roles.run(json_path, epochs=epochs, seed=seed, device=device, max_drivers=max_drivers,
+                                    progress=options["progress"])
         elif name == "icing":
             from lstmad.benchmarks import icing
 
@@ -112,8 +124,8 @@ def benchmark(name: str = typer.Argument(..., help="skab, icing, contamination, 
 
             result = iae_reproduction.tune(json_path, seed=seed, device=device, progress=options["progress"])
         else:
-            _fail(f"unknown benchmark {name!r}: choose skab, icing, contamination, scada-injection, farm-nights, "
-                  "scoring-chunk, iae-reproduction or iae-tuning")
+            _fail(f"unknown benchmark {name!r}: choose skab, skab-roles, icing, contamination, scada-injection, "
+                  "farm-nights, scoring-chunk, iae-reproduction or iae-tuning")
     except (DataMissingError, ValueError) as error:
         _fail(str(error))
     typer.echo(Path(result["files"]["markdown"]).read_text())

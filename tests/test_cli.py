@@ -92,6 +92,10 @@ def test_a_benchmark_option_given_to_a_benchmark_it_does_not_apply_to_is_one_lin
     result = CliRunner().invoke(app, ["benchmark", "scada-injection", "--calibration-range", "2015-12-31..2015-07-01",
                                       "--json", out])
     assert result.exit_code == 2 and "must be START..END (ISO dates, in order), got '2015-12-31..2015-07-01'" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "skab", "--max-drivers", "3", "--json", out])
+    assert result.exit_code == 2 and "--max-drivers applies to skab-roles, not skab" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "skab-roles", "--models", "pca_t2q", "--json", out])
+    assert result.exit_code == 2 and "--models does not apply to skab-roles" in result.output
     result = CliRunner().invoke(app, ["benchmark", "skab", "--threads", "-1", "--json", out])
     assert result.exit_code == 2 and "--threads must be 0 (torch's default) or more, got -1" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x.json").exists()

@@ -288,9 +288,9 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         # normal operation for a model fitted on the part's first 400 rows
         later_ratios = []
         for values in later_normal:
-            detector, _, later, threshold = _fitted(name, factories[name], values, np.zeros(len(values), dtype=int),
+            detector, _, later, threshold = fitted(name, factories[name], values, np.zeros(len(values), dtype=int),
                                                     window, seed)
-            later_ratios.append(_ratio(detector.score(later), threshold))
+            later_ratios.append(ratio(detector.score(later), threshold))
         budget_ratio = budget_threshold(later_ratios, BUDGET)
         left_out = left_out_part_fars(later_ratios, BUDGET)
         # the same with the level corrected for the shifts between the parts (threshold.shift_correction)
@@ -303,12 +303,12 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         budget_flags, shifted_flags, in_file_flags = [], [], []
         ratios, truth, seconds, files_of = [], [], [], []
         for number, (values, labels) in enumerate(data):
-            detector, train, test, threshold = _fitted(name, factories[name], values, labels, window, seed)
+            detector, train, test, threshold = fitted(name, factories[name], values, labels, window, seed)
             scores = detector.score(test)
             flags = scores > threshold
-            ratio = _ratio(scores, threshold)
-            budget_flags.append(ratio > budget_ratio)
-            shifted_flags.append(ratio > shifted_ratio)
+            file_ratio = ratio(scores, threshold)
+            budget_flags.append(file_ratio > budget_ratio)
+            shifted_flags.append(file_ratio > shifted_ratio)
             # the in-file calibration, for contrast: the conformal quantile of the scores of the model's held-out
             # validation windows, or of out-of-fold scores of all 375 training windows (each fold one contiguous
             # chunk of them: the file's first 400 rows are too short for several chunks a fold once purged)
@@ -319,12 +319,12 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
             in_file_flags.append(scores > conformal_threshold(held_out, BUDGET) if held_out is not None and
                                  len(held_out) else np.zeros(len(scores), bool))
             y = test.label_last == 1
-            totals += _confusion(flags, y)
+            totals += confusion(flags, y)
             # test windows end at the file's test rows, in order
-            as_conv_ae += _confusion(flags & conv_ae_flaggable(len(flags)), y)
+            as_conv_ae += confusion(flags & conv_ae_flaggable(len(flags)), y)
             flags_of_files.append(flags)
             began_in_training.append(bool(labels[:TRAIN_ROWS].any()))
-            ratios.append(ratio)
+            ratios.append(file_ratio)
             truth.append(y)
             seconds.append(test.end_us)  # row numbers of a 1 Hz file
             files_of.append(np.full(len(test), number))
@@ -382,7 +382,7 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         "f1_far": lambda ax: _plot(ax, results)})
 
 
-def _fitted(name: str, factory, values: np.ndarray, labels: np.ndarray, window: int, seed: int):
+def fitted(name: str, factory, values: np.ndarray, labels: np.ndarray, window: int, seed: int):
     """One file (or anomaly-free part) → (detector fitted on its first 400 rows, train windows, test windows,
     the detector's SKAB threshold)."""
     torch.manual_seed(seed)
@@ -391,13 +391,13 @@ def _fitted(name: str, factory, values: np.ndarray, labels: np.ndarray, window: 
     return detector, train, test, threshold_for(name, detector.score(train))
 
 
-def _ratio(scores: np.ndarray, threshold: float) -> np.ndarray:
+def ratio(scores: np.ndarray, threshold: float) -> np.ndarray:
     """(n,) scores on one scale across files: ÷ the file's threshold. A threshold of 0 (every training score 0,
     a collapsed model) counts as 1e-12, so its ratios stay on the same scale as every other file's."""
     return scores / max(threshold, 1e-12)
 
 
-def _confusion(flags: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def confusion(flags: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """(4,) int64 tp, fp, fn, tn of (n,) bool flags against (n,) bool truth."""
     return np.array([np.sum(flags & truth), np.sum(flags & ~truth), np.sum(~flags & truth),
                      np.sum(~flags & ~truth)], dtype=np.int64)
@@ -405,7 +405,7 @@ def _confusion(flags: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def _far_f1(flags: np.ndarray, truth: np.ndarray) -> dict:
     """{"far", "f1"} of (n,) bool flags against (n,) bool truth."""
-    metrics = confusion_metrics(*_confusion(flags, truth).tolist())
+    metrics = confusion_metrics(*confusion(flags, truth).tolist())
     return {"far": metrics["far"], "f1": metrics["f1"]}
 
 
