@@ -39,7 +39,8 @@ def benchmark(name: str = typer.Argument(..., help="skab, skab-roles, icing, con
               shift_correction: Optional[bool] = typer.Option(
                   None, "--shift-correction/--no-shift-correction",
                   help="farm-nights: threshold.shift_correction on or off (default: the pipeline's)"),
-              max_drivers: int = typer.Option(2, help="skab-roles: the most driver channels of a candidate"),
+              max_drivers: Optional[int] = typer.Option(
+                  None, help="skab-roles: the most driver channels of a candidate (default 2)"),
               threads: int = typer.Option(0, help="torch's CPU threads (0: torch's default); recorded in the JSON, "
                                                   "since some models' figures move with it"),
               track: bool = typer.Option(True, help="log the evaluation to MLflow under $LSTMAD_HOME/benchmarks")) -> None:
@@ -72,9 +73,9 @@ def benchmark(name: str = typer.Argument(..., help="skab, skab-roles, icing, con
         _fail(f"--shift-correction applies to farm-nights (skab reports both), not {name}")
     if models and name == "skab-roles":
         _fail("--models does not apply to skab-roles: it fits every normal-behaviour candidate itself")
-    if max_drivers != 2 and name != "skab-roles":
+    if max_drivers is not None and name != "skab-roles":
         _fail(f"--max-drivers applies to skab-roles, not {name}")
-    if max_drivers < 0:
+    if max_drivers is not None and max_drivers < 0:
         _fail(f"--max-drivers must be 0 or more, got {max_drivers}")
     if threads < 0:
         _fail(f"--threads must be 0 (torch's default) or more, got {threads}")
@@ -90,7 +91,8 @@ def benchmark(name: str = typer.Argument(..., help="skab, skab-roles, icing, con
         elif name == "skab-roles":
             from lstmad.benchmarks import skab_roles
 
-            result = skab_roles.run(json_path, epochs=epochs, seed=seed, device=device, max_drivers=max_drivers,
+            result = skab_roles.run(json_path, epochs=epochs, seed=seed, device=device,
+                                    max_drivers=skab_roles.MAX_DRIVERS if max_drivers is None else max_drivers,
                                     progress=options["progress"])
         elif name == "icing":
             from lstmad.benchmarks import icing

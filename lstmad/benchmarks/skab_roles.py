@@ -50,8 +50,8 @@ def criterion_value(criterion: str, ratios: np.ndarray, truth: np.ndarray) -> fl
     """How a candidate ranks on the choosing rows: (n,) score ÷ threshold ratios (alarm above 1), (n,) bool
     truth. ``f1_far_bound``: F1, less 1 when the FAR exceeds FAR_BOUND (so any candidate within the bound ranks
     above every one outside it); ``auroc``: the AUROC of the ratios."""
-    if criterion == "auroc":
-        return float(roc_auc_score(truth, ratios))
+    if criterion == "auroc":  # NaN where the rows hold one class only
+        return float(roc_auc_score(truth, ratios)) if 0 < np.sum(truth) < truth.size else float("nan")
     if criterion != "f1_far_bound":
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}")
     metrics = confusion_metrics(*skab.confusion(ratios > 1, truth).tolist())
@@ -70,6 +70,8 @@ def nested_choice(ratios: dict[str, np.ndarray], truth: np.ndarray, group: np.nd
     for g in np.unique(group):
         held_out = group == g
         values = {name: criterion_value(criterion, r[~held_out], truth[~held_out]) for name, r in ratios.items()}
+        # a value that cannot be computed (choosing rows of one class alone) never wins
+        values = {name: value if np.isfinite(value) else -np.inf for name, value in values.items()}
         best = max(values.values())
         chosen[str(g)] = next(name for name, value in values.items() if value == best)
         judged[held_out] = ratios[chosen[str(g)]][held_out]
@@ -107,6 +109,8 @@ def run(json_path: Path, epochs: int = 15, seed: int = 0, device: str = "auto", 
                 seconds.append(test.end_us)  # row numbers of a 1 Hz file
                 files_of.append(np.full(len(test), number))
         ratios[name] = np.concatenate(per_file)
+        # the test windows of a file are the same for every candidate (file_windows reads values, labels, window)
+        assert ratios[name].size == sum(map(len, truth)), name
         progress(f"skab-roles {k + 1}/{len(factories)} {name}: AUROC "
                  f"{roc_auc_score(np.concatenate(truth), ratios[name]):.3f} ({time.time() - started:.0f} s)")
     truth, files_of = np.concatenate(truth), np.concatenate(files_of)
@@ -136,7 +140,8 @@ def run(json_path: Path, epochs: int = 15, seed: int = 0, device: str = "auto", 
                        if k in ("f1", "far", "mar")}} for name, r in ratios.items()}
     result = {"models": {f"chosen_by_{criterion}": m for criterion, m in results.items()}, "candidates": every,
               "protocol": {"files": len(files), "groups": sorted(set(folder_of_file)), "train_rows": skab.TRAIN_ROWS,
-                           "window": window, "epochs": epochs, "seed": seed, "max_drivers": max_drivers,
+                           "window": window, "epochs": epochs, "seed": seed,
+                           "max_drivers": min(max_drivers, len(skab.SENSORS) - 1),
                            "error_models": list(ERROR_MODELS), "residual_steps": MEAN_STEPS,
                            "far_bound": FAR_BOUND, "candidates": len(factories),
                            "threshold": "quantile(train scores, 0.99) x 1.5",
