@@ -289,7 +289,7 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
         later_ratios = []
         for values in later_normal:
             detector, _, later, threshold = fitted(name, factories[name], values, np.zeros(len(values), dtype=int),
-                                                    window, seed)
+                                                   window, seed)
             later_ratios.append(ratio(detector.score(later), threshold))
         budget_ratio = budget_threshold(later_ratios, BUDGET)
         left_out = left_out_part_fars(later_ratios, BUDGET)
@@ -330,8 +330,8 @@ def run(json_path: Path, models: Optional[list[str]] = None, window: int = 26, e
             files_of.append(np.full(len(test), number))
         metrics = confusion_metrics(*totals.tolist())
         y_all = np.concatenate(truth)
-        at_budget, in_file = _far_f1(np.concatenate(budget_flags), y_all), _far_f1(np.concatenate(in_file_flags), y_all)
-        shifted = _far_f1(np.concatenate(shifted_flags), y_all)
+        at_budget, in_file = far_f1(np.concatenate(budget_flags), y_all), far_f1(np.concatenate(in_file_flags), y_all)
+        shifted = far_f1(np.concatenate(shifted_flags), y_all)
         metrics.update(budget=BUDGET, budget_ratio=budget_ratio, budget_far=at_budget["far"],
                        budget_far_within_2x=bool(at_budget["far"] <= 2 * BUDGET), budget_f1=at_budget["f1"],
                        budget_far_in_file=in_file["far"], budget_f1_in_file=in_file["f1"],
@@ -403,7 +403,7 @@ def confusion(flags: np.ndarray, truth: np.ndarray) -> np.ndarray:
                      np.sum(~flags & ~truth)], dtype=np.int64)
 
 
-def _far_f1(flags: np.ndarray, truth: np.ndarray) -> dict:
+def far_f1(flags: np.ndarray, truth: np.ndarray) -> dict:
     """{"far", "f1"} of (n,) bool flags against (n,) bool truth."""
     metrics = confusion_metrics(*confusion(flags, truth).tolist())
     return {"far": metrics["far"], "f1": metrics["f1"]}

@@ -54,7 +54,7 @@ def criterion_value(criterion: str, ratios: np.ndarray, truth: np.ndarray) -> fl
         return float(roc_auc_score(truth, ratios)) if 0 < np.sum(truth) < truth.size else float("nan")
     if criterion != "f1_far_bound":
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}")
-    metrics = confusion_metrics(*skab.confusion(ratios > 1, truth).tolist())
+    metrics = skab.far_f1(ratios > 1, truth)
     return metrics["f1"] - (1.0 if metrics["far"] > FAR_BOUND else 0.0)
 
 
