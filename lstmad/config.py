@@ -127,6 +127,11 @@ class SourceConfig:
         sine and cosine (lstmad.transforms.circular)."""
         return circular.tensor_names(self.channel_names, self.periods)
 
+    def with_drivers(self, drivers: tuple[str, ...]) -> "SourceConfig":
+        """This source with the channels named in ``drivers`` as its drivers and every other as a response."""
+        return dataclasses.replace(self, channels=tuple(
+            dataclasses.replace(c, role="driver" if c.name in drivers else "response") for c in self.channels))
+
     @property
     def driver_indices(self) -> tuple[int, ...]:
         """Positions (in tensor channel order) of the tensor channels whose source channel is a driver."""
@@ -179,6 +184,9 @@ class ModelConfig(TrainingParams):
     # fit each and keep the winner (lstmad.training.selection.CANDIDATES names): on the labelled evaluation
     # range, else a fault-injection study of the training range; empty: the detector above
     candidates: tuple[str, ...] = ()
+    # source channel names: each set is tried as the drivers of every forecaster candidate (of model.detector
+    # when candidates is empty), beside the source's own roles; the winner's roles are the model's
+    driver_sets: tuple[tuple[str, ...], ...] = ()
     threads: int = 0
 
 

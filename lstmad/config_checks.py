@@ -106,7 +106,8 @@ def check_config(config: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'prepare.step_s' must be a positive divisor of 86400 (a day), got "
                           f"{config.prepare.step_s}")
     # the forecaster predicts rows 2..W from the rows before them; a normal-behaviour model every row
-    most_steps = config.prepare.window - (0 if src.driver_indices else 1)
+    no_drivers = not src.driver_indices or any(not drivers for drivers in config.model.driver_sets)
+    most_steps = config.prepare.window - (1 if no_drivers else 0)
     if not 1 <= config.model.residual_steps <= most_steps:
         raise ConfigError(f"{source}: key 'model.residual_steps' must lie between 1 and {most_steps} for windows "
                           f"of {config.prepare.window} rows, got {config.model.residual_steps}")
@@ -163,6 +164,7 @@ def check_config(config: PipelineConfig, source: str) -> None:
     if d.processes and unsharded:
         raise ConfigError(f"{source}: key 'model.candidates' lists {unsharded}, which train in one process only; "
                           f"with train.distributed.processes list only {list(DISTRIBUTABLE)} detectors")
+    _check_driver_sets(config, source)
     th = config.threshold
     if not 0 < th.percentile < 100:
         raise ConfigError(f"{source}: key 'threshold.percentile' must lie strictly between 0 and 100")
@@ -228,3 +230,25 @@ def calibration_range_clash(config: PipelineConfig) -> str:
         return ("a fixed calibration range cannot follow the sliding training range of train.window_days: "
                 "set one")
     return ""
+
+
+def _check_driver_sets(config, source: str) -> None:
+    """model.driver_sets: sets of source channel names, each leaving a response, tried on a forecaster."""
+    from lstmad.training.selection import FORECASTERS
+
+    m, names = config.model, config.source.channel_names
+    if not m.driver_sets:
+        return
+    if not any(c in FORECASTERS for c in m.candidates or (m.detector,)):
+        raise ConfigError(f"{source}: key 'model.driver_sets' needs a forecaster to drive: model.detector "
+                          f"lstm_forecaster, or one of {list(FORECASTERS)} in model.candidates")
+    for i, drivers in enumerate(m.driver_sets):
+        unknown = [d for d in drivers if d not in names]
+        if unknown:
+            raise ConfigError(f"{source}: key 'model.driver_sets[{i}]' names {unknown}, not channels of "
+                              f"source.channels ({', '.join(names)})")
+        if len(set(drivers)) < len(drivers):
+            raise ConfigError(f"{source}: key 'model.driver_sets[{i}]' names a channel twice: {list(drivers)}")
+        if set(drivers) == set(names):
+            raise ConfigError(f"{source}: key 'model.driver_sets[{i}]' makes every channel a driver; at least one "
+                              "must be a response (the channels a normal-behaviour model predicts and alarms on)")

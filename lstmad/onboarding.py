@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import re
 from typing import Optional
 
@@ -326,8 +327,6 @@ def training_range(findings: Findings, train_days: Optional[int] = None) -> tupl
 
 
 def _yaml_value(value) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 
@@ -429,6 +428,12 @@ def config_text(findings: Findings, pipeline: str, train_days: Optional[int] = N
         lines += ["  error_model: mahalanobis     # a normal-behaviour model: the responses predicted from the drivers",
                   f"  residual_steps: {steps}            # a window's residual: the mean of its last {steps} rows' "
                   f"({steps * step / 3600:.1f} h)"]
+        drivers = [c.name for c in f.channels if c.driver]
+        if f.label_column:  # other roles are judged on the labelled evaluation range (docs/training.md)
+            sets = [[d] for d in drivers] if len(drivers) > 1 else []
+            suggested = json.dumps(sets + [[]], ensure_ascii=False)
+            lines += [f"  # driver_sets: {suggested}   # other drivers to try: the labelled evaluation range keeps "
+                      "the best"]
     lines += ["  hidden_sizes: [32, 16]", "  epochs: 8", "  batch_size: 256",
               "  patience: 2", "  max_train_windows: 60000", "  seed: 0",
               "train:                          # CHECK: a period of normal operation",

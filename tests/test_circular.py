@@ -182,3 +182,14 @@ def test_scored_shares_name_the_source_channels_a_circular_one_summed_from_its_s
     np.testing.assert_allclose(shares, expected, rtol=1e-12)
     for pairs, row in zip([p for p, f in zip(table.column("channel_shares").to_pylist(), flags) if f], expected):
         assert {p["channel"]: p["share"] for p in pairs} == pytest.approx({"yaw": row[0], "power": row[1]})
+
+
+def test_init_with_labels_suggests_each_driver_alone_and_none_as_other_driver_sets_commented_out(tmp_path):
+    # a wind speed and an outdoor temperature drive a power; the label column makes an evaluation range
+    text = init_config_text(tmp_path, "Ws_avg,Ot_avg,P_avg,label", lambda k, speed: (
+        f"{speed:.2f},{5 + k % 3},{min(2000.0, 1.2 * speed ** 3):.1f},{int(k % 97 == 0)}"))
+    conf = tmp_path / "turbine.yaml"
+    conf.write_text(text)
+    assert load_config(conf).model.driver_sets == ()
+    conf.write_text(text.replace("  # driver_sets:", "  driver_sets:"))
+    assert load_config(conf).model.driver_sets == (("Ws_avg",), ("Ot_avg",), ())

@@ -120,3 +120,37 @@ def test_error_regimes_are_a_mahalanobis_forecaster_setting():
         load_config(DEMO_CONF, {**forecaster, "model.error_regimes": 1})
     with pytest.raises(ConfigError, match=r"model\.error_regimes' applies to .* not lstm_forecaster with squared"):
         load_config(DEMO_CONF, {**forecaster, "model.error_model": "squared", "model.error_regimes": 4})
+
+
+def test_driver_sets_name_channels_of_the_source_each_leaving_a_response():
+    forecaster = {"model.detector": "lstm_forecaster"}
+    config = load_config(DEMO_CONF, {**forecaster, "model.driver_sets": [["wind_speed"], ["wind_speed", "power"]]})
+    assert config.model.driver_sets == (("wind_speed",), ("wind_speed", "power"))
+    every = list(config.source.channel_names)
+    for sets, message in (([["wind_speed"], ["nope"]], r"model\.driver_sets\[1\].*'nope'"),
+                          ([["power", "power"]], r"model\.driver_sets\[0\].*twice"),
+                          ([every], r"model\.driver_sets\[0\].*every channel a driver")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(DEMO_CONF, {**forecaster, "model.driver_sets": sets})
+    # a forecaster must be among what is tried: the detector itself, or a candidate
+    with pytest.raises(ConfigError, match=r"model\.driver_sets.*needs a forecaster"):
+        load_config(DEMO_CONF, {"model.detector": "lstm_autoencoder", "model.driver_sets": [["wind_speed"]]})
+    load_config(DEMO_CONF, {"model.detector": "lstm_autoencoder", "model.driver_sets": [["wind_speed"]],
+                            "model.candidates": ["pca_t2q", "lstm_forecaster_mahalanobis"]})
+    # with a set that has drivers and the source's own roles (none), rows 2..26 bound residual_steps
+    with pytest.raises(ConfigError, match=r"model\.residual_steps.*between 1 and 25"):
+        load_config(DEMO_CONF, {**forecaster, "model.driver_sets": [["wind_speed"]], "model.residual_steps": 26})
+
+
+def test_a_source_with_drivers_marks_both_tensor_channels_of_a_circular_driver():
+    import dataclasses
+
+    source = load_config(DEMO_CONF).source
+    # wind_direction (4th) as an angle: tensor channels wind_speed, generator_speed, power, wind_direction:sin,
+    # wind_direction:cos, wind_direction_mean, ...
+    angle = dataclasses.replace(source.channels[3], period=360.0)
+    source = dataclasses.replace(source, channels=source.channels[:3] + (angle,) + source.channels[4:])
+    driven = source.with_drivers(("wind_direction", "power"))
+    assert driven.driver_indices == (2, 3, 4)
+    assert [c.role for c in driven.channels[:5]] == ["response", "response", "driver", "driver", "response"]
+    assert driven.with_drivers(()).driver_indices == ()

@@ -640,3 +640,40 @@ def test_model_candidates_keep_the_detector_that_wins_on_the_labelled_evaluation
     assert bundle.detector.kind == winner
     # both candidates fit in seconds: with threshold.cross_fit_folds unset the winner calibrates out of fold
     assert metrics["calibration_folds"] == 5 and "out-of-fold (5 folds)" in trained["calibration"]
+
+
+def test_model_driver_sets_keep_the_roles_that_win_on_the_labelled_evaluation_range(run):
+    """model.driver_sets with the forecaster: each set (and the source's roles: none) fitted as the drivers of a
+    normal-behaviour model and judged on the labelled evaluation range; the winner's roles are the registered
+    model's. (After the candidates test: it registers a fourth version.)"""
+    from sklearn.metrics import roc_auc_score
+
+    from lstmad.transforms.blocks import windows_from_blocks
+
+    sets = [["wind_speed"], ["wind_speed", "environment_tmp"]]
+    config = load_config(run["conf"], {"model.driver_sets": sets})
+    trained = stages.train(config, promote=False)
+    metrics = trained["metrics"]
+    assert metrics["candidates_by_labels"] == 1.0
+    # independently: a forecaster with each set's channels as its drivers, on the same windows, seeded the same
+    t, channels = config.train, list(config.source.tensor_channels)
+
+    def windows(start, end):
+        blocks = read_blocks(run["paths"].tensors, [d.isoformat() for d in date_range(start, end)])
+        return windows_from_blocks(blocks, config.prepare.window, max_masked_share=config.prepare.max_masked_share)
+
+    train_windows = windows(t.start, t.end)
+    train_windows = train_windows.subset(np.flatnonzero(train_windows.label_any != 1))
+    evaluation = windows(t.eval_start, t.eval_end)
+    known = evaluation.label_last >= 0
+    independent = {}
+    for label, drivers in (("none", []), ("wind_speed", sets[0]), ("wind_speed.environment_tmp", sets[1])):
+        indices = tuple(channels.index(d) for d in drivers)
+        scores = build_detector(config.model, "", indices).fit(train_windows).score(evaluation)
+        independent[indices] = roc_auc_score(evaluation.label_last[known] == 1, scores[known])
+        assert metrics[f"candidate_lstm_forecaster.drivers.{label}_auroc"] == pytest.approx(independent[indices],
+                                                                                            abs=1e-6)
+    assert len(set(np.round(list(independent.values()), 6))) == 3  # a real choice: no tie among the three
+    winner = max(independent, key=independent.get)
+    bundle = model_store.load_bundle(config, {"version": str(trained["model_version"]), "run_id": trained["run_id"]})
+    assert bundle.detector.kind == "lstm_forecaster" and tuple(bundle.detector.params.drivers) == winner

@@ -133,3 +133,50 @@ def test_windows_across_a_hole_in_the_series_are_never_rebuilt_from_rows_on_both
     np.testing.assert_allclose(rebuilt[after:after + WINDOW - 1, :-1], original[after:after + WINDOW - 1, :-1],
                                atol=1e-6)
     assert len(fault_of) == len(holed)
+
+
+def test_driver_candidates_try_each_forecaster_once_per_driver_set_and_the_others_once():
+    from lstmad.training.selection import Candidate, driver_candidates
+
+    # the source's roles (a) first; (b, a) is a set not a list: tried once, as first listed; () no drivers
+    got = driver_candidates(["lstm_forecaster", "pca_t2q", "lstm_forecaster_mahalanobis"], ("a",),
+                            [("b", "a"), ("a",), ("a", "b"), ()])
+    assert got == [Candidate("lstm_forecaster", ("a",)), Candidate("lstm_forecaster", ("b", "a")),
+                   Candidate("lstm_forecaster", ()), Candidate("pca_t2q", None),
+                   Candidate("lstm_forecaster_mahalanobis", ("a",)),
+                   Candidate("lstm_forecaster_mahalanobis", ("b", "a")), Candidate("lstm_forecaster_mahalanobis", ())]
+    # without driver sets every candidate keeps the source's roles, as model.candidates always did
+    assert driver_candidates(["lstm_forecaster", "pca_t2q"], ("a",), []) == [Candidate("lstm_forecaster"),
+                                                                            Candidate("pca_t2q")]
+
+
+def test_a_candidate_with_drivers_is_named_as_mlflow_accepts_a_metric_name():
+    from lstmad.training.selection import Candidate
+
+    assert Candidate("pca_t2q").label == "pca_t2q"
+    assert Candidate("lstm_forecaster", ()).label == "lstm_forecaster.drivers.none"
+    assert (Candidate("lstm_forecaster_mahalanobis", ("wind speed", "T/2 (°C)")).label
+            == "lstm_forecaster_mahalanobis.drivers.wind_speed.T_2___C_")
+
+
+def test_choose_candidate_judges_candidates_with_driver_sets_by_their_labels():
+    from lstmad.training.selection import Candidate
+
+    train = windows_of(related_series(3000, 4))
+    values = related_series(1500, 6)
+    labels = np.zeros(1500, dtype=np.int8)
+    labels[600:800] = 1
+    values[600:800, 2] = values[600:800, 2] * -1.0
+    evaluation = windows_of(values, labels)
+    # stand-ins for two driver sets: the candidate handed to make() decides what is built
+    built = {("a",): "isolation_forest", ("b",): "pca_t2q"}
+    chosen, how, results = choose_candidate(
+        [Candidate("lstm_forecaster", ("a",)), Candidate("lstm_forecaster", ("b",))],
+        lambda c: make(built[c.drivers]), train, evaluation, seed=0)
+    assert set(results) == {"lstm_forecaster.drivers.a", "lstm_forecaster.drivers.b"}
+    independent = {label: roc_auc_score(evaluation.label_last == 1, make(name).fit(train).score(evaluation))
+                   for label, name in (("lstm_forecaster.drivers.a", "isolation_forest"),
+                                       ("lstm_forecaster.drivers.b", "pca_t2q"))}
+    assert chosen == max(independent, key=independent.get)
+    with pytest.raises(ValueError, match="unknown model.candidates"):
+        choose_candidate([Candidate("no_such_detector", ())], lambda c: None, train, evaluation, seed=0)

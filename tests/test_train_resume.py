@@ -97,3 +97,14 @@ def test_a_crash_after_registration_is_finished_by_the_rerun_without_a_second_ve
     assert rerun["model_version"] == str(registered[0].version)  # the same version, not a second one
     assert len(client.search_model_versions(f"run_id = '{rerun['run_id']}'")) == 1
     assert client.get_run(rerun["run_id"]).info.status == "FINISHED"
+
+
+def test_other_channel_roles_make_another_training_so_no_checkpoint_resumes_with_other_inputs(prepared):
+    import dataclasses
+
+    from lstmad.training.resume import training_key
+
+    conf, config = prepared
+    assert training_key(load_config(conf)) == training_key(config)
+    driven = dataclasses.replace(config, source=config.source.with_drivers(("wind_speed",)))
+    assert training_key(driven) != training_key(config)

@@ -102,11 +102,14 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     try:
         started = time.time()
         candidate_metrics: dict[str, float] = {}
-        if m.candidates:
-            progress.step("train: fitting each of model.candidates %s to choose one", ", ".join(m.candidates))
+        if m.candidates or m.driver_sets:
+            sets = f" with each of model.driver_sets {[list(s) for s in m.driver_sets]}" if m.driver_sets else ""
+            progress.step("train: fitting each of %s%s to choose one", ", ".join(m.candidates) or m.detector, sets)
             config, candidate_metrics = chosen_candidate(config)
             m = config.model
             tags["detector"] = m.detector
+            if config.model.driver_sets:
+                tags["drivers"] = ",".join(c.name for c in config.source.channels if c.role == "driver") or "none"
         detector = build_detector(config.model, str(checkpoints), config.source.driver_indices)
         if t.distributed.processes:
             detector, counts, calibration_scores = fit_sharded(config, detector, spark)
@@ -278,28 +281,36 @@ def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
 
 
 def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, float]]:
-    """The configuration with the winner of model.candidates as its detector (lstmad.training.selection), and
-    the study's figures as MLflow metrics: candidate_<name>_auroc (mean over fault classes, or on the labelled
-    evaluation range), candidate_<name>_<fault>_auroc, candidate_<name>_clean_alarm_rate."""
+    """The configuration with the winner of model.candidates (each forecaster once per model.driver_sets, when
+    set) as its detector and the winner's driver set as the source's roles (lstmad.training.selection), and
+    the study's figures as MLflow metrics: candidate_<label>_auroc (mean over fault classes, or on the labelled
+    evaluation range), candidate_<label>_<fault>_auroc, candidate_<label>_clean_alarm_rate (Candidate.label)."""
     from lstmad.detectors import build_detector
-    from lstmad.training.selection import CANDIDATES, choose_candidate
+    from lstmad.training.selection import CANDIDATES, Candidate, choose_candidate, driver_candidates, named_candidate
 
-    t = config.train
+    t, src = config.train, config.source
 
-    def model_of(name: str):
-        model = dataclasses.replace(config.model, **CANDIDATES[name])
+    def configured(candidate: Candidate) -> PipelineConfig:
+        model = dataclasses.replace(config.model, **CANDIDATES[candidate.name])
         # the spread of the residuals belongs to a Mahalanobis forecaster only (config_checks)
         spread = model.residual_spread and model.error_model == "mahalanobis" and model.residual_steps >= 2
-        return dataclasses.replace(model, residual_spread=spread)
+        model = dataclasses.replace(model, residual_spread=spread)
+        return dataclasses.replace(config, model=model, source=src if candidate.drivers is None
+                                   else src.with_drivers(candidate.drivers))
 
-    def make(name: str):
-        model = model_of(name)
-        drivers = config.source.driver_indices if model.detector == "lstm_forecaster" else ()
-        return build_detector(model, "", drivers)
+    def make(candidate: Candidate):
+        chosen = configured(candidate)
+        drivers = chosen.source.driver_indices if chosen.model.detector == "lstm_forecaster" else ()
+        return build_detector(chosen.model, "", drivers)
 
+    source_drivers = tuple(c.name for c in src.channels if c.role == "driver")
+    known = [name for name in config.model.candidates or (named_candidate(config.model),) if name in CANDIDATES]
+    candidates = driver_candidates(known, source_drivers, config.model.driver_sets)
+    unknown = [name for name in config.model.candidates if name not in CANDIDATES]  # refused by choose_candidate
+    candidates += [Candidate(name) for name in unknown]
     # every candidate is compared on the same windows: those in normal operation for the one judging most rows
-    known = [name for name in config.model.candidates if name in CANDIDATES]  # the unknown are refused later
-    state_rows = max((make(name).judged_rows(config.prepare.window) for name in known), default=None)
+    state_rows = max((make(c).judged_rows(config.prepare.window) for c in candidates if c.name in CANDIDATES),
+                     default=None)
     _, windows = windows_of(config, t.start, t.end, state_rows)
     windows = windows.subset(np.flatnonzero((windows.state_last == 0) & (windows.label_any != 1)))
     evaluation = None
@@ -308,11 +319,15 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
         evaluation = evaluation.subset(np.flatnonzero(evaluation.state_last == 0))
 
     # the study's faults go into channels as the source has them, not into an angle's sine or cosine alone
-    src = config.source
     linear = [j for j, i in enumerate(circular.source_index(src.periods)) if not src.periods[i]]
-    chosen, how, results = choose_candidate(config.model.candidates, make, windows, evaluation, config.model.seed,
-                                            injectable=linear or None)
-    progress.step("train: model.candidates: %s wins (%s)", chosen, how)
+    label, how, results = choose_candidate(candidates, make, windows, evaluation, config.model.seed,
+                                           injectable=linear or None)
+    winner = next(c for c in candidates if c.label == label)
+    progress.step("train: model.candidates: %s wins (%s)", label, how)
+    if config.model.driver_sets and how != "labelled evaluation range":
+        # faults go into drivers too, which a normal-behaviour model does not score: no fair judge of roles
+        log.warning("train: model.driver_sets chosen by the fault-injection study, which judges roles poorly "
+                    "(docs/training.md); a labelled evaluation range (train.eval_start/eval_end) chooses them")
     metrics = {}
     for name, result in results.items():
         metrics[f"candidate_{name}_auroc"] = result.mean_auroc
@@ -320,7 +335,7 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
         metrics.update({f"candidate_{name}_{fault}_auroc": v for fault, v in result.auroc_by_fault.items()
                         if fault != "labelled"})
     metrics["candidates_by_labels"] = float(how == "labelled evaluation range")
-    return dataclasses.replace(config, model=model_of(chosen)), metrics
+    return configured(winner), metrics
 
 
 def criticality_steps(config: PipelineConfig) -> int:

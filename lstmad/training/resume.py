@@ -27,6 +27,7 @@ def training_key(config: PipelineConfig) -> str:
             for f in block_files(Paths.of(config).tensors, iso_dates(config.train.start, config.train.end))]
     shaping = {"pipeline": config.pipeline, "model": model, "train": train,
                "prepare": dataclasses.asdict(config.prepare), "channels": config.source.tensor_channels,
+               "drivers": config.source.driver_indices,  # a resumed checkpoint must have the same inputs
                "registered_model": config.registered_model_name, "blocks": data,
                # which training windows are kept apart to calibrate changes what trains
                "calibration_share": config.threshold.calibration_share}

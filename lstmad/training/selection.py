@@ -6,12 +6,16 @@ of them (which it never saw) are rebuilt as each asset's series, faults of every
 lstmad.evaluation.injection are injected into them (seeded: the same data and seed give the same study), and
 the candidate's AUROC of separating windows that end inside a fault from the others is measured per class.
 The candidate with the best mean AUROC over the classes wins.
+
+A forecaster candidate may be tried with several sets of driver channels (``model.driver_sets``): each pair of
+a candidate and a driver set is one candidate of its own (Candidate), judged the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -30,9 +34,47 @@ CANDIDATES: dict[str, dict] = {
     "pca_t2q": {"detector": "pca_t2q"},
     "isolation_forest": {"detector": "isolation_forest"},
 }
+FORECASTERS = tuple(name for name, settings in CANDIDATES.items() if settings["detector"] == "lstm_forecaster")
 STUDY_SHARE = 0.25
 MAX_STUDY_WINDOWS = 20_000
 STUDY_FAULTS = ("stuck", "drift", "offset", "gain", "noise_burst", "lag", "decoupling")
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A CANDIDATES name, with the source channels that drive it (``drivers``: names; () none) or None: as the
+    source's roles have it (and none for a detector that is not a forecaster)."""
+
+    name: str
+    drivers: Optional[tuple[str, ...]] = None
+
+    @property
+    def label(self) -> str:
+        """The name it goes by in progress lines and MLflow metrics: ``name``, with a driver set
+        ``<name>.drivers.<channel>.<channel>`` (``.drivers.none``: no drivers); characters MLflow refuses in a
+        metric name become _."""
+        if self.drivers is None:
+            return self.name
+        return f"{self.name}.drivers." + (".".join(re.sub(r"[^\w\-]", "_", d) for d in self.drivers) or "none")
+
+
+def named_candidate(model) -> str:
+    """The CANDIDATES name whose settings ``model`` (a ModelConfig) has: its detector, and its error model for
+    a forecaster."""
+    return next(name for name, settings in CANDIDATES.items()
+                if all(getattr(model, key) == value for key, value in settings.items()))
+
+
+def driver_candidates(names: Sequence[str], source_drivers: tuple[str, ...],
+                      driver_sets: Sequence[Sequence[str]]) -> list[Candidate]:
+    """Each of ``names`` as a Candidate: a forecaster once per driver set — the source's roles
+    (``source_drivers``) first, then ``driver_sets`` in order, each set once whatever its order — the others
+    once. Without ``driver_sets`` every candidate keeps the source's roles (drivers None)."""
+    sets: list[tuple[str, ...]] = []
+    for chosen in [source_drivers, *driver_sets]:
+        if not any(set(chosen) == set(s) for s in sets):
+            sets.append(tuple(chosen))
+    return [Candidate(name, s) for name in names for s in (sets if driver_sets and name in FORECASTERS else [None])]
 
 
 def series_of_windows(windows: Windows) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -165,18 +207,18 @@ def labelled_study(fit: Windows, evaluation: Windows, factories: dict[str, Calla
     return results
 
 
-def choose_candidate(candidates: tuple[str, ...], make: Callable[[str], object], fit: Windows,
+def choose_candidate(candidates: Sequence[str | Candidate], make: Callable[[str | Candidate], object], fit: Windows,
                      evaluation: Optional[Windows], seed: int, injectable: Optional[Sequence[int]] = None
                      ) -> tuple[str, str, dict[str, CandidateResult]]:
-    """(the winning candidate, how it was chosen: "labelled evaluation range" or "fault-injection study", every
-    candidate's result). ``make(name)`` builds an unfitted detector of a candidate; the labelled route is taken
-    when ``evaluation`` holds both normal and anomalous windows. ``injectable``: the channels the study may
-    inject faults into (all when None; not a circular channel's sine or cosine alone, which no sensor fault
-    moves on its own)."""
-    unknown = [c for c in candidates if c not in CANDIDATES]
+    """(the winning candidate's label, how it was chosen: "labelled evaluation range" or "fault-injection
+    study", every candidate's result by label). A candidate is a CANDIDATES name or a Candidate (a name with
+    a driver set); ``make(candidate)`` builds it unfitted. The labelled route is taken when ``evaluation``
+    holds both normal and anomalous windows. ``injectable``: the channels the study may inject faults into
+    (all when None; not a circular channel's sine or cosine alone, which no sensor fault moves on its own)."""
+    unknown = [c for c in candidates if (c.name if isinstance(c, Candidate) else c) not in CANDIDATES]
     if unknown:
         raise ValueError(f"unknown model.candidates {unknown}; choose from {', '.join(CANDIDATES)}")
-    factories = {name: (lambda n=name: make(n)) for name in candidates}
+    factories = {(c.label if isinstance(c, Candidate) else c): (lambda c=c: make(c)) for c in candidates}
     labelled = (evaluation is not None and len(evaluation) > 0 and (evaluation.label_last == 1).any()
                 and (evaluation.label_last == 0).any())
     if labelled:
