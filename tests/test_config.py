@@ -137,9 +137,24 @@ def test_driver_sets_name_channels_of_the_source_each_leaving_a_response():
         load_config(DEMO_CONF, {"model.detector": "lstm_autoencoder", "model.driver_sets": [["wind_speed"]]})
     load_config(DEMO_CONF, {"model.detector": "lstm_autoencoder", "model.driver_sets": [["wind_speed"]],
                             "model.candidates": ["pca_t2q", "lstm_forecaster_mahalanobis"]})
-    # with a set that has drivers and the source's own roles (none), rows 2..26 bound residual_steps
-    with pytest.raises(ConfigError, match=r"model\.residual_steps.*between 1 and 25"):
-        load_config(DEMO_CONF, {**forecaster, "model.driver_sets": [["wind_speed"]], "model.residual_steps": 26})
+    # two sets whose names MLflow would log alike; a set too long for a metric name
+    for sets, message in (([["wind speed"], ["wind_speed"]], r"model\.driver_sets\[1\].*same name"),
+                          ([["w" * 230]], r"model\.driver_sets\[0\].*250 characters")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(DEMO_CONF, {**forecaster, "source.channels": ["wind speed", "wind_speed", "w" * 230, "power"],
+                                    "model.driver_sets": sets})
+
+
+def test_residual_steps_are_bounded_by_the_set_without_drivers_among_those_tried(tmp_path):
+    from tests.conftest import tiny_config_dict, write_config
+
+    # windows of 12 rows: a normal-behaviour model predicts rows 1..12, a plain forecaster rows 2..12
+    raw = tiny_config_dict(tmp_path)
+    raw["source"]["channels"][0] = {"name": raw["source"]["channels"][0], "role": "driver"}
+    conf = write_config(tmp_path / "c.yaml", raw)
+    assert load_config(conf, {"model.residual_steps": 12, "model.driver_sets": [["power"]]}).model.residual_steps == 12
+    with pytest.raises(ConfigError, match=r"model\.residual_steps.*between 1 and 11"):
+        load_config(conf, {"model.residual_steps": 12, "model.driver_sets": [["power"], []]})
 
 
 def test_a_source_with_drivers_marks_both_tensor_channels_of_a_circular_driver():

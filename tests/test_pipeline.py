@@ -643,20 +643,22 @@ def test_model_candidates_keep_the_detector_that_wins_on_the_labelled_evaluation
 
 
 def test_model_driver_sets_keep_the_roles_that_win_on_the_labelled_evaluation_range(run):
-    """model.driver_sets with the forecaster: each set (and the source's roles: none) fitted as the drivers of a
-    normal-behaviour model and judged on the labelled evaluation range; the winner's roles are the registered
-    model's. (After the candidates test: it registers a fourth version.)"""
+    """model.driver_sets with the forecaster: each set, and the source's own roles (environment_tmp drives),
+    fitted as the drivers of a normal-behaviour model and judged on the labelled evaluation range; the winner's
+    roles are the registered model's. (After the candidates test: it registers a fourth version.)"""
+    from mlflow import MlflowClient
     from sklearn.metrics import roc_auc_score
 
     from lstmad.transforms.blocks import windows_from_blocks
 
-    sets = [["wind_speed"], ["wind_speed", "environment_tmp"]]
-    config = load_config(run["conf"], {"model.driver_sets": sets})
+    base = load_config(run["conf"])
+    channels = [{"name": c, "role": "driver"} if c == "environment_tmp" else c for c in base.source.channel_names]
+    config = load_config(run["conf"], {"source.channels": channels, "model.driver_sets": [["wind_speed"], []]})
     trained = stages.train(config, promote=False)
     metrics = trained["metrics"]
     assert metrics["candidates_by_labels"] == 1.0
     # independently: a forecaster with each set's channels as its drivers, on the same windows, seeded the same
-    t, channels = config.train, list(config.source.tensor_channels)
+    t, names = config.train, list(config.source.tensor_channels)
 
     def windows(start, end):
         blocks = read_blocks(run["paths"].tensors, [d.isoformat() for d in date_range(start, end)])
@@ -667,13 +669,16 @@ def test_model_driver_sets_keep_the_roles_that_win_on_the_labelled_evaluation_ra
     evaluation = windows(t.eval_start, t.eval_end)
     known = evaluation.label_last >= 0
     independent = {}
-    for label, drivers in (("none", []), ("wind_speed", sets[0]), ("wind_speed.environment_tmp", sets[1])):
-        indices = tuple(channels.index(d) for d in drivers)
+    for label, drivers in (("environment_tmp", ["environment_tmp"]), ("wind_speed", ["wind_speed"]), ("none", [])):
+        indices = tuple(names.index(d) for d in drivers)
         scores = build_detector(config.model, "", indices).fit(train_windows).score(evaluation)
-        independent[indices] = roc_auc_score(evaluation.label_last[known] == 1, scores[known])
-        assert metrics[f"candidate_lstm_forecaster.drivers.{label}_auroc"] == pytest.approx(independent[indices],
+        independent[label] = roc_auc_score(evaluation.label_last[known] == 1, scores[known])
+        assert metrics[f"candidate_lstm_forecaster.drivers.{label}_auroc"] == pytest.approx(independent[label],
                                                                                             abs=1e-6)
-    assert len(set(np.round(list(independent.values()), 6))) == 3  # a real choice: no tie among the three
     winner = max(independent, key=independent.get)
+    # the source's own roles lose here, so the registered model's roles are the winner's, not the YAML's
+    assert winner != "environment_tmp" and len(set(np.round(list(independent.values()), 6))) == 3
     bundle = model_store.load_bundle(config, {"version": str(trained["model_version"]), "run_id": trained["run_id"]})
-    assert bundle.detector.kind == "lstm_forecaster" and tuple(bundle.detector.params.drivers) == winner
+    expected = () if winner == "none" else (names.index(winner),)
+    assert bundle.detector.kind == "lstm_forecaster" and tuple(bundle.detector.params.drivers) == expected
+    assert MlflowClient(config.tracking_uri).get_run(trained["run_id"]).data.tags["drivers"] == winner

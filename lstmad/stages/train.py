@@ -83,7 +83,18 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     if config.threshold.calibration_start is not None:
         # an unusable calibration range fails here, before a run is opened or anything fitted
         calibration_range_windows(config, stats.stats_id)
+    started = time.time()
+    candidate_metrics: dict[str, float] = {}
+    if m.candidates or m.driver_sets:
+        # chosen before the training key: a rerun of a killed run resumes only a checkpoint of the same winner
+        sets = f" with each of model.driver_sets {[list(s) for s in m.driver_sets]}" if m.driver_sets else ""
+        progress.step("train: fitting each of %s%s to choose one", ", ".join(m.candidates) or m.detector, sets)
+        config, candidate_metrics = chosen_candidate(config)
+        m = config.model
     tags = {"pipeline": config.pipeline, "detector": config.model.detector}
+    if m.driver_sets:
+        tags["drivers"] = (",".join(c.name for c in config.source.channels if c.role == "driver")
+                           if m.detector == "lstm_forecaster" else "") or "none"
     key = training_key(config)
     # locked before the run is looked up: two trainings with the same settings must not both find (or both
     # create) the unfinished run
@@ -100,16 +111,6 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     if resumed:
         log.info("train: resuming unfinished MLflow run %s from %s", run_id, checkpoints)
     try:
-        started = time.time()
-        candidate_metrics: dict[str, float] = {}
-        if m.candidates or m.driver_sets:
-            sets = f" with each of model.driver_sets {[list(s) for s in m.driver_sets]}" if m.driver_sets else ""
-            progress.step("train: fitting each of %s%s to choose one", ", ".join(m.candidates) or m.detector, sets)
-            config, candidate_metrics = chosen_candidate(config)
-            m = config.model
-            tags["detector"] = m.detector
-            if config.model.driver_sets:
-                tags["drivers"] = ",".join(c.name for c in config.source.channels if c.role == "driver") or "none"
         detector = build_detector(config.model, str(checkpoints), config.source.driver_indices)
         if t.distributed.processes:
             detector, counts, calibration_scores = fit_sharded(config, detector, spark)
