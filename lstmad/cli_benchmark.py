@@ -16,6 +16,21 @@ def _fail(message: str):
     fail(message)
 
 
+def _date_range(option: str, value: Optional[str], name: str) -> Optional[tuple[dt.date, dt.date]]:
+    """``value`` START..END as two ISO dates in order (None when unset); refused in one line otherwise, or when
+    ``name`` is not scada-injection, the one benchmark that takes date ranges."""
+    if value is None:
+        return None
+    if name != "scada-injection":
+        _fail(f"{option} applies to scada-injection, not {name}")
+    try:
+        dates = tuple(dt.date.fromisoformat(d) for d in value.split(".."))
+        assert len(dates) == 2 and dates[0] <= dates[1]
+    except (ValueError, AssertionError):
+        _fail(f"{option} must be START..END (ISO dates, in order), got {value!r}")
+    return dates
+
+
 def benchmark(name: str = typer.Argument(..., help="skab, skab-roles, icing, contamination, scada-injection, "
                                                     "farm-nights, scoring-chunk, iae-reproduction or iae-tuning"),
               json_path: Path = typer.Option(..., "--json", help="where to write the JSON result"),
@@ -33,6 +48,10 @@ def benchmark(name: str = typer.Argument(..., help="skab, skab-roles, icing, con
               calibration_range: Optional[str] = typer.Option(
                   None, help="scada-injection: calibrate on the normal windows of START..END (ISO dates; "
                              "threshold.calibration_start..calibration_end)"),
+              labelled_range: Optional[str] = typer.Option(
+                  None, help="scada-injection: faults of their own injected into START..END of the training year "
+                             "and labelled, the evaluation range model.candidates and driver_sets choose on; "
+                             "training ends the day before"),
               calibration_days: int = typer.Option(
                   0, help="farm-nights: calibrate on the normal windows of this many days before the first night "
                           "(threshold.calibration_start..calibration_end; 0: the pipeline's calibration)"),
@@ -54,17 +73,10 @@ def benchmark(name: str = typer.Argument(..., help="skab, skab-roles, icing, con
         _fail(f"--cross-fit-folds applies to skab, farm-nights and scada-injection, not {name}")
     if per_asset_threshold and name not in ("farm-nights", "scada-injection"):
         _fail(f"--per-asset-threshold applies to farm-nights and scada-injection, not {name}")
-    later = None
-    if calibration_range is not None:
-        if name != "scada-injection":
-            _fail(f"--calibration-range applies to scada-injection, not {name}")
-        try:
-            later = tuple(dt.date.fromisoformat(d) for d in calibration_range.split(".."))
-            assert len(later) == 2 and later[0] <= later[1]
-        except (ValueError, AssertionError):
-            _fail(f"--calibration-range must be START..END (ISO dates, in order), got {calibration_range!r}")
-        if cross_fit_folds:
-            _fail("--calibration-range and --cross-fit-folds both choose the calibration windows: give one")
+    later = _date_range("--calibration-range", calibration_range, name)
+    if later and cross_fit_folds:
+        _fail("--calibration-range and --cross-fit-folds both choose the calibration windows: give one")
+    labelled = _date_range("--labelled-range", labelled_range, name)
     if calibration_days and name != "farm-nights":
         _fail(f"--calibration-days applies to farm-nights, not {name}")
     if calibration_days and cross_fit_folds:
@@ -106,7 +118,7 @@ def benchmark(name: str = typer.Argument(..., help="skab, skab-roles, icing, con
             from lstmad.benchmarks import scada_injection
 
             result = scada_injection.run(json_path, cross_fit_folds=cross_fit_folds or 0, per_asset=per_asset_threshold,
-                                         calibration_range=later, **options)
+                                         calibration_range=later, labelled_range=labelled, **options)
         elif name == "farm-nights":
             from lstmad.benchmarks import farm_nights
 

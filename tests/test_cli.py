@@ -95,6 +95,15 @@ def test_a_benchmark_option_given_to_a_benchmark_it_does_not_apply_to_is_one_lin
     result = CliRunner().invoke(app, ["benchmark", "scada-injection", "--calibration-range", "2015-12-31..2015-07-01",
                                       "--json", out])
     assert result.exit_code == 2 and "must be START..END (ISO dates, in order), got '2015-12-31..2015-07-01'" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "farm-nights", "--labelled-range", "2014-10-01..2014-12-31",
+                                      "--json", out])
+    assert result.exit_code == 2 and "--labelled-range applies to scada-injection, not farm-nights" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "scada-injection", "--labelled-range", "2014-10-01", "--json", out])
+    assert result.exit_code == 2 and "--labelled-range must be START..END (ISO dates, in order)" in result.output
+    # the labelled range takes days of the training year, after its first: training ends the day before
+    for days in ("2015-01-01..2015-02-01", "2014-01-01..2014-03-31"):
+        result = CliRunner().invoke(app, ["benchmark", "scada-injection", "--labelled-range", days, "--json", out])
+        assert result.exit_code == 2 and "the labelled range must lie within the training year" in result.output
     result = CliRunner().invoke(app, ["benchmark", "skab", "--max-drivers", "3", "--json", out])
     assert result.exit_code == 2 and "--max-drivers applies to skab-roles, not skab" in result.output
     result = CliRunner().invoke(app, ["benchmark", "skab-roles", "--models", "pca_t2q", "--json", out])

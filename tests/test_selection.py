@@ -180,3 +180,33 @@ def test_choose_candidate_judges_candidates_with_driver_sets_by_their_labels():
     assert chosen == max(independent, key=independent.get)
     with pytest.raises(ValueError, match="unknown model.candidates"):
         choose_candidate([Candidate("no_such_detector", ())], lambda c: None, train, evaluation, seed=0)
+
+
+class _Recorder:
+    """A stand-in detector: remembers the end times it was fitted on, scores a window by its last row's first
+    channel."""
+
+    fitted_on: list = []
+
+    def fit(self, windows):
+        _Recorder.fitted_on.append(windows.end_us.copy())
+        self.validation_scores_ = np.zeros(1)
+        return self
+
+    def score(self, windows):
+        return windows.batch(np.arange(len(windows)))[:, -1, 0].numpy()
+
+
+def test_candidates_are_fitted_on_at_most_max_fit_windows_evenly_spaced():
+    from lstmad.training.selection import at_most, labelled_study
+
+    values = related_series(WINDOW + 9, 1)  # 10 windows, ending at minutes 5 .. 14
+    windows = windows_of(values)
+    # 4 of 10 evenly spaced: positions 0, 3, 6, 9
+    assert (at_most(windows, 4).end_us // 60_000_000).tolist() == [5, 8, 11, 14]
+    assert at_most(windows, 0) is windows and at_most(windows, 10) is windows
+    labels = np.zeros(len(values), dtype=np.int8)
+    labels[-3:] = 1
+    _Recorder.fitted_on.clear()
+    labelled_study(windows, windows_of(values, labels), {"recorder": _Recorder}, max_fit_windows=4)
+    assert (_Recorder.fitted_on[0] // 60_000_000).tolist() == [5, 8, 11, 14]

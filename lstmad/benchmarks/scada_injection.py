@@ -27,12 +27,14 @@ import yaml
 from lstmad.benchmarks.common import (DataMissingError, by_asset, calibrated_on, fmt, low_high, stored_results,
                                       write_report)
 from lstmad.config import data_dir
+from lstmad.training.selection import STUDY_FAULTS
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "la_haute_borne.yaml"
 TRAIN = (dt.date(2014, 1, 1), dt.date(2014, 12, 31))
 TEST = (dt.date(2015, 1, 1), dt.date(2015, 6, 30))
 STEP_S = 600
 CHANNELS = ["Ba_avg", "P_avg", "Ws_avg", "Va_avg", "Ot_avg", "Ya_avg", "Wa_avg"]
+LABELLED_PER_FAULT = 1  # events of each class per turbine in the labelled range (a quarter holds one of each)
 CURTAILMENT_KW = 800.0  # the grid operator's set-point during a curtailment
 
 
@@ -76,6 +78,13 @@ DETECTORS = {  # each sets residual_steps (the shipped configuration's differs);
     "normal_behaviour_mean_frozen": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                                "residual_steps": 12, "frozen_channels": True},
                                      "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
+    # the same, its drivers chosen among these sets and the three above (model.driver_sets): on the labelled
+    # range when the study has one (--labelled-range), else by the injection study of the training range
+    "normal_behaviour_mean_frozen_roles": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
+                                                     "residual_steps": 12, "frozen_channels": True,
+                                                     "driver_sets": [["Ws_avg"], ["Ws_avg", "Ot_avg"],
+                                                                     ["Ws_avg", "Wa_avg"], []]},
+                                           "drivers": ["Ws_avg", "Ot_avg", "Wa_avg"]},
     # and each response's root-mean-square residual over the 12 rows beside the mean (model.residual_spread)
     "normal_behaviour_mean_frozen_spread": {"model": {"detector": "lstm_forecaster", "error_model": "mahalanobis",
                                                       "residual_steps": 12, "frozen_channels": True,
@@ -104,38 +113,61 @@ def load_scada(path: Optional[Path] = None) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailments: int = 6
-                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _rows_within(frame: pd.DataFrame, first: dt.date, last: dt.date) -> np.ndarray:
+    """(n,) bool: the rows of ``frame`` stamped on the days first .. last."""
+    times = frame["Date_time"]
+    return ((times >= pd.Timestamp(first, tz="UTC"))
+            & (times < pd.Timestamp(last + dt.timedelta(days=1), tz="UTC"))).to_numpy()
+
+
+def _planned_events(frame: pd.DataFrame, rows: np.ndarray, before: int, per_fault: int, seed: int,
+                    rng: np.random.Generator) -> tuple[list, list, list]:
+    """(injections, their class names, their slots) for one asset's ``rows`` (positions into ``frame``, time
+    order; ``before``: the asset's first position): ``per_fault`` events of each class, where it mostly
+    produces."""
+    from lstmad.evaluation.injection import Injection, plan_injections
+
+    part = frame.iloc[rows]
+    producing = (part[CHANNELS].notna().all(axis=1) & (part["Ws_avg"] > 4) & (part["P_avg"] > 50)).to_numpy()
+    eligible = np.convolve(producing, np.ones(36), "same") > 18  # mostly producing over ± 3 h
+    # where events go (their classes are dealt out below; the planner's own class is a placeholder)
+    slots = plan_injections(len(rows), len(CHANNELS), faults=["offset"], per_fault=per_fault * len(FAULT_CLASSES),
+                            seed=seed, min_length=72, max_length=432, gap=144, eligible=eligible)
+    dealt = rng.permutation(np.repeat(np.arange(len(FAULT_CLASSES)), per_fault))
+    # inject_frame counts positions among all of the asset's rows (time order)
+    offset = int(rows[0]) - before
+    injections = [Injection(FAULT_CLASSES[w].injector, CHANNELS.index(FAULT_CLASSES[w].channel),
+                            offset + slot.start, slot.length, FAULT_CLASSES[w].magnitude) for slot, w in zip(slots, dealt)]
+    return injections, [FAULT_CLASSES[w].name for w in dealt], slots
+
+
+def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailments: int = 6,
+                labelled: Optional[tuple[dt.date, dt.date]] = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(the table with faults and curtailments injected in TEST and a ``curtailed`` status column, the events
-    table (lstmad.evaluation.injection.EVENT_COLUMNS plus ``class``), the curtailment episodes (asset, start,
-    end)). Per turbine ``per_fault`` events of each class lasting 12 h – 3 days, a day apart, starting where
-    the turbine mostly produces; ``curtailments`` episodes of 6–24 h at 800 kW, a day clear of every event."""
-    from lstmad.evaluation.injection import Injection, inject_frame, plan_injections, robust_scales
+    table of TEST (lstmad.evaluation.injection.EVENT_COLUMNS plus ``class``), the curtailment episodes (asset,
+    start, end)). Per turbine ``per_fault`` events of each class lasting 12 h – 3 days, a day apart, starting
+    where the turbine mostly produces; ``curtailments`` episodes of 6–24 h at 800 kW, a day clear of every
+    event. With ``labelled`` (first, last day), LABELLED_PER_FAULT events of each class per turbine go into
+    that range too (another seed, no curtailments), their rows marked 1 in an ``injected`` column (0
+    elsewhere): labels to choose on."""
+    from lstmad.evaluation.injection import inject_frame, robust_scales
 
     frame = scada.sort_values(["Wind_turbine_name", "Date_time"]).reset_index(drop=True)
     frame["curtailed"] = 0
-    times = frame["Date_time"]
-    in_test = ((times >= pd.Timestamp(TEST[0], tz="UTC"))
-               & (times < pd.Timestamp(TEST[1] + dt.timedelta(days=1), tz="UTC"))).to_numpy()
-    rng = np.random.default_rng(seed)
-    plans, classes, episodes, scales = {}, {}, [], {}
+    in_test = _rows_within(frame, *TEST)
+    in_labelled = _rows_within(frame, *labelled) if labelled else np.zeros(len(frame), bool)
+    rng, labelled_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
+    plans, classes, episodes, scales, labelled_plans = {}, {}, [], {}, {}
     for k, asset in enumerate(sorted(frame["Wind_turbine_name"].unique())):
-        rows = np.flatnonzero((frame["Wind_turbine_name"] == asset).to_numpy() & in_test)
+        mine = (frame["Wind_turbine_name"] == asset).to_numpy()
+        before = int(np.flatnonzero(mine)[0])
+        rows = np.flatnonzero(mine & in_test)
         part = frame.iloc[rows]
-        producing = (part[CHANNELS].notna().all(axis=1) & (part["Ws_avg"] > 4) & (part["P_avg"] > 50)).to_numpy()
-        eligible = np.convolve(producing, np.ones(36), "same") > 18  # mostly producing over ± 3 h
-        # where events go (their classes are dealt out below; the planner's own class is a placeholder)
-        slots = plan_injections(len(rows), len(CHANNELS), faults=["offset"], per_fault=per_fault * len(FAULT_CLASSES),
-                                seed=seed * 1000 + k, min_length=72, max_length=432, gap=144, eligible=eligible)
-        dealt = rng.permutation(np.repeat(np.arange(len(FAULT_CLASSES)), per_fault))
-        # inject_frame counts positions among all of the asset's rows (time order): the test rows come after 2014
-        before = int(np.flatnonzero((frame["Wind_turbine_name"] == asset).to_numpy())[0])
-        offset = int(rows[0]) - before
-        plans[asset] = [Injection(FAULT_CLASSES[w].injector, CHANNELS.index(FAULT_CLASSES[w].channel),
-                                  offset + slot.start, slot.length, FAULT_CLASSES[w].magnitude)
-                        for slot, w in zip(slots, dealt)]
-        classes[asset] = [FAULT_CLASSES[w].name for w in dealt]
+        plans[asset], classes[asset], slots = _planned_events(frame, rows, before, per_fault, seed * 1000 + k, rng)
         scales[asset] = robust_scales(part[CHANNELS].to_numpy(float))
+        if labelled:
+            labelled_plans[asset], _, _ = _planned_events(frame, np.flatnonzero(mine & in_labelled), before,
+                                                          LABELLED_PER_FAULT, (seed + 1) * 1000 + k, labelled_rng)
         taken = np.zeros(len(rows), bool)
         for slot in slots:
             taken[max(0, slot.start - 144):slot.start + slot.length + 144] = True
@@ -149,6 +181,15 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
             taken[max(0, start - 144):start + length + 144] = True
             episodes.append({"asset": asset, "start": part["Date_time"].iloc[start],
                              "end": part["Date_time"].iloc[start + length - 1], "rows": rows[start:start + length]})
+    if labelled:
+        # the labelled range's events: injected with the test range's scales, judged by no figure reported
+        frame, _ = inject_frame(frame, "Wind_turbine_name", "Date_time", CHANNELS, labelled_plans, scales, seed + 1)
+        frame["injected"] = 0
+        for asset, injections in labelled_plans.items():
+            before = int(np.flatnonzero((frame["Wind_turbine_name"] == asset).to_numpy())[0])
+            for injection in injections:
+                first = before + injection.start
+                frame.iloc[first:first + injection.length, frame.columns.get_loc("injected")] = 1
     frame, events = inject_frame(frame, "Wind_turbine_name", "Date_time", CHANNELS, plans, scales, seed)
     # inject_frame lists each asset's events in its plan's order
     events["class"] = [classes[a][i] for a, i in zip(events["asset"], events.groupby("asset").cumcount())]
@@ -165,12 +206,15 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
 
 
 def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int, cross_fit_folds: int = 0,
-                 per_asset: bool = False, calibration_range: Optional[tuple[dt.date, dt.date]] = None) -> dict:
+                 per_asset: bool = False, calibration_range: Optional[tuple[dt.date, dt.date]] = None,
+                 labelled_range: Optional[tuple[dt.date, dt.date]] = None) -> dict:
     """The shipped la_haute_borne configuration, pointed at the study's table, with the curtailment status as an
     operating state besides the configuration's own, the threshold calibrated to false intervals per turbine-week (on the latest 10 % of the
     training windows, with ``cross_fit_folds`` on out-of-fold scores, or on the normal windows of
     ``calibration_range`` (threshold.calibration_start..calibration_end); with ``per_asset`` per turbine), and
-    ``detector``'s settings."""
+    ``detector``'s settings. With ``labelled_range`` (build_study's), training ends the day before it and it
+    is the labelled evaluation range (label column ``injected``) that model.candidates and model.driver_sets
+    choose on."""
     raw = yaml.safe_load(REPO_CONF.read_text())
     raw["pipeline"] = f"scada_injection_{detector}"
     raw["home"] = str(home)
@@ -185,6 +229,10 @@ def study_config(home: Path, source: Path, detector: str, seed: int, epochs: int
                          "residual_spread": False, **settings["model"]},
                         seed=seed, epochs=epochs)
     raw["train"].update(start=TRAIN[0], end=TRAIN[1], eval_start=None, eval_end=None)
+    if labelled_range:
+        raw["source"]["label_column"] = "injected"
+        raw["train"].update(end=labelled_range[0] - dt.timedelta(days=1), eval_start=labelled_range[0],
+                            eval_end=labelled_range[1])
     raw["threshold"].update(rule="alarms_per_week", budget=0.5,
                             calibration_share=0.0 if cross_fit_folds or calibration_range else 0.1,
                             cross_fit_folds=cross_fit_folds, per_asset=per_asset)
@@ -268,31 +316,40 @@ def evaluate(lake: Path, version: str, events: pd.DataFrame, curtailed: pd.DataF
 
 def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, seed: int = 0,
         workdir: Optional[Path] = None, cross_fit_folds: int = 0, per_asset: bool = False,
-        calibration_range: Optional[tuple[dt.date, dt.date]] = None, progress=print,
-        **_) -> dict:
+        calibration_range: Optional[tuple[dt.date, dt.date]] = None,
+        labelled_range: Optional[tuple[dt.date, dt.date]] = None, progress=print, **_) -> dict:
     """Build the study, run the pipeline's CLI for each detector (prepare once, then train and score each),
-    judge what it wrote; JSON, Markdown and a per-class figure next to ``json_path``."""
+    judge what it wrote; JSON, Markdown and a per-class figure next to ``json_path``. ``labelled_range``: days
+    of TRAIN given labelled faults of their own to choose on (build_study, study_config)."""
     import tempfile
 
     models = models or list(DETECTORS)
     unknown = sorted(set(models) - set(DETECTORS))
     if unknown:
         raise ValueError(f"unknown models {unknown}; known: {sorted(DETECTORS)}")
+    if labelled_range and not TRAIN[0] < labelled_range[0] <= labelled_range[1] <= TRAIN[1]:
+        raise ValueError(f"the labelled range must lie within the training year {TRAIN[0]}..{TRAIN[1]}, after its "
+                         f"first day, got {labelled_range[0]}..{labelled_range[1]}")
+    train = (TRAIN[0], labelled_range[0] - dt.timedelta(days=1)) if labelled_range else TRAIN
     work = Path(workdir or tempfile.mkdtemp(prefix="lstmad-scada-injection-"))
     work.mkdir(parents=True, exist_ok=True)
-    frame, events, curtailed = build_study(load_scada(), seed)
+    frame, events, curtailed = build_study(load_scada(), seed, labelled=labelled_range)
     source = work / "scada_injected.parquet"
     frame.to_parquet(source)
     events.to_csv(work / "events.csv", index=False)
     results, prepared = {}, False
     for name in models:
         started = time.time()
-        raw = study_config(work / "home", source, name, seed, epochs, cross_fit_folds, per_asset, calibration_range)
+        raw = study_config(work / "home", source, name, seed, epochs, cross_fit_folds, per_asset, calibration_range,
+                           labelled_range)
         raw["pipeline"] = "scada_injection"  # one home: the tensor blocks are prepared once for every detector
         conf = work / f"{name}.yaml"
         conf.write_text(yaml.safe_dump(raw, sort_keys=False))
         if not prepared:
-            run_cli(conf, "prepare", "--start", TRAIN[0].isoformat(), "--end", TRAIN[1].isoformat(), "--fit-stats")
+            # the normalisation's statistics from the training days alone, not the labelled range's faults
+            run_cli(conf, "prepare", "--start", train[0].isoformat(), "--end", train[1].isoformat(), "--fit-stats")
+            for first, last in [labelled_range] if labelled_range else []:
+                run_cli(conf, "prepare", "--start", first.isoformat(), "--end", last.isoformat())
             run_cli(conf, "prepare", "--start", TEST[0].isoformat(), "--end", TEST[1].isoformat())
             if calibration_range:
                 run_cli(conf, "prepare", "--start", calibration_range[0].isoformat(), "--end",
@@ -307,11 +364,20 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, se
         result.update(seconds=round(time.time() - started, 1), model_version=version,
                       calibration_intervals_per_asset_week=trained["metrics"].get("calibration_intervals_per_asset_week"),
                       notes=trained.get("notes", {}))
+        # what model.candidates / model.driver_sets compared (labelled AUROC or the injection study's mean)
+        compared = {k[len("candidate_"):-len("_auroc")]: v for k, v in trained["metrics"].items()
+                    if k.startswith("candidate_") and k.endswith("_auroc") and not any(
+                        k.endswith(f"_{fault}_auroc") for fault in STUDY_FAULTS)}
+        if compared:
+            judged = {k: v for k, v in compared.items() if np.isfinite(v)}
+            result.update(candidates=compared, chosen_by=("labelled range" if trained["metrics"].get(
+                "candidates_by_labels") else "injection study"), chosen=max(judged, key=judged.get, default=None))
         results[name] = result
         progress(f"scada injection {name}: AUROC {result['auroc']:.3f}, events found {result['interval_recall']:.2f}, "
                  f"false intervals/turbine-week {result['false_intervals_per_asset_week']:.2f}, "
                  f"on curtailment {result['intervals_on_curtailment']} ({result['seconds']} s)")
-    protocol = {"train": [d.isoformat() for d in TRAIN], "test": [d.isoformat() for d in TEST], "seed": seed,
+    protocol = {"train": [d.isoformat() for d in train],
+                "labelled_range": [d.isoformat() for d in labelled_range] if labelled_range else None, "test": [d.isoformat() for d in TEST], "seed": seed,
                 "epochs": epochs, "classes": [dataclasses.asdict(f) for f in FAULT_CLASSES],
                 "events": int(len(events)), "curtailments": int(len(curtailed)),
                 "threshold": "alarms_per_week 0.5 on " + (
@@ -343,6 +409,10 @@ def markdown(results: dict, protocol: dict) -> str:
         cells = [f"{fmt(results[n]['classes'][c]['auroc'])} / {fmt(results[n]['classes'][c]['interval_recall'], 2)}"
                  for n in results]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    for name, m in results.items():
+        if m.get("candidates"):
+            compared = ", ".join(f"{k} {fmt(v)}" for k, v in m["candidates"].items())
+            lines += ["", f"{name}: {m['chosen']} chosen by the {m['chosen_by']} (AUROC there: {compared})"]
     return "\n".join(lines) + "\n"
 
 

@@ -321,8 +321,11 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
 
     # the study's faults go into channels as the source has them, not into an angle's sine or cosine alone
     linear = [j for j, i in enumerate(circular.source_index(src.periods)) if not src.periods[i]]
+    if config.model.max_train_windows and len(windows) > config.model.max_train_windows:
+        progress.step("train: each candidate fitted on at most %d of the %d training windows, evenly spaced "
+                      "(model.max_train_windows)", config.model.max_train_windows, len(windows))
     label, how, results = choose_candidate(candidates, make, windows, evaluation, config.model.seed,
-                                           injectable=linear or None)
+                                           injectable=linear or None, max_fit_windows=config.model.max_train_windows)
     winner = next(c for c in candidates if c.label == label)
     progress.step("train: model.candidates: %s wins (%s)", label, how)
     if config.model.driver_sets and how != "labelled evaluation range":

@@ -144,16 +144,24 @@ class CandidateResult:
     error: str = ""
 
 
+def at_most(windows: Windows, most: int) -> Windows:
+    """``most`` windows evenly spaced through ``windows`` (all when ``most`` is 0 or no fewer than there are),
+    as model.max_train_windows thins the final fit's."""
+    if not most or len(windows) <= most:
+        return windows
+    return windows.subset(np.linspace(0, len(windows) - 1, most).astype(np.int64))
+
+
 def injection_study(windows: Windows, factories: dict[str, Callable[[], object]], seed: int = 0,
-                    channels: Optional[Sequence[int]] = None) -> dict[str, CandidateResult]:
-    """Fit each candidate (factory → unfitted detector) on the earlier windows, judge it on the latest
-    STUDY_SHARE with faults injected (the latest MAX_STUDY_WINDOWS of them at most) into ``channels`` (all
-    when None)."""
+                    channels: Optional[Sequence[int]] = None, max_fit_windows: int = 0) -> dict[str, CandidateResult]:
+    """Fit each candidate (factory → unfitted detector) on the earlier windows (at most ``max_fit_windows``,
+    evenly spaced; 0: all), judge it on the latest STUDY_SHARE with faults injected (the latest
+    MAX_STUDY_WINDOWS of them at most) into ``channels`` (all when None)."""
     from sklearn.metrics import roc_auc_score
 
     order = np.argsort(windows.end_us, kind="stable")
     n_study = int(round(len(windows) * STUDY_SHARE))
-    fit = windows.subset(np.sort(order[:-n_study]))
+    fit = at_most(windows.subset(np.sort(order[:-n_study])), max_fit_windows)
     # the latest MAX_STUDY_WINDOWS of them: an unbroken stretch of each asset's series, not a thinned one
     study = windows.subset(np.sort(order[-min(n_study, MAX_STUDY_WINDOWS):]))
     injected, fault_of = injected_windows(study, seed, channels=channels)
@@ -184,11 +192,13 @@ def best_candidate(results: dict[str, CandidateResult]) -> Optional[str]:
     return max(judged)[2] if judged else None
 
 
-def labelled_study(fit: Windows, evaluation: Windows, factories: dict[str, Callable[[], object]]
-                   ) -> dict[str, CandidateResult]:
-    """Fit each candidate on ``fit`` and judge it by its AUROC on the labelled ``evaluation`` windows (labels of
-    their last rows; unknown ones left out)."""
+def labelled_study(fit: Windows, evaluation: Windows, factories: dict[str, Callable[[], object]],
+                   max_fit_windows: int = 0) -> dict[str, CandidateResult]:
+    """Fit each candidate on ``fit`` (at most ``max_fit_windows`` of them, evenly spaced; 0: all) and judge it
+    by its AUROC on the labelled ``evaluation`` windows (labels of their last rows; unknown ones left out)."""
     from sklearn.metrics import roc_auc_score
+
+    fit = at_most(fit, max_fit_windows)
 
     known = evaluation.label_last >= 0
     results = {}
@@ -208,13 +218,14 @@ def labelled_study(fit: Windows, evaluation: Windows, factories: dict[str, Calla
 
 
 def choose_candidate(candidates: Sequence[str | Candidate], make: Callable[[str | Candidate], object], fit: Windows,
-                     evaluation: Optional[Windows], seed: int, injectable: Optional[Sequence[int]] = None
-                     ) -> tuple[str, str, dict[str, CandidateResult]]:
+                     evaluation: Optional[Windows], seed: int, injectable: Optional[Sequence[int]] = None,
+                     max_fit_windows: int = 0) -> tuple[str, str, dict[str, CandidateResult]]:
     """(the winning candidate's label, how it was chosen: "labelled evaluation range" or "fault-injection
     study", every candidate's result by label). A candidate is a CANDIDATES name or a Candidate (a name with
     a driver set); ``make(candidate)`` builds it unfitted. The labelled route is taken when ``evaluation``
     holds both normal and anomalous windows. ``injectable``: the channels the study may inject faults into
-    (all when None; not a circular channel's sine or cosine alone, which no sensor fault moves on its own)."""
+    (all when None; not a circular channel's sine or cosine alone, which no sensor fault moves on its own).
+    ``max_fit_windows``: the most windows a candidate is fitted on (model.max_train_windows; 0: all)."""
     unknown = [c for c in candidates if (c.name if isinstance(c, Candidate) else c) not in CANDIDATES]
     if unknown:
         raise ValueError(f"unknown model.candidates {unknown}; choose from {', '.join(CANDIDATES)}")
@@ -222,9 +233,9 @@ def choose_candidate(candidates: Sequence[str | Candidate], make: Callable[[str 
     labelled = (evaluation is not None and len(evaluation) > 0 and (evaluation.label_last == 1).any()
                 and (evaluation.label_last == 0).any())
     if labelled:
-        results, how = labelled_study(fit, evaluation, factories), "labelled evaluation range"
+        results, how = labelled_study(fit, evaluation, factories, max_fit_windows), "labelled evaluation range"
     else:
-        results, how = injection_study(fit, factories, seed, injectable), "fault-injection study"
+        results, how = injection_study(fit, factories, seed, injectable, max_fit_windows), "fault-injection study"
     chosen = best_candidate(results)
     if chosen is None:
         raise ValueError(f"no candidate of {list(candidates)} could be fitted: "
