@@ -234,7 +234,7 @@ def calibration_range_clash(config: PipelineConfig) -> str:
 
 def _check_driver_sets(config, source: str) -> None:
     """model.driver_sets: sets of source channel names, each leaving a response, tried on a forecaster."""
-    from lstmad.training.selection import FORECASTERS, Candidate
+    from lstmad.training.selection import FORECASTERS, STUDY_FAULTS, Candidate
 
     m, names = config.model, config.source.channel_names
     if not m.driver_sets:
@@ -252,18 +252,20 @@ def _check_driver_sets(config, source: str) -> None:
         if set(drivers) == set(names):
             raise ConfigError(f"{source}: key 'model.driver_sets[{i}]' makes every channel a driver; at least one "
                               "must be a response (the channels a normal-behaviour model predicts and alarms on)")
-    # each set's metrics are named after its channels (Candidate.label): two sets must not share a name, and
-    # the longest name MLflow is asked to log (candidate_<label>_noise_burst_auroc) must fit its 250 characters
-    labels: dict[str, tuple[str, ...]] = {}
+    # each set's metrics are named after its channels (Candidate.label, then _auroc, _clean_alarm_rate or
+    # _<fault>_auroc): no two sets may share a metric name, and the longest must fit MLflow's 250 characters
+    named: dict[str, tuple[str, ...]] = {}
     roles = tuple(c.name for c in config.source.channels if c.role == "driver")
     keyed = [("source.channels", roles)] + [(f"model.driver_sets[{i}]", d) for i, d in enumerate(m.driver_sets)]
     for key, drivers in keyed:
         label = Candidate("lstm_forecaster_mahalanobis", drivers).label
-        other = labels.setdefault(label, drivers)
-        if set(other) != set(drivers):
-            raise ConfigError(f"{source}: key '{key}' ({list(drivers)}) would be logged under the same name as "
-                              f"{list(other)} ({label}): channel names differing only in characters other than "
-                              "letters, digits, _ and - cannot both be tried")
-        if len(f"candidate_{label}_noise_burst_auroc") > 250:
+        metrics = [f"candidate_{label}_{suffix}" for suffix in
+                   ("auroc", "clean_alarm_rate", *(f"{fault}_auroc" for fault in STUDY_FAULTS))]
+        for metric in metrics:
+            other = named.setdefault(metric, drivers)
+            if set(other) != set(drivers):
+                raise ConfigError(f"{source}: key '{key}' ({list(drivers)}) would be logged under the same MLflow "
+                                  f"metric name as {list(other)} ({metric}); rename a channel")
+        if max(map(len, metrics)) > 250:
             raise ConfigError(f"{source}: key '{key}' names too many or too long channels for an MLflow metric name "
                               f"of at most 250 characters ({label})")

@@ -138,11 +138,13 @@ def test_driver_sets_name_channels_of_the_source_each_leaving_a_response():
     load_config(DEMO_CONF, {"model.detector": "lstm_autoencoder", "model.driver_sets": [["wind_speed"]],
                             "model.candidates": ["pca_t2q", "lstm_forecaster_mahalanobis"]})
     # two sets whose names MLflow would log alike; a set too long for a metric name
-    for sets, message in (([["wind speed"], ["wind_speed"]], r"model\.driver_sets\[1\].*same name"),
+    # (x's lag-fault AUROC and x_lag's AUROC would both be candidate_..._x_lag_auroc)
+    channels = ["wind speed", "wind_speed", "w" * 230, "x", "x_lag", "power"]
+    for sets, message in (([["wind speed"], ["wind_speed"]], r"model\.driver_sets\[1\].*same MLflow metric name"),
+                          ([["x"], ["x_lag"]], r"model\.driver_sets\[1\].*x_lag_auroc"),
                           ([["w" * 230]], r"model\.driver_sets\[0\].*250 characters")):
         with pytest.raises(ConfigError, match=message):
-            load_config(DEMO_CONF, {**forecaster, "source.channels": ["wind speed", "wind_speed", "w" * 230, "power"],
-                                    "model.driver_sets": sets})
+            load_config(DEMO_CONF, {**forecaster, "source.channels": channels, "model.driver_sets": sets})
 
 
 def test_residual_steps_are_bounded_by_the_set_without_drivers_among_those_tried(tmp_path):

@@ -682,3 +682,7 @@ def test_model_driver_sets_keep_the_roles_that_win_on_the_labelled_evaluation_ra
     expected = () if winner == "none" else (names.index(winner),)
     assert bundle.detector.kind == "lstm_forecaster" and tuple(bundle.detector.params.drivers) == expected
     assert MlflowClient(config.tracking_uri).get_run(trained["run_id"]).data.tags["drivers"] == winner
+    choice = trained["candidates"]
+    assert choice["chosen"] == f"lstm_forecaster.drivers.{winner}" and choice["by"] == "labelled evaluation range"
+    assert choice["compared"] == pytest.approx({f"lstm_forecaster.drivers.{k}": v for k, v in independent.items()},
+                                               abs=1e-6)

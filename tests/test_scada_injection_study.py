@@ -55,3 +55,20 @@ def test_a_labelled_range_leaves_the_test_study_alone_and_labels_its_own_faults(
                           equal_nan=True).all(axis=1)
     assert not (changed & ~in_test & (labels == 0)).any()
     assert changed[labels == 1].mean() > 0.5  # and most labelled rows did change
+
+
+def test_nothing_of_the_test_half_reaches_the_labelled_range(archive):
+    # another test half (every value doubled): the rows before it, labelled faults included, stay the same
+    altered = archive.copy()
+    later = (altered["Date_time"] >= pd.Timestamp(TEST[0], tz="UTC")).to_numpy()
+    altered.loc[later, CHANNELS] = altered.loc[later, CHANNELS].to_numpy() * 2
+    one, _, _ = build_study(archive, seed=3, labelled=LABELLED)
+    other, _, _ = build_study(altered, seed=3, labelled=LABELLED)
+    earlier = (one["Date_time"] < pd.Timestamp(TEST[0], tz="UTC")).to_numpy()
+    assert one.loc[earlier, "injected"].sum() > 0
+    pd.testing.assert_frame_equal(one.loc[earlier], other.loc[earlier])
+
+
+def test_a_labelled_range_too_short_for_every_class_is_refused_by_its_days(archive):
+    with pytest.raises(ValueError, match=r"labelled range 2014-10-01\.\.2014-10-10 is too short"):
+        build_study(archive, seed=3, labelled=(dt.date(2014, 10, 1), dt.date(2014, 10, 10)))

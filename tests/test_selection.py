@@ -210,3 +210,22 @@ def test_candidates_are_fitted_on_at_most_max_fit_windows_evenly_spaced():
     _Recorder.fitted_on.clear()
     labelled_study(windows, windows_of(values, labels), {"recorder": _Recorder}, max_fit_windows=4)
     assert (_Recorder.fitted_on[0] // 60_000_000).tolist() == [5, 8, 11, 14]
+
+
+def test_both_routes_of_choose_candidate_fit_on_at_most_max_fit_windows():
+    windows = windows_of(related_series(1200, 2))  # 1195 windows
+    labels = np.zeros(600, dtype=np.int8)
+    labels[300:350] = 1
+    evaluation = windows_of(related_series(600, 3), labels)
+    for route, judged in (("labelled evaluation range", evaluation), ("fault-injection study", None)):
+        _Recorder.fitted_on.clear()
+        _, how, _ = choose_candidate(["pca_t2q"], lambda c: _Recorder(), windows, judged, seed=0, max_fit_windows=50)
+        assert how == route
+        fitted = _Recorder.fitted_on[0]
+        # 50 windows from the first (the study keeps its latest quarter apart: they come before it)
+        assert fitted.size == 50 and fitted[0] == windows.end_us[0]
+        assert np.all(np.diff(fitted) > 0)
+        if judged is None:
+            assert fitted[-1] < np.sort(windows.end_us)[-round(len(windows) * 0.25)]
+        else:
+            assert fitted[-1] == windows.end_us[-1]

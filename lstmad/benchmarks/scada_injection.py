@@ -27,7 +27,6 @@ import yaml
 from lstmad.benchmarks.common import (DataMissingError, by_asset, calibrated_on, fmt, low_high, stored_results,
                                       write_report)
 from lstmad.config import data_dir
-from lstmad.training.selection import STUDY_FAULTS
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf" / "la_haute_borne.yaml"
 TRAIN = (dt.date(2014, 1, 1), dt.date(2014, 12, 31))
@@ -157,7 +156,7 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
     in_test = _rows_within(frame, *TEST)
     in_labelled = _rows_within(frame, *labelled) if labelled else np.zeros(len(frame), bool)
     rng, labelled_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
-    plans, classes, episodes, scales, labelled_plans = {}, {}, [], {}, {}
+    plans, classes, episodes, scales, labelled_plans, labelled_scales = {}, {}, [], {}, {}, {}
     for k, asset in enumerate(sorted(frame["Wind_turbine_name"].unique())):
         mine = (frame["Wind_turbine_name"] == asset).to_numpy()
         before = int(np.flatnonzero(mine)[0])
@@ -166,8 +165,14 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
         plans[asset], classes[asset], slots = _planned_events(frame, rows, before, per_fault, seed * 1000 + k, rng)
         scales[asset] = robust_scales(part[CHANNELS].to_numpy(float))
         if labelled:
-            labelled_plans[asset], _, _ = _planned_events(frame, np.flatnonzero(mine & in_labelled), before,
-                                                          LABELLED_PER_FAULT, (seed + 1) * 1000 + k, labelled_rng)
+            labelled_rows = np.flatnonzero(mine & in_labelled)
+            try:
+                labelled_plans[asset], _, _ = _planned_events(frame, labelled_rows, before, LABELLED_PER_FAULT,
+                                                              (seed + 1) * 1000 + k, labelled_rng)
+            except ValueError as error:
+                raise ValueError(f"the labelled range {labelled[0]}..{labelled[1]} is too short for one event of "
+                                 f"each class on turbine {asset}: {error}") from None
+            labelled_scales[asset] = robust_scales(frame.iloc[labelled_rows][CHANNELS].to_numpy(float))
         taken = np.zeros(len(rows), bool)
         for slot in slots:
             taken[max(0, slot.start - 144):slot.start + slot.length + 144] = True
@@ -181,16 +186,21 @@ def build_study(scada: pd.DataFrame, seed: int = 0, per_fault: int = 2, curtailm
             taken[max(0, start - 144):start + length + 144] = True
             episodes.append({"asset": asset, "start": part["Date_time"].iloc[start],
                              "end": part["Date_time"].iloc[start + length - 1], "rows": rows[start:start + length]})
+    frame, events = inject_frame(frame, "Wind_turbine_name", "Date_time", CHANNELS, plans, scales, seed)
     if labelled:
-        # the labelled range's events: injected with the test range's scales, judged by no figure reported
-        frame, _ = inject_frame(frame, "Wind_turbine_name", "Date_time", CHANNELS, labelled_plans, scales, seed + 1)
+        # the labelled range's events, after the test half's (which is then as without them): injected into the
+        # rows before the test half alone, so that nothing of it (a decoupling's copied stretch, its scales)
+        # reaches the rows the drivers are chosen on
+        earlier = (frame["Date_time"] < pd.Timestamp(TEST[0], tz="UTC")).to_numpy()
+        injected, _ = inject_frame(frame[earlier], "Wind_turbine_name", "Date_time", CHANNELS, labelled_plans,
+                                   labelled_scales, seed + 1)
+        frame.loc[earlier, CHANNELS] = injected[CHANNELS].to_numpy()
         frame["injected"] = 0
         for asset, injections in labelled_plans.items():
             before = int(np.flatnonzero((frame["Wind_turbine_name"] == asset).to_numpy())[0])
             for injection in injections:
                 first = before + injection.start
                 frame.iloc[first:first + injection.length, frame.columns.get_loc("injected")] = 1
-    frame, events = inject_frame(frame, "Wind_turbine_name", "Date_time", CHANNELS, plans, scales, seed)
     # inject_frame lists each asset's events in its plan's order
     events["class"] = [classes[a][i] for a, i in zip(events["asset"], events.groupby("asset").cumcount())]
     for episode in episodes:
@@ -364,14 +374,9 @@ def run(json_path: Path, models: Optional[list[str]] = None, epochs: int = 6, se
         result.update(seconds=round(time.time() - started, 1), model_version=version,
                       calibration_intervals_per_asset_week=trained["metrics"].get("calibration_intervals_per_asset_week"),
                       notes=trained.get("notes", {}))
-        # what model.candidates / model.driver_sets compared (labelled AUROC or the injection study's mean)
-        compared = {k[len("candidate_"):-len("_auroc")]: v for k, v in trained["metrics"].items()
-                    if k.startswith("candidate_") and k.endswith("_auroc") and not any(
-                        k.endswith(f"_{fault}_auroc") for fault in STUDY_FAULTS)}
-        if compared:
-            judged = {k: v for k, v in compared.items() if np.isfinite(v)}
-            result.update(candidates=compared, chosen_by=("labelled range" if trained["metrics"].get(
-                "candidates_by_labels") else "injection study"), chosen=max(judged, key=judged.get, default=None))
+        if trained.get("candidates"):  # what model.candidates / model.driver_sets compared, and chose
+            result.update(candidates=trained["candidates"]["compared"], chosen=trained["candidates"]["chosen"],
+                          chosen_by=trained["candidates"]["by"])
         results[name] = result
         progress(f"scada injection {name}: AUROC {result['auroc']:.3f}, events found {result['interval_recall']:.2f}, "
                  f"false intervals/turbine-week {result['false_intervals_per_asset_week']:.2f}, "

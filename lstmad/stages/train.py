@@ -85,11 +85,17 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         calibration_range_windows(config, stats.stats_id)
     started = time.time()
     candidate_metrics: dict[str, float] = {}
+    choice: dict = {}
     if m.candidates or m.driver_sets:
-        # chosen before the training key: a rerun of a killed run resumes only a checkpoint of the same winner
-        sets = f" with each of model.driver_sets {[list(s) for s in m.driver_sets]}" if m.driver_sets else ""
-        progress.step("train: fitting each of %s%s to choose one", ", ".join(m.candidates) or m.detector, sets)
-        config, candidate_metrics = chosen_candidate(config)
+        # chosen before the training key: a rerun of a killed run resumes only a checkpoint of the same winner;
+        # locked on the settings as given, so a second training with them waits for no study of its own
+        choosing = TrainingLock(paths.locks, "choice-" + training_key(config))
+        try:
+            sets = f" with each of model.driver_sets {[list(s) for s in m.driver_sets]}" if m.driver_sets else ""
+            progress.step("train: fitting each of %s%s to choose one", ", ".join(m.candidates) or m.detector, sets)
+            config, candidate_metrics, choice = chosen_candidate(config)
+        finally:
+            choosing.release()
         m = config.model
     tags = {"pipeline": config.pipeline, "detector": config.model.detector}
     if m.driver_sets:
@@ -238,6 +244,8 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
     result = {"run_id": run_id, "model_name": name, "model_version": version, "metrics": metrics,
               "calibration": calibration.description,
               "history": detector.history_, "resumed": resumed, "notes": notes}
+    if choice:  # what model.candidates / model.driver_sets compared, by label, and the winner
+        result["candidates"] = choice
     if promote:
         result.update(promote_model(config, run_id, version))
     return result
@@ -281,11 +289,12 @@ def calibrated_threshold(config: PipelineConfig, detector, calibration_scores):
                      percentile=th.percentile, rules=rules, shift_correction=th.shift_correction)
 
 
-def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, float]]:
+def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, float], dict]:
     """The configuration with the winner of model.candidates (each forecaster once per model.driver_sets, when
     set) as its detector and the winner's driver set as the source's roles (lstmad.training.selection), and
     the study's figures as MLflow metrics: candidate_<label>_auroc (mean over fault classes, or on the labelled
-    evaluation range), candidate_<label>_<fault>_auroc, candidate_<label>_clean_alarm_rate (Candidate.label)."""
+    evaluation range), candidate_<label>_<fault>_auroc, candidate_<label>_clean_alarm_rate (Candidate.label),
+    and the choice: {"compared": {label: that AUROC}, "chosen": the winner's label, "by": how it was chosen}."""
     from lstmad.detectors import build_detector
     from lstmad.training.selection import CANDIDATES, Candidate, choose_candidate, driver_candidates, named_candidate
 
@@ -322,8 +331,8 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
     # the study's faults go into channels as the source has them, not into an angle's sine or cosine alone
     linear = [j for j, i in enumerate(circular.source_index(src.periods)) if not src.periods[i]]
     if config.model.max_train_windows and len(windows) > config.model.max_train_windows:
-        progress.step("train: each candidate fitted on at most %d of the %d training windows, evenly spaced "
-                      "(model.max_train_windows)", config.model.max_train_windows, len(windows))
+        progress.step("train: each candidate fitted on at most %d windows, evenly spaced (model.max_train_windows; "
+                      "%d in the training range)", config.model.max_train_windows, len(windows))
     label, how, results = choose_candidate(candidates, make, windows, evaluation, config.model.seed,
                                            injectable=linear or None, max_fit_windows=config.model.max_train_windows)
     winner = next(c for c in candidates if c.label == label)
@@ -339,7 +348,8 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
         metrics.update({f"candidate_{name}_{fault}_auroc": v for fault, v in result.auroc_by_fault.items()
                         if fault != "labelled"})
     metrics["candidates_by_labels"] = float(how == "labelled evaluation range")
-    return configured(winner), metrics
+    return configured(winner), metrics, {"compared": {name: r.mean_auroc for name, r in results.items()},
+                                         "chosen": label, "by": how}
 
 
 def criticality_steps(config: PipelineConfig) -> int:
