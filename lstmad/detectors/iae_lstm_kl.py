@@ -273,7 +273,8 @@ class IAELSTMKLDetector(Detector):
     @torch.no_grad()
     def _latents(self, windows: Windows, device, batch_size: Optional[int] = None) -> np.ndarray:
         self.network_.eval()
-        out = [self.network_.encode(self._scaled(b.to(device))).cpu().numpy()
+        # .float(): under bf16 autocast the latents are bf16, which NumPy cannot hold
+        out = [self.network_.encode(self._scaled(b.to(device))).float().cpu().numpy()
                for b in self._batches(windows, batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.params.latent))
 

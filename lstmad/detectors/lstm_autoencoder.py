@@ -79,7 +79,7 @@ class LSTMAutoencoderDetector(StillnessFloor, Detector):
         """Reconstruction error vectors (N, W, C), in the window's own time order."""
         self.network_.eval()
         device = next(self.network_.parameters()).device
-        out = [(torch.flip(self.network_(b.to(device)), dims=[1]) - b.to(device)).cpu().numpy()
+        out = [(torch.flip(self.network_(b.to(device)), dims=[1]) - b.to(device)).float().cpu().numpy()
                for b in windows.iter_batches(batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.window_, self.n_channels_))
 
