@@ -37,10 +37,10 @@ def test_bf16_training_on_cuda_scores_like_the_same_model_on_cpu():
     np.testing.assert_allclose(on_gpu, on_cpu, rtol=2e-2, atol=1e-5)  # TF32/cuDNN against CPU fp32
 
 
-def test_auto_precision_picks_bf16_on_cuda_and_compile_trains():
+def test_auto_precision_is_fp32_on_cuda_and_compile_trains():
     from lstmad.training.loop import resolve_device, uses_bf16
 
-    assert uses_bf16("auto", resolve_device("cuda")) == torch.cuda.is_bf16_supported()
+    assert not uses_bf16("auto", resolve_device("cuda")) and uses_bf16("bf16", resolve_device("cuda"))
     settings = dict(hidden_sizes=(16,), dropout=0.0, epochs=2, batch_size=512, seed=0, device="cuda",
                     precision="fp32")
     compiled = LSTMForecasterDetector(compile=True, **settings).fit(windows(2000))
@@ -54,7 +54,24 @@ def test_iae_lstm_kl_scores_on_cuda_like_on_cpu():
     detector = IAELSTMKLDetector.variant("iae_lstm_kl_soft", "small", epochs=2, pretrain_epochs=2,
                                          device="cuda").fit(data)
     on_gpu = detector.score(data)
+    # under bf16 autocast (as scoring with precision bf16 runs) the scores come back, near the fp32 ones
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        in_bf16 = detector.score(data)
+    assert np.all(np.isfinite(in_bf16))
+    np.testing.assert_allclose(in_bf16, on_gpu, rtol=0.1, atol=1e-3)
     np.testing.assert_allclose(on_gpu, detector.to("cpu").score(data), rtol=2e-2, atol=1e-5)
+
+
+def test_the_autoencoder_scores_under_bf16_autocast_near_fp32():
+    from lstmad.detectors import LSTMAutoencoderDetector
+
+    data = windows(1500)
+    detector = LSTMAutoencoderDetector(hidden=16, epochs=2, device="cuda", precision="fp32").fit(data)
+    fp32 = detector.score(data)
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        bf16 = detector.score(data)
+    assert np.all(np.isfinite(bf16))
+    np.testing.assert_allclose(bf16, fp32, rtol=0.1, atol=1e-3)
 
 
 @pytest.mark.spark

@@ -56,3 +56,11 @@ def test_cosine_schedule_is_followed_and_bf16_on_cpu_is_refused_up_front():
     np.testing.assert_allclose(rates, [1e-3 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)], rtol=1e-9)
     with pytest.raises(ValueError, match="bf16 needs a CUDA device"):
         detector(precision="bf16").fit(data)
+
+
+def test_auto_precision_is_fp32_on_every_device_and_bf16_is_asked_for():
+    from lstmad.training.loop import uses_bf16
+
+    # measured on an H200 (docs/benchmarks.md): bf16 autocast trained the forecaster and the autoencoder slower
+    assert not uses_bf16("auto", torch.device("cuda")) and not uses_bf16("auto", torch.device("cpu"))
+    assert uses_bf16("bf16", torch.device("cuda")) and not uses_bf16("fp32", torch.device("cuda"))
