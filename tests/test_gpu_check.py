@@ -45,3 +45,23 @@ def test_the_gpu_check_runs_on_a_bare_image_and_measures_every_profile(tmp_path)
     # the forecaster (LSTM 4→64→64 over the first 25 rows, a 64→4 head): 2·4H(I+H) + 2·4H per step and layer
     per_step = (2 * 4 * 64 * (4 + 64) + 2 * 4 * 64) + (2 * 4 * 64 * (64 + 64) + 2 * 4 * 64)
     assert result["profiles"]["lstm_forecaster"]["flops_per_window"] == per_step * 25 + 2 * 64 * 4
+
+
+def test_a_failing_measurement_is_recorded_and_the_check_goes_on(tmp_path, monkeypatch):
+    from lstmad.benchmarks import gpu_check
+
+    real = gpu_check.score_rate
+
+    def failing_at_256(detector, windows, batch_size, *args):
+        if batch_size == 256:
+            raise RuntimeError("CUDA error: out of memory (planted)")
+        return real(detector, windows, batch_size, *args)
+
+    monkeypatch.setattr(gpu_check, "score_rate", failing_at_256)
+    result = gpu_check.run(tmp_path, quick=True, device="cpu")
+    for entry in result["profiles"].values():
+        failed, measured = entry["scoring"][0], entry["scoring"][1]
+        assert (failed["batch_size"], failed["measured"]) == (256, False) and "planted" in failed["error"]
+        # the next setting is measured and, as the first fp32 uncompiled one, is the reference
+        assert (measured["batch_size"], measured["measured"], measured["max_relative_difference"]) == (1024, True, 0.0)
+        assert entry["training"][0]["windows_per_s"] > 0

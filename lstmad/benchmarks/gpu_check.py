@@ -157,12 +157,13 @@ def run(out_dir: Path, quick: bool = False, device: str = "auto", budget_s: floa
                         except (RuntimeError, TypeError, ValueError) as error:  # recorded; the others still run
                             entry["scoring"].append({**setting, "measured": False, "error": repr(error)[:500]})
                             continue
-                        if reference is None:
-                            reference = scores
-                        scale = np.maximum(np.abs(reference), 1e-12)
+                        if reference is None and precision == "fp32" and not compiled:
+                            reference = scores  # the first fp32 uncompiled scores; None until one is measured
+                        difference = None if reference is None else float(
+                            np.max(np.abs(scores - reference) / np.maximum(np.abs(reference), 1e-12)))
                         achieved = measured["windows_per_s"] * entry["flops_per_window"] / 1e12
                         measured.update(setting, measured=True, achieved_tflops=round(achieved, 4),
-                                        max_relative_difference=float(np.max(np.abs(scores - reference) / scale)))
+                                        max_relative_difference=difference)
                         for kind, peak in (peaks or {}).items():
                             measured[f"share_of_{kind}_peak"] = round(achieved / peak, 6)
                         entry["scoring"].append(measured)

@@ -53,7 +53,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """bf16 autocast for ``precision`` on ``device``: ``auto`` means fp32 everywhere. Measured on an H200
-    (docs/benchmarks.md, the GPU check): bf16 autocast trains the forecaster 1.27× and the autoencoder 1.1×
+    (docs/benchmarks.md, the GPU check): bf16 autocast trains the forecaster 1.28× and the autoencoder 1.1×
     slower than fp32 at batch 4,096, and only IAE-LSTM-KL faster (1.24×), so bf16 is asked for, not assumed."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
