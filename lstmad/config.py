@@ -133,6 +133,11 @@ class SourceConfig:
             dataclasses.replace(c, role="driver" if c.name in drivers else "response") for c in self.channels))
 
     @property
+    def driver_names(self) -> tuple[str, ...]:
+        """The source channels whose role is driver, in channel order."""
+        return tuple(c.name for c in self.channels if c.role == "driver")
+
+    @property
     def driver_indices(self) -> tuple[int, ...]:
         """Positions (in tensor channel order) of the tensor channels whose source channel is a driver."""
         return tuple(j for j, i in enumerate(circular.source_index(self.periods)) if self.channels[i].role == "driver")

@@ -255,8 +255,7 @@ def _check_driver_sets(config, source: str) -> None:
     # each set's metrics are named after its channels (Candidate.label, then _auroc, _clean_alarm_rate or
     # _<fault>_auroc): no two sets may share a metric name, and the longest must fit MLflow's 250 characters
     named: dict[str, tuple[str, ...]] = {}
-    roles = tuple(c.name for c in config.source.channels if c.role == "driver")
-    keyed = [("source.channels", roles)] + [(f"model.driver_sets[{i}]", d) for i, d in enumerate(m.driver_sets)]
+    keyed = [("source.channels", config.source.driver_names)] + [(f"model.driver_sets[{i}]", d) for i, d in enumerate(m.driver_sets)]
     for key, drivers in keyed:
         label = Candidate("lstm_forecaster_mahalanobis", drivers).label
         metrics = [f"candidate_{label}_{suffix}" for suffix in

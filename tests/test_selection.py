@@ -198,13 +198,14 @@ class _Recorder:
 
 
 def test_candidates_are_fitted_on_at_most_max_fit_windows_evenly_spaced():
-    from lstmad.training.selection import at_most, labelled_study
+    from lstmad.training.fitting import thinned
+    from lstmad.training.selection import labelled_study
 
     values = related_series(WINDOW + 9, 1)  # 10 windows, ending at minutes 5 .. 14
     windows = windows_of(values)
     # 4 of 10 evenly spaced: positions 0, 3, 6, 9
-    assert (at_most(windows, 4).end_us // 60_000_000).tolist() == [5, 8, 11, 14]
-    assert at_most(windows, 0) is windows and at_most(windows, 10) is windows
+    assert (thinned(windows, 4).end_us // 60_000_000).tolist() == [5, 8, 11, 14]
+    assert thinned(windows, 0) is windows and thinned(windows, 10) is windows
     labels = np.zeros(len(values), dtype=np.int8)
     labels[-3:] = 1
     _Recorder.fitted_on.clear()

@@ -99,8 +99,7 @@ def train(config: PipelineConfig, on_epoch: Optional[Callable[[dict], None]] = N
         m = config.model
     tags = {"pipeline": config.pipeline, "detector": config.model.detector}
     if m.driver_sets:
-        tags["drivers"] = (",".join(c.name for c in config.source.channels if c.role == "driver")
-                           if m.detector == "lstm_forecaster" else "") or "none"
+        tags["drivers"] = (",".join(config.source.driver_names) if m.detector == "lstm_forecaster" else "") or "none"
     key = training_key(config)
     # locked before the run is looked up: two trainings with the same settings must not both find (or both
     # create) the unfinished run
@@ -313,11 +312,9 @@ def chosen_candidate(config: PipelineConfig) -> tuple[PipelineConfig, dict[str, 
         drivers = chosen.source.driver_indices if chosen.model.detector == "lstm_forecaster" else ()
         return build_detector(chosen.model, "", drivers)
 
-    source_drivers = tuple(c.name for c in src.channels if c.role == "driver")
-    known = [name for name in config.model.candidates or (named_candidate(config.model),) if name in CANDIDATES]
-    candidates = driver_candidates(known, source_drivers, config.model.driver_sets)
-    unknown = [name for name in config.model.candidates if name not in CANDIDATES]  # refused by choose_candidate
-    candidates += [Candidate(name) for name in unknown]
+    # an unknown name (not a forecaster) stays one Candidate: choose_candidate refuses it
+    candidates = driver_candidates(config.model.candidates or (named_candidate(config.model),), src.driver_names,
+                                   config.model.driver_sets)
     # every candidate is compared on the same windows: those in normal operation for the one judging most rows
     state_rows = max((make(c).judged_rows(config.prepare.window) for c in candidates if c.name in CANDIDATES),
                      default=None)

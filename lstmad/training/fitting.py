@@ -210,7 +210,10 @@ def calibration_range_scores(config: PipelineConfig, detector, windows) -> Calib
 
 
 def thinned(windows, most: int):
-    """``most`` windows evenly spaced through ``windows`` (model.max_train_windows)."""
+    """``most`` windows evenly spaced through ``windows`` (model.max_train_windows); all of them when ``most``
+    is 0 or no fewer than there are."""
+    if not most or len(windows) <= most:
+        return windows
     return windows.subset(np.linspace(0, len(windows) - 1, most).astype(np.int64))
 
 
@@ -255,9 +258,7 @@ def cross_fitted(config: PipelineConfig, windows, plan: list) -> CalibrationScor
     most = config.model.max_train_windows
 
     def fit(fold_windows):
-        if most and len(fold_windows) > most:
-            fold_windows = thinned(fold_windows, most)
-        return build_detector(config.model, "", config.source.driver_indices).fit(fold_windows)
+        return build_detector(config.model, "", config.source.driver_indices).fit(thinned(fold_windows, most))
 
     scores = out_of_fold_scores(fit, windows, plan)
     return CalibrationScores(scores, np.asarray(windows.end_us), np.asarray(windows.assets, dtype=object)[windows.asset],

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from lstmad import progress
+from lstmad.training.fitting import thinned  # as model.max_train_windows thins the final fit's windows
 from lstmad.transforms.blocks import Windows
 
 log = logging.getLogger("lstmad")
@@ -144,14 +145,6 @@ class CandidateResult:
     error: str = ""
 
 
-def at_most(windows: Windows, most: int) -> Windows:
-    """``most`` windows evenly spaced through ``windows`` (all when ``most`` is 0 or no fewer than there are),
-    as model.max_train_windows thins the final fit's."""
-    if not most or len(windows) <= most:
-        return windows
-    return windows.subset(np.linspace(0, len(windows) - 1, most).astype(np.int64))
-
-
 def injection_study(windows: Windows, factories: dict[str, Callable[[], object]], seed: int = 0,
                     channels: Optional[Sequence[int]] = None, max_fit_windows: int = 0) -> dict[str, CandidateResult]:
     """Fit each candidate (factory → unfitted detector) on the earlier windows (at most ``max_fit_windows``,
@@ -161,7 +154,7 @@ def injection_study(windows: Windows, factories: dict[str, Callable[[], object]]
 
     order = np.argsort(windows.end_us, kind="stable")
     n_study = int(round(len(windows) * STUDY_SHARE))
-    fit = at_most(windows.subset(np.sort(order[:-n_study])), max_fit_windows)
+    fit = thinned(windows.subset(np.sort(order[:-n_study])), max_fit_windows)
     # the latest MAX_STUDY_WINDOWS of them: an unbroken stretch of each asset's series, not a thinned one
     study = windows.subset(np.sort(order[-min(n_study, MAX_STUDY_WINDOWS):]))
     injected, fault_of = injected_windows(study, seed, channels=channels)
@@ -198,7 +191,7 @@ def labelled_study(fit: Windows, evaluation: Windows, factories: dict[str, Calla
     by its AUROC on the labelled ``evaluation`` windows (labels of their last rows; unknown ones left out)."""
     from sklearn.metrics import roc_auc_score
 
-    fit = at_most(fit, max_fit_windows)
+    fit = thinned(fit, max_fit_windows)
 
     known = evaluation.label_last >= 0
     results = {}
