@@ -61,7 +61,7 @@ def test_cosine_schedule_is_followed_and_bf16_on_cpu_is_refused_up_front():
 def test_auto_precision_is_fp32_on_every_device_and_bf16_is_asked_for(monkeypatch):
     from lstmad.training.loop import uses_bf16
 
-    # measured on an H200 (docs/benchmarks.md): bf16 autocast trained the forecaster and the autoencoder slower;
+    # measured on an H200 (docs/benchmarks.md): bf16 autocast trained the forecaster and the autoencoder no faster;
     # even a card that supports bf16 trains in fp32 unless asked
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     assert not uses_bf16("auto", torch.device("cuda")) and not uses_bf16("auto", torch.device("cpu"))

@@ -53,8 +53,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """bf16 autocast for ``precision`` on ``device``: ``auto`` means fp32 everywhere. Measured on an H200
-    (docs/benchmarks.md, the GPU check): bf16 autocast trains the forecaster 1.28× and the autoencoder 1.1×
-    slower than fp32 at batch 4,096, and only IAE-LSTM-KL faster (1.24×), so bf16 is asked for, not assumed."""
+    (docs/benchmarks.md, the GPU check, two runs): bf16 autocast never trained the forecaster or the
+    autoencoder more than 1 % faster than fp32 at batch 4,096 (level to 1.28× slower) and moves their scores;
+    only IAE-LSTM-KL trained faster (1.17–1.26×). So bf16 is asked for, not assumed."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":

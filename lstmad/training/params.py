@@ -22,7 +22,7 @@ class TrainingParams:
     device: str = "auto"
     checkpoint_dir: str = ""  # where each epoch's checkpoint goes; a run finding one there resumes from it
     lr_schedule: str = "constant"  # or "cosine": cosine annealing of the learning rate over the epochs
-    # auto: fp32 (bf16 autocast trained the forecaster and autoencoder slower on an H200); fp32; bf16 (CUDA only)
+    # auto: fp32 (bf16 autocast trained the forecaster and autoencoder no faster on an H200); fp32; bf16 (CUDA)
     precision: str = "auto"
     compile: bool = False  # torch.compile the network for the training steps
     pin_memory: bool = True  # page-locked host batches (non-blocking copies) when training on CUDA
